@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build of usage-gateway: a locked release build, then a slim non-root runtime.
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+# Cache dependencies: build once with the manifests only.
+COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
+COPY tests ./tests
+COPY openapi ./openapi
+RUN cargo build --release --locked -p usage-gateway \
+ && strip target/release/usage-gateway
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin usage
+COPY --from=build /src/target/release/usage-gateway /usr/local/bin/usage-gateway
+COPY config/example.toml /etc/usage-gateway/config.toml
+USER 10001:10001
+# The configuration is read from this path; mount your own over it. Secrets come from the
+# environment through `${VAR}` references in the file (e.g. USAGE_GATEWAY_JWT_SECRET, DIGITALOCEAN_TOKEN).
+ENV USAGE_GATEWAY_CONFIG=/etc/usage-gateway/config.toml \
+    RUST_LOG=info
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["curl", "-fsS", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["/usr/local/bin/usage-gateway"]
+CMD ["--log-format", "json", "serve"]

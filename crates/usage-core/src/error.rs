@@ -1,0 +1,192 @@
+//! The one error type every provider reports in.
+
+use std::time::Duration;
+
+/// What went wrong talking to a vendor, in terms the gateway can act on.
+///
+/// Every variant names the source. Messages never contain credentials or raw vendor bodies
+/// beyond the vendor's own short error message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The vendor rejected our credentials (401).
+    #[error("{source_name}: the vendor rejected the configured credentials: {message}")]
+    Unauthenticated {
+        /// The source.
+        source_name: String,
+        /// The vendor's message.
+        message: String,
+    },
+    /// The credentials lack a privilege, licence or plan (403).
+    #[error("{source_name}: the vendor refused access: {message}")]
+    Forbidden {
+        /// The source.
+        source_name: String,
+        /// The vendor's message.
+        message: String,
+    },
+    /// The route or the resource does not exist (404).
+    #[error("{source_name}: not found: {message}")]
+    NotFound {
+        /// The source.
+        source_name: String,
+        /// What was not found.
+        message: String,
+    },
+    /// The vendor throttled us (429 or a local budget); retry after the given delay if known.
+    #[error("{source_name}: rate limited{}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// The source.
+        source_name: String,
+        /// When a retry may succeed.
+        retry_after: Option<Duration>,
+    },
+    /// A plan quota is exhausted (e.g. ChatBotKit `LIMITS_REACHED`); retrying does not help.
+    #[error("{source_name}: vendor quota exhausted: {message}")]
+    QuotaExceeded {
+        /// The source.
+        source_name: String,
+        /// The vendor's message.
+        message: String,
+    },
+    /// The vendor answered with another unexpected status.
+    #[error("{source_name}: vendor answered HTTP {status}: {message}")]
+    Upstream {
+        /// The source.
+        source_name: String,
+        /// The HTTP status.
+        status: u16,
+        /// The vendor's message.
+        message: String,
+    },
+    /// The request could not be sent or no answer came (connect error, reset).
+    #[error("{source_name}: transport error: {message}")]
+    Transport {
+        /// The source.
+        source_name: String,
+        /// What failed.
+        message: String,
+    },
+    /// The vendor did not answer in time.
+    #[error("{source_name}: timed out after {}ms", elapsed.as_millis())]
+    Timeout {
+        /// The source.
+        source_name: String,
+        /// How long we waited.
+        elapsed: Duration,
+    },
+    /// The vendor's body could not be read as the documented shape.
+    #[error("{source_name}: could not decode the vendor's answer: {message}")]
+    Decode {
+        /// The source.
+        source_name: String,
+        /// What did not fit.
+        message: String,
+    },
+    /// The query cannot be answered as asked (e.g. too many upstream calls).
+    #[error("{source_name}: {message}")]
+    InvalidQuery {
+        /// The source.
+        source_name: String,
+        /// Which parameter and why.
+        message: String,
+    },
+    /// The source is misconfigured, or the vendor rejected our request as malformed.
+    #[error("{source_name}: configuration error: {message}")]
+    Config {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ProviderError {
+    /// Reports whether retrying the same request later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::Upstream { status, .. } => *status >= 500 || *status == 408,
+            Self::Unauthenticated { .. }
+            | Self::Forbidden { .. }
+            | Self::NotFound { .. }
+            | Self::QuotaExceeded { .. }
+            | Self::Decode { .. }
+            | Self::InvalidQuery { .. }
+            | Self::Config { .. } => false,
+        }
+    }
+
+    /// Returns the delay the vendor asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Returns a short, stable machine name of the variant (`rate_limited`, `timeout`, ...),
+    /// used as the problem type suffix and as a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated { .. } => "upstream_unauthenticated",
+            Self::Forbidden { .. } => "upstream_forbidden",
+            Self::NotFound { .. } => "upstream_not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::Upstream { .. } => "upstream_error",
+            Self::Transport { .. } => "upstream_unreachable",
+            Self::Timeout { .. } => "timeout",
+            Self::Decode { .. } => "upstream_decode",
+            Self::InvalidQuery { .. } => "invalid_query",
+            Self::Config { .. } => "source_config",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_split() {
+        let s = || "s".to_string();
+        assert!(
+            ProviderError::RateLimited {
+                source_name: s(),
+                retry_after: None
+            }
+            .is_transient()
+        );
+        assert!(
+            ProviderError::Upstream {
+                source_name: s(),
+                status: 503,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !ProviderError::Upstream {
+                source_name: s(),
+                status: 400,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !ProviderError::QuotaExceeded {
+                source_name: s(),
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !ProviderError::Decode {
+                source_name: s(),
+                message: String::new()
+            }
+            .is_transient()
+        );
+    }
+}

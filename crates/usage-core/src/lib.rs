@@ -1,0 +1,19 @@
+//! `usage-core`: the [`UsageProvider`] trait, the normalized usage model, time planning and
+//! aggregation shared by the gateway and every vendor crate.
+
+pub mod aggregate;
+pub mod error;
+pub mod model;
+pub mod provider;
+pub mod time;
+
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+pub use error::ProviderError;
+pub use model::{
+    Agent, Attribution, Counters, Dimension, PointKey, ProviderKind, SourceInfo,
+    UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageQuery, Window,
+};
+pub use provider::{DynUsageProvider, UsageProvider};
+pub use time::Bucket;

@@ -1,0 +1,407 @@
+//! The normalized usage model every provider maps its vendor's payloads into.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Names the vendor integration behind a source.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// DigitalOcean Gen-AI agents.
+    Digitalocean,
+    /// Kibana Agent Builder.
+    Kibana,
+    /// ChatBotKit bots.
+    Chatbotkit,
+    /// The in-memory provider used by tests and examples.
+    Static,
+}
+
+impl ProviderKind {
+    /// Returns the wire name (`digitalocean`, `kibana`, `chatbotkit`, `static`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Digitalocean => "digitalocean",
+            Self::Kibana => "kibana",
+            Self::Chatbotkit => "chatbotkit",
+            Self::Static => "static",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "digitalocean" => Some(Self::Digitalocean),
+            "kibana" => Some(Self::Kibana),
+            "chatbotkit" => Some(Self::Chatbotkit),
+            "static" => Some(Self::Static),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The agent id under which usage without an agent (e.g. a ChatBotKit record without `botId`) is
+/// counted, so that it is never dropped.
+pub const UNATTRIBUTED_AGENT: &str = "(unattributed)";
+
+/// A dimension rows can be grouped by.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    /// The configured source name.
+    Source,
+    /// The provider kind of the source.
+    Provider,
+    /// The vendor's agent (or bot) id.
+    Agent,
+    /// The end user, where the vendor knows one.
+    User,
+    /// The conversation, where the vendor knows one.
+    Conversation,
+    /// The vendor's usage type (e.g. `INPUT`, `BASE`, `log_insights:INPUT`).
+    UsageType,
+}
+
+impl Dimension {
+    /// Every dimension, in canonical (row sort) order.
+    pub const ALL: [Dimension; 6] = [
+        Self::Source,
+        Self::Provider,
+        Self::Agent,
+        Self::User,
+        Self::Conversation,
+        Self::UsageType,
+    ];
+
+    /// Returns the wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Provider => "provider",
+            Self::Agent => "agent",
+            Self::User => "user",
+            Self::Conversation => "conversation",
+            Self::UsageType => "usage_type",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Reports whether the dimension comes from the provider's data (as opposed to the
+    /// gateway's own `source`/`provider` labels).
+    pub fn is_vendor_dimension(self) -> bool {
+        !matches!(self, Self::Source | Self::Provider)
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How exactly a source places usage in time.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Attribution {
+    /// Usage is counted inside the exact window asked for.
+    Exact,
+    /// A conversation's lifetime totals are placed at its last update.
+    Conversation,
+}
+
+/// The unit a counter is measured in. Numbers of different units are never added together.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Raw model tokens.
+    Tokens,
+    /// ChatBotKit credit tokens.
+    Credits,
+}
+
+impl Unit {
+    /// Returns the wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tokens => "tokens",
+            Self::Credits => "credits",
+        }
+    }
+}
+
+/// Describes a configured source and what it can answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// The unique, configured source name.
+    pub name: String,
+    /// The provider behind it.
+    pub provider: ProviderKind,
+    /// How exactly usage is placed in time.
+    pub attribution: Attribution,
+    /// Vendor dimensions the source can fill (`agent`, `user`, `conversation`, `usage_type`).
+    pub dimensions: BTreeSet<Dimension>,
+    /// Vendor dimensions the source can filter by (`agent`, `user`).
+    pub filters: BTreeSet<Dimension>,
+}
+
+/// An agent (or bot) as the vendor lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Agent {
+    /// The vendor's id (DigitalOcean uuid, Kibana agent id, ChatBotKit bot id).
+    pub id: String,
+    /// The human name, when the vendor gives one.
+    pub name: Option<String>,
+}
+
+/// A half-open time window `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Window {
+    /// Inclusive start.
+    pub start: DateTime<Utc>,
+    /// Exclusive end.
+    pub end: DateTime<Utc>,
+}
+
+impl Window {
+    /// Creates a window; `start` must be before `end`.
+    pub fn new(start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        debug_assert!(start < end, "window start must precede its end");
+        Self { start, end }
+    }
+
+    /// Reports whether `t` falls inside `[start, end)`.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// What a provider is asked: usage within each of `windows`, split by `dimensions`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UsageQuery {
+    /// Disjoint, ascending windows to answer for. Each answer point belongs to exactly one.
+    pub windows: Vec<Window>,
+    /// Vendor dimensions to keep; all others are collapsed (left `None`) in the answer.
+    pub dimensions: BTreeSet<Dimension>,
+    /// Only these agent ids, when set.
+    pub agents: Option<BTreeSet<String>>,
+    /// Only these users, when set (only asked of sources that can filter by user).
+    pub users: Option<BTreeSet<String>>,
+}
+
+impl UsageQuery {
+    /// Creates a query for one window with no filters and the given dimensions.
+    pub fn new(windows: Vec<Window>, dimensions: BTreeSet<Dimension>) -> Self {
+        Self {
+            windows,
+            dimensions,
+            agents: None,
+            users: None,
+        }
+    }
+
+    /// Returns the window holding `t`, if any.
+    pub fn window_of(&self, t: DateTime<Utc>) -> Option<Window> {
+        let idx = self.windows.partition_point(|w| w.end <= t);
+        self.windows.get(idx).copied().filter(|w| w.contains(t))
+    }
+
+    /// Reports whether an agent passes the agent filter.
+    pub fn wants_agent(&self, id: &str) -> bool {
+        self.agents.as_ref().is_none_or(|a| a.contains(id))
+    }
+
+    /// Reports whether a user passes the user filter.
+    pub fn wants_user(&self, user: Option<&str>) -> bool {
+        match &self.users {
+            None => true,
+            Some(users) => user.is_some_and(|u| users.contains(u)),
+        }
+    }
+
+    /// Reports whether the answer should keep a dimension.
+    pub fn keeps(&self, d: Dimension) -> bool {
+        self.dimensions.contains(&d)
+    }
+}
+
+/// The input/output/other token counters of one point or row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Counters {
+    /// Input (prompt) tokens.
+    pub input: u64,
+    /// Output (completion) tokens.
+    pub output: u64,
+    /// Everything neither input nor output, including vendors that give no split.
+    pub other: u64,
+}
+
+impl Counters {
+    /// Returns `input + output + other`, saturating.
+    pub fn total(&self) -> u64 {
+        self.input
+            .saturating_add(self.output)
+            .saturating_add(self.other)
+    }
+
+    /// Adds another set of counters, saturating.
+    pub fn add(&mut self, o: &Counters) {
+        self.input = self.input.saturating_add(o.input);
+        self.output = self.output.saturating_add(o.output);
+        self.other = self.other.saturating_add(o.other);
+    }
+
+    /// Reports whether every counter is zero.
+    pub fn is_zero(&self) -> bool {
+        self.input == 0 && self.output == 0 && self.other == 0
+    }
+}
+
+/// The vendor-side labels of a point; `None` means "unknown or collapsed".
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PointKey {
+    /// Agent id.
+    pub agent: Option<String>,
+    /// End user.
+    pub user: Option<String>,
+    /// Conversation id.
+    pub conversation: Option<String>,
+    /// Vendor usage type.
+    pub usage_type: Option<String>,
+}
+
+impl PointKey {
+    /// Returns the label for a vendor dimension (`None` for `source`/`provider`).
+    pub fn get(&self, d: Dimension) -> Option<&str> {
+        match d {
+            Dimension::Agent => self.agent.as_deref(),
+            Dimension::User => self.user.as_deref(),
+            Dimension::Conversation => self.conversation.as_deref(),
+            Dimension::UsageType => self.usage_type.as_deref(),
+            Dimension::Source | Dimension::Provider => None,
+        }
+    }
+
+    /// Keeps only the labels of the given dimensions.
+    #[must_use]
+    pub fn project(mut self, keep: &BTreeSet<Dimension>) -> Self {
+        if !keep.contains(&Dimension::Agent) {
+            self.agent = None;
+        }
+        if !keep.contains(&Dimension::User) {
+            self.user = None;
+        }
+        if !keep.contains(&Dimension::Conversation) {
+            self.conversation = None;
+        }
+        if !keep.contains(&Dimension::UsageType) {
+            self.usage_type = None;
+        }
+        self
+    }
+}
+
+/// One normalized measurement: counters for a key inside one of the query's windows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsagePoint {
+    /// The query window this point belongs to.
+    pub window: Window,
+    /// The vendor labels.
+    pub key: PointKey,
+    /// The agent's human name, when known.
+    pub agent_name: Option<String>,
+    /// The unit of the counters.
+    pub unit: Unit,
+    /// The counters.
+    pub counters: Counters,
+}
+
+/// A provider's answer to one [`UsageQuery`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageBatch {
+    /// The points, at most one per (window, key, unit) once [`UsageBatch::compact`] ran.
+    pub points: Vec<UsagePoint>,
+    /// How many HTTP requests the provider sent upstream to answer.
+    pub upstream_requests: u64,
+    /// Vendor-flagged warnings inside the windows (Kibana `high_input_tokens`), when the vendor
+    /// has such a notion.
+    pub warnings: Option<u64>,
+    /// Remarks on data the answer lacks although the call succeeded (e.g. an agent the vendor no
+    /// longer knows); shown to callers in the source's entry.
+    pub notes: Vec<String>,
+}
+
+impl UsageBatch {
+    /// Merges points with the same window, key and unit, and sorts them, so that equal answers
+    /// are equal values.
+    #[must_use]
+    pub fn compact(mut self) -> Self {
+        use std::collections::BTreeMap;
+        let mut merged: BTreeMap<(Window, PointKey, Unit), (Option<String>, Counters)> =
+            BTreeMap::new();
+        for p in self.points.drain(..) {
+            let e = merged
+                .entry((p.window, p.key, p.unit))
+                .or_insert((None, Counters::default()));
+            if e.0.is_none() {
+                e.0 = p.agent_name;
+            }
+            e.1.add(&p.counters);
+        }
+        self.points = merged
+            .into_iter()
+            .map(|((window, key, unit), (agent_name, counters))| UsagePoint {
+                window,
+                key,
+                agent_name,
+                unit,
+                counters,
+            })
+            .collect();
+        self
+    }
+
+    /// Approximates the heap size of the batch in bytes, for cache weighing.
+    pub fn approx_bytes(&self) -> usize {
+        let strings: usize = self
+            .points
+            .iter()
+            .map(|p| {
+                [
+                    &p.key.agent,
+                    &p.key.user,
+                    &p.key.conversation,
+                    &p.key.usage_type,
+                    &p.agent_name,
+                ]
+                .iter()
+                .map(|s| s.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.points.len() * std::mem::size_of::<UsagePoint>()
+            + strings
+    }
+}

@@ -1,0 +1,28 @@
+//! The trait every vendor integration implements.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::ProviderError;
+use crate::model::{Agent, SourceInfo, UsageBatch, UsageQuery};
+
+/// A configured connection to one vendor account (a "source").
+///
+/// A provider only speaks its vendor's HTTP and maps answers to the core model. Caching,
+/// deadlines, retries, rate limits and metrics wrap it from outside.
+#[async_trait]
+pub trait UsageProvider: Send + Sync + std::fmt::Debug + 'static {
+    /// Describes the source: its name, provider kind and what it can answer.
+    fn describe(&self) -> SourceInfo;
+
+    /// Lists the agents the source can see.
+    async fn agents(&self) -> Result<Vec<Agent>, ProviderError>;
+
+    /// Answers usage for every window of the query. Points carry the window they fall in and
+    /// only the dimensions the query keeps; points outside every window are never returned.
+    async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError>;
+}
+
+/// A shared provider handle.
+pub type DynUsageProvider = Arc<dyn UsageProvider>;

@@ -1,0 +1,324 @@
+//! Test helpers (feature `test-util`): a static in-memory provider with configurable data,
+//! latency and failure, and the conformance suite every provider runs.
+#![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::ProviderError;
+use crate::model::{
+    Agent, Attribution, Counters, Dimension, PointKey, ProviderKind, SourceInfo, Unit, UsageBatch,
+    UsagePoint, UsageQuery, Window,
+};
+use crate::provider::UsageProvider;
+
+/// One usage event of the static provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticEvent {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Its labels.
+    pub key: PointKey,
+    /// Its unit.
+    pub unit: Unit,
+    /// Its counters.
+    pub counters: Counters,
+}
+
+impl StaticEvent {
+    /// Creates a token event for an agent and optional user.
+    pub fn tokens(
+        at: DateTime<Utc>,
+        agent: &str,
+        user: Option<&str>,
+        input: u64,
+        output: u64,
+    ) -> Self {
+        Self {
+            at,
+            key: PointKey {
+                agent: Some(agent.to_owned()),
+                user: user.map(str::to_owned),
+                conversation: None,
+                usage_type: None,
+            },
+            unit: Unit::Tokens,
+            counters: Counters {
+                input,
+                output,
+                other: 0,
+            },
+        }
+    }
+}
+
+/// An in-memory provider answering from a fixed list of events.
+#[derive(Debug)]
+pub struct StaticProvider {
+    info: SourceInfo,
+    agents: Vec<Agent>,
+    events: Vec<StaticEvent>,
+    latency: Mutex<Duration>,
+    failure: Mutex<Option<ProviderError>>,
+    calls: AtomicU64,
+}
+
+impl StaticProvider {
+    /// Creates a provider named `name` with agent and user dimensions and no events.
+    pub fn new(name: &str) -> Self {
+        Self {
+            info: SourceInfo {
+                name: name.to_owned(),
+                provider: ProviderKind::Static,
+                attribution: Attribution::Exact,
+                dimensions: BTreeSet::from([Dimension::Agent, Dimension::User]),
+                filters: BTreeSet::from([Dimension::Agent, Dimension::User]),
+            },
+            agents: Vec::new(),
+            events: Vec::new(),
+            latency: Mutex::new(Duration::ZERO),
+            failure: Mutex::new(None),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets which vendor dimensions the source has and can filter by.
+    #[must_use]
+    pub fn with_dimensions(mut self, dims: &[Dimension], filters: &[Dimension]) -> Self {
+        self.info.dimensions = dims.iter().copied().collect();
+        self.info.filters = filters.iter().copied().collect();
+        self
+    }
+
+    /// Sets the provider kind it reports (to stand in for a vendor in gateway tests).
+    #[must_use]
+    pub fn with_kind(mut self, kind: ProviderKind) -> Self {
+        self.info.provider = kind;
+        self
+    }
+
+    /// Adds agents with names.
+    #[must_use]
+    pub fn with_agents(mut self, agents: &[(&str, &str)]) -> Self {
+        self.agents.extend(agents.iter().map(|(id, name)| Agent {
+            id: (*id).to_owned(),
+            name: Some((*name).to_owned()),
+        }));
+        self
+    }
+
+    /// Adds events.
+    #[must_use]
+    pub fn with_events(mut self, events: impl IntoIterator<Item = StaticEvent>) -> Self {
+        self.events.extend(events);
+        self
+    }
+
+    /// Sets a latency applied to every call.
+    pub fn set_latency(&self, d: Duration) {
+        *self.latency.lock().unwrap() = d;
+    }
+
+    /// Makes every following call fail with `err` (or succeed again with `None`).
+    pub fn set_failure(&self, err: Option<ProviderError>) {
+        *self.failure.lock().unwrap() = err;
+    }
+
+    /// Returns how many `usage` calls were made.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Returns the expected totals per unit over `range` (the ground truth for tests).
+    pub fn expected_totals(&self, range: Window) -> BTreeMap<Unit, Counters> {
+        let mut out: BTreeMap<Unit, Counters> = BTreeMap::new();
+        for e in self.events.iter().filter(|e| range.contains(e.at)) {
+            out.entry(e.unit).or_default().add(&e.counters);
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl UsageProvider for StaticProvider {
+    fn describe(&self) -> SourceInfo {
+        self.info.clone()
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
+        let latency = *self.latency.lock().unwrap();
+        tokio::time::sleep(latency).await;
+        if let Some(e) = self.failure.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(self.agents.clone())
+    }
+
+    async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let latency = *self.latency.lock().unwrap();
+        tokio::time::sleep(latency).await;
+        if let Some(e) = self.failure.lock().unwrap().clone() {
+            return Err(e);
+        }
+        let keep: BTreeSet<Dimension> = query
+            .dimensions
+            .intersection(&self.info.dimensions)
+            .copied()
+            .collect();
+        let names: BTreeMap<&str, &str> = self
+            .agents
+            .iter()
+            .filter_map(|a| Some((a.id.as_str(), a.name.as_deref()?)))
+            .collect();
+        let points = self
+            .events
+            .iter()
+            .filter(|e| e.key.agent.as_deref().is_none_or(|a| query.wants_agent(a)))
+            .filter(|e| query.wants_user(e.key.user.as_deref()))
+            .filter_map(|e| {
+                let window = query.window_of(e.at)?;
+                Some(UsagePoint {
+                    window,
+                    agent_name: e
+                        .key
+                        .agent
+                        .as_deref()
+                        .and_then(|a| names.get(a))
+                        .map(|n| (*n).to_owned())
+                        .filter(|_| keep.contains(&Dimension::Agent)),
+                    key: e.key.clone().project(&keep),
+                    unit: e.unit,
+                    counters: e.counters,
+                })
+            })
+            .collect();
+        Ok(UsageBatch {
+            points,
+            upstream_requests: 1,
+            warnings: None,
+            notes: Vec::new(),
+        }
+        .compact())
+    }
+}
+
+/// Sums a batch per unit.
+pub fn batch_totals(batch: &UsageBatch) -> BTreeMap<Unit, Counters> {
+    let mut out: BTreeMap<Unit, Counters> = BTreeMap::new();
+    for p in &batch.points {
+        out.entry(p.unit).or_default().add(&p.counters);
+    }
+    out
+}
+
+/// The conformance suite every provider runs: shape of `describe`, agent listing, points kept
+/// inside the asked windows and dimensions, additivity across windows, and the agent filter.
+///
+/// `range` must hold some usage, and be at least two seconds long.
+pub async fn conformance(provider: &dyn UsageProvider, range: Window) {
+    let info = provider.describe();
+    assert!(!info.name.is_empty(), "a source has a name");
+    assert!(
+        info.dimensions.iter().all(|d| d.is_vendor_dimension()),
+        "describe() lists only vendor dimensions: {:?}",
+        info.dimensions
+    );
+    assert!(
+        info.filters.is_subset(&info.dimensions),
+        "a source filters only by dimensions it has"
+    );
+
+    let agents = provider.agents().await.expect("agents() answers");
+    let all_dims: BTreeSet<Dimension> = Dimension::ALL.into_iter().collect();
+
+    let whole = provider
+        .usage(&UsageQuery::new(vec![range], all_dims.clone()))
+        .await
+        .expect("usage() answers for the whole range");
+    assert!(
+        !whole.points.is_empty(),
+        "the conformance range holds usage"
+    );
+    for p in &whole.points {
+        assert_eq!(p.window, range, "points carry the asked window");
+        for d in Dimension::ALL {
+            if p.key.get(d).is_some() {
+                assert!(info.dimensions.contains(&d), "point has undeclared {d}");
+            }
+        }
+    }
+
+    // Additivity: two adjacent windows add up to the whole range.
+    let mid = range.start + (range.end - range.start) / 2;
+    let halves = vec![Window::new(range.start, mid), Window::new(mid, range.end)];
+    let split = provider
+        .usage(&UsageQuery::new(halves.clone(), all_dims.clone()))
+        .await
+        .expect("usage() answers for two windows");
+    assert!(split.points.iter().all(|p| halves.contains(&p.window)));
+    assert_eq!(
+        batch_totals(&split),
+        batch_totals(&whole),
+        "adjacent windows add up to the whole range"
+    );
+
+    // Dropping every dimension keeps the totals.
+    let bare = provider
+        .usage(&UsageQuery::new(vec![range], BTreeSet::new()))
+        .await
+        .expect("usage() answers with no dimensions");
+    assert!(
+        bare.points.iter().all(|p| p.key == PointKey::default()),
+        "dimensions not asked for are collapsed"
+    );
+    assert_eq!(batch_totals(&bare), batch_totals(&whole));
+
+    // The agent filter keeps only that agent's usage.
+    if let Some(agent) = agents.first() {
+        let mut q = UsageQuery::new(vec![range], BTreeSet::from([Dimension::Agent]));
+        q.agents = Some(BTreeSet::from([agent.id.clone()]));
+        let one = provider
+            .usage(&q)
+            .await
+            .expect("usage() with an agent filter");
+        assert!(
+            one.points
+                .iter()
+                .all(|p| p.key.agent.as_deref() == Some(agent.id.as_str())),
+            "the agent filter holds"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration as CDuration, TimeZone};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn static_provider_passes_conformance() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let events = (0..48).map(|h| {
+            StaticEvent::tokens(
+                t0 + CDuration::hours(h),
+                if h % 2 == 0 { "a1" } else { "a2" },
+                Some("alice"),
+                10,
+                5,
+            )
+        });
+        let p = StaticProvider::new("s")
+            .with_agents(&[("a1", "Agent one"), ("a2", "Agent two")])
+            .with_events(events);
+        conformance(&p, Window::new(t0, t0 + CDuration::days(2))).await;
+        let totals = p.expected_totals(Window::new(t0, t0 + CDuration::days(2)));
+        assert_eq!(totals[&Unit::Tokens].total(), 48 * 15);
+    }
+}

@@ -1,0 +1,286 @@
+//! Time planning: parsing `start`/`end`, the default range, and DST-correct bucket edges in any
+//! IANA zone (zone rules come from `chrono-tz`, never from this file).
+
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
+    Timelike, Utc,
+};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::model::Window;
+
+/// How a range is cut into buckets.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Bucket {
+    /// One bucket: the whole range.
+    #[default]
+    None,
+    /// Local clock hours.
+    Hour,
+    /// Local calendar days.
+    Day,
+    /// ISO weeks starting Monday, local time.
+    Week,
+    /// Local calendar months.
+    Month,
+}
+
+impl Bucket {
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "hour" => Some(Self::Hour),
+            "day" => Some(Self::Day),
+            "week" => Some(Self::Week),
+            "month" => Some(Self::Month),
+            _ => None,
+        }
+    }
+
+    /// Returns the wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+}
+
+/// Parses an IANA zone name (`Europe/Berlin`, `UTC`).
+pub fn parse_tz(s: &str) -> Result<Tz, String> {
+    s.parse::<Tz>()
+        .map_err(|_| format!("`{s}` is not an IANA time zone name (e.g. `UTC`, `Europe/Berlin`)"))
+}
+
+/// Parses a `start`/`end` value: an RFC 3339 date-time, or `YYYY-MM-DD` meaning local midnight in
+/// `tz` (the first instant of that day where midnight falls into a DST gap).
+pub fn parse_instant(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && s.len() == 10
+    {
+        return Ok(local_to_utc(d.and_time(NaiveTime::MIN), tz));
+    }
+    Err(format!(
+        "`{s}` is neither an RFC 3339 date-time (2026-11-01T00:00:00Z) nor a date (2026-11-01)"
+    ))
+}
+
+/// Resolves a local wall-clock time to an instant: the earlier of two on a fall-back overlap, and
+/// the first existing instant after a spring-forward gap.
+pub fn local_to_utc(naive: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    let mut probe = naive;
+    // Real gaps are at most a few hours and on quarter-hour marks; 4 days covers any zone.
+    for _ in 0..(4 * 24 * 4) {
+        match tz.from_local_datetime(&probe) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
+                return t.with_timezone(&Utc);
+            }
+            LocalResult::None => probe += Duration::minutes(15),
+        }
+    }
+    // Unreachable for real zone data; fall back to reading the wall clock as UTC.
+    Utc.from_utc_datetime(&naive)
+}
+
+/// The default range: the last 7 whole local days before today, in `tz`.
+pub fn default_range(now: DateTime<Utc>, tz: Tz) -> Window {
+    let today = now.with_timezone(&tz).date_naive();
+    let end = local_to_utc(today.and_time(NaiveTime::MIN), tz);
+    let start = local_to_utc((today - Duration::days(7)).and_time(NaiveTime::MIN), tz);
+    Window::new(start, end)
+}
+
+/// Returns the start of the local bucket holding `t`.
+fn floor(t: DateTime<Utc>, tz: Tz, bucket: Bucket) -> DateTime<Utc> {
+    let local = t.with_timezone(&tz);
+    let date = local.date_naive();
+    match bucket {
+        Bucket::None => t,
+        Bucket::Hour => {
+            // Step back from `t` by the local minutes and seconds: correct for whole- and
+            // half-hour offsets alike, and never lands in a gap.
+            let back = Duration::minutes(i64::from(local.minute()))
+                + Duration::seconds(i64::from(local.second()))
+                + Duration::nanoseconds(i64::from(local.nanosecond()));
+            t - back
+        }
+        Bucket::Day => local_to_utc(date.and_time(NaiveTime::MIN), tz),
+        Bucket::Week => {
+            let monday = date - Duration::days(i64::from(date.weekday().num_days_from_monday()));
+            local_to_utc(monday.and_time(NaiveTime::MIN), tz)
+        }
+        Bucket::Month => {
+            let first = date.with_day(1).unwrap_or(date);
+            local_to_utc(first.and_time(NaiveTime::MIN), tz)
+        }
+    }
+}
+
+/// Returns the start of the local bucket after the one starting at `edge`.
+fn next_edge(edge: DateTime<Utc>, tz: Tz, bucket: Bucket) -> DateTime<Utc> {
+    let date = edge.with_timezone(&tz).date_naive();
+    match bucket {
+        Bucket::None => DateTime::<Utc>::MAX_UTC,
+        Bucket::Hour => {
+            let next = edge + Duration::hours(1);
+            // After a half-hour offset change, re-align to the local hour.
+            floor(next, tz, Bucket::Hour).max(edge + Duration::minutes(1))
+        }
+        Bucket::Day => local_to_utc((date + Duration::days(1)).and_time(NaiveTime::MIN), tz),
+        Bucket::Week => local_to_utc((date + Duration::days(7)).and_time(NaiveTime::MIN), tz),
+        Bucket::Month => {
+            let (y, m) = if date.month() == 12 {
+                (date.year() + 1, 1)
+            } else {
+                (date.year(), date.month() + 1)
+            };
+            let first = NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(date + Duration::days(31));
+            local_to_utc(first.and_time(NaiveTime::MIN), tz)
+        }
+    }
+}
+
+/// Cuts `range` into local buckets, clipped to the range at both ends.
+///
+/// Returns `Err(n)` with a lower bound of the bucket count when there are more than `max`.
+pub fn buckets(range: Window, tz: Tz, bucket: Bucket, max: usize) -> Result<Vec<Window>, usize> {
+    if bucket == Bucket::None {
+        return if max >= 1 { Ok(vec![range]) } else { Err(1) };
+    }
+    let mut out = Vec::new();
+    let mut edge = floor(range.start, tz, bucket);
+    while edge < range.end {
+        let next = next_edge(edge, tz, bucket);
+        let w = Window::new(edge.max(range.start), next.min(range.end));
+        if out.len() == max {
+            return Err(max + 1);
+        }
+        out.push(w);
+        edge = next;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn parses_dates_as_local_midnight() {
+        let berlin = parse_tz("Europe/Berlin").unwrap();
+        assert_eq!(
+            parse_instant("2026-07-01", berlin).unwrap(),
+            utc("2026-06-30T22:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("2026-01-01", berlin).unwrap(),
+            utc("2025-12-31T23:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("2026-01-01T05:00:00+02:00", berlin).unwrap(),
+            utc("2026-01-01T03:00:00Z")
+        );
+        assert!(parse_instant("2026-13-01", berlin).is_err());
+        assert!(parse_instant("yesterday", berlin).is_err());
+        assert!(parse_tz("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn midnight_in_a_gap_resolves_to_the_first_instant() {
+        // America/Santiago springs forward at local midnight (2026-09-06 00:00 -> 01:00).
+        let tz = parse_tz("America/Santiago").unwrap();
+        let t = parse_instant("2026-09-06", tz).unwrap();
+        assert_eq!(t.with_timezone(&tz).hour(), 1);
+    }
+
+    #[test]
+    fn day_buckets_across_dst_have_23_and_25_hours() {
+        let tz = parse_tz("Europe/Berlin").unwrap();
+        let range = Window::new(
+            parse_instant("2026-03-28", tz).unwrap(),
+            parse_instant("2026-03-30", tz).unwrap(),
+        );
+        let b = buckets(range, tz, Bucket::Day, 100).unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[1].end - b[1].start).num_hours(), 23);
+        let range = Window::new(
+            parse_instant("2026-10-25", tz).unwrap(),
+            parse_instant("2026-10-26", tz).unwrap(),
+        );
+        let b = buckets(range, tz, Bucket::Day, 100).unwrap();
+        assert_eq!((b[0].end - b[0].start).num_hours(), 25);
+        let h = buckets(range, tz, Bucket::Hour, 100).unwrap();
+        assert_eq!(h.len(), 25);
+    }
+
+    #[test]
+    fn weeks_start_monday_and_months_have_calendar_lengths() {
+        let tz = parse_tz("UTC").unwrap();
+        let range = Window::new(utc("2026-11-04T00:00:00Z"), utc("2026-11-20T00:00:00Z"));
+        let w = buckets(range, tz, Bucket::Week, 10).unwrap();
+        assert_eq!(w[0].start, range.start);
+        assert_eq!(w[1].start, utc("2026-11-09T00:00:00Z")); // a Monday
+        assert_eq!(w.last().unwrap().end, range.end);
+        let range = Window::new(utc("2026-01-15T00:00:00Z"), utc("2026-04-01T00:00:00Z"));
+        let m = buckets(range, tz, Bucket::Month, 10).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            m[1],
+            Window::new(utc("2026-02-01T00:00:00Z"), utc("2026-03-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn half_hour_zone_hours_align_locally() {
+        let tz = parse_tz("Asia/Kolkata").unwrap();
+        let range = Window::new(utc("2026-11-01T00:00:00Z"), utc("2026-11-01T03:00:00Z"));
+        let h = buckets(range, tz, Bucket::Hour, 10).unwrap();
+        assert_eq!(h[0], Window::new(range.start, utc("2026-11-01T00:30:00Z")));
+        assert_eq!(h.len(), 4);
+    }
+
+    #[test]
+    fn too_many_buckets_is_an_error() {
+        let tz = parse_tz("UTC").unwrap();
+        let range = Window::new(utc("2026-11-01T00:00:00Z"), utc("2026-11-03T00:00:00Z"));
+        assert_eq!(buckets(range, tz, Bucket::Hour, 10), Err(11));
+        assert_eq!(buckets(range, tz, Bucket::Hour, 48).unwrap().len(), 48);
+    }
+
+    #[test]
+    fn default_range_is_seven_whole_days() {
+        let tz = parse_tz("UTC").unwrap();
+        let r = default_range(utc("2026-11-08T10:00:00Z"), tz);
+        assert_eq!(
+            r,
+            Window::new(utc("2026-11-01T00:00:00Z"), utc("2026-11-08T00:00:00Z"))
+        );
+    }
+}

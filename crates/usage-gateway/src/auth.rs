@@ -1,0 +1,363 @@
+//! JWT verification, the `Caller` extractor and the deny-by-default access policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::{Ready, ready};
+use std::sync::Arc;
+
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+
+use crate::config::{AccessEntry, AuthConfig, ConfigError, JwtAlgorithm};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The longest bearer token accepted; longer ones are rejected before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Verifies bearer tokens against the pinned algorithms and configured keys.
+pub struct JwtVerifier {
+    keys: Vec<(Algorithm, DecodingKey)>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+    typ: Option<String>,
+    required_scope: String,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field(
+                "algorithms",
+                &self.keys.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_alg(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+    }
+}
+
+impl JwtVerifier {
+    /// Builds the verifier; fails on unreadable keys (with the key path).
+    pub fn new(cfg: &AuthConfig) -> Result<Self, ConfigError> {
+        let mut keys = Vec::new();
+        let mut errors = Vec::new();
+        for alg in &cfg.algorithms {
+            let key = match alg {
+                JwtAlgorithm::HS256 => cfg
+                    .hs256_secret
+                    .as_ref()
+                    .map(|s| Ok(DecodingKey::from_secret(s.expose_secret().as_bytes()))),
+                JwtAlgorithm::RS256 => cfg.rs256_public_key_pem.as_ref().map(|pem| {
+                    DecodingKey::from_rsa_pem(pem.as_bytes())
+                        .map_err(|e| ("auth.rs256_public_key_pem", e.to_string()))
+                }),
+                JwtAlgorithm::ES256 => cfg.es256_public_key_pem.as_ref().map(|pem| {
+                    DecodingKey::from_ec_pem(pem.as_bytes())
+                        .map_err(|e| ("auth.es256_public_key_pem", e.to_string()))
+                }),
+            };
+            match key {
+                Some(Ok(k)) => keys.push((to_alg(*alg), k)),
+                Some(Err((path, msg))) => errors.push((
+                    path.to_owned(),
+                    format!("not a usable PEM public key: {msg}"),
+                )),
+                None => {}
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError { errors });
+        }
+        Ok(Self {
+            keys,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            leeway: cfg.leeway.as_secs(),
+            typ: cfg.typ.clone(),
+            required_scope: cfg.required_scope.clone(),
+        })
+    }
+
+    /// Verifies a token and returns its claims. The error says nothing about *why*.
+    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, ApiError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::Unauthorized);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized)?;
+        if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() {
+            // Keys named by the token itself are never fetched or trusted.
+            return Err(ApiError::Unauthorized);
+        }
+        if let Some(want) = &self.typ
+            && !header
+                .typ
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(want))
+        {
+            return Err(ApiError::Unauthorized);
+        }
+        let (alg, key) = self
+            .keys
+            .iter()
+            .find(|(a, _)| *a == header.alg)
+            .ok_or(ApiError::Unauthorized)?;
+        let mut v = Validation::new(*alg);
+        v.algorithms = vec![*alg];
+        v.leeway = self.leeway;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &self.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => v.validate_aud = false,
+        }
+        v.set_required_spec_claims(&required);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &v)
+            .map_err(|_| ApiError::Unauthorized)?;
+        Ok(data.claims)
+    }
+
+    /// Reports whether the claims grant the required scope (`scope` string or `scp` array).
+    pub fn has_scope(&self, claims: &Map<String, Value>) -> bool {
+        let want = self.required_scope.as_str();
+        let in_scope = claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.split(' ').any(|x| x == want));
+        let in_scp = match claims.get("scp") {
+            Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(want)),
+            Some(Value::String(s)) => s.split(' ').any(|x| x == want),
+            _ => false,
+        };
+        in_scope || in_scp
+    }
+}
+
+/// Mints a token with the configured HS256 secret (for `usage-gateway token` and the demo).
+pub fn mint_dev_token(cfg: &AuthConfig, sub: &str, now: i64) -> Result<String, String> {
+    let secret = cfg
+        .hs256_secret
+        .as_ref()
+        .filter(|_| cfg.algorithms.contains(&JwtAlgorithm::HS256))
+        .ok_or("this configuration has no HS256 secret (only public keys): tokens must come from your identity provider")?;
+    let mut claims = Map::new();
+    claims.insert("sub".into(), Value::from(sub));
+    claims.insert("scope".into(), Value::from(cfg.required_scope.clone()));
+    claims.insert("iat".into(), Value::from(now));
+    claims.insert("nbf".into(), Value::from(now));
+    claims.insert(
+        "exp".into(),
+        Value::from(
+            now.saturating_add(i64::try_from(cfg.dev_token_ttl.as_secs()).unwrap_or(i64::MAX)),
+        ),
+    );
+    if let Some(iss) = &cfg.issuer {
+        claims.insert("iss".into(), Value::from(iss.clone()));
+    }
+    if let Some(aud) = &cfg.audience {
+        claims.insert("aud".into(), Value::from(aud.clone()));
+    }
+    let mut header = Header::new(Algorithm::HS256);
+    if let Some(typ) = &cfg.typ {
+        header.typ = Some(typ.clone());
+    }
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+    .map_err(|e| format!("cannot sign: {e}"))
+}
+
+/// Which agents of one source a caller may see.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AgentScope {
+    /// Every agent.
+    All,
+    /// Only these agent ids.
+    Only(BTreeSet<String>),
+}
+
+/// What a caller may see: sources, and per source which agents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// Allowed sources and their agent scope.
+    pub sources: BTreeMap<String, AgentScope>,
+}
+
+impl Access {
+    /// Resolves the union of every access entry whose claim matches.
+    pub fn resolve(
+        entries: &[AccessEntry],
+        all_sources: &[String],
+        claims: &Map<String, Value>,
+    ) -> Self {
+        let mut out: BTreeMap<String, AgentScope> = BTreeMap::new();
+        for e in entries {
+            let matches = match claims.get(&e.claim) {
+                Some(Value::String(s)) => *s == e.value,
+                Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(e.value.as_str())),
+                _ => false,
+            };
+            if !matches {
+                continue;
+            }
+            let names: Vec<&String> = if e.sources.iter().any(|s| s == "*") {
+                all_sources.iter().collect()
+            } else {
+                e.sources.iter().collect()
+            };
+            let mut limited: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+            for a in e.agents.iter().flatten() {
+                if let Some((src, id)) = a.split_once('/') {
+                    limited.entry(src).or_default().insert(id.to_owned());
+                }
+            }
+            for name in names {
+                let scope = match limited.remove(name.as_str()) {
+                    Some(ids) => AgentScope::Only(ids),
+                    None => AgentScope::All,
+                };
+                let merged = match (out.remove(name), scope) {
+                    (Some(AgentScope::All), _) | (_, AgentScope::All) => AgentScope::All,
+                    (Some(AgentScope::Only(mut a)), AgentScope::Only(b)) => {
+                        a.extend(b);
+                        AgentScope::Only(a)
+                    }
+                    (None, s) => s,
+                };
+                out.insert(name.clone(), merged);
+            }
+        }
+        Self { sources: out }
+    }
+
+    /// Reports whether the caller may see `agent` of `source`.
+    pub fn allows_agent(&self, source: &str, agent: &str) -> bool {
+        match self.sources.get(source) {
+            Some(AgentScope::All) => true,
+            Some(AgentScope::Only(ids)) => ids.contains(agent),
+            None => false,
+        }
+    }
+}
+
+/// An authenticated caller with the required scope, and what it may see.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The `sub` claim (or `-` when absent), for logs.
+    pub sub: String,
+    /// What the caller may see.
+    pub access: Arc<Access>,
+}
+
+impl Caller {
+    fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized)?;
+        let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let claims = state.verifier.verify(token)?;
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_owned();
+        req.extensions_mut().insert(CallerSub(sub.clone()));
+        if !state.verifier.has_scope(&claims) {
+            return Err(ApiError::Forbidden(format!(
+                "the token lacks the `{}` scope",
+                state.verifier.required_scope
+            )));
+        }
+        let access = Access::resolve(&state.config_access, &state.source_names, &claims);
+        if access.sources.is_empty() {
+            return Err(ApiError::Forbidden(
+                "no access entry grants this caller any source".into(),
+            ));
+        }
+        Ok(Self {
+            sub,
+            access: Arc::new(access),
+        })
+    }
+}
+
+/// The caller's `sub`, left in request extensions for the access log.
+#[derive(Debug, Clone)]
+pub struct CallerSub(pub String);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Caller::from_request(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_union_and_agent_limits() {
+        let entries = vec![
+            AccessEntry {
+                claim: "team".into(),
+                value: "cx".into(),
+                sources: vec!["a".into(), "b".into()],
+                agents: Some(vec!["a/x".into()]),
+            },
+            AccessEntry {
+                claim: "sub".into(),
+                value: "bob".into(),
+                sources: vec!["*".into()],
+                agents: None,
+            },
+        ];
+        let all = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let mut claims = Map::new();
+        claims.insert("team".into(), Value::from(vec!["cx", "ops"]));
+        let acc = Access::resolve(&entries, &all, &claims);
+        assert_eq!(acc.sources.len(), 2);
+        assert!(acc.allows_agent("a", "x"));
+        assert!(!acc.allows_agent("a", "y"));
+        assert!(acc.allows_agent("b", "y"));
+        assert!(!acc.allows_agent("c", "y"));
+        claims.insert("sub".into(), Value::from("bob"));
+        let acc = Access::resolve(&entries, &all, &claims);
+        assert_eq!(acc.sources.len(), 3);
+        assert!(acc.allows_agent("a", "y"));
+        let none = Access::resolve(&entries, &all, &Map::new());
+        assert!(none.sources.is_empty());
+    }
+}

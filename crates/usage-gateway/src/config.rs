@@ -1,0 +1,564 @@
+//! Configuration: one TOML file, `${ENV}` interpolation, typed sections with
+//! `deny_unknown_fields`, and start-up validation that names the key path of every mistake.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Every mistake found in a configuration, each with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `(key path, message)` pairs, in file order.
+    pub errors: Vec<(String, String)>,
+}
+
+impl ConfigError {
+    /// Creates an error with one entry.
+    pub fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            errors: vec![(path.into(), message.into())],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for (path, msg) in &self.errors {
+            writeln!(f, "  - {path}: {msg}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and request limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// JWT verification.
+    pub auth: AuthConfig,
+    /// The upstream-answer cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// The access policy (deny by default).
+    #[serde(default)]
+    pub access: Vec<AccessEntry>,
+    /// The vendor sources; each table is checked by its provider.
+    #[serde(default)]
+    pub sources: Vec<toml::Table>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Worker threads (default: number of CPUs).
+    pub workers: Option<usize>,
+    /// Overall deadline of one `/v1/usage` request; late sources are reported `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The longest `[start, end)` range a query may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_range: Duration,
+    /// The most buckets a query may ask for.
+    pub max_buckets: usize,
+    /// The most values a filter parameter (`source`, `agent`, ...) may list.
+    pub max_filter_values: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: None,
+            request_timeout: Duration::from_secs(10),
+            max_range: Duration::from_secs(366 * 24 * 3600),
+            max_buckets: 2000,
+            max_filter_values: 100,
+        }
+    }
+}
+
+/// JWT algorithms the gateway can verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum JwtAlgorithm {
+    /// HMAC SHA-256 with a shared secret of at least 32 bytes.
+    HS256,
+    /// RSA PKCS#1 v1.5 SHA-256 with a PEM public key.
+    RS256,
+    /// ECDSA P-256 SHA-256 with a PEM public key.
+    ES256,
+}
+
+/// `[auth]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The pinned algorithm list; tokens with any other `alg` are rejected.
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// The HS256 secret (at least 32 bytes).
+    pub hs256_secret: Option<SecretString>,
+    /// RS256 public key, PEM.
+    pub rs256_public_key_pem: Option<String>,
+    /// ES256 public key, PEM.
+    pub es256_public_key_pem: Option<String>,
+    /// Clock leeway for `exp`/`nbf` (at most 60 s).
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Required JOSE `typ` header (e.g. `JWT` or `at+jwt`), when set.
+    pub typ: Option<String>,
+    /// The scope a caller needs for `/v1/*`.
+    #[serde(default = "default_scope")]
+    pub required_scope: String,
+    /// Lifetime of tokens minted by `usage-gateway token`.
+    #[serde(default = "default_dev_token_ttl", with = "humantime_serde")]
+    pub dev_token_ttl: Duration,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("algorithms", &self.algorithms)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("rs256_public_key_pem", &self.rs256_public_key_pem.is_some())
+            .field("es256_public_key_pem", &self.es256_public_key_pem.is_some())
+            .field("leeway", &self.leeway)
+            .field("typ", &self.typ)
+            .field("required_scope", &self.required_scope)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_scope() -> String {
+    "usage:read".to_owned()
+}
+
+fn default_dev_token_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Byte budget of all cached upstream answers and rendered responses.
+    pub max_bytes: u64,
+    /// Lifetime of answers for windows that are still open.
+    #[serde(with = "humantime_serde")]
+    pub open_ttl: Duration,
+    /// Lifetime of answers for closed windows.
+    #[serde(with = "humantime_serde")]
+    pub closed_ttl: Duration,
+    /// A window is closed once it ended before `now - settle`.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            open_ttl: Duration::from_secs(60),
+            closed_ttl: Duration::from_secs(24 * 3600),
+            settle: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// One `[[access]]` entry: callers whose `claim` holds `value` may see these sources and agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessEntry {
+    /// The claim to match (`sub`, or a team claim such as `team`).
+    pub claim: String,
+    /// The value it must hold (a string claim equal to it, or an array claim containing it).
+    pub value: String,
+    /// Source names, or `["*"]` for every source.
+    pub sources: Vec<String>,
+    /// When set, only these agents, as `<source>/<agent_id>`; sources not named here stay whole.
+    #[serde(default)]
+    pub agents: Option<Vec<String>>,
+}
+
+/// The keys every `[[sources]]` table has, whatever the provider.
+#[derive(Debug, Clone)]
+pub struct SourceCommon {
+    /// Unique source name.
+    pub name: String,
+    /// Provider wire name.
+    pub provider: String,
+    /// Total timeout of one upstream HTTP request.
+    pub timeout: Duration,
+    /// Connect timeout of one upstream HTTP request.
+    pub connect_timeout: Duration,
+}
+
+/// Keys taken out of a source table before the provider sees the rest.
+pub const COMMON_SOURCE_KEYS: [&str; 4] = ["name", "provider", "timeout", "connect_timeout"];
+
+/// Splits a source table into its common keys and the provider's own keys.
+pub fn split_source(
+    index: usize,
+    table: &toml::Table,
+) -> Result<(SourceCommon, toml::Table), ConfigError> {
+    let path = |k: &str| format!("sources[{index}].{k}");
+    let mut errors = Vec::new();
+    let string = |k: &str, errors: &mut Vec<(String, String)>| match table.get(k) {
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(_) => {
+            errors.push((path(k), "must be a non-empty string".to_owned()));
+            String::new()
+        }
+        None => {
+            errors.push((path(k), "is required".to_owned()));
+            String::new()
+        }
+    };
+    let name = string("name", &mut errors);
+    let provider = string("provider", &mut errors);
+    let duration =
+        |k: &str, default: Duration, errors: &mut Vec<(String, String)>| match table.get(k) {
+            None => default,
+            Some(toml::Value::String(s)) => match humantime::parse_duration(s) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    errors.push((
+                        path(k),
+                        format!("`{s}` is not a positive duration like \"10s\""),
+                    ));
+                    default
+                }
+            },
+            Some(_) => {
+                errors.push((path(k), "must be a duration string like \"10s\"".to_owned()));
+                default
+            }
+        };
+    let timeout = duration("timeout", Duration::from_secs(10), &mut errors);
+    let connect_timeout = duration("connect_timeout", Duration::from_secs(3), &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigError { errors });
+    }
+    let rest = table
+        .iter()
+        .filter(|(k, _)| !COMMON_SOURCE_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((
+        SourceCommon {
+            name,
+            provider,
+            timeout,
+            connect_timeout,
+        },
+        rest,
+    ))
+}
+
+/// Deserializes `value` as `T`, reporting the failing key path below `prefix`.
+pub fn from_toml<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: toml::Value,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = match (prefix.is_empty(), inner.as_str()) {
+            (true, ".") => "(top level)".to_owned(),
+            (true, _) => inner,
+            (false, ".") => prefix.to_owned(),
+            (false, _) => format!("{prefix}.{inner}"),
+        };
+        ConfigError::one(path, e.into_inner().to_string())
+    })
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string of `value` using `lookup`.
+pub fn interpolate(
+    value: &mut toml::Value,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<(String, String)>,
+) {
+    match value {
+        toml::Value::String(s) => {
+            let ctx = |var: &str| -> Result<Option<String>, String> { Ok(lookup(var)) };
+            match shellexpand::env_with_context(s, ctx) {
+                Ok(out) => *s = out.into_owned(),
+                Err(e) => errors.push((
+                    path.to_owned(),
+                    format!("environment variable `{}` is not set", e.var_name),
+                )),
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                interpolate(v, &format!("{path}[{i}]"), lookup, errors);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                interpolate(v, &p, lookup, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Config {
+    /// Reads, interpolates (from the process environment) and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        Self::parse(&text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses TOML text with `${VAR}` looked up by `lookup`, then validates it.
+    pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            ConfigError::one(
+                "(toml)",
+                e.message().to_owned() + &span_hint(text, e.span()),
+            )
+        })?;
+        let mut errors = Vec::new();
+        interpolate(&mut value, "", lookup, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigError { errors });
+        }
+        let config: Config = from_toml("", value)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules and reports every violation with its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut push = |p: &str, m: String| errors.push((p.to_owned(), m));
+        let a = &self.auth;
+        if a.algorithms.is_empty() {
+            push(
+                "auth.algorithms",
+                "list at least one of HS256, RS256, ES256".into(),
+            );
+        }
+        let algs: BTreeSet<_> = a.algorithms.iter().copied().collect();
+        match (&a.hs256_secret, algs.contains(&JwtAlgorithm::HS256)) {
+            (Some(s), true) if s.expose_secret().len() < 32 => push(
+                "auth.hs256_secret",
+                format!("must be at least 32 bytes, got {}", s.expose_secret().len()),
+            ),
+            (None, true) => push(
+                "auth.hs256_secret",
+                "is required when HS256 is listed".into(),
+            ),
+            (Some(_), false) => push(
+                "auth.hs256_secret",
+                "is set but HS256 is not in auth.algorithms".into(),
+            ),
+            _ => {}
+        }
+        for (alg, key, name) in [
+            (
+                JwtAlgorithm::RS256,
+                &a.rs256_public_key_pem,
+                "auth.rs256_public_key_pem",
+            ),
+            (
+                JwtAlgorithm::ES256,
+                &a.es256_public_key_pem,
+                "auth.es256_public_key_pem",
+            ),
+        ] {
+            match (key, algs.contains(&alg)) {
+                (None, true) => push(name, format!("is required when {alg:?} is listed")),
+                (Some(_), false) => push(
+                    name,
+                    format!("is set but {alg:?} is not in auth.algorithms"),
+                ),
+                _ => {}
+            }
+        }
+        if a.leeway > Duration::from_secs(60) {
+            push("auth.leeway", "must be at most 60s".into());
+        }
+        if a.required_scope.trim().is_empty() {
+            push("auth.required_scope", "must not be empty".into());
+        }
+        let s = &self.server;
+        if s.request_timeout.is_zero() {
+            push("server.request_timeout", "must be positive".into());
+        }
+        if s.max_buckets == 0 {
+            push("server.max_buckets", "must be at least 1".into());
+        }
+        if s.max_range.is_zero() {
+            push("server.max_range", "must be positive".into());
+        }
+        if s.workers == Some(0) {
+            push("server.workers", "must be at least 1".into());
+        }
+        if self.cache.max_bytes < 1024 * 1024 {
+            push("cache.max_bytes", "must be at least 1 MiB".into());
+        }
+        let mut names = BTreeMap::new();
+        for (i, t) in self.sources.iter().enumerate() {
+            match split_source(i, t) {
+                Ok((common, _)) => {
+                    if let Some(prev) = names.insert(common.name.clone(), i) {
+                        push(
+                            &format!("sources[{i}].name"),
+                            format!("`{}` is already used by sources[{prev}]", common.name),
+                        );
+                    }
+                    if common.name.contains('/') || common.name.contains(',') {
+                        push(
+                            &format!("sources[{i}].name"),
+                            "must not contain `/` or `,`".into(),
+                        );
+                    }
+                }
+                Err(e) => errors_extend(&mut push, e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { errors })
+        }
+    }
+}
+
+/// Checks that every `[[access]]` entry names existing sources (`names`) and well-formed agents.
+pub fn check_access(access: &[AccessEntry], names: &BTreeSet<String>) -> Result<(), ConfigError> {
+    let mut errors = Vec::new();
+    let mut push = |p: &str, m: String| errors.push((p.to_owned(), m));
+    for (i, e) in access.iter().enumerate() {
+        for (j, src) in e.sources.iter().enumerate() {
+            if src != "*" && !names.contains(src) {
+                push(
+                    &format!("access[{i}].sources[{j}]"),
+                    format!("unknown source `{src}`"),
+                );
+            }
+        }
+        for (j, agent) in e.agents.iter().flatten().enumerate() {
+            match agent.split_once('/') {
+                Some((src, id)) if names.contains(src) && !id.is_empty() => {}
+                Some((src, _)) if !names.contains(src) => push(
+                    &format!("access[{i}].agents[{j}]"),
+                    format!("unknown source `{src}`"),
+                ),
+                _ => push(
+                    &format!("access[{i}].agents[{j}]"),
+                    "must be `<source>/<agent_id>`".into(),
+                ),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { errors })
+    }
+}
+
+fn errors_extend(push: &mut impl FnMut(&str, String), e: ConfigError) {
+    for (p, m) in e.errors {
+        push(&p, m);
+    }
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|r| {
+        let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+request_timeout = "2s"
+[auth]
+algorithms = ["HS256"]
+hs256_secret = "${SECRET}"
+[[access]]
+claim = "sub"
+value = "alice"
+sources = ["*"]
+[[sources]]
+name = "a"
+provider = "static"
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "SECRET").then(|| "0123456789abcdef0123456789abcdef".to_owned())
+    }
+
+    #[test]
+    fn parses_and_interpolates() {
+        let c = Config::parse(GOOD, &env).unwrap();
+        assert_eq!(c.server.request_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.auth.hs256_secret.as_ref().unwrap().expose_secret(),
+            "0123456789abcdef0123456789abcdef"
+        );
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn names_key_paths() {
+        let e = Config::parse(GOOD, &|_| None).unwrap_err();
+        assert_eq!(e.errors[0].0, "auth.hs256_secret");
+        let bad = GOOD.replace("request_timeout", "request_timeoutt");
+        let e = Config::parse(&bad, &env).unwrap_err();
+        assert_eq!(e.errors[0].0, "server.request_timeoutt", "{e}");
+        assert!(e.errors[0].1.contains("request_timeoutt"), "{e}");
+        let short = GOOD.replace("${SECRET}", "short");
+        let e = Config::parse(&short, &env).unwrap_err();
+        assert_eq!(e.errors[0].0, "auth.hs256_secret");
+        let dup = format!("{GOOD}\n[[sources]]\nname = \"a\"\nprovider = \"static\"\n");
+        let e = Config::parse(&dup, &env).unwrap_err();
+        assert_eq!(e.errors[0].0, "sources[1].name");
+        let acc = GOOD.replace("sources = [\"*\"]", "sources = [\"nope\"]");
+        let c = Config::parse(&acc, &env).unwrap();
+        let e = check_access(&c.access, &BTreeSet::from(["a".to_owned()])).unwrap_err();
+        assert_eq!(e.errors[0].0, "access[0].sources[0]");
+    }
+}

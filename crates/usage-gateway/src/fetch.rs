@@ -1,0 +1,290 @@
+//! The upstream-answer cache: one entry per source, query shape and window, with long TTLs for
+//! closed windows and short ones for open windows; concurrent identical misses are coalesced
+//! into one provider call.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use moka::Expiry;
+use moka::future::Cache;
+use usage_core::{
+    Dimension, DynUsageProvider, ProviderError, SourceInfo, UsagePoint, UsageQuery, Window,
+};
+
+use crate::config::CacheConfig;
+use crate::error::Problem;
+
+/// What a query asks of one source beyond the windows: the dimensions kept and the filters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// Vendor dimensions to keep (already intersected with what the source has).
+    pub dims: BTreeSet<Dimension>,
+    /// Agent filter (from the query and the access policy).
+    pub agents: Option<BTreeSet<String>>,
+    /// User filter.
+    pub users: Option<BTreeSet<String>>,
+}
+
+/// Cache key of one window's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WindowKey {
+    source: Arc<str>,
+    shape: Arc<Shape>,
+    window: Window,
+}
+
+/// Cache key of one in-flight provider call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BatchKey {
+    source: Arc<str>,
+    shape: Arc<Shape>,
+    windows: Vec<Window>,
+    /// Refreshing calls (`Cache-Control: no-cache`) join only each other, never an older call.
+    refresh: bool,
+}
+
+/// One window's cached answer.
+#[derive(Debug)]
+pub struct WindowEntry {
+    /// The points of this window.
+    pub points: Vec<UsagePoint>,
+    /// When the vendor was asked.
+    pub fetched_at: DateTime<Utc>,
+    /// Whether the window was closed (settled) when fetched.
+    pub closed: bool,
+    /// Vendor-flagged warnings, when the batch covered only this window.
+    pub warnings: Option<u64>,
+    /// Remarks from the provider.
+    pub notes: Vec<String>,
+}
+
+impl WindowEntry {
+    fn weight(&self) -> u32 {
+        let strings: usize = self
+            .points
+            .iter()
+            .map(|p| {
+                p.key.agent.as_ref().map_or(0, String::len)
+                    + p.key.user.as_ref().map_or(0, String::len)
+                    + p.key.conversation.as_ref().map_or(0, String::len)
+                    + p.key.usage_type.as_ref().map_or(0, String::len)
+                    + p.agent_name.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let bytes = 128 + self.points.len() * std::mem::size_of::<UsagePoint>() + strings;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+/// The per-source health the gateway observed.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// Last time the vendor answered.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Last failure and when.
+    pub last_error: Option<(DateTime<Utc>, Problem)>,
+}
+
+/// A configured source: its provider, description and health.
+#[derive(Debug)]
+pub struct Source {
+    /// The provider's self-description.
+    pub info: SourceInfo,
+    /// The provider.
+    pub provider: DynUsageProvider,
+    /// Observed health.
+    pub health: Mutex<Health>,
+    name: Arc<str>,
+}
+
+impl Source {
+    /// Wraps a provider.
+    pub fn new(provider: DynUsageProvider) -> Self {
+        let info = provider.describe();
+        Self {
+            name: Arc::from(info.name.as_str()),
+            info,
+            provider,
+            health: Mutex::new(Health::default()),
+        }
+    }
+
+    /// Records a success or a failure.
+    pub fn record(&self, outcome: Result<(), &ProviderError>) {
+        let now = Utc::now();
+        if let Ok(mut h) = self.health.lock() {
+            match outcome {
+                Ok(()) => h.last_success = Some(now),
+                Err(e) => h.last_error = Some((now, Problem::from_provider(e))),
+            }
+        }
+    }
+}
+
+/// A source's answer for a set of windows.
+#[derive(Debug)]
+pub struct SourceAnswer {
+    /// One entry per window, in window order.
+    pub entries: Vec<Arc<WindowEntry>>,
+    /// True when no provider call was needed.
+    pub cached: bool,
+    /// HTTP requests the provider sent for this answer.
+    pub upstream_requests: u64,
+}
+
+/// Fresh window entries and the upstream requests one provider call needed.
+type BatchAnswer = (Vec<Arc<WindowEntry>>, u64);
+
+struct TtlPolicy {
+    open: Duration,
+    closed: Duration,
+}
+
+impl Expiry<WindowKey, Arc<WindowEntry>> for TtlPolicy {
+    fn expire_after_create(
+        &self,
+        _key: &WindowKey,
+        value: &Arc<WindowEntry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(if value.closed { self.closed } else { self.open })
+    }
+}
+
+/// The window cache and the in-flight call coalescer.
+#[derive(Debug, Clone)]
+pub struct UsageCache {
+    windows: Cache<WindowKey, Arc<WindowEntry>>,
+    inflight: Cache<BatchKey, Arc<BatchAnswer>>,
+    settle: chrono::Duration,
+}
+
+impl UsageCache {
+    /// Creates the cache with a byte budget and TTLs.
+    pub fn new(cfg: &CacheConfig, max_bytes: u64) -> Self {
+        Self {
+            windows: Cache::builder()
+                .name("usage-windows")
+                .max_capacity(max_bytes)
+                .weigher(|_k: &WindowKey, v: &Arc<WindowEntry>| v.weight())
+                .expire_after(TtlPolicy {
+                    open: cfg.open_ttl,
+                    closed: cfg.closed_ttl,
+                })
+                .build(),
+            // Only joins concurrent identical calls; finished calls live in `windows`.
+            inflight: Cache::builder()
+                .name("usage-inflight")
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(1))
+                .build(),
+            settle: chrono::Duration::from_std(cfg.settle).unwrap_or(chrono::Duration::zero()),
+        }
+    }
+
+    /// Reports whether a window has settled (ended before `now - settle`).
+    pub fn is_closed(&self, w: &Window, now: DateTime<Utc>) -> bool {
+        w.end <= now - self.settle
+    }
+
+    /// Approximate bytes held by cached windows.
+    pub fn weighted_size(&self) -> u64 {
+        self.windows.weighted_size()
+    }
+
+    /// Answers `windows` for a source from the cache, calling the provider once for the missing
+    /// windows (joined with any identical call in flight). `refresh` skips cached windows.
+    pub async fn fetch(
+        &self,
+        source: &Source,
+        windows: &[Window],
+        shape: Arc<Shape>,
+        refresh: bool,
+    ) -> Result<SourceAnswer, ProviderError> {
+        let mut entries: Vec<Option<Arc<WindowEntry>>> = vec![None; windows.len()];
+        let mut missing = Vec::new();
+        for (i, w) in windows.iter().enumerate() {
+            let key = WindowKey {
+                source: source.name.clone(),
+                shape: shape.clone(),
+                window: *w,
+            };
+            match (refresh, self.windows.get(&key).await) {
+                (false, Some(e)) => entries[i] = Some(e),
+                _ => missing.push(i),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(SourceAnswer {
+                entries: entries.into_iter().flatten().collect(),
+                cached: true,
+                upstream_requests: 0,
+            });
+        }
+        let missing_windows: Vec<Window> = missing.iter().map(|&i| windows[i]).collect();
+        let batch_key = BatchKey {
+            source: source.name.clone(),
+            shape: shape.clone(),
+            windows: missing_windows.clone(),
+            refresh,
+        };
+        let provider = source.provider.clone();
+        let this = self.clone();
+        let src_name = source.name.clone();
+        let init = async move {
+            // Run the call in its own task so it finishes (and fills the cache) even when every
+            // waiting request has hit its deadline.
+            let task = tokio::spawn(async move {
+                let mut q = UsageQuery::new(missing_windows.clone(), shape.dims.clone());
+                q.agents.clone_from(&shape.agents);
+                q.users.clone_from(&shape.users);
+                let batch = provider.usage(&q).await?;
+                let now = Utc::now();
+                let single = missing_windows.len() == 1;
+                let mut per_window: Vec<Vec<UsagePoint>> = vec![Vec::new(); missing_windows.len()];
+                for p in batch.points {
+                    if let Ok(i) = missing_windows.binary_search(&p.window) {
+                        per_window[i].push(p);
+                    }
+                }
+                let mut out = Vec::with_capacity(per_window.len());
+                for (w, points) in missing_windows.iter().zip(per_window) {
+                    let entry = Arc::new(WindowEntry {
+                        points,
+                        fetched_at: now,
+                        closed: this.is_closed(w, now),
+                        warnings: if single { batch.warnings } else { None },
+                        notes: batch.notes.clone(),
+                    });
+                    let key = WindowKey {
+                        source: src_name.clone(),
+                        shape: shape.clone(),
+                        window: *w,
+                    };
+                    this.windows.insert(key, entry.clone()).await;
+                    out.push(entry);
+                }
+                Ok::<_, ProviderError>(Arc::new((out, batch.upstream_requests)))
+            });
+            task.await.map_err(|e| ProviderError::Transport {
+                source_name: "gateway".into(),
+                message: format!("provider task failed: {e}"),
+            })?
+        };
+        let fresh = self
+            .inflight
+            .try_get_with(batch_key, init)
+            .await
+            .map_err(|e: Arc<ProviderError>| (*e).clone())?;
+        for (slot, entry) in missing.iter().zip(fresh.0.iter()) {
+            entries[*slot] = Some(entry.clone());
+        }
+        Ok(SourceAnswer {
+            entries: entries.into_iter().flatten().collect(),
+            cached: false,
+            upstream_requests: fresh.1,
+        })
+    }
+}

@@ -1,0 +1,16 @@
+//! `usage-gateway`: one JWT-protected, cached, OpenAPI-documented endpoint over several vendors'
+//! AI agent usage APIs.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod model;
+pub mod openapi;
+pub mod query;
+pub mod registry;
+pub mod render;
+pub mod routes;
+pub mod server;
+pub mod state;

@@ -1,0 +1,149 @@
+//! The `usage-gateway` command line: `serve`, `openapi`, `check-config`, `token`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use usage_gateway::config::Config;
+use usage_gateway::state::AppState;
+use usage_gateway::{auth, openapi, registry, server};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "usage-gateway",
+    version,
+    about = "One endpoint for AI agent token usage across vendors"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the API with a configuration file.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short, env = "USAGE_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Prints the OpenAPI document.
+    Openapi,
+    /// Validates a configuration file (including building every source) and exits.
+    CheckConfig {
+        /// The TOML configuration file.
+        config: PathBuf,
+    },
+    /// Mints a short-lived development token with the configured HS256 secret.
+    Token {
+        /// The TOML configuration file.
+        #[arg(long, short, env = "USAGE_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// The `sub` claim.
+        #[arg(long)]
+        sub: String,
+    },
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<(Config, Vec<usage_core::DynUsageProvider>), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let providers = registry::build_providers(&config).map_err(|e| e.to_string())?;
+    Ok((config, providers))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            print!("{}", openapi::document_json());
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => {
+            match load(&config).and_then(|(c, p)| AppState::new(c, p).map_err(|e| e.to_string())) {
+                Ok(state) => {
+                    println!(
+                        "{}: ok ({} sources, {} access entries)",
+                        config.display(),
+                        state.sources.len(),
+                        state.config_access.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Token { config, sub } => {
+            let c = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match auth::mint_dev_token(&c.auth, &sub, chrono::Utc::now().timestamp()) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Serve { config } => {
+            init_logs(&cli.log_format);
+            let (config, providers) = match load(&config) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            serve(config, providers)
+        }
+    }
+}
+
+fn serve(config: Config, providers: Vec<usage_core::DynUsageProvider>) -> ExitCode {
+    let listen = config.server.listen;
+    let workers = config.server.workers;
+    let state = match AppState::new(config, providers) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        let bound = server::bind(state, listen, workers)?;
+        tracing::info!(addr = %bound.addr, "usage-gateway listening");
+        bound.server.await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Response bodies of the public API (and their OpenAPI schemas).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use usage_core::{Attribution, ProviderKind};
+use utoipa::ToSchema;
+
+use crate::error::Problem;
+
+/// The outcome of one source within a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceStatus {
+    /// Answered (fresh or from cache).
+    Ok,
+    /// Served from an expired cache entry because the vendor failed.
+    Stale,
+    /// Failed; see `error`.
+    Error,
+    /// Did not answer before the request deadline.
+    Timeout,
+    /// Cannot apply a filter of this query (e.g. `user` on DigitalOcean).
+    Skipped,
+}
+
+/// One source's entry in `sources[]`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SourceEntry {
+    /// The configured source name.
+    #[schema(example = "do-prod")]
+    pub source: String,
+    /// The provider behind it.
+    pub provider: ProviderKind,
+    /// How the source fared.
+    pub status: SourceStatus,
+    /// How exactly the source places usage in time.
+    pub attribution: Attribution,
+    /// True when every window came from the gateway's cache.
+    pub cached: bool,
+    /// When the oldest data in this answer was fetched from the vendor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub fetched_at: Option<String>,
+    /// HTTP requests sent to the vendor for this answer.
+    pub upstream_requests: u64,
+    /// Time spent on this source, in milliseconds.
+    pub duration_ms: f64,
+    /// Vendor-flagged warnings in range (Kibana `high_input_tokens`), where the vendor has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<u64>,
+    /// Remarks on data the answer lacks although the source answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The problem, when the status is not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub error: Option<Problem>,
+}
+
+/// Totals of one unit.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnitTotals {
+    /// `tokens` or `credits`.
+    #[schema(example = "tokens")]
+    pub unit: String,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Neither input nor output (or no split given by the vendor).
+    pub other_tokens: u64,
+    /// `input_tokens + output_tokens + other_tokens`.
+    pub total_tokens: u64,
+}
+
+/// The query as the gateway understood it (defaults filled in).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueryEcho {
+    /// Inclusive start, UTC.
+    #[schema(example = "2026-11-01T00:00:00Z")]
+    pub start: String,
+    /// Exclusive end, UTC.
+    #[schema(example = "2026-11-08T00:00:00Z")]
+    pub end: String,
+    /// IANA zone of bucket edges.
+    #[schema(example = "UTC")]
+    pub tz: String,
+    /// `none`, `hour`, `day`, `week`, `month`.
+    #[schema(example = "day")]
+    pub bucket: String,
+    /// The grouping dimensions, in order.
+    #[schema(example = json!(["source", "agent"]))]
+    pub group_by: Vec<String>,
+    /// The filters given (`source`, `provider`, `agent`, `user`).
+    pub filters: BTreeMap<String, Vec<String>>,
+}
+
+/// One row of `rows`. Only the `group_by` dimensions appear (null where a source has no such
+/// dimension); bucket edges appear only when `bucket` is not `none`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageRowSchema {
+    /// Bucket start, UTC.
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-11-01T00:00:00Z")]
+    pub bucket_start: Option<String>,
+    /// Bucket end (exclusive), UTC.
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-11-02T00:00:00Z")]
+    pub bucket_end: Option<String>,
+    /// Source name.
+    #[schema(example = "do-prod")]
+    pub source: Option<String>,
+    /// Provider name.
+    #[schema(example = "digitalocean")]
+    pub provider: Option<String>,
+    /// Vendor agent id.
+    #[schema(example = "c441bf77-81d6-11ef-bf8f-4e013e2ddde4")]
+    pub agent: Option<String>,
+    /// Agent name, when known (rides along with `agent`).
+    #[schema(example = "support-agent")]
+    pub agent_name: Option<String>,
+    /// End user.
+    pub user: Option<String>,
+    /// Conversation id.
+    pub conversation: Option<String>,
+    /// Vendor usage type.
+    pub usage_type: Option<String>,
+    /// `tokens` or `credits`.
+    #[schema(example = "tokens")]
+    pub unit: String,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Other tokens.
+    pub other_tokens: u64,
+    /// Sum of the three.
+    pub total_tokens: u64,
+}
+
+/// The body of `GET /v1/usage`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageResponseSchema {
+    /// The query as understood.
+    pub query: QueryEcho,
+    /// True only when every touched source is `ok`.
+    pub complete: bool,
+    /// Totals per unit.
+    pub totals: Vec<UnitTotals>,
+    /// Rows, sorted by bucket then dimensions.
+    pub rows: Vec<UsageRowSchema>,
+    /// One entry per touched source.
+    pub sources: Vec<SourceEntry>,
+}
+
+/// One agent in `GET /v1/agents`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentEntry {
+    /// The source.
+    pub source: String,
+    /// The provider.
+    pub provider: ProviderKind,
+    /// The vendor agent id.
+    pub agent: String,
+    /// The agent's name, when known.
+    pub agent_name: Option<String>,
+}
+
+/// The body of `GET /v1/agents`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AgentsResponse {
+    /// Agents, sorted by source then id.
+    pub agents: Vec<AgentEntry>,
+    /// Sources that could not list their agents.
+    pub sources: Vec<SourceEntry>,
+}
+
+/// The health of one source, as seen by this gateway process.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SourceHealth {
+    /// The source name.
+    pub source: String,
+    /// The provider.
+    pub provider: ProviderKind,
+    /// How time placement works for it.
+    pub attribution: Attribution,
+    /// Dimensions it can fill.
+    pub dimensions: Vec<String>,
+    /// Dimensions it can filter by.
+    pub filters: Vec<String>,
+    /// Last successful upstream answer.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_success: Option<String>,
+    /// Last failure.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_error_at: Option<String>,
+    /// Last failure's problem.
+    pub last_error: Option<Problem>,
+}
+
+/// The body of `GET /v1/sources`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SourcesResponse {
+    /// The caller's sources.
+    pub sources: Vec<SourceHealth>,
+}
+
+/// The body of `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok` or `ready`.
+    #[schema(example = "ok")]
+    pub status: String,
+}

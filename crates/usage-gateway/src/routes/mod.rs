@@ -1,0 +1,4 @@
+//! HTTP routes.
+
+pub mod meta;
+pub mod usage;

@@ -1,0 +1,442 @@
+//! `GET /v1/usage`: select the caller's sources, fan out concurrently under one deadline,
+//! aggregate, render, and answer with ETag/304 and cache headers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use chrono::Utc;
+use usage_core::aggregate::{self, SourcePoints};
+use usage_core::{Dimension, ProviderError};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::auth::{AgentScope, Caller};
+use crate::error::{ApiError, ParamError, Problem};
+use crate::fetch::{Shape, Source, WindowEntry};
+use crate::model::{QueryEcho, SourceEntry, SourceStatus};
+use crate::query::{self, Format, UsageRequest};
+use crate::render;
+use crate::state::{AppState, Rendered};
+
+/// One source the query touches, with what to ask of it.
+struct Plan {
+    source: Arc<Source>,
+    shape: Option<Arc<Shape>>,
+}
+
+/// Picks the caller's sources after filters and access; 400 for unknown names, 403 for names
+/// outside the caller's access. No upstream call happens here.
+fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Plan>, ApiError> {
+    let mut bad = Vec::new();
+    let mut forbidden = Vec::new();
+    for s in &req.sources {
+        if !state.sources.contains_key(s) {
+            bad.push(ParamError::new("source", format!("unknown source `{s}`")));
+        } else if !caller.access.sources.contains_key(s) {
+            forbidden.push(format!("source `{s}`"));
+        }
+    }
+    // Agent filter: `<source>/<id>` applies to that source, a bare id to every source.
+    let mut qualified: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut bare: BTreeSet<String> = BTreeSet::new();
+    for a in &req.agents {
+        match a.split_once('/') {
+            Some((src, id)) if state.sources.contains_key(src) => {
+                if !caller.access.allows_agent(src, id) {
+                    forbidden.push(format!("agent `{a}`"));
+                }
+                qualified.entry(src).or_default().insert(id.to_owned());
+            }
+            // Agent ids of the supported vendors never contain `/`, so `x/y` always names a source.
+            Some((src, _)) => {
+                bad.push(ParamError::new(
+                    "agent",
+                    format!("unknown source `{src}` in `{a}`"),
+                ));
+            }
+            _ => {
+                if !caller
+                    .access
+                    .sources
+                    .keys()
+                    .any(|src| caller.access.allows_agent(src, a))
+                {
+                    forbidden.push(format!("agent `{a}`"));
+                }
+                bare.insert(a.clone());
+            }
+        }
+    }
+    if !bad.is_empty() {
+        return Err(ApiError::BadRequest(bad));
+    }
+    if !forbidden.is_empty() {
+        return Err(ApiError::Forbidden(format!(
+            "outside this caller's access: {}",
+            forbidden.join(", ")
+        )));
+    }
+    let mut out = Vec::new();
+    for (name, scope) in &caller.access.sources {
+        let Some(source) = state.sources.get(name) else {
+            continue;
+        };
+        if !req.sources.is_empty() && !req.sources.contains(name) {
+            continue;
+        }
+        if !req.providers.is_empty() && !req.providers.contains(&source.info.provider) {
+            continue;
+        }
+        let mut agents: Option<BTreeSet<String>> = if req.agents.is_empty() {
+            None
+        } else {
+            let mut set = bare.clone();
+            set.extend(qualified.get(name.as_str()).into_iter().flatten().cloned());
+            if set.is_empty() {
+                continue; // every agent named belongs to other sources
+            }
+            Some(set)
+        };
+        if let AgentScope::Only(allowed) = scope {
+            agents = Some(match agents {
+                None => allowed.clone(),
+                Some(a) => a.intersection(allowed).cloned().collect(),
+            });
+        }
+        let users =
+            (!req.users.is_empty()).then(|| req.users.iter().cloned().collect::<BTreeSet<_>>());
+        let can_filter_users = source.info.filters.contains(&Dimension::User);
+        let shape = (users.is_none() || can_filter_users).then(|| {
+            Arc::new(Shape {
+                dims: req
+                    .group_by
+                    .iter()
+                    .copied()
+                    .filter(|d| source.info.dimensions.contains(d))
+                    .collect(),
+                agents,
+                users,
+            })
+        });
+        out.push(Plan {
+            source: source.clone(),
+            shape,
+        });
+    }
+    Ok(out)
+}
+
+/// The outcome of one source.
+struct Outcome {
+    source: Arc<Source>,
+    entry: SourceEntry,
+    points: Vec<Arc<WindowEntry>>,
+    invalid: Option<String>,
+}
+
+/// `GET /v1/usage`.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "usage",
+    operation_id = "getUsage",
+    summary = "Token usage across every source the caller may see",
+    description = "Fans out to the caller's sources concurrently, normalizes and aggregates. \
+A single source failing is reported in `sources[]` (and `complete: false`), not as an HTTP error.",
+    params(
+        ("start" = Option<String>, Query, description = "Inclusive start: RFC 3339 date-time, or YYYY-MM-DD (local midnight in `tz`). Default: 7 whole days before today in `tz`.", example = "2026-11-01"),
+        ("end" = Option<String>, Query, description = "Exclusive end, same forms as `start`. Default: today's local midnight.", example = "2026-11-08"),
+        ("tz" = Option<String>, Query, description = "IANA time zone for dates and bucket edges (DST-correct).", example = "Europe/Berlin"),
+        ("bucket" = Option<String>, Query, description = "none, hour, day, week (ISO, Monday), month.", example = "day"),
+        ("group_by" = Option<String>, Query, description = "Comma list of source, provider, agent, user, conversation, usage_type. Default source,agent; empty for totals only.", example = "source,agent"),
+        ("source" = Option<Vec<String>>, Query, description = "Only these sources (comma list or repeated)."),
+        ("provider" = Option<Vec<String>>, Query, description = "Only these providers: digitalocean, kibana, chatbotkit."),
+        ("agent" = Option<Vec<String>>, Query, description = "Only these agents: `<source>/<agent_id>` or a bare agent id."),
+        ("user" = Option<Vec<String>>, Query, description = "Only these users; sources without users are reported `skipped`."),
+        ("format" = Option<String>, Query, description = "json or csv (also chosen by `Accept: text/csv`).", example = "json"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer; 304 when unchanged."),
+        ("Cache-Control" = Option<String>, Header, description = "`no-cache` refetches from the vendors (still coalesced)."),
+    ),
+    responses(
+        (status = 200, description = "Usage rows, totals and per-source status", headers(
+            ("ETag" = String, description = "Strong entity tag of the body"),
+            ("Cache-Control" = String, description = "private, max-age=N"),
+        ), content(
+            (crate::model::UsageResponseSchema = "application/json", example = json!({
+                "query": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z", "tz": "UTC", "bucket": "day", "group_by": ["source", "agent"], "filters": {}},
+                "complete": true,
+                "totals": [{"unit": "tokens", "input_tokens": 1200, "output_tokens": 300, "other_tokens": 0, "total_tokens": 1500}],
+                "rows": [{"bucket_start": "2026-11-01T00:00:00Z", "bucket_end": "2026-11-02T00:00:00Z", "source": "do-prod", "agent": "c441bf77-81d6-11ef-bf8f-4e013e2ddde4", "agent_name": "support-agent", "unit": "tokens", "input_tokens": 1000, "output_tokens": 250, "other_tokens": 0, "total_tokens": 1250}],
+                "sources": [{"source": "do-prod", "provider": "digitalocean", "status": "ok", "attribution": "exact", "cached": false, "fetched_at": "2026-11-08T10:00:00Z", "upstream_requests": 7, "duration_ms": 41.3}]
+            })),
+            (String = "text/csv", example = "source,agent,agent_name,unit,input_tokens,output_tokens,other_tokens,total_tokens\ndo-prod,c441bf77-81d6-11ef-bf8f-4e013e2ddde4,support-agent,tokens,1000,250,0,1250\n"),
+        )),
+        (status = 304, description = "Not modified (If-None-Match matched)"),
+        (status = 400, description = "Invalid parameters, each named in `errors`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Insufficient scope, or a source/agent outside the caller's access", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Every touched source failed and nothing stale exists", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "Every touched source timed out", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer_jwt" = []))
+)]
+pub async fn get_usage(
+    http: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let now = Utc::now();
+    let req = query::parse(http.query_string(), &state.server, now)?;
+    let format = req.format.unwrap_or_else(|| negotiate(&http));
+    let plans = plan(&req, &caller, &state)?;
+    let refresh = http
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        });
+    let key = response_key(&req, &caller, format);
+    if !refresh && let Some(r) = state.responses.get(&key).await {
+        return Ok(respond(&http, &r));
+    }
+
+    let deadline = tokio::time::Instant::now() + state.server.request_timeout;
+    let outcomes = futures::future::join_all(
+        plans
+            .into_iter()
+            .map(|p| run(p, &req, refresh, deadline, &state)),
+    )
+    .await;
+
+    let invalid: Vec<ParamError> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.invalid
+                .as_ref()
+                .map(|m| ParamError::new("bucket", format!("{}: {m}", o.entry.source)))
+        })
+        .collect();
+    if !invalid.is_empty() {
+        return Err(ApiError::BadRequest(invalid));
+    }
+
+    let touched = outcomes.len();
+    let answered = outcomes
+        .iter()
+        .filter(|o| matches!(o.entry.status, SourceStatus::Ok | SourceStatus::Stale))
+        .count();
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| matches!(o.entry.status, SourceStatus::Error | SourceStatus::Timeout))
+        .collect();
+    let entries: Vec<SourceEntry> = outcomes.iter().map(|o| o.entry.clone()).collect();
+    if touched > 0 && answered == 0 && !failed.is_empty() {
+        let all_timeout = failed
+            .iter()
+            .all(|o| o.entry.status == SourceStatus::Timeout)
+            && failed.len() == touched;
+        return Err(ApiError::AllSourcesFailed {
+            status: if all_timeout { 504 } else { 502 },
+            sources: entries,
+        });
+    }
+    let complete = outcomes.iter().all(|o| o.entry.status == SourceStatus::Ok);
+
+    let bucketed = req.bucket != usage_core::Bucket::None;
+    let agg = aggregate::aggregate(
+        outcomes.iter().flat_map(|o| {
+            o.points.iter().map(|e| SourcePoints {
+                info: &o.source.info,
+                points: &e.points,
+            })
+        }),
+        &req.group_by,
+        bucketed,
+    );
+
+    let echo = QueryEcho {
+        start: render::ts(req.range.start),
+        end: render::ts(req.range.end),
+        tz: req.tz.name().to_owned(),
+        bucket: req.bucket.as_str().to_owned(),
+        group_by: req.group_by.iter().map(|d| d.as_str().to_owned()).collect(),
+        filters: req.filters(),
+    };
+    let (content_type, body) = match format {
+        Format::Json => (
+            "application/json",
+            render::json(&echo, complete, &agg, &req.group_by, &entries),
+        ),
+        Format::Csv => (
+            "text/csv; charset=utf-8",
+            render::csv(&agg, &req.group_by, bucketed)
+                .map_err(|e| ApiError::Internal(format!("csv: {e}")))?,
+        ),
+    };
+    let open = req.windows.iter().any(|w| !state.cache.is_closed(w, now));
+    let max_age = if open {
+        state.cache_config.open_ttl
+    } else {
+        state.cache_config.closed_ttl
+    }
+    .as_secs()
+    .min(state.cache_config.open_ttl.as_secs());
+    let rendered = Arc::new(Rendered {
+        content_type,
+        etag: format!("\"{:032x}\"", xxh3_128(&body)),
+        body: Bytes::from(body),
+        max_age,
+        complete,
+    });
+    if complete {
+        state.responses.insert(key, rendered.clone()).await;
+    }
+    Ok(respond(&http, &rendered))
+}
+
+async fn run(
+    plan: Plan,
+    req: &UsageRequest,
+    refresh: bool,
+    deadline: tokio::time::Instant,
+    state: &AppState,
+) -> Outcome {
+    let src = plan.source.clone();
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        source: src.clone(),
+        entry: SourceEntry {
+            source: src.info.name.clone(),
+            provider: src.info.provider,
+            status: SourceStatus::Ok,
+            attribution: src.info.attribution,
+            cached: false,
+            fetched_at: None,
+            upstream_requests: 0,
+            duration_ms: 0.0,
+            warnings: None,
+            notes: Vec::new(),
+            error: None,
+        },
+        points: Vec::new(),
+        invalid: None,
+    };
+    let Some(shape) = plan.shape else {
+        outcome.entry.status = SourceStatus::Skipped;
+        outcome.entry.error = Some(Problem::new(
+            "filter_not_supported",
+            "Source cannot apply a filter",
+            400,
+            format!(
+                "`{}` has no users, so the `user` filter cannot be applied; the source was skipped",
+                src.info.name
+            ),
+        ));
+        return outcome;
+    };
+    let result = tokio::time::timeout_at(
+        deadline,
+        state.cache.fetch(&src, &req.windows, shape, refresh),
+    )
+    .await;
+    outcome.entry.duration_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+    match result {
+        Ok(Ok(answer)) => {
+            src.record(Ok(()));
+            outcome.entry.cached = answer.cached;
+            outcome.entry.upstream_requests = answer.upstream_requests;
+            outcome.entry.fetched_at = answer
+                .entries
+                .iter()
+                .map(|e| e.fetched_at)
+                .min()
+                .map(render::ts);
+            if answer.entries.iter().all(|e| e.warnings.is_some()) && !answer.entries.is_empty() {
+                outcome.entry.warnings =
+                    Some(answer.entries.iter().filter_map(|e| e.warnings).sum());
+            }
+            let mut notes: Vec<String> = answer
+                .entries
+                .iter()
+                .flat_map(|e| e.notes.iter().cloned())
+                .collect();
+            notes.sort();
+            notes.dedup();
+            outcome.entry.notes = notes;
+            outcome.points = answer.entries;
+        }
+        Ok(Err(e)) => {
+            if let ProviderError::InvalidQuery { message, .. } = &e {
+                outcome.invalid = Some(message.clone());
+            }
+            tracing::warn!(source = %src.info.name, kind = e.kind(), error = %e, "source failed");
+            src.record(Err(&e));
+            outcome.entry.status = SourceStatus::Error;
+            outcome.entry.error = Some(Problem::from_provider(&e));
+        }
+        Err(_) => {
+            let e = ProviderError::Timeout {
+                source_name: src.info.name.clone(),
+                elapsed: started.elapsed(),
+            };
+            tracing::warn!(source = %src.info.name, "source missed the request deadline");
+            src.record(Err(&e));
+            outcome.entry.status = SourceStatus::Timeout;
+            outcome.entry.error = Some(Problem::from_provider(&e));
+        }
+    }
+    outcome
+}
+
+/// Chooses CSV when the client prefers `text/csv` and gave no `format`.
+fn negotiate(http: &HttpRequest) -> Format {
+    let accept = http
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.split(',').any(|m| m.trim().starts_with("text/csv")) {
+        Format::Csv
+    } else {
+        Format::Json
+    }
+}
+
+/// Keys a rendered answer by what the caller may see and what it asked (never by caller alone,
+/// so a narrower caller can never receive a wider caller's answer).
+fn response_key(req: &UsageRequest, caller: &Caller, format: Format) -> u128 {
+    let text = format!("{:?}|{:?}|{:?}", caller.access, req, format);
+    xxh3_128(text.as_bytes())
+}
+
+fn respond(http: &HttpRequest, r: &Rendered) -> HttpResponse {
+    let matches = http
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == r.etag || t.trim() == "*"));
+    let mut b = if matches {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    b.insert_header((header::ETAG, r.etag.clone()));
+    if let Ok(v) = HeaderValue::from_str(&format!("private, max-age={}", r.max_age)) {
+        b.insert_header((header::CACHE_CONTROL, v));
+    }
+    b.insert_header((header::VARY, "Authorization, Accept"));
+    b.insert_header((
+        "x-usage-complete",
+        if r.complete { "true" } else { "false" },
+    ));
+    if matches {
+        return b.finish();
+    }
+    b.insert_header((header::CONTENT_TYPE, r.content_type));
+    b.body(r.body.clone())
+}

@@ -1,0 +1,98 @@
+//! Shared application state: configuration, verifier, sources and caches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::future::Cache;
+use usage_core::{Agent, DynUsageProvider};
+
+use crate::auth::JwtVerifier;
+use crate::config::{AccessEntry, CacheConfig, Config, ConfigError, ServerConfig};
+use crate::fetch::{Source, UsageCache};
+
+/// A rendered `/v1/usage` answer, kept so that a repeated query is neither re-aggregated nor
+/// re-serialized.
+#[derive(Debug)]
+pub struct Rendered {
+    /// `application/json` or `text/csv`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Bytes,
+    /// Strong entity tag of the body.
+    pub etag: String,
+    /// Seconds a client may reuse it.
+    pub max_age: u64,
+    /// Whether every source answered.
+    pub complete: bool,
+}
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[cache]`.
+    pub cache_config: CacheConfig,
+    /// The JWT verifier.
+    pub verifier: JwtVerifier,
+    /// `[[access]]`.
+    pub config_access: Vec<AccessEntry>,
+    /// Every source name, sorted.
+    pub source_names: Vec<String>,
+    /// Sources by name.
+    pub sources: BTreeMap<String, Arc<Source>>,
+    /// Upstream answers per window.
+    pub cache: UsageCache,
+    /// Rendered answers per caller access and query.
+    pub responses: Cache<u128, Arc<Rendered>>,
+    /// Agent lists per source.
+    pub agents: Cache<String, Arc<Vec<Agent>>>,
+}
+
+impl AppState {
+    /// Builds the state from a validated config and the providers built from its sources.
+    pub fn new(config: Config, providers: Vec<DynUsageProvider>) -> Result<Self, ConfigError> {
+        let verifier = JwtVerifier::new(&config.auth)?;
+        let mut sources = BTreeMap::new();
+        for p in providers {
+            let s = Arc::new(Source::new(p));
+            let name = s.info.name.clone();
+            if sources.insert(name.clone(), s).is_some() {
+                return Err(ConfigError::one(
+                    "sources",
+                    format!("two sources are named `{name}`"),
+                ));
+            }
+        }
+        crate::config::check_access(&config.access, &sources.keys().cloned().collect())?;
+        // Three quarters of the byte budget hold upstream answers, one quarter rendered bodies.
+        let budget = config.cache.max_bytes;
+        let cache = UsageCache::new(&config.cache, budget / 4 * 3);
+        let responses = Cache::builder()
+            .name("usage-responses")
+            .max_capacity(budget / 4)
+            .weigher(|_k: &u128, v: &Arc<Rendered>| {
+                u32::try_from(v.body.len() + v.etag.len() + 64).unwrap_or(u32::MAX)
+            })
+            .time_to_live(config.cache.open_ttl)
+            .build();
+        let agents = Cache::builder()
+            .name("agents")
+            .max_capacity(10_000)
+            .time_to_live(config.cache.open_ttl.max(Duration::from_secs(60)))
+            .build();
+        Ok(Self {
+            source_names: sources.keys().cloned().collect(),
+            server: config.server,
+            cache_config: config.cache,
+            verifier,
+            config_access: config.access,
+            sources,
+            cache,
+            responses,
+            agents,
+        })
+    }
+}

@@ -1,0 +1,541 @@
+//! `/v1/*` behaviour: happy path, errors, auth, access, caching, deadlines, CSV.
+
+use std::time::{Duration, Instant};
+
+use actix_web::test;
+use serde_json::{Value, json};
+use usage_core::ProviderError;
+
+use crate::common::{RANGE, app, claims, harness, team_token, token, token_with};
+
+async fn get(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    uri: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, actix_web::http::header::HeaderMap, Vec<u8>) {
+    let mut req = test::TestRequest::get().uri(uri);
+    if let Some(t) = bearer {
+        req = req.insert_header(("Authorization", format!("Bearer {t}")));
+    }
+    for (k, v) in headers {
+        req = req.insert_header((*k, *v));
+    }
+    let resp = test::call_service(app, req.to_request()).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = test::read_body(resp).await.to_vec();
+    (status, headers, body)
+}
+
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+#[actix_web::test]
+async fn happy_path_two_sources() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let (status, headers, body) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}"),
+        Some(&token("admin")),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers.get("content-type").unwrap(), "application/json");
+    let v = json_of(&body);
+    assert_eq!(v["complete"], true);
+    assert_eq!(
+        v["query"],
+        json!({"start": "2026-10-01T00:00:00Z", "end": "2026-10-05T00:00:00Z", "tz": "UTC", "bucket": "none", "group_by": ["source", "agent"], "filters": {}})
+    );
+    assert_eq!(
+        v["totals"],
+        json!([{"unit": "tokens", "input_tokens": 1456, "output_tokens": 576, "other_tokens": 0, "total_tokens": 2032}])
+    );
+    assert_eq!(
+        v["rows"],
+        json!([
+            {"source": "alpha", "agent": "a1", "agent_name": "Support", "unit": "tokens", "input_tokens": 960, "output_tokens": 480, "other_tokens": 0, "total_tokens": 1440},
+            {"source": "alpha", "agent": "a2", "agent_name": "Sales", "unit": "tokens", "input_tokens": 96, "output_tokens": 96, "other_tokens": 0, "total_tokens": 192},
+            {"source": "beta", "agent": "b1", "agent_name": "Ops", "unit": "tokens", "input_tokens": 400, "output_tokens": 0, "other_tokens": 0, "total_tokens": 400},
+        ])
+    );
+    let sources = v["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources[0]["source"], "alpha");
+    assert_eq!(sources[0]["provider"], "digitalocean");
+    assert_eq!(sources[0]["status"], "ok");
+    assert_eq!(sources[0]["attribution"], "exact");
+    assert_eq!(sources[0]["cached"], false);
+    assert_eq!(sources[0]["upstream_requests"], 1);
+    assert!(sources[0]["fetched_at"].is_string());
+    assert!(sources[0]["duration_ms"].is_number());
+}
+
+#[actix_web::test]
+async fn buckets_and_dimensions_keep_totals() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let t = token("admin");
+    let (s, _, body) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}&bucket=day&group_by=user,provider&tz=Europe/Berlin"),
+        Some(&t),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let v = json_of(&body);
+    assert_eq!(v["totals"][0]["total_tokens"], 2032);
+    let rows = v["rows"].as_array().unwrap();
+    // Berlin is UTC+2 in early October: the first local day starts at the range start (clipped).
+    assert_eq!(rows[0]["bucket_start"], "2026-10-01T00:00:00Z");
+    assert_eq!(rows[0]["bucket_end"], "2026-10-01T22:00:00Z");
+    // beta has no user dimension: its rows carry null there.
+    assert!(
+        rows.iter()
+            .any(|r| r["user"].is_null() && r["provider"] == "kibana")
+    );
+    let sum: u64 = rows
+        .iter()
+        .map(|r| r["total_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, 2032);
+    for r in rows {
+        assert!(r.get("agent").is_none() && r.get("source").is_none());
+    }
+    // Totals only.
+    let (_, _, body) = get(&app, &format!("/v1/usage?{RANGE}&group_by="), Some(&t), &[]).await;
+    let v = json_of(&body);
+    assert_eq!(v["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(v["rows"][0]["total_tokens"], 2032);
+}
+
+#[actix_web::test]
+async fn every_bad_parameter_is_a_400_naming_it() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let t = token("admin");
+    for (query, param) in [
+        ("group_by=team", "group_by"),
+        ("tz=Nowhere/City", "tz"),
+        ("start=2026-10-05&end=2026-10-01", "end"),
+        ("start=2026-01-01&end=2026-10-01", "end"),
+        ("start=2026-09-01&end=2026-10-01&bucket=hour", "bucket"),
+        ("source=nope", "source"),
+        ("agent=nope/x", "agent"),
+        ("bucket=fortnight", "bucket"),
+        ("format=xml", "format"),
+        ("provider=aws", "provider"),
+        ("colour=blue", "colour"),
+    ] {
+        let (s, headers, body) = get(&app, &format!("/v1/usage?{query}"), Some(&t), &[]).await;
+        assert_eq!(s, 400, "{query}");
+        assert_eq!(
+            headers.get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        let v = json_of(&body);
+        assert_eq!(v["status"], 400);
+        assert!(v["type"].as_str().unwrap().ends_with("invalid_parameter"));
+        let names: Vec<&str> = v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["parameter"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&param), "{query}: {names:?}");
+    }
+    assert_eq!(
+        h.alpha.calls() + h.beta.calls(),
+        0,
+        "no upstream call on 400"
+    );
+}
+
+#[actix_web::test]
+async fn auth_failures_are_401_and_reveal_nothing() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let now = chrono::Utc::now().timestamp();
+    let mut expired = claims("admin");
+    expired["exp"] = json!(now - 3600);
+    let mut wrong_aud = claims("admin");
+    wrong_aud["aud"] = json!("someone-else");
+    let mut wrong_iss = claims("admin");
+    wrong_iss["iss"] = json!("https://evil.test");
+    let mut no_exp = claims("admin");
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let mut future_nbf = claims("admin");
+    future_nbf["nbf"] = json!(now + 3600);
+    let other_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims("admin"),
+        &jsonwebtoken::EncodingKey::from_secret(b"another-secret-another-secret-1234"),
+    )
+    .unwrap();
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("garbage", Some("not.a.jwt".into())),
+        ("expired", Some(token_with(expired))),
+        ("wrong aud", Some(token_with(wrong_aud))),
+        ("wrong iss", Some(token_with(wrong_iss))),
+        ("no exp", Some(token_with(no_exp))),
+        ("nbf in future", Some(token_with(future_nbf))),
+        ("other key", Some(other_key)),
+        (
+            "alg none",
+            Some(format!(
+                "{}.{}.",
+                b64(r#"{"alg":"none","typ":"JWT"}"#),
+                b64(&claims("admin").to_string())
+            )),
+        ),
+    ];
+    for (name, tok) in cases {
+        let (s, headers, body) = get(&app, "/v1/usage", tok.as_deref(), &[]).await;
+        assert_eq!(s, 401, "{name}");
+        assert_eq!(
+            headers.get("www-authenticate").unwrap(),
+            "Bearer error=\"invalid_token\"",
+            "{name}"
+        );
+        let v = json_of(&body);
+        assert_eq!(v["detail"], "A valid bearer token is required.", "{name}");
+    }
+    assert_eq!(h.alpha.calls(), 0);
+}
+
+fn b64(s: &str) -> String {
+    use std::fmt::Write;
+    // URL-safe base64 without padding, written out to avoid a test-only dependency.
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            let _ = write!(out, "{}", T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[actix_web::test]
+async fn scope_and_access_are_enforced_before_any_fetch() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let mut no_scope = claims("admin");
+    no_scope["scope"] = json!("usage:write");
+    let (s, _, _) = get(&app, "/v1/usage", Some(&token_with(no_scope)), &[]).await;
+    assert_eq!(s, 403);
+    let mut scp = claims("admin");
+    scp.as_object_mut().unwrap().remove("scope");
+    scp["scp"] = json!(["usage:read"]);
+    let (s, _, _) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}"),
+        Some(&token_with(scp)),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "scp array grants the scope");
+    h.alpha.set_failure(None);
+    let before = (h.alpha.calls(), h.beta.calls());
+    // Unknown caller: deny by default.
+    let (s, _, _) = get(&app, "/v1/usage", Some(&token("stranger")), &[]).await;
+    assert_eq!(s, 403);
+    // Team cx sees alpha only; naming beta is 403 and fetches nothing.
+    let cx = team_token("cx");
+    let (s, _, body) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}&source=beta"),
+        Some(&cx),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&body));
+    let (s, _, body) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}&agent=beta/b1"),
+        Some(&cx),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&body));
+    assert_eq!((h.alpha.calls(), h.beta.calls()), before);
+    let (s, _, body) = get(&app, &format!("/v1/usage?{RANGE}"), Some(&cx), &[]).await;
+    assert_eq!(s, 200);
+    let v = json_of(&body);
+    assert_eq!(v["sources"].as_array().unwrap().len(), 1);
+    assert_eq!(v["totals"][0]["total_tokens"], 1632);
+    // Narrow team: only agent a1, also from a warm cache of the wider caller.
+    let narrow = team_token("cx-narrow");
+    let (s, _, body) = get(&app, &format!("/v1/usage?{RANGE}"), Some(&narrow), &[]).await;
+    assert_eq!(s, 200);
+    let v = json_of(&body);
+    assert_eq!(v["totals"][0]["total_tokens"], 1440);
+    assert!(
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["agent"] == "a1")
+    );
+    let (s, _, _) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}&agent=alpha/a2"),
+        Some(&narrow),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 403);
+    // /v1/sources and /v1/agents are scoped too.
+    let (_, _, body) = get(&app, "/v1/sources", Some(&narrow), &[]).await;
+    let v = json_of(&body);
+    assert_eq!(v["sources"].as_array().unwrap().len(), 1);
+    let (_, _, body) = get(&app, "/v1/agents", Some(&narrow), &[]).await;
+    let v = json_of(&body);
+    assert_eq!(
+        v["agents"],
+        json!([{"source": "alpha", "provider": "digitalocean", "agent": "a1", "agent_name": "Support"}])
+    );
+}
+
+#[actix_web::test]
+async fn etag_304_and_no_cache() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let t = token("admin");
+    let uri = format!("/v1/usage?{RANGE}");
+    let (s, headers, body1) = get(&app, &uri, Some(&t), &[]).await;
+    assert_eq!(s, 200);
+    let etag = headers.get("etag").unwrap().to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'));
+    let cc = headers.get("cache-control").unwrap().to_str().unwrap();
+    assert!(cc.starts_with("private, max-age="), "{cc}");
+    let (s, _, body) = get(&app, &uri, Some(&t), &[("If-None-Match", &etag)]).await;
+    assert_eq!(s, 304);
+    assert!(body.is_empty());
+    let (s, _, body2) = get(&app, &uri, Some(&t), &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(body1, body2, "a repeated query gives a byte-equal body");
+    assert_eq!(h.alpha.calls(), 1);
+    let (s, _, body3) = get(&app, &uri, Some(&t), &[("Cache-Control", "no-cache")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(h.alpha.calls(), 2, "no-cache refetches");
+    assert_eq!(json_of(&body3)["totals"], json_of(&body1)["totals"]);
+    // Different grouping of cached windows: no new upstream call for the same shape.
+    let (_, _, body) = get(&app, &format!("{uri}&format=json"), Some(&t), &[]).await;
+    assert_eq!(json_of(&body)["sources"][0]["cached"], true);
+    assert_eq!(h.alpha.calls(), 2);
+}
+
+#[actix_web::test]
+async fn one_failing_source_is_data_all_failing_is_502() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let t = token("admin");
+    h.beta.set_failure(Some(ProviderError::Upstream {
+        source_name: "beta".into(),
+        status: 503,
+        message: "down".into(),
+    }));
+    let (s, headers, body) = get(&app, &format!("/v1/usage?{RANGE}"), Some(&t), &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(headers.get("x-usage-complete").unwrap(), "false");
+    let v = json_of(&body);
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["totals"][0]["total_tokens"], 1632);
+    let beta = &v["sources"][1];
+    assert_eq!(beta["status"], "error");
+    assert_eq!(beta["error"]["status"], 502);
+    assert!(
+        beta["error"]["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:usage-gateway:problem:")
+    );
+    // Health shows the failure.
+    let (_, _, body) = get(&app, "/v1/sources", Some(&t), &[]).await;
+    let v = json_of(&body);
+    assert!(v["sources"][1]["last_error"].is_object());
+    assert!(v["sources"][0]["last_success"].is_string());
+    // All failing → 502 with the sources array.
+    h.alpha.set_failure(Some(ProviderError::Transport {
+        source_name: "alpha".into(),
+        message: "refused".into(),
+    }));
+    let (s, headers, body) = get(
+        &app,
+        "/v1/usage?start=2026-10-02&end=2026-10-03",
+        Some(&t),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 502);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let v = json_of(&body);
+    assert_eq!(v["sources"].as_array().unwrap().len(), 2);
+}
+
+#[actix_web::test]
+async fn slow_source_times_out_near_the_deadline() {
+    let h = harness("300ms");
+    let app = app(&h).await;
+    let t = token("admin");
+    h.beta.set_latency(Duration::from_secs(5));
+    let started = Instant::now();
+    let (s, _, body) = get(&app, &format!("/v1/usage?{RANGE}"), Some(&t), &[]).await;
+    let took = started.elapsed();
+    assert_eq!(s, 200);
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    let v = json_of(&body);
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["sources"][1]["status"], "timeout");
+    assert_eq!(v["sources"][0]["status"], "ok");
+    // All timing out → 504.
+    h.alpha.set_latency(Duration::from_secs(5));
+    let (s, _, _) = get(
+        &app,
+        "/v1/usage?start=2026-10-02&end=2026-10-03",
+        Some(&t),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 504);
+}
+
+#[actix_web::test]
+async fn concurrent_identical_cold_requests_make_one_call_per_source() {
+    let h = harness("5s");
+    let app = app(&h).await;
+    h.alpha.set_latency(Duration::from_millis(100));
+    h.beta.set_latency(Duration::from_millis(100));
+    let t = token("admin");
+    let uri = format!("/v1/usage?{RANGE}&bucket=day");
+    let reqs = (0..100).map(|_| get(&app, &uri, Some(&t), &[]));
+    let results = futures::future::join_all(reqs).await;
+    assert!(results.iter().all(|(s, _, _)| *s == 200));
+    let first = &results[0].2;
+    assert!(
+        results
+            .iter()
+            .all(|(_, _, b)| json_of(b)["totals"] == json_of(first)["totals"])
+    );
+    assert_eq!(h.alpha.calls(), 1);
+    assert_eq!(h.beta.calls(), 1);
+}
+
+#[actix_web::test]
+async fn csv_matches_json_rows() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let t = token("admin");
+    let q = format!("/v1/usage?{RANGE}&bucket=day&group_by=source,agent,user");
+    let (_, _, jbody) = get(&app, &q, Some(&t), &[]).await;
+    let (s, headers, cbody) = get(&app, &q, Some(&t), &[("Accept", "text/csv")]).await;
+    assert_eq!(s, 200);
+    assert!(
+        headers
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let (_, _, cbody2) = get(&app, &format!("{q}&format=csv"), Some(&t), &[]).await;
+    assert_eq!(cbody, cbody2);
+    let mut rdr = csv::Reader::from_reader(cbody.as_slice());
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(
+        header,
+        [
+            "bucket_start",
+            "bucket_end",
+            "source",
+            "agent",
+            "agent_name",
+            "user",
+            "unit",
+            "input_tokens",
+            "output_tokens",
+            "other_tokens",
+            "total_tokens"
+        ]
+    );
+    let json_rows = json_of(&jbody)["rows"].as_array().unwrap().clone();
+    let csv_rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(csv_rows.len(), json_rows.len());
+    for (c, j) in csv_rows.iter().zip(&json_rows) {
+        for (i, name) in header.iter().enumerate() {
+            let expected = match &j[name] {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(c.get(i).unwrap(), expected, "{name}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn user_filter_skips_sources_without_users() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let (s, _, body) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}&user=alice&group_by=user"),
+        Some(&token("admin")),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let v = json_of(&body);
+    assert_eq!(v["sources"][1]["status"], "skipped");
+    assert_eq!(v["complete"], false);
+    assert_eq!(
+        v["rows"],
+        json!([{"user": "alice", "unit": "tokens", "input_tokens": 480, "output_tokens": 240, "other_tokens": 0, "total_tokens": 720}])
+    );
+    assert_eq!(h.beta.calls(), 0);
+}
+
+#[actix_web::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let (s, headers, _) = get(&app, "/v2/nothing", None, &[]).await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::post().uri("/v1/usage").to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), 405);
+    let (s, _, body) = get(&app, "/healthz", None, &[]).await;
+    assert_eq!((s, json_of(&body)["status"].as_str()), (200, Some("ok")));
+    let (s, _, _) = get(&app, "/readyz", None, &[]).await;
+    assert_eq!(s, 200);
+}

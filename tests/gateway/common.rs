@@ -1,0 +1,149 @@
+//! Shared fixtures: a config, static sources with known data, token minting, the app.
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{App, test, web};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use usage_core::test_util::{StaticEvent, StaticProvider};
+use usage_core::{Dimension, DynUsageProvider, ProviderKind};
+use usage_gateway::app::{access_log, configure, not_found};
+use usage_gateway::config::Config;
+use usage_gateway::openapi::document_json;
+use usage_gateway::state::AppState;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+pub fn config_text(request_timeout: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+request_timeout = "{request_timeout}"
+max_range = "100d"
+max_buckets = 500
+[auth]
+algorithms = ["HS256"]
+hs256_secret = "${{SECRET}}"
+issuer = "https://idp.test"
+audience = "usage-gateway"
+leeway = "5s"
+[cache]
+open_ttl = "30s"
+closed_ttl = "1h"
+settle = "10m"
+[[access]]
+claim = "sub"
+value = "admin"
+sources = ["*"]
+[[access]]
+claim = "team"
+value = "cx"
+sources = ["alpha"]
+[[access]]
+claim = "team"
+value = "cx-narrow"
+sources = ["alpha"]
+agents = ["alpha/a1"]
+"#
+    )
+}
+
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap()
+}
+
+/// alpha: agents a1/a2 with users; every hour of 4 days, 10 in / 5 out (a1) and 1 in / 1 out (a2).
+pub fn alpha() -> StaticProvider {
+    let events = (0..96).flat_map(|h| {
+        let at = t0() + Duration::hours(h);
+        [
+            StaticEvent::tokens(
+                at,
+                "a1",
+                Some(if h % 2 == 0 { "alice" } else { "bob" }),
+                10,
+                5,
+            ),
+            StaticEvent::tokens(at, "a2", Some("carol"), 1, 1),
+        ]
+    });
+    StaticProvider::new("alpha")
+        .with_kind(ProviderKind::Digitalocean)
+        .with_agents(&[("a1", "Support"), ("a2", "Sales")])
+        .with_events(events)
+}
+
+/// beta: one agent, no user dimension; 100 other tokens per day in credits-free tokens.
+pub fn beta() -> StaticProvider {
+    let events = (0..4).map(|d| StaticEvent::tokens(t0() + Duration::days(d), "b1", None, 100, 0));
+    StaticProvider::new("beta")
+        .with_kind(ProviderKind::Kibana)
+        .with_dimensions(&[Dimension::Agent], &[Dimension::Agent])
+        .with_agents(&[("b1", "Ops")])
+        .with_events(events)
+}
+
+pub struct Harness {
+    pub alpha: Arc<StaticProvider>,
+    pub beta: Arc<StaticProvider>,
+    pub state: web::Data<AppState>,
+}
+
+pub fn harness(request_timeout: &str) -> Harness {
+    let config = Config::parse(&config_text(request_timeout), &|k| {
+        (k == "SECRET").then(|| SECRET.to_owned())
+    })
+    .unwrap();
+    let alpha = Arc::new(alpha());
+    let beta = Arc::new(beta());
+    let providers: Vec<DynUsageProvider> = vec![alpha.clone(), beta.clone()];
+    let state = web::Data::new(AppState::new(config, providers).unwrap());
+    Harness { alpha, beta, state }
+}
+
+pub async fn app(
+    h: &Harness,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(
+        App::new()
+            .configure(configure(h.state.clone(), Arc::new(document_json())))
+            .default_service(web::to(not_found))
+            .wrap(from_fn(access_log)),
+    )
+    .await
+}
+
+pub fn token_with(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn claims(sub: &str) -> Value {
+    let now = Utc::now().timestamp();
+    json!({"sub": sub, "iss": "https://idp.test", "aud": "usage-gateway", "exp": now + 600, "nbf": now - 1, "scope": "usage:read other"})
+}
+
+pub fn token(sub: &str) -> String {
+    token_with(claims(sub))
+}
+
+pub fn team_token(team: &str) -> String {
+    let mut c = claims("svc");
+    c["team"] = json!(team);
+    token_with(c)
+}
+
+pub const RANGE: &str = "start=2026-10-01T00:00:00Z&end=2026-10-05T00:00:00Z";
