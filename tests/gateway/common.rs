@@ -11,8 +11,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use usage_core::test_util::{StaticEvent, StaticProvider};
 use usage_core::{Dimension, DynUsageProvider, ProviderKind};
-use usage_gateway::app::{access_log, configure, not_found};
+use usage_gateway::app::{configure, not_found};
 use usage_gateway::config::Config;
+use usage_gateway::obs::observe;
 use usage_gateway::openapi::document_json;
 use usage_gateway::state::AppState;
 
@@ -115,9 +116,9 @@ pub async fn app(
 > {
     test::init_service(
         App::new()
-            .configure(configure(h.state.clone(), Arc::new(document_json())))
+            .configure(configure(h.state.clone(), Arc::new(document_json()), true))
             .default_service(web::to(not_found))
-            .wrap(from_fn(access_log)),
+            .wrap(from_fn(observe)),
     )
     .await
 }

@@ -1,7 +1,12 @@
 //! Black-box tests of the gateway's HTTP surface on the real app, with in-memory providers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::needless_pass_by_value)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value
+)]
 
 mod common;
 
 mod api;
 mod openapi_drift;
+mod ops;

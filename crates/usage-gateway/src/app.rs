@@ -1,26 +1,25 @@
-//! Wiring: the actix-web routes, default handlers, access log and the server.
+//! Wiring: the actix-web routes and default handlers.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 
-use crate::auth::CallerSub;
 use crate::error::ApiError;
 use crate::routes::{meta, usage};
 use crate::state::AppState;
 
-/// Registers every route on an actix `ServiceConfig`.
+/// Registers every route on an actix `ServiceConfig`; `/metrics` too when `with_metrics`.
 pub fn configure(
     state: web::Data<AppState>,
     openapi_json: Arc<String>,
+    with_metrics: bool,
 ) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let doc = openapi_json.clone();
+        if with_metrics {
+            cfg.route("/metrics", web::get().to(metrics));
+        }
         cfg.app_data(state)
             .service(
                 web::resource("/v1/usage")
@@ -73,32 +72,12 @@ pub async fn not_found() -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::NotFound)
 }
 
-/// Logs one line per request: method, route, status, latency and caller `sub` (never a token).
-pub async fn access_log(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let res = next.call(req).await?;
-    let sub = res
-        .request()
-        .extensions()
-        .get::<CallerSub>()
-        .map(|s| s.0.clone());
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "(unmatched)".into());
-    tracing::info!(
-        method = %method,
-        path = %path,
-        route = %route,
-        status = res.status().as_u16(),
-        latency_ms = (started.elapsed().as_secs_f64() * 1000.0),
-        sub = sub.as_deref().unwrap_or("-"),
-        "request"
-    );
-    Ok(res)
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ))
+        .body(crate::obs::render(&state))
 }

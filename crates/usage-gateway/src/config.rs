@@ -76,6 +76,11 @@ pub struct ServerConfig {
     pub max_buckets: usize,
     /// The most values a filter parameter (`source`, `agent`, ...) may list.
     pub max_filter_values: usize,
+    /// Serve `/metrics` on this separate address instead of the main listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +92,8 @@ impl Default for ServerConfig {
             max_range: Duration::from_secs(366 * 24 * 3600),
             max_buckets: 2000,
             max_filter_values: 100,
+            metrics_listen: None,
+            shutdown_timeout: Duration::from_secs(20),
         }
     }
 }

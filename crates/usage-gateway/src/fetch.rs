@@ -189,9 +189,12 @@ impl UsageCache {
         w.end <= now - self.settle
     }
 
-    /// Approximate bytes held by cached windows.
-    pub fn weighted_size(&self) -> u64 {
-        self.windows.weighted_size()
+    /// Publishes entry counts and weighted bytes as gauges.
+    pub fn publish_gauges(&self) {
+        metrics::gauge!("cache_entries", "cache" => "windows")
+            .set(self.windows.entry_count() as f64);
+        metrics::gauge!("cache_weighted_bytes", "cache" => "windows")
+            .set(self.windows.weighted_size() as f64);
     }
 
     /// Answers `windows` for a source from the cache, calling the provider once for the missing
@@ -211,9 +214,17 @@ impl UsageCache {
                 shape: shape.clone(),
                 window: *w,
             };
-            match (refresh, self.windows.get(&key).await) {
-                (false, Some(e)) => entries[i] = Some(e),
-                _ => missing.push(i),
+            let hit = if refresh {
+                None
+            } else {
+                self.windows.get(&key).await
+            };
+            if let Some(e) = hit {
+                metrics::counter!("cache_lookups_total", "result" => "hit").increment(1);
+                entries[i] = Some(e);
+            } else {
+                metrics::counter!("cache_lookups_total", "result" => "miss").increment(1);
+                missing.push(i);
             }
         }
         if missing.is_empty() {
@@ -240,7 +251,30 @@ impl UsageCache {
                 let mut q = UsageQuery::new(missing_windows.clone(), shape.dims.clone());
                 q.agents.clone_from(&shape.agents);
                 q.users.clone_from(&shape.users);
-                let batch = provider.usage(&q).await?;
+                let started = Instant::now();
+                let result = provider.usage(&q).await;
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(e) => e.kind(),
+                };
+                let elapsed = started.elapsed();
+                let source = src_name.to_string();
+                metrics::counter!("upstream_calls_total", "source" => source.clone(), "outcome" => outcome).increment(1);
+                metrics::histogram!("upstream_call_duration_seconds", "source" => source.clone(), "outcome" => outcome)
+                    .record(elapsed.as_secs_f64());
+                if let Ok(b) = &result {
+                    metrics::counter!("upstream_requests_total", "source" => source.clone(), "outcome" => outcome)
+                        .increment(b.upstream_requests);
+                }
+                tracing::info!(
+                    source = %source,
+                    outcome,
+                    windows = q.windows.len(),
+                    upstream_requests = result.as_ref().map_or(0, |b| b.upstream_requests),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "upstream call"
+                );
+                let batch = result?;
                 let now = Utc::now();
                 let single = missing_windows.len() == 1;
                 let mut per_window: Vec<Vec<UsagePoint>> = vec![Vec::new(); missing_windows.len()];

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod model;
+pub mod obs;
 pub mod openapi;
 pub mod query;
 pub mod registry;

@@ -125,8 +125,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config, providers: Vec<usage_core::DynUsageProvider>) -> ExitCode {
-    let listen = config.server.listen;
-    let workers = config.server.workers;
     let state = match AppState::new(config, providers) {
         Ok(s) => s,
         Err(e) => {
@@ -135,9 +133,9 @@ fn serve(config: Config, providers: Vec<usage_core::DynUsageProvider>) -> ExitCo
         }
     };
     let result = actix_web::rt::System::new().block_on(async move {
-        let bound = server::bind(state, listen, workers)?;
-        tracing::info!(addr = %bound.addr, "usage-gateway listening");
-        bound.server.await
+        let bound = server::bind(state)?;
+        tracing::info!(addr = %bound.addr, metrics = ?bound.metrics_addr, "usage-gateway listening");
+        bound.run().await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,8 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
-use crate::app::{access_log, configure, not_found};
+use crate::app::{configure, metrics, not_found};
+use crate::obs::observe;
 use crate::openapi::document_json;
 use crate::state::AppState;
 
@@ -18,26 +19,68 @@ pub struct Bound {
     pub server: Server,
     /// The actual listen address (useful with port 0).
     pub addr: SocketAddr,
+    /// The separate `/metrics` server, when `server.metrics_listen` is set.
+    pub metrics: Option<Server>,
+    /// Its address.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
-/// Binds the gateway to `listen` with `workers` threads (default: CPU count).
-pub fn bind(state: AppState, listen: SocketAddr, workers: Option<usize>) -> std::io::Result<Bound> {
+/// Binds the gateway to `server.listen` (and `/metrics` to `server.metrics_listen` when set).
+///
+/// The server stops gracefully on SIGTERM/SIGINT: it stops accepting, lets in-flight requests
+/// finish for up to `server.shutdown_timeout`, then resolves.
+pub fn bind(state: AppState) -> std::io::Result<Bound> {
+    crate::obs::prometheus();
+    let cfg = state.server.clone();
     let state = web::Data::new(state);
     let doc = Arc::new(document_json());
-    let listener = TcpListener::bind(listen)?;
+    let listener = TcpListener::bind(cfg.listen)?;
     let addr = listener.local_addr()?;
+    let separate_metrics = cfg.metrics_listen.is_some();
+    let app_state = state.clone();
     let mut server = HttpServer::new(move || {
         App::new()
-            .configure(configure(state.clone(), doc.clone()))
+            .configure(configure(app_state.clone(), doc.clone(), !separate_metrics))
             .default_service(web::to(not_found))
-            .wrap(from_fn(access_log))
+            .wrap(from_fn(observe))
     })
+    .shutdown_timeout(cfg.shutdown_timeout.as_secs())
     .listen(listener)?;
-    if let Some(w) = workers {
+    if let Some(w) = cfg.workers {
         server = server.workers(w);
     }
+    let (metrics_server, metrics_addr) = match cfg.metrics_listen {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)?;
+            let addr = listener.local_addr()?;
+            let s = HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .route("/metrics", web::get().to(metrics))
+                    .default_service(web::to(not_found))
+            })
+            .workers(1)
+            .shutdown_timeout(cfg.shutdown_timeout.as_secs())
+            .listen(listener)?
+            .run();
+            (Some(s), Some(addr))
+        }
+        None => (None, None),
+    };
     Ok(Bound {
         server: server.run(),
         addr,
+        metrics: metrics_server,
+        metrics_addr,
     })
+}
+
+impl Bound {
+    /// Serves until both listeners stopped (SIGTERM/SIGINT, or a stop through their handles).
+    pub async fn run(self) -> std::io::Result<()> {
+        match self.metrics {
+            Some(m) => futures::future::try_join(self.server, m).await.map(|_| ()),
+            None => self.server.await,
+        }
+    }
 }

@@ -1,0 +1,191 @@
+//! Observability: request ids, the per-request access log line, and Prometheus metrics.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
+
+use crate::auth::CallerSub;
+use crate::error::PROBLEM_JSON;
+
+/// The request id header, accepted from callers and returned on every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest caller-supplied request id kept; longer or unsafe ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The request id of the current request, in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Latency buckets in seconds, shared by HTTP and upstream histograms.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().set_buckets(&BUCKETS).map_or_else(
+            |_| PrometheusBuilder::new().build_recorder(),
+            PrometheusBuilder::build_recorder,
+        );
+        let handle = recorder.handle();
+        // Another recorder may already be installed (e.g. by an embedding program); the
+        // handle then renders only what this recorder saw, which is still correct output.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by route, method and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency"
+    );
+    describe_gauge!("http_requests_in_flight", "HTTP requests being answered");
+    describe_counter!(
+        "upstream_calls_total",
+        "Provider calls (one or more vendor HTTP requests each), by source and outcome"
+    );
+    describe_counter!(
+        "upstream_requests_total",
+        "Vendor HTTP requests sent, by source and outcome"
+    );
+    describe_histogram!(
+        "upstream_call_duration_seconds",
+        Unit::Seconds,
+        "Provider call latency, by source and outcome"
+    );
+    describe_counter!(
+        "cache_lookups_total",
+        "Window cache lookups, by result (hit, miss)"
+    );
+    describe_gauge!("cache_entries", "Entries in the gateway caches, by cache");
+    describe_gauge!(
+        "cache_weighted_bytes",
+        "Approximate bytes held by the gateway caches, by cache"
+    );
+}
+
+/// Keeps a caller's id when it is short and made of safe characters, else makes one.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= MAX_REQUEST_ID
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// The `instance` URI of a request's problem body.
+pub fn instance_uri(id: &str) -> String {
+    format!("urn:request-id:{id}")
+}
+
+/// Assigns the request id, logs one line per request, records HTTP metrics, and puts the
+/// request id into problem bodies as `instance`.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id);
+    metrics::gauge!("http_requests_in_flight").increment(1.0);
+    let result = next.call(req).instrument(span.clone()).await;
+    metrics::gauge!("http_requests_in_flight").decrement(1.0);
+    let res = result?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "(unmatched)".into());
+    let status = res.status();
+    let sub = res
+        .request()
+        .extensions()
+        .get::<CallerSub>()
+        .map(|s| s.0.clone());
+    let elapsed = started.elapsed();
+    let labels = [
+        ("route", route.clone()),
+        ("method", method.clone()),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            path = %path,
+            route = %route,
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            sub = sub.as_deref().unwrap_or("-"),
+            "request"
+        );
+    });
+    let is_problem = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let mut res = if is_problem {
+        let (request, response) = res.into_parts();
+        let (head, body) = response.into_parts();
+        let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+        let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.insert(
+                    "instance".into(),
+                    serde_json::Value::String(instance_uri(&id)),
+                );
+                serde_json::to_vec(&m).unwrap_or_else(|_| bytes.to_vec())
+            }
+            _ => bytes.to_vec(),
+        };
+        let mut builder = HttpResponse::build(head.status());
+        for (k, v) in head.headers() {
+            builder.append_header((k.clone(), v.clone()));
+        }
+        ServiceResponse::new(request, builder.body(body))
+    } else {
+        res.map_into_boxed_body()
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    Ok(res)
+}
+
+/// Renders the Prometheus text exposition, refreshing the cache gauges first.
+pub fn render(state: &crate::state::AppState) -> String {
+    let handle = prometheus();
+    state.cache.publish_gauges();
+    metrics::gauge!("cache_entries", "cache" => "responses")
+        .set(state.responses.entry_count() as f64);
+    metrics::gauge!("cache_weighted_bytes", "cache" => "responses")
+        .set(state.responses.weighted_size() as f64);
+    handle.render()
+}
