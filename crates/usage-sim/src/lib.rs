@@ -1,0 +1,55 @@
+//! `usage-sim`: faithful in-process simulators of the DigitalOcean Gen-AI, Kibana Agent Builder
+//! and ChatBotKit usage APIs (quirks included, see `shared/vendors/CONTRACTS.md`), fed by
+//! deterministic data with an exact ground truth, plus fault injection and request counters.
+//!
+//! # Public API
+//! - Credentials: [`DO_TOKEN`] (`Authorization: Bearer …`), [`KIBANA_API_KEY`]
+//!   (`Authorization: ApiKey …`), [`KIBANA_USERNAME`]/[`KIBANA_PASSWORD`] (`Basic`),
+//!   [`CBK_TOKEN`] (`Authorization: Bearer …`).
+//! - Data: [`DataSpec`] (`small`, `bench`), [`Dataset::generate`] with [`DoData`],
+//!   [`KibanaData`], [`CbkData`].
+//! - Ground truth: [`TruthFilter`], [`DoData::truth`], [`KibanaData::truth`],
+//!   [`KibanaData::warnings`], [`CbkData::truth`].
+//! - Servers: [`start_digitalocean`] (with [`DoOptions`]), [`start_kibana`],
+//!   [`start_chatbotkit`], [`start_all`] → [`Simulators`]; each returns a [`SimHandle`] with
+//!   `base_url`, [`SimHandle::faults`], [`SimHandle::calls`], [`SimHandle::total_calls`],
+//!   [`SimHandle::reset_calls`] and [`SimHandle::stop`].
+//! - Faults: [`Faults`] (latency, error rate, forced statuses, `LIMITS_REACHED`, hang,
+//!   malformed JSON, truncated bodies) and [`CursorEnd`] (ChatBotKit's last-page cursor).
+//!
+//! Route names for [`SimHandle::calls`]: `do.agents`, `do.usage`, `kibana.agents`,
+//! `kibana.consumption`, `cbk.bots`, `cbk.usage_list`, `cbk.bot_usage` (and `unknown` for
+//! paths no route matches).
+//!
+//! Servers run on the caller's Tokio runtime (multi- or current-thread `#[tokio::test]`, or an
+//! `#[actix_web::main]` program) with one actix worker thread each.
+
+mod chatbotkit;
+pub mod data;
+mod digitalocean;
+mod faults;
+mod kibana;
+mod server;
+
+pub use chatbotkit::{DEFAULT_TAKE as CBK_DEFAULT_TAKE, MAX_TAKE as CBK_MAX_TAKE};
+pub use data::{
+    BASE_TYPE, CbkBot, CbkData, CbkRecord, DataSpec, Dataset, DoAgent, DoData, DoEvent,
+    EMBEDDING_TYPE, HIGH_INPUT_TOKENS, KibanaAgent, KibanaConversation, KibanaData, KibanaWarning,
+    TruthFilter,
+};
+pub use digitalocean::ZERO_TIME;
+pub use faults::{CursorEnd, Faults};
+pub use server::{
+    DoOptions, SimHandle, Simulators, start_all, start_chatbotkit, start_digitalocean, start_kibana,
+};
+
+/// The DigitalOcean token: `Authorization: Bearer sim-do-token`.
+pub const DO_TOKEN: &str = "sim-do-token";
+/// The Kibana API key: `Authorization: ApiKey sim-kibana-api-key`.
+pub const KIBANA_API_KEY: &str = "sim-kibana-api-key";
+/// The Kibana basic-auth user: `Authorization: Basic base64(elastic:sim-kibana-password)`.
+pub const KIBANA_USERNAME: &str = "elastic";
+/// The Kibana basic-auth password.
+pub const KIBANA_PASSWORD: &str = "sim-kibana-password";
+/// The ChatBotKit token: `Authorization: Bearer sim-cbk-token`.
+pub const CBK_TOKEN: &str = "sim-cbk-token";

@@ -1,0 +1,179 @@
+//! Data generation: determinism, shape and the quirks the simulators need.
+
+use std::collections::BTreeSet;
+
+use usage_core::Window;
+use usage_sim::{BASE_TYPE, DataSpec, Dataset, HIGH_INPUT_TOKENS, TruthFilter};
+
+use crate::common::{now, spec};
+
+#[test]
+fn same_seed_same_data_other_seed_other_data() {
+    let a = Dataset::generate(&spec());
+    assert_eq!(a, Dataset::generate(&spec()));
+    let other = DataSpec { seed: 7, ..spec() };
+    let b = Dataset::generate(&other);
+    assert_ne!(a.digitalocean, b.digitalocean);
+    assert_ne!(a.kibana, b.kibana);
+    assert_ne!(a.chatbotkit, b.chatbotkit);
+    // Each vendor has its own stream: more ChatBotKit records leave the others untouched.
+    let bigger = DataSpec {
+        cbk_records: 900,
+        ..spec()
+    };
+    let c = Dataset::generate(&bigger);
+    assert_eq!(a.digitalocean, c.digitalocean);
+    assert_eq!(a.kibana, c.kibana);
+    assert_ne!(a.chatbotkit, c.chatbotkit);
+}
+
+#[test]
+fn sizes_follow_the_spec_and_usage_stays_in_the_span() {
+    let s = spec();
+    let d = Dataset::generate(&s);
+    let span = Window::new(s.origin(), s.now);
+    assert_eq!(d.digitalocean.agents().len(), s.do_agents);
+    let events: usize = d
+        .digitalocean
+        .agents()
+        .iter()
+        .map(|a| d.digitalocean.events(&a.uuid).len())
+        .sum();
+    assert_eq!(events, s.do_events);
+    assert!(d.digitalocean.agents().iter().all(|a| {
+        d.digitalocean
+            .events(&a.uuid)
+            .iter()
+            .all(|e| span.contains(e.at))
+    }));
+    for space in &s.kibana_spaces {
+        let agents = d.kibana.agents(space);
+        assert_eq!(agents.len(), s.kibana_agents_per_space);
+        for a in agents {
+            let convs = d.kibana.conversations(space, &a.id);
+            assert_eq!(convs.len(), s.kibana_conversations_per_agent);
+            assert!(
+                convs
+                    .iter()
+                    .all(|c| span.contains(c.updated_at) && c.created_at <= c.updated_at)
+            );
+        }
+    }
+    assert_eq!(d.chatbotkit.bots().len(), s.cbk_bots);
+    assert_eq!(d.chatbotkit.records().len(), s.cbk_records);
+}
+
+#[test]
+fn digitalocean_data_has_every_quirk() {
+    let d = Dataset::generate(&spec()).digitalocean;
+    let agents = d.agents();
+    assert!(agents.iter().any(|a| a.updated_at.is_none()));
+    assert!(agents.iter().any(|a| !a.deployed));
+    assert!(agents.iter().any(|a| a.omit_log_insights_block));
+    assert!(agents.iter().any(|a| a.split_input_measurement));
+    let types: BTreeSet<(bool, String)> = agents
+        .iter()
+        .flat_map(|a| d.events(&a.uuid))
+        .map(|e| (e.log_insights, e.usage_type.clone()))
+        .collect();
+    assert!(types.contains(&(false, "INPUT".into())));
+    assert!(types.contains(&(false, "OUTPUT".into())));
+    assert!(
+        types
+            .iter()
+            .any(|(li, t)| !li && t != "INPUT" && t != "OUTPUT")
+    );
+    assert!(types.iter().any(|(li, _)| *li));
+    // Truth splits by category: log insights only ever count as `other`.
+    let all = Window::new(spec().origin(), now());
+    let total = d.truth(&TruthFilter::default(), all);
+    let li: u64 = ["log_insights:INPUT", "log_insights:OUTPUT"]
+        .iter()
+        .map(|t| {
+            d.truth(
+                &TruthFilter {
+                    usage_type: Some((*t).into()),
+                    ..TruthFilter::default()
+                },
+                all,
+            )
+            .total()
+        })
+        .sum();
+    let other = d.truth(
+        &TruthFilter {
+            usage_type: Some("USAGE_TYPE_UNSPECIFIED".into()),
+            ..TruthFilter::default()
+        },
+        all,
+    );
+    assert_eq!(total.other, li + other.other);
+    assert!(
+        d.truth(
+            &TruthFilter {
+                user: Some("x".into()),
+                ..TruthFilter::default()
+            },
+            all
+        )
+        .is_zero()
+    );
+}
+
+#[test]
+fn kibana_warnings_are_strictly_above_the_threshold() {
+    let s = spec();
+    let d = Dataset::generate(&s).kibana;
+    let mut warned = 0;
+    for space in d.spaces() {
+        for a in d.agents(space) {
+            for c in d.conversations(space, &a.id) {
+                assert!(
+                    c.warnings
+                        .iter()
+                        .all(|w| w.input_tokens > HIGH_INPUT_TOKENS)
+                );
+                warned += usize::from(!c.warnings.is_empty());
+            }
+        }
+    }
+    assert!(warned > 0);
+    let all = Window::new(s.origin(), s.now);
+    assert!(d.warnings("default", &TruthFilter::default(), all) > 0);
+    assert!(
+        d.truth(
+            "default",
+            &TruthFilter {
+                usage_type: Some("x".into()),
+                ..TruthFilter::default()
+            },
+            all
+        )
+        .is_zero()
+    );
+    assert!(d.truth("nope", &TruthFilter::default(), all).is_zero());
+}
+
+#[test]
+fn chatbotkit_records_are_mostly_base_and_some_unattributed() {
+    let d = Dataset::generate(&spec()).chatbotkit;
+    let r = d.records();
+    let base = r.iter().filter(|r| r.usage_type == BASE_TYPE).count();
+    assert!(base * 2 > r.len());
+    assert!(r.iter().any(|r| r.bot_id.is_none()));
+    let ids: BTreeSet<&str> = r.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), r.len());
+    assert!(
+        r.windows(2)
+            .all(|w| (w[0].created_at, &w[0].id) < (w[1].created_at, &w[1].id))
+    );
+}
+
+#[test]
+fn bench_spec_is_big() {
+    let b = DataSpec::bench(now());
+    assert!(b.kibana_conversations_per_agent >= 20_000);
+    assert!(b.cbk_records >= 100_000);
+    let s = spec();
+    assert!(s.cbk_records <= 1_000 && s.do_events <= 1_000);
+}
