@@ -1,6 +1,6 @@
 //! The normalized usage model every provider maps its vendor's payloads into.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -344,20 +344,24 @@ pub struct UsageBatch {
     pub points: Vec<UsagePoint>,
     /// How many HTTP requests the provider sent upstream to answer.
     pub upstream_requests: u64,
-    /// Vendor-flagged warnings inside the windows (Kibana `high_input_tokens`), when the vendor
-    /// has such a notion.
-    pub warnings: Option<u64>,
+    /// Vendor-flagged warnings (Kibana `high_input_tokens`) per window, when the vendor has such
+    /// a notion (`Some`, possibly empty) — per window so that answers can be cached per window.
+    pub warnings: Option<BTreeMap<Window, u64>>,
     /// Remarks on data the answer lacks although the call succeeded (e.g. an agent the vendor no
     /// longer knows); shown to callers in the source's entry.
     pub notes: Vec<String>,
 }
 
 impl UsageBatch {
+    /// Sums the vendor-flagged warnings over every window.
+    pub fn warnings_total(&self) -> Option<u64> {
+        self.warnings.as_ref().map(|w| w.values().sum())
+    }
+
     /// Merges points with the same window, key and unit, and sorts them, so that equal answers
     /// are equal values.
     #[must_use]
     pub fn compact(mut self) -> Self {
-        use std::collections::BTreeMap;
         let mut merged: BTreeMap<(Window, PointKey, Unit), (Option<String>, Counters)> =
             BTreeMap::new();
         for p in self.points.drain(..) {
