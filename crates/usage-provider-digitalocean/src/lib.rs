@@ -1,0 +1,26 @@
+//! DigitalOcean Gen-AI agents as a usage-gateway source (CONTRACTS.md §1).
+//!
+//! [`DigitaloceanProvider`] answers a query with one `GET /v2/gen-ai/agents/{uuid}/usage` per
+//! agent and window, so every bucket is exact. Agents come from the configured list or from
+//! `GET /v2/gen-ai/agents` (cached for `discovery_ttl`). Before fanning out it counts the calls
+//! a query needs and rejects queries above `max_upstream_calls`; every call passes a per-source
+//! budget (`rate_limit_per_minute`) and concurrency cap (`max_concurrency`).
+//!
+//! Files: `config.rs` (keys), `client.rs` (HTTP, budget, `parse_error`), `model.rs` (wire
+//! types), `error.rs` (private errors → [`usage_core::ProviderError`]), `provider.rs` (the
+//! trait implementation and the usage → points mapping).
+
+mod client;
+mod config;
+mod error;
+mod model;
+mod provider;
+
+pub use config::{
+    Config, DEFAULT_BASE_URL, DEFAULT_DISCOVERY_TTL, DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_UPSTREAM_CALLS, DEFAULT_RATE_LIMIT_PER_MINUTE,
+};
+pub use provider::{
+    DigitaloceanProvider, INPUT_USAGE_TYPE, LOG_INSIGHTS_PREFIX, OUTPUT_USAGE_TYPE,
+    UNSPECIFIED_USAGE_TYPE,
+};
