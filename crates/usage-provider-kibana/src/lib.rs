@@ -1,0 +1,17 @@
+//! Kibana Agent Builder as a usage-gateway source.
+//!
+//! Kibana reports consumption per conversation: lifetime input/output token totals, with no time
+//! filter (CONTRACTS.md §2). [`KibanaProvider`] pages `POST [/s/{space}]/api/agent_builder/agents/{id}/consumption`
+//! sorted by `updated_at desc` back to the start of the asked range, places each conversation's
+//! totals at its `updated_at` (attribution `conversation`), and keeps the scan per agent so that
+//! later queries inside the scanned range send nothing.
+
+mod client;
+mod config;
+mod error;
+mod model;
+mod provider;
+mod scan;
+
+pub use config::Config;
+pub use provider::KibanaProvider;
