@@ -1,0 +1,531 @@
+//! HTTP access to the ChatBotKit platform API: one `GET` helper, the `X-RateLimit-*` gate and
+//! the one function ([`parse_error`]) that turns a status and body into an error.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::error::{Error, ErrorKind};
+use crate::model::{BotListResponse, BotUsageResponse, ErrorBody, UsageListResponse};
+
+/// The longest the client waits by itself for a spent `X-RateLimit-*` budget to reset; a longer
+/// wait is reported as `RateLimited` without sending.
+const MAX_LOCAL_WAIT: Duration = Duration::from_secs(1);
+/// The longest reset delay believed from a header.
+const MAX_RESET: Duration = Duration::from_secs(3600);
+/// Vendor messages are cut to this many characters.
+const MAX_MESSAGE_CHARS: usize = 200;
+
+/// Server-side filters sent to `/v1/usage/list` (the spec documents none; the server may ignore
+/// them, so the caller filters again).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct RecordFilter {
+    /// `botId`.
+    pub bot_id: Option<String>,
+    /// `contactId`.
+    pub contact_id: Option<String>,
+    /// `type`.
+    pub usage_type: Option<String>,
+}
+
+/// A ChatBotKit API client bound to one source.
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: SecretString,
+    source_name: String,
+    /// No request is sent before this instant (from `X-RateLimit-*` or a 429).
+    blocked_until: Mutex<Option<Instant>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("token", &"[redacted]")
+            .field("source_name", &self.source_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        base: Url,
+        token: SecretString,
+        source_name: String,
+    ) -> Self {
+        Self {
+            http,
+            base,
+            token,
+            source_name,
+            blocked_until: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// `GET /v1/usage/list?take&order=desc[&cursor][&botId][&contactId][&type]`.
+    pub(crate) async fn list_usage(
+        &self,
+        take: u32,
+        cursor: Option<&str>,
+        filter: &RecordFilter,
+        calls: &AtomicU64,
+    ) -> Result<UsageListResponse, Error> {
+        let mut query = vec![("take", take.to_string()), ("order", "desc".to_owned())];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        if let Some(b) = &filter.bot_id {
+            query.push(("botId", b.clone()));
+        }
+        if let Some(c) = &filter.contact_id {
+            query.push(("contactId", c.clone()));
+        }
+        if let Some(t) = &filter.usage_type {
+            query.push(("type", t.clone()));
+        }
+        self.get_json(&["v1", "usage", "list"], &query, calls).await
+    }
+
+    /// `GET /v1/bot/list?take&order=desc[&cursor]`.
+    pub(crate) async fn list_bots(
+        &self,
+        take: u32,
+        cursor: Option<&str>,
+        calls: &AtomicU64,
+    ) -> Result<BotListResponse, Error> {
+        let mut query = vec![("take", take.to_string()), ("order", "desc".to_owned())];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        self.get_json(&["v1", "bot", "list"], &query, calls).await
+    }
+
+    /// `GET /v1/bot/{botId}/usage/fetch?from&to` with both ends inclusive, as sent.
+    pub(crate) async fn bot_usage(
+        &self,
+        bot_id: &str,
+        from: &str,
+        to: &str,
+        calls: &AtomicU64,
+    ) -> Result<BotUsageResponse, Error> {
+        let query = [("from", from.to_owned()), ("to", to.to_owned())];
+        self.get_json(&["v1", "bot", bot_id, "usage", "fetch"], &query, calls)
+            .await
+    }
+
+    fn err(&self, kind: ErrorKind) -> Error {
+        Error::new(&self.source_name, kind)
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url, Error> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| {
+                self.err(ErrorKind::BadRequest {
+                    status: 0,
+                    message: "base_url cannot carry a path".into(),
+                })
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Waits for, or reports, a spent rate-limit budget.
+    async fn wait_for_budget(&self) -> Result<(), Error> {
+        let until = *self
+            .blocked_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = until {
+            let now = Instant::now();
+            if until > now {
+                let wait = until - now;
+                if wait > MAX_LOCAL_WAIT {
+                    return Err(self.err(ErrorKind::RateLimited {
+                        retry_after: Some(wait),
+                    }));
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn block_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut g = self
+            .blocked_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.is_none_or(|old| old < until) {
+            *g = Some(until);
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        calls: &AtomicU64,
+    ) -> Result<T, Error> {
+        let url = self.url(segments)?;
+        self.wait_for_budget().await?;
+        let started = Instant::now();
+        calls.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(source = %self.source_name, path = url.path(), "chatbotkit request");
+        let resp = self
+            .http
+            .get(url)
+            .query(query)
+            .bearer_auth(self.token.expose_secret())
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| self.err(transport_kind(&e, started)))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.err(transport_kind(&e, started)))?;
+        let now = Utc::now();
+        if let Some(d) = spent_budget_delay(&headers, now) {
+            self.block_for(d);
+        }
+        if !status.is_success() {
+            let kind = parse_error(status, &headers, &body, now);
+            if let ErrorKind::RateLimited {
+                retry_after: Some(d),
+            } = &kind
+            {
+                self.block_for(*d);
+            }
+            return Err(self.err(kind));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            self.err(ErrorKind::Decode {
+                message: truncate(&format!("{} {}: {e}", status.as_u16(), segments.join("/"))),
+            })
+        })
+    }
+}
+
+fn transport_kind(e: &reqwest::Error, started: Instant) -> ErrorKind {
+    if e.is_timeout() {
+        return ErrorKind::Timeout {
+            elapsed: started.elapsed(),
+        };
+    }
+    let mut message = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        message = format!("{message}: {s}");
+        src = s.source();
+    }
+    ErrorKind::Transport {
+        message: truncate(&message),
+    }
+}
+
+/// Maps a non-success status, its headers and body to an error kind: the one status table.
+///
+/// Both error shapes are read (`{message, code}` and `{success:false, error:{code,message}}`);
+/// only the vendor's short message (cut to 200 characters) or its code is kept, never the body.
+pub(crate) fn parse_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> ErrorKind {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let vendor_body = parsed
+        .as_ref()
+        .is_some_and(|b| b.code_and_message() != (None, None));
+    let (code, message) = parsed.map(|b| b.code_and_message()).unwrap_or_default();
+    let message = truncate(
+        &message
+            .or_else(|| code.clone())
+            .unwrap_or_else(|| format!("HTTP {}", status.as_u16())),
+    );
+    let code = code.unwrap_or_default();
+    if code.eq_ignore_ascii_case("LIMITS_REACHED") {
+        return ErrorKind::QuotaExceeded { message };
+    }
+    match status.as_u16() {
+        401 => ErrorKind::Unauthenticated { message },
+        402 | 403 => ErrorKind::Forbidden { message },
+        404 => ErrorKind::NotFound {
+            message,
+            vendor_body,
+        },
+        429 => ErrorKind::RateLimited {
+            retry_after: retry_after(headers, now),
+        },
+        s @ (400 | 422) => ErrorKind::BadRequest { status: s, message },
+        s => ErrorKind::Status { status: s, message },
+    }
+}
+
+/// The delay a 429 asks for: `Retry-After` (seconds or HTTP date), else `X-RateLimit-Reset`.
+fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    header_str(headers, RETRY_AFTER.as_str())
+        .and_then(|v| parse_reset(v, now))
+        .or_else(|| header_str(headers, "x-ratelimit-reset").and_then(|v| parse_reset(v, now)))
+}
+
+/// When a response says the budget is spent (`X-RateLimit-Remaining: 0`), how long until
+/// `X-RateLimit-Reset`.
+fn spent_budget_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let remaining: i64 = header_str(headers, "x-ratelimit-remaining")?
+        .trim()
+        .parse()
+        .ok()?;
+    if remaining > 0 {
+        return None;
+    }
+    header_str(headers, "x-ratelimit-reset").and_then(|v| parse_reset(v, now))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads a reset/retry value: delta seconds, epoch seconds, epoch milliseconds, an RFC 3339
+/// date-time or an HTTP date. The result is capped at an hour.
+pub(crate) fn parse_reset(v: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let v = v.trim();
+    let at = if let Ok(n) = v.parse::<f64>() {
+        if !n.is_finite() || n < 0.0 {
+            return None;
+        }
+        if n >= 1e12 {
+            DateTime::from_timestamp_millis(n as i64)?
+        } else if n >= 1e9 {
+            DateTime::from_timestamp(n as i64, 0)?
+        } else {
+            return Some(Duration::from_secs_f64(n).min(MAX_RESET));
+        }
+    } else if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        t.with_timezone(&Utc)
+    } else if let Ok(t) = DateTime::parse_from_rfc2822(v) {
+        t.with_timezone(&Utc)
+    } else {
+        return None;
+    };
+    let d = (at - now).to_std().unwrap_or(Duration::ZERO);
+    Some(d.min(MAX_RESET))
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn status(s: u16) -> StatusCode {
+        StatusCode::from_u16(s).unwrap()
+    }
+
+    #[test]
+    fn status_table() {
+        let h = HeaderMap::new();
+        let body = include_bytes!("../../../fixtures/chatbotkit/error_not_authenticated.json");
+        assert_eq!(
+            parse_error(status(401), &h, body, now()),
+            ErrorKind::Unauthenticated {
+                message: "Not authenticated".into()
+            }
+        );
+        assert!(matches!(
+            parse_error(status(403), &h, b"{}", now()),
+            ErrorKind::Forbidden { message } if message == "HTTP 403"
+        ));
+        assert!(matches!(
+            parse_error(
+                status(402),
+                &h,
+                br#"{"message":"No subscription","code":"NO_SUBSCRIPTION"}"#,
+                now()
+            ),
+            ErrorKind::Forbidden { .. }
+        ));
+        assert!(matches!(
+            parse_error(
+                status(404),
+                &h,
+                br#"{"message":"Not found","code":"NOT_FOUND"}"#,
+                now()
+            ),
+            ErrorKind::NotFound {
+                vendor_body: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_error(status(404), &h, b"<html>nginx</html>", now()),
+            ErrorKind::NotFound { vendor_body: false, message } if message == "HTTP 404"
+        ));
+        assert!(matches!(
+            parse_error(status(400), &h, br#"{"message":"bad take","code":"BAD_REQUEST"}"#, now()),
+            ErrorKind::BadRequest { status: 400, message } if message == "bad take"
+        ));
+        assert!(matches!(
+            parse_error(status(502), &h, b"", now()),
+            ErrorKind::Status { status: 502, .. }
+        ));
+        assert!(matches!(
+            parse_error(status(500), &h, br#"{"code":"INTERNAL_SERVER_ERROR"}"#, now()),
+            ErrorKind::Status { status: 500, message } if message == "INTERNAL_SERVER_ERROR"
+        ));
+    }
+
+    #[test]
+    fn too_many_requests_vs_limits_reached() {
+        let h = headers(&[("retry-after", "7")]);
+        assert_eq!(
+            parse_error(
+                status(429),
+                &h,
+                br#"{"message":"Too many requests","code":"TOO_MANY_REQUESTS"}"#,
+                now()
+            ),
+            ErrorKind::RateLimited {
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        let limits = include_bytes!("../../../fixtures/chatbotkit/error_limits_reached.json");
+        assert!(matches!(
+            parse_error(status(429), &h, limits, now()),
+            ErrorKind::QuotaExceeded { message } if message.contains("limits of your plan")
+        ));
+        // The alternative shape carries the code in `error`.
+        let alt = include_bytes!("../../../fixtures/chatbotkit/error_alt_shape.json");
+        assert!(matches!(
+            parse_error(status(429), &HeaderMap::new(), alt, now()),
+            ErrorKind::RateLimited { retry_after: None }
+        ));
+        let alt_limits =
+            br#"{"success":false,"error":{"code":"LIMITS_REACHED","message":"quota"}}"#;
+        assert!(matches!(
+            parse_error(status(429), &HeaderMap::new(), alt_limits, now()),
+            ErrorKind::QuotaExceeded { .. }
+        ));
+        // X-RateLimit-Reset stands in for Retry-After.
+        let h = headers(&[("x-ratelimit-reset", "1800000030")]);
+        assert_eq!(
+            parse_error(status(429), &h, b"{}", now()),
+            ErrorKind::RateLimited {
+                retry_after: Some(Duration::from_secs(30))
+            }
+        );
+    }
+
+    #[test]
+    fn messages_are_short_and_bodies_never_leak() {
+        let long = format!(
+            r#"{{"message":"{}","code":"BAD_REQUEST"}}"#,
+            "x".repeat(1000)
+        );
+        let ErrorKind::BadRequest { message, .. } =
+            parse_error(status(400), &HeaderMap::new(), long.as_bytes(), now())
+        else {
+            panic!("bad request expected");
+        };
+        assert!(message.chars().count() <= 201);
+        let ErrorKind::Status { message, .. } = parse_error(
+            status(503),
+            &HeaderMap::new(),
+            b"upstream secret-ish html body",
+            now(),
+        ) else {
+            panic!("status expected");
+        };
+        assert_eq!(message, "HTTP 503");
+    }
+
+    #[test]
+    fn reset_formats() {
+        let n = now();
+        assert_eq!(parse_reset("12", n), Some(Duration::from_secs(12)));
+        assert_eq!(parse_reset("0.5", n), Some(Duration::from_millis(500)));
+        assert_eq!(parse_reset("1800000010", n), Some(Duration::from_secs(10)));
+        assert_eq!(
+            parse_reset("1800000002500", n),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_reset("1799999990", n), Some(Duration::ZERO));
+        assert_eq!(
+            parse_reset("2027-01-15T08:00:05Z", n),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_reset("Fri, 15 Jan 2027 08:00:09 GMT", n),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(parse_reset("99999999", n), Some(MAX_RESET));
+        assert_eq!(parse_reset("soon", n), None);
+        assert_eq!(parse_reset("-3", n), None);
+        assert_eq!(parse_reset("NaN", n), None);
+    }
+
+    #[test]
+    fn spent_budget_needs_zero_remaining() {
+        let n = now();
+        let h = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "3")]);
+        assert_eq!(spent_budget_delay(&h, n), Some(Duration::from_secs(3)));
+        let h = headers(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", "3")]);
+        assert_eq!(spent_budget_delay(&h, n), None);
+        let h = headers(&[("x-ratelimit-limit", "100")]);
+        assert_eq!(spent_budget_delay(&h, n), None);
+    }
+
+    #[test]
+    fn url_keeps_a_base_path_and_escapes_ids() {
+        let c = Client::new(
+            reqwest::Client::new(),
+            Url::parse("http://127.0.0.1:1/api/").unwrap(),
+            SecretString::from("t"),
+            "s".into(),
+        );
+        let u = c.url(&["v1", "bot", "a/b c", "usage", "fetch"]).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:1/api/v1/bot/a%2Fb%20c/usage/fetch"
+        );
+        assert!(!format!("{c:?}").contains("\"t\""));
+    }
+}

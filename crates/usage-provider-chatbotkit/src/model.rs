@@ -1,0 +1,281 @@
+//! ChatBotKit wire types, exactly as loose as the vendor: every field is optional so that an
+//! absent or `null` field never fails a whole page; the mapping code decides what is usable.
+
+use serde::Deserialize;
+
+/// A JSON number as ChatBotKit may send it: integer, float or numeric string.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Num {
+    /// A non-negative integer.
+    U(u64),
+    /// A negative integer.
+    I(i64),
+    /// A float.
+    F(f64),
+    /// A string holding a number.
+    S(String),
+}
+
+impl Num {
+    /// Returns the value as an integer (floats truncated toward zero), if it is one.
+    pub(crate) fn as_i64(&self) -> Option<i64> {
+        match self {
+            Self::U(u) => i64::try_from(*u).ok(),
+            Self::I(i) => Some(*i),
+            Self::F(f) => float_to_i64(*f),
+            Self::S(s) => {
+                let s = s.trim();
+                s.parse::<i64>()
+                    .ok()
+                    .or_else(|| s.parse::<f64>().ok().and_then(float_to_i64))
+            }
+        }
+    }
+
+    /// Returns the value as a non-negative integer, if it is one.
+    pub(crate) fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::U(u) => Some(*u),
+            other => other.as_i64().and_then(|i| u64::try_from(i).ok()),
+        }
+    }
+}
+
+fn float_to_i64(f: f64) -> Option<i64> {
+    // Within ±2^62 the truncating cast is exact enough and cannot overflow.
+    (f.is_finite() && f.abs() < 4.6e18).then_some(f.trunc() as i64)
+}
+
+/// A cursor as sent: a string, or (defensively) a number.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum CursorWire {
+    /// The documented string.
+    S(String),
+    /// A number.
+    N(serde_json::Number),
+    /// Anything else (ignored).
+    Other(serde::de::IgnoredAny),
+}
+
+impl CursorWire {
+    /// Returns the cursor to send back, or `None` when there is none to follow.
+    pub(crate) fn as_token(&self) -> Option<String> {
+        match self {
+            Self::S(s) if !s.trim().is_empty() => Some(s.clone()),
+            Self::N(n) => Some(n.to_string()),
+            Self::S(_) | Self::Other(_) => None,
+        }
+    }
+}
+
+/// `GET /v1/usage/list` 200 body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct UsageListResponse {
+    /// The page's records.
+    pub items: Option<Vec<UsageRecordWire>>,
+    /// The cursor of the next page.
+    pub cursor: Option<CursorWire>,
+}
+
+/// One usage record.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct UsageRecordWire {
+    /// Record id.
+    pub id: Option<String>,
+    /// Creation time, epoch milliseconds.
+    pub created_at: Option<Num>,
+    /// The usage type (`BASE`, …).
+    #[serde(rename = "type")]
+    pub usage_type: Option<String>,
+    /// The usage count (credit tokens for token types).
+    pub count: Option<Num>,
+    /// The bot, when there is one.
+    pub bot_id: Option<String>,
+    /// The contact (end user), when there is one.
+    pub contact_id: Option<String>,
+    /// The conversation, when there is one.
+    pub conversation_id: Option<String>,
+}
+
+/// `GET /v1/bot/list` 200 body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct BotListResponse {
+    /// The page's bots.
+    pub items: Option<Vec<BotWire>>,
+    /// The cursor of the next page.
+    pub cursor: Option<CursorWire>,
+}
+
+/// One bot.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct BotWire {
+    /// Bot id.
+    pub id: Option<String>,
+    /// Human name.
+    pub name: Option<String>,
+    /// Unique alias, used as the name when there is no name.
+    pub alias: Option<String>,
+}
+
+/// `GET /v1/bot/{botId}/usage/fetch` 200 body.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct BotUsageResponse {
+    /// BASE tokens (credit tokens) in the range.
+    pub tokens: Option<Num>,
+    /// Conversations in the range (unused).
+    pub conversations: Option<Num>,
+    /// Messages in the range (unused).
+    pub messages: Option<Num>,
+}
+
+/// An error body in either documented shape: `{message, code}` or
+/// `{success: false, error: {code, message}}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ErrorBody {
+    /// Top-level message.
+    pub message: Option<String>,
+    /// Top-level code.
+    pub code: Option<String>,
+    /// The nested shape.
+    pub error: Option<NestedError>,
+}
+
+/// The nested error object (or a bare string).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NestedError {
+    /// `{code, message}`.
+    Object {
+        /// Code.
+        #[serde(default)]
+        code: Option<String>,
+        /// Message.
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// A bare message string.
+    Text(String),
+    /// Anything else.
+    Other(serde::de::IgnoredAny),
+}
+
+impl ErrorBody {
+    /// Returns `(code, message)`, preferring the top-level fields.
+    pub(crate) fn code_and_message(&self) -> (Option<String>, Option<String>) {
+        let (nested_code, nested_message) = match &self.error {
+            Some(NestedError::Object { code, message }) => (code.clone(), message.clone()),
+            Some(NestedError::Text(t)) => (None, Some(t.clone())),
+            Some(NestedError::Other(_)) | None => (None, None),
+        };
+        let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        (
+            nonempty(self.code.clone()).or(nonempty(nested_code)),
+            nonempty(self.message.clone()).or(nonempty(nested_message)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_page_fixture_decodes() {
+        let page: UsageListResponse = serde_json::from_str(include_str!(
+            "../../../fixtures/chatbotkit/usage_list_page1.json"
+        ))
+        .unwrap();
+        let items = page.items.unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].usage_type.as_deref(), Some("BASE"));
+        assert_eq!(items[0].count.as_ref().and_then(Num::as_u64), Some(1287));
+        assert_eq!(
+            items[0].created_at.as_ref().and_then(Num::as_i64),
+            Some(1_751_022_334_512)
+        );
+        assert!(items[1].bot_id.is_none());
+        assert_eq!(
+            page.cursor.and_then(|c| c.as_token()).as_deref(),
+            Some("cur-2")
+        );
+    }
+
+    #[test]
+    fn bot_fixtures_decode() {
+        let bots: BotListResponse =
+            serde_json::from_str(include_str!("../../../fixtures/chatbotkit/bot_list.json"))
+                .unwrap();
+        let items = bots.items.unwrap();
+        assert_eq!(items[0].name.as_deref(), Some("Support Agent"));
+        assert_eq!(items[1].name, None);
+        assert_eq!(items[1].alias.as_deref(), Some("sales"));
+        let usage: BotUsageResponse =
+            serde_json::from_str(include_str!("../../../fixtures/chatbotkit/bot_usage.json"))
+                .unwrap();
+        assert_eq!(usage.tokens.and_then(|n| n.as_u64()), Some(482_113));
+    }
+
+    #[test]
+    fn partial_and_odd_payloads_never_fail_the_page() {
+        let page: UsageListResponse = serde_json::from_str(
+            r#"{"items":[{}, {"id":null,"createdAt":"1751022334512","count":12.0,"type":null},
+                {"createdAt":1.7510223345129e12,"count":-5}], "cursor": null, "extra": [1,2]}"#,
+        )
+        .unwrap();
+        let items = page.items.unwrap();
+        assert!(items[0].created_at.is_none() && items[0].count.is_none());
+        assert_eq!(
+            items[1].created_at.as_ref().and_then(Num::as_i64),
+            Some(1_751_022_334_512)
+        );
+        assert_eq!(items[1].count.as_ref().and_then(Num::as_u64), Some(12));
+        assert_eq!(items[2].count.as_ref().and_then(Num::as_u64), None);
+        assert!(page.cursor.is_none());
+        let empty: UsageListResponse = serde_json::from_str("{}").unwrap();
+        assert!(empty.items.is_none());
+        let n: Num = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(n.as_i64(), None);
+        let n: Num = serde_json::from_str("1e300").unwrap();
+        assert_eq!(n.as_i64(), None);
+        assert_eq!(CursorWire::S("  ".into()).as_token(), None);
+        let c: CursorWire = serde_json::from_str("42").unwrap();
+        assert_eq!(c.as_token().as_deref(), Some("42"));
+        let c: CursorWire = serde_json::from_str("{\"a\":1}").unwrap();
+        assert_eq!(c.as_token(), None);
+        // Not an object at all: a decode error, not a panic.
+        assert!(serde_json::from_str::<UsageListResponse>("[1,2]").is_err());
+        assert!(serde_json::from_str::<UsageListResponse>(r#"{"items":[1]}"#).is_err());
+    }
+
+    #[test]
+    fn error_bodies_in_both_shapes() {
+        let a: ErrorBody = serde_json::from_str(include_str!(
+            "../../../fixtures/chatbotkit/error_not_authenticated.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            a.code_and_message(),
+            (
+                Some("NOT_AUTHENTICATED".into()),
+                Some("Not authenticated".into())
+            )
+        );
+        let b: ErrorBody = serde_json::from_str(include_str!(
+            "../../../fixtures/chatbotkit/error_alt_shape.json"
+        ))
+        .unwrap();
+        assert_eq!(b.code_and_message().0.as_deref(), Some("TOO_MANY_REQUESTS"));
+        let c: ErrorBody = serde_json::from_str(r#"{"error":"boom"}"#).unwrap();
+        assert_eq!(c.code_and_message(), (None, Some("boom".into())));
+        let d: ErrorBody = serde_json::from_str(r#"{"error":[1],"code":""}"#).unwrap();
+        assert_eq!(d.code_and_message(), (None, None));
+    }
+}

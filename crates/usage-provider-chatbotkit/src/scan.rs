@@ -1,0 +1,583 @@
+//! The record-scan cache: usage records read from `GET /v1/usage/list`, kept per server-side
+//! filter with the time span they cover completely, extended and refreshed on demand.
+//!
+//! `/v1/usage/list` has no date filter and returns records newest first, so a scan always
+//! starts at the newest record and walks back. The cache remembers, per filter:
+//! - `top_ms`: the wall-clock time at which the last scan from the top started (records up to
+//!   it are all present);
+//! - a bottom: either the end of the list, or the oldest complete millisecond plus the cursor to
+//!   continue from, so an older window costs only the pages below what is cached.
+//!
+//! Freshness follows the gateway's cache vocabulary: records older than `top_ms - settle` are
+//! closed and trusted until the whole scan is `closed_ttl` old; a query touching the open part
+//! re-reads the top (down to `top_ms - settle`) once the last top scan is `open_ttl` old.
+//! A scan holds its filter's lock, so concurrent queries for the same filter wait for it and
+//! then answer from the cache: concurrent scans are coalesced.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::client::{Client, RecordFilter};
+use crate::error::{Error, ErrorKind};
+use crate::model::UsageRecordWire;
+
+/// The most filters kept at once; the least recently used idle one is dropped beyond it.
+const MAX_KEYS: usize = 64;
+/// A scan that has not ended after this many pages is abandoned (a server looping cursors).
+const MAX_PAGES: usize = 50_000;
+
+/// One usage record, reduced to what the provider maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// `createdAt`, epoch milliseconds.
+    pub created_ms: i64,
+    /// `id` (or a stand-in built from the content when absent).
+    pub id: String,
+    /// `type`.
+    pub usage_type: Option<String>,
+    /// `count`.
+    pub count: u64,
+    /// `botId`.
+    pub bot_id: Option<String>,
+    /// `contactId`.
+    pub contact_id: Option<String>,
+    /// `conversationId`.
+    pub conversation_id: Option<String>,
+}
+
+impl Record {
+    /// Maps a wire record; `None` when it has no usable `createdAt` or `count`.
+    pub(crate) fn from_wire(w: UsageRecordWire) -> Option<Self> {
+        let created_ms = w.created_at.as_ref()?.as_i64()?;
+        let count = w.count.as_ref()?.as_u64()?;
+        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+        let bot_id = nonempty(w.bot_id);
+        let contact_id = nonempty(w.contact_id);
+        let conversation_id = nonempty(w.conversation_id);
+        let usage_type = w.usage_type;
+        let id = nonempty(w.id).unwrap_or_else(|| {
+            format!(
+                "~{}|{count}|{}|{}|{}",
+                usage_type.as_deref().unwrap_or(""),
+                bot_id.as_deref().unwrap_or(""),
+                contact_id.as_deref().unwrap_or(""),
+                conversation_id.as_deref().unwrap_or("")
+            )
+        });
+        Some(Self {
+            created_ms,
+            id,
+            usage_type,
+            count,
+            bot_id,
+            contact_id,
+            conversation_id,
+        })
+    }
+}
+
+/// Cache timing, from the source config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub open_ttl: Duration,
+    pub closed_ttl: Duration,
+    pub settle: Duration,
+}
+
+impl Timing {
+    fn settle_ms(&self) -> i64 {
+        i64::try_from(self.settle.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Where a completed scan ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bottom {
+    /// The list ended: every older record is present too.
+    Exhausted,
+    /// Records with `createdAt >= complete_from` are all present; `resume` continues below.
+    At { complete_from: i64, resume: String },
+}
+
+#[derive(Debug, Clone)]
+struct Coverage {
+    born: Instant,
+    top_ms: i64,
+    top_at: Instant,
+    bottom: Bottom,
+}
+
+/// The cached records of one filter.
+#[derive(Debug, Default)]
+pub(crate) struct ScanState {
+    records: BTreeMap<(i64, String), Record>,
+    coverage: Option<Coverage>,
+    /// Records without a usable `createdAt`/`count` seen by the scans behind this state.
+    skipped: u64,
+}
+
+/// How one pass over `/v1/usage/list` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ScanEnd {
+    /// An end rule fired: empty page, absent/empty/repeated cursor, or a short page.
+    Exhausted,
+    /// A record older than the watermark was read; the pass stopped after that page.
+    Stopped { min_ms: i64, resume: String },
+}
+
+/// What a pass has read so far (kept even when a later page fails).
+#[derive(Debug, Default)]
+struct Progress {
+    records: Vec<Record>,
+    min_ms: Option<i64>,
+    /// The cursor after the last page read, when the list goes on.
+    next: Option<String>,
+    pages: usize,
+    skipped: u64,
+}
+
+impl Progress {
+    fn end_here(&self) -> Option<ScanEnd> {
+        Some(ScanEnd::Stopped {
+            min_ms: self.min_ms?,
+            resume: self.next.clone()?,
+        })
+    }
+}
+
+/// What every pass of one call needs: the client, the filter sent, the page size and the
+/// call's request counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanCtx<'a> {
+    pub client: &'a Client,
+    pub filter: &'a RecordFilter,
+    pub take: u32,
+    pub calls: &'a AtomicU64,
+}
+
+/// Reads pages from `cursor` until an end rule fires or a record older than `watermark` shows up.
+async fn scan(
+    cx: ScanCtx<'_>,
+    cursor: Option<String>,
+    watermark: i64,
+    progress: &mut Progress,
+) -> Result<ScanEnd, Error> {
+    let ScanCtx {
+        client,
+        filter,
+        take,
+        calls,
+    } = cx;
+    let mut seen: HashSet<String> = cursor.iter().cloned().collect();
+    let mut cursor = cursor;
+    loop {
+        if progress.pages >= MAX_PAGES {
+            return Err(Error::new(
+                client.source_name(),
+                ErrorKind::Decode {
+                    message: format!("usage/list paging did not end after {MAX_PAGES} pages"),
+                },
+            ));
+        }
+        let page = client
+            .list_usage(take, cursor.as_deref(), filter, calls)
+            .await?;
+        progress.pages += 1;
+        let items = page.items.unwrap_or_default();
+        let raw_len = items.len();
+        for item in items {
+            match Record::from_wire(item) {
+                Some(r) => {
+                    progress.min_ms = Some(
+                        progress
+                            .min_ms
+                            .map_or(r.created_ms, |m| m.min(r.created_ms)),
+                    );
+                    progress.records.push(r);
+                }
+                None => progress.skipped += 1,
+            }
+        }
+        let next = page.cursor.and_then(|c| c.as_token());
+        let short = u32::try_from(raw_len).is_ok_and(|n| n < take);
+        let repeated = next.as_ref().is_some_and(|n| seen.contains(n));
+        if raw_len == 0 || short || repeated {
+            return Ok(ScanEnd::Exhausted);
+        }
+        let Some(next) = next else {
+            return Ok(ScanEnd::Exhausted);
+        };
+        progress.next = Some(next.clone());
+        if progress.min_ms.is_some_and(|m| m < watermark) {
+            return Ok(ScanEnd::Stopped {
+                min_ms: progress.min_ms.unwrap_or(watermark),
+                resume: next,
+            });
+        }
+        seen.insert(next.clone());
+        cursor = Some(next);
+    }
+}
+
+impl ScanState {
+    /// Reports whether `[from_ms, to_ms)` can be answered from the cache without a request.
+    pub(crate) fn is_fresh_for(&self, from_ms: i64, to_ms: i64, t: Timing) -> bool {
+        let Some(c) = &self.coverage else {
+            return false;
+        };
+        if c.born.elapsed() >= t.closed_ttl {
+            return false;
+        }
+        let bottom_ok = match &c.bottom {
+            Bottom::Exhausted => true,
+            Bottom::At { complete_from, .. } => from_ms >= *complete_from,
+        };
+        let top_ok =
+            to_ms <= c.top_ms.saturating_sub(t.settle_ms()) || c.top_at.elapsed() < t.open_ttl;
+        bottom_ok && top_ok
+    }
+
+    /// Reads whatever `[from_ms, to_ms)` needs that the cache lacks or holds too long.
+    pub(crate) async fn ensure(
+        &mut self,
+        cx: ScanCtx<'_>,
+        from_ms: i64,
+        to_ms: i64,
+        t: Timing,
+    ) -> Result<(), Error> {
+        if self
+            .coverage
+            .as_ref()
+            .is_some_and(|c| c.born.elapsed() >= t.closed_ttl)
+        {
+            *self = Self::default();
+        }
+        let Some(cov) = self.coverage.clone() else {
+            return self.first_scan(cx, from_ms).await;
+        };
+        let open_from = cov.top_ms.saturating_sub(t.settle_ms());
+        if to_ms > open_from && cov.top_at.elapsed() >= t.open_ttl {
+            self.refresh_top(cx, open_from).await?;
+        }
+        if let Some(Coverage {
+            bottom:
+                Bottom::At {
+                    complete_from,
+                    resume,
+                },
+            ..
+        }) = self.coverage.clone()
+            && from_ms < complete_from
+        {
+            self.extend(cx, resume, complete_from, from_ms).await?;
+        }
+        Ok(())
+    }
+
+    async fn first_scan(&mut self, cx: ScanCtx<'_>, from_ms: i64) -> Result<(), Error> {
+        let top_at = Instant::now();
+        let top_ms = Utc::now().timestamp_millis();
+        let mut p = Progress::default();
+        let result = scan(cx, None, from_ms, &mut p).await;
+        let end = match &result {
+            Ok(end) => Some(end.clone()),
+            // Keep the pages read before a failure; the next call continues below them.
+            Err(_) => p.end_here(),
+        };
+        if let Some(end) = end {
+            self.records.clear();
+            self.skipped = p.skipped;
+            self.insert(p.records);
+            self.coverage = Some(Coverage {
+                born: top_at,
+                top_ms,
+                top_at,
+                bottom: bottom_of(end, i64::MAX),
+            });
+        }
+        result.map(|_| ())
+    }
+
+    async fn refresh_top(&mut self, cx: ScanCtx<'_>, open_from: i64) -> Result<(), Error> {
+        let top_at = Instant::now();
+        let top_ms = Utc::now().timestamp_millis();
+        let mut p = Progress::default();
+        // A failed refresh changes nothing: the open part would be half old, half new.
+        let end = scan(cx, None, open_from, &mut p).await?;
+        let Some(cov) = self.coverage.as_mut() else {
+            return Ok(());
+        };
+        cov.top_ms = top_ms;
+        cov.top_at = top_at;
+        match end {
+            ScanEnd::Exhausted => {
+                // The pass read the whole list.
+                self.records.clear();
+                self.skipped = p.skipped;
+                cov.bottom = Bottom::Exhausted;
+            }
+            ScanEnd::Stopped { min_ms, resume } => {
+                let fresh_from = min_ms.saturating_add(1);
+                self.records.retain(|(ms, _), _| *ms < fresh_from);
+                self.skipped = self.skipped.saturating_add(p.skipped);
+                if let Bottom::At { complete_from, .. } = &cov.bottom
+                    && fresh_from < *complete_from
+                {
+                    cov.bottom = Bottom::At {
+                        complete_from: fresh_from,
+                        resume,
+                    };
+                }
+            }
+        }
+        self.insert(p.records);
+        Ok(())
+    }
+
+    async fn extend(
+        &mut self,
+        cx: ScanCtx<'_>,
+        resume: String,
+        complete_from: i64,
+        from_ms: i64,
+    ) -> Result<(), Error> {
+        let mut p = Progress::default();
+        let result = scan(cx, Some(resume), from_ms, &mut p).await;
+        let end = match &result {
+            Ok(end) => Some(end.clone()),
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::BadRequest { .. } | ErrorKind::NotFound { .. }
+                ) =>
+            {
+                // The saved cursor is no longer accepted: start over next time.
+                *self = Self::default();
+                return result.map(|_| ());
+            }
+            Err(_) => p.end_here(),
+        };
+        if let (Some(end), Some(cov)) = (end, self.coverage.as_mut()) {
+            cov.bottom = bottom_of(end, complete_from);
+            self.skipped = self.skipped.saturating_add(p.skipped);
+            self.insert(p.records);
+        }
+        result.map(|_| ())
+    }
+
+    fn insert(&mut self, records: Vec<Record>) {
+        for r in records {
+            self.records.insert((r.created_ms, r.id.clone()), r);
+        }
+    }
+
+    /// Returns the cached records with `from_ms <= createdAt < to_ms`, oldest first.
+    pub(crate) fn records(&self, from_ms: i64, to_ms: i64) -> impl Iterator<Item = &Record> {
+        self.records
+            .range((from_ms, String::new())..)
+            .take_while(move |((ms, _), _)| *ms < to_ms)
+            .map(|(_, r)| r)
+    }
+
+    /// Returns how many malformed records the scans behind this state skipped.
+    pub(crate) fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+/// The bottom after a pass that ended with `end`, never above `previous` (exclusive of ties at
+/// the oldest millisecond read, which may continue on the next page).
+fn bottom_of(end: ScanEnd, previous: i64) -> Bottom {
+    match end {
+        ScanEnd::Exhausted => Bottom::Exhausted,
+        ScanEnd::Stopped { min_ms, resume } => Bottom::At {
+            complete_from: min_ms.saturating_add(1).min(previous),
+            resume,
+        },
+    }
+}
+
+struct Slot {
+    state: Arc<tokio::sync::Mutex<ScanState>>,
+    last_used: Instant,
+}
+
+/// Scan states by server-side filter.
+#[derive(Default)]
+pub(crate) struct ScanCache {
+    slots: Mutex<HashMap<RecordFilter, Slot>>,
+}
+
+impl fmt::Debug for ScanCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.slots.lock().map(|s| s.len()).unwrap_or_default();
+        f.debug_struct("ScanCache").field("filters", &n).finish()
+    }
+}
+
+impl ScanCache {
+    /// Returns the state of a filter, creating it (and dropping an idle old one) when needed.
+    pub(crate) fn slot(&self, key: &RecordFilter) -> Arc<tokio::sync::Mutex<ScanState>> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if let Some(s) = slots.get_mut(key) {
+            s.last_used = now;
+            return Arc::clone(&s.state);
+        }
+        if slots.len() >= MAX_KEYS {
+            let idle = slots
+                .iter()
+                .filter(|(_, s)| Arc::strong_count(&s.state) == 1)
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = idle {
+                slots.remove(&k);
+            }
+        }
+        let state = Arc::new(tokio::sync::Mutex::new(ScanState::default()));
+        slots.insert(
+            key.clone(),
+            Slot {
+                state: Arc::clone(&state),
+                last_used: now,
+            },
+        );
+        state
+    }
+
+    /// Returns the state of a filter only if it exists.
+    pub(crate) fn existing(
+        &self,
+        key: &RecordFilter,
+    ) -> Option<Arc<tokio::sync::Mutex<ScanState>>> {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.get(key).map(|s| Arc::clone(&s.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(json: &str) -> UsageRecordWire {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn records_need_time_and_count() {
+        assert!(Record::from_wire(wire(r#"{"count":3}"#)).is_none());
+        assert!(Record::from_wire(wire(r#"{"createdAt":5}"#)).is_none());
+        assert!(Record::from_wire(wire(r#"{"createdAt":5,"count":-1}"#)).is_none());
+        let r = Record::from_wire(wire(
+            r#"{"createdAt":5,"count":3,"type":"BASE","botId":""}"#,
+        ))
+        .unwrap();
+        assert_eq!(r.bot_id, None, "an empty botId is no bot");
+        assert!(r.id.starts_with('~'));
+        let r = Record::from_wire(wire(
+            r#"{"id":"r1","createdAt":5,"count":3,"contactId":"c"}"#,
+        ))
+        .unwrap();
+        assert_eq!((r.id.as_str(), r.contact_id.as_deref()), ("r1", Some("c")));
+    }
+
+    #[test]
+    fn freshness_rules() {
+        let t = Timing {
+            open_ttl: Duration::from_secs(60),
+            closed_ttl: Duration::from_secs(3600),
+            settle: Duration::from_secs(300),
+        };
+        let mut s = ScanState::default();
+        assert!(!s.is_fresh_for(0, 1, t));
+        let now = Instant::now();
+        s.coverage = Some(Coverage {
+            born: now,
+            top_ms: 1_000_000,
+            top_at: now,
+            bottom: Bottom::At {
+                complete_from: 500_000,
+                resume: "c".into(),
+            },
+        });
+        assert!(s.is_fresh_for(500_000, 2_000_000, t));
+        assert!(!s.is_fresh_for(499_999, 600_000, t), "below the bottom");
+        // An old top scan still answers closed spans, not open ones.
+        let old = now.checked_sub(Duration::from_secs(120)).unwrap();
+        if let Some(c) = s.coverage.as_mut() {
+            c.top_at = old;
+        }
+        assert!(s.is_fresh_for(500_000, 700_000, t));
+        assert!(!s.is_fresh_for(500_000, 700_001, t));
+        if let Some(c) = s.coverage.as_mut() {
+            c.born = now.checked_sub(Duration::from_secs(4000)).unwrap();
+            c.bottom = Bottom::Exhausted;
+        }
+        assert!(!s.is_fresh_for(0, 1, t), "closed_ttl expired");
+    }
+
+    #[test]
+    fn bottom_never_rises() {
+        assert_eq!(
+            bottom_of(
+                ScanEnd::Stopped {
+                    min_ms: 10,
+                    resume: "x".into()
+                },
+                5
+            ),
+            Bottom::At {
+                complete_from: 5,
+                resume: "x".into()
+            }
+        );
+        assert_eq!(
+            bottom_of(
+                ScanEnd::Stopped {
+                    min_ms: 10,
+                    resume: "x".into()
+                },
+                i64::MAX
+            ),
+            Bottom::At {
+                complete_from: 11,
+                resume: "x".into()
+            }
+        );
+        assert_eq!(bottom_of(ScanEnd::Exhausted, 5), Bottom::Exhausted);
+    }
+
+    #[test]
+    fn range_reads_half_open() {
+        let mut s = ScanState::default();
+        let rec = |ms, id: &str| Record {
+            created_ms: ms,
+            id: id.into(),
+            usage_type: None,
+            count: 1,
+            bot_id: None,
+            contact_id: None,
+            conversation_id: None,
+        };
+        s.insert(vec![
+            rec(9, "a"),
+            rec(10, "b"),
+            rec(19, "c"),
+            rec(20, "d"),
+            rec(10, "b"),
+        ]);
+        let ids: Vec<&str> = s.records(10, 20).map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+    }
+}
