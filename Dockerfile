@@ -3,11 +3,13 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Cache dependencies: build once with the manifests only.
+# The whole workspace is needed: the binary embeds config/demo.toml.
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY tests ./tests
 COPY openapi ./openapi
+COPY config ./config
+COPY fixtures ./fixtures
 RUN cargo build --release --locked -p usage-gateway \
  && strip target/release/usage-gateway
 
@@ -22,6 +24,7 @@ USER 10001:10001
 # The configuration is read from this path; mount your own over it. Secrets come from the
 # environment through `${VAR}` references in the file (e.g. USAGE_GATEWAY_JWT_SECRET, DIGITALOCEAN_TOKEN).
 ENV USAGE_GATEWAY_CONFIG=/etc/usage-gateway/config.toml \
+    USAGE_GATEWAY_LISTEN=0.0.0.0:8080 \
     RUST_LOG=info
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \

@@ -8,5 +8,6 @@
 mod common;
 
 mod api;
+mod e2e;
 mod openapi_drift;
 mod ops;

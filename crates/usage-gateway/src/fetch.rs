@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use moka::Expiry;
 use moka::future::Cache;
 use usage_core::{
-    Dimension, DynUsageProvider, ProviderError, SourceInfo, UsagePoint, UsageQuery, Window,
+    Attribution, Dimension, DynUsageProvider, ProviderError, SourceInfo, UsagePoint, UsageQuery,
+    Window,
 };
 
 use crate::config::CacheConfig;
@@ -54,7 +55,7 @@ pub struct WindowEntry {
     pub fetched_at: DateTime<Utc>,
     /// Whether the window was closed (settled) when fetched.
     pub closed: bool,
-    /// Vendor-flagged warnings, when the batch covered only this window.
+    /// Vendor-flagged warnings in this window, where the vendor has them.
     pub warnings: Option<u64>,
     /// Remarks from the provider.
     pub notes: Vec<String>,
@@ -227,6 +228,12 @@ impl UsageCache {
                 missing.push(i);
             }
         }
+        // A conversation moves to a later window when it continues: windows of one answer must
+        // come from one provider call, or it could be counted in an old cached window and a new one.
+        let exact = source.info.attribution == Attribution::Exact;
+        if !exact && !missing.is_empty() {
+            missing = (0..windows.len()).collect();
+        }
         if missing.is_empty() {
             return Ok(SourceAnswer {
                 entries: entries.into_iter().flatten().collect(),
@@ -276,7 +283,6 @@ impl UsageCache {
                 );
                 let batch = result?;
                 let now = Utc::now();
-                let single = missing_windows.len() == 1;
                 let mut per_window: Vec<Vec<UsagePoint>> = vec![Vec::new(); missing_windows.len()];
                 for p in batch.points {
                     if let Ok(i) = missing_windows.binary_search(&p.window) {
@@ -288,8 +294,13 @@ impl UsageCache {
                     let entry = Arc::new(WindowEntry {
                         points,
                         fetched_at: now,
-                        closed: this.is_closed(w, now),
-                        warnings: if single { batch.warnings } else { None },
+                        // Under conversation attribution a past window changes whenever one of
+                        // its conversations continues, so no window of such a source is closed.
+                        closed: exact && this.is_closed(w, now),
+                        warnings: batch
+                            .warnings
+                            .as_ref()
+                            .map(|m| m.get(w).copied().unwrap_or(0)),
                         notes: batch.notes.clone(),
                     });
                     let key = WindowKey {

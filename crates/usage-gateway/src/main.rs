@@ -30,6 +30,16 @@ enum Command {
         #[arg(long, short, env = "USAGE_GATEWAY_CONFIG")]
         config: PathBuf,
     },
+    /// Starts the three vendor simulators in-process and the gateway on the demo config, and
+    /// prints a dev token and ready `curl` commands.
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Latency every simulated vendor adds to each answer (e.g. `300ms`), to watch the fan-out.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        sim_latency: std::time::Duration,
+    },
     /// Prints the OpenAPI document.
     Openapi,
     /// Validates a configuration file (including building every source) and exits.
@@ -70,6 +80,19 @@ fn load(path: &std::path::Path) -> Result<(Config, Vec<usage_core::DynUsageProvi
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo {
+            listen,
+            sim_latency,
+        } => {
+            init_logs(&cli.log_format);
+            match usage_gateway::demo::run(listen, sim_latency) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Openapi => {
             print!("{}", openapi::document_json());
             ExitCode::SUCCESS

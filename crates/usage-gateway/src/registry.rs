@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use usage_core::DynUsageProvider;
 
-use crate::config::{Config, ConfigError, SourceCommon, split_source};
+use crate::config::{Config, ConfigError, SourceCommon, from_toml, split_source};
 
 /// Builds the HTTP client a source uses: its own timeouts, no redirects, no proxy surprises.
 pub fn http_client(common: &SourceCommon) -> Result<reqwest::Client, ConfigError> {
@@ -41,14 +41,40 @@ pub fn build_providers(config: &Config) -> Result<Vec<DynUsageProvider>, ConfigE
 
 fn build_one(index: usize, table: &toml::Table) -> Result<DynUsageProvider, ConfigError> {
     let (common, rest) = split_source(index, table)?;
-    let _client = http_client(&common)?;
-    let _ = rest;
-    let _ = Arc::<()>::new;
-    Err(ConfigError::one(
-        format!("sources[{index}].provider"),
-        format!(
-            "unknown provider `{}`; expected one of digitalocean, kibana, chatbotkit",
-            common.provider
-        ),
-    ))
+    let http = http_client(&common)?;
+    let rest = toml::Value::Table(rest);
+    let prefix = format!("sources[{index}]");
+    let at = |e: usage_core::ProviderError| ConfigError::one(prefix.clone(), e.to_string());
+    // One line per provider kind: adding a vendor is one crate plus one arm here.
+    let provider: DynUsageProvider = match common.provider.as_str() {
+        "digitalocean" => {
+            let cfg = from_toml(&prefix, rest)?;
+            Arc::new(
+                usage_provider_digitalocean::DigitaloceanProvider::new(&common.name, cfg, http)
+                    .map_err(at)?,
+            )
+        }
+        "kibana" => {
+            let cfg = from_toml(&prefix, rest)?;
+            Arc::new(
+                usage_provider_kibana::KibanaProvider::new(&common.name, cfg, http).map_err(at)?,
+            )
+        }
+        "chatbotkit" => {
+            let cfg = from_toml(&prefix, rest)?;
+            Arc::new(
+                usage_provider_chatbotkit::ChatbotkitProvider::new(&common.name, cfg, http)
+                    .map_err(at)?,
+            )
+        }
+        other => {
+            return Err(ConfigError::one(
+                format!("{prefix}.provider"),
+                format!(
+                    "unknown provider `{other}`; expected one of digitalocean, kibana, chatbotkit"
+                ),
+            ));
+        }
+    };
+    Ok(provider)
 }

@@ -1,0 +1,123 @@
+//! `usage-gateway demo`: the three vendor simulators in-process, the embedded
+//! `config/demo.toml`, a printed dev token and ready-to-paste `curl` commands.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::auth::mint_dev_token;
+use crate::config::Config;
+use crate::registry;
+use crate::server;
+use crate::state::AppState;
+
+/// The embedded demo configuration.
+pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
+
+/// Fills the demo config's `${SIM_*}`/`${DEMO_*}` values from running simulators.
+pub fn demo_values(
+    sims: &usage_sim::Simulators,
+    listen: SocketAddr,
+    secret: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("DEMO_LISTEN".to_owned(), listen.to_string()),
+        ("DEMO_JWT_SECRET".to_owned(), secret.to_owned()),
+        (
+            "SIM_DIGITALOCEAN_URL".to_owned(),
+            sims.digitalocean.base_url.clone(),
+        ),
+        (
+            "SIM_DIGITALOCEAN_TOKEN".to_owned(),
+            usage_sim::DO_TOKEN.to_owned(),
+        ),
+        ("SIM_KIBANA_URL".to_owned(), sims.kibana.base_url.clone()),
+        (
+            "SIM_KIBANA_API_KEY".to_owned(),
+            usage_sim::KIBANA_API_KEY.to_owned(),
+        ),
+        (
+            "SIM_KIBANA_USERNAME".to_owned(),
+            usage_sim::KIBANA_USERNAME.to_owned(),
+        ),
+        (
+            "SIM_KIBANA_PASSWORD".to_owned(),
+            usage_sim::KIBANA_PASSWORD.to_owned(),
+        ),
+        (
+            "SIM_CHATBOTKIT_URL".to_owned(),
+            sims.chatbotkit.base_url.clone(),
+        ),
+        (
+            "SIM_CHATBOTKIT_TOKEN".to_owned(),
+            usage_sim::CBK_TOKEN.to_owned(),
+        ),
+    ])
+}
+
+/// Parses the embedded demo config with the given values.
+pub fn demo_config(values: &BTreeMap<String, String>) -> Result<Config, String> {
+    Config::parse(DEMO_CONFIG, &|k| values.get(k).cloned()).map_err(|e| e.to_string())
+}
+
+/// Runs the demo until Ctrl-C (or SIGTERM), with `sim_latency` added to every vendor answer.
+pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
+    actix_web::rt::System::new().block_on(async move {
+        let spec = usage_sim::DataSpec::small(Utc::now());
+        let sims = usage_sim::start_all(&spec)
+            .await
+            .map_err(|e| format!("cannot start the simulators: {e}"))?;
+        for s in [&sims.digitalocean, &sims.kibana, &sims.chatbotkit] {
+            s.faults().set_latency(sim_latency, Duration::ZERO);
+        }
+        // A fresh secret per run: demo tokens are worthless outside this process.
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let config = demo_config(&demo_values(&sims, listen, &secret))?;
+        let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp())?;
+        let providers = registry::build_providers(&config).map_err(|e| e.to_string())?;
+        let state = AppState::new(config, providers).map_err(|e| e.to_string())?;
+        let bound = server::bind(state)
+            .map_err(|e| format!("cannot listen on {listen}: {e} (try --listen 127.0.0.1:0)"))?;
+        let base = format!("http://{}", bound.addr);
+        println!("{}", banner(&base, &token, &sims));
+        let result = bound.run().await.map_err(|e| format!("server error: {e}"));
+        for s in [sims.digitalocean, sims.kibana, sims.chatbotkit] {
+            s.stop().await;
+        }
+        result
+    })
+}
+
+fn banner(base: &str, token: &str, sims: &usage_sim::Simulators) -> String {
+    format!(
+        r#"
+usage-gateway demo is running at {base}
+  simulated vendors: DigitalOcean {do_url}, Kibana {kb_url}, ChatBotKit {cbk_url}
+  API docs (Swagger UI): {base}/docs/
+
+A development token (sub=demo, scope usage:read, valid 12h for this run only):
+
+export TOKEN='{token}'
+
+Try:
+  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/usage'
+  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/usage?bucket=day&group_by=source,agent'
+  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/usage?group_by=source,user&source=kibana-default,chatbotkit'
+  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/usage?bucket=week&tz=Europe/Berlin&format=csv'
+  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/agents'
+  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/sources'
+  curl -si '{base}/v1/usage'        # 401 without a token
+
+Stop with Ctrl-C.
+"#,
+        do_url = sims.digitalocean.base_url,
+        kb_url = sims.kibana.base_url,
+        cbk_url = sims.chatbotkit.base_url,
+    )
+}
