@@ -14,7 +14,6 @@ use usage_core::{Dimension, DynUsageProvider, ProviderKind};
 use usage_gateway::app::{configure, not_found};
 use usage_gateway::config::Config;
 use usage_gateway::obs::observe;
-use usage_gateway::openapi::document_json;
 use usage_gateway::state::AppState;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
@@ -116,7 +115,7 @@ pub async fn app(
 > {
     test::init_service(
         App::new()
-            .configure(configure(h.state.clone(), Arc::new(document_json()), true))
+            .configure(configure(h.state.clone(), true))
             .default_service(web::to(not_found))
             .wrap(from_fn(observe)),
     )

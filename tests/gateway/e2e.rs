@@ -170,14 +170,58 @@ async fn demo_sources_equal_the_simulators_ground_truth() {
     let v2 = usage(&r, &q2).await;
     assert_eq!(v2["complete"], true, "{:#}", v2["sources"]);
     let rows = v2["rows"].as_array().unwrap();
-    assert!(
-        rows.iter()
-            .any(|r| r["source"] == "kibana-default" && r["user"].is_string())
-    );
-    assert!(
-        rows.iter()
-            .any(|r| r["source"] == "chatbotkit" && r["unit"] == "credits")
-    );
+    let parse = |k: &str| {
+        DateTime::parse_from_rfc3339(v2["query"][k].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let range2 = Window::new(parse("start"), parse("end"));
+    let mut per_user: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for row in rows {
+        if let Some(user) = row["user"].as_str() {
+            *per_user
+                .entry((row["source"].as_str().unwrap().to_owned(), user.to_owned()))
+                .or_default() += row["total_tokens"].as_u64().unwrap();
+        }
+    }
+    assert!(per_user.keys().any(|(s, _)| s == "kibana-default"));
+    assert!(per_user.keys().any(|(s, _)| s == "chatbotkit"));
+    for ((source, user), total) in &per_user {
+        let f = TruthFilter {
+            user: Some(user.clone()),
+            ..TruthFilter::default()
+        };
+        let truth = if source == "chatbotkit" {
+            data.chatbotkit.truth(
+                &TruthFilter {
+                    usage_type: Some(usage_sim::BASE_TYPE.to_owned()),
+                    ..f
+                },
+                range2,
+            )
+        } else {
+            data.kibana.truth("default", &f, range2).total()
+        };
+        assert_eq!(*total, truth, "{source} user {user}");
+    }
+
+    // Kibana's high_input_tokens warnings are counted per source.
+    for (source, space) in [
+        ("kibana-default", "default"),
+        ("kibana-marketing", "marketing"),
+    ] {
+        let entry = v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["source"] == source)
+            .unwrap();
+        assert_eq!(
+            entry["warnings"],
+            data.kibana.warnings(space, &TruthFilter::default(), range),
+            "{source}"
+        );
+    }
 
     // A second identical query is served from the cache: no vendor call.
     let before = r.sims.digitalocean.total_calls();

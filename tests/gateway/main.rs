@@ -9,5 +9,6 @@ mod common;
 
 mod api;
 mod e2e;
+mod jwt;
 mod openapi_drift;
 mod ops;

@@ -1,7 +1,5 @@
 //! Wiring: the actix-web routes and default handlers.
 
-use std::sync::Arc;
-
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
@@ -12,11 +10,9 @@ use crate::state::AppState;
 /// Registers every route on an actix `ServiceConfig`; `/metrics` too when `with_metrics`.
 pub fn configure(
     state: web::Data<AppState>,
-    openapi_json: Arc<String>,
     with_metrics: bool,
 ) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        let doc = openapi_json.clone();
         if with_metrics {
             cfg.route("/metrics", web::get().to(metrics));
         }
@@ -38,17 +34,7 @@ pub fn configure(
             )
             .route("/healthz", web::get().to(meta::healthz))
             .route("/readyz", web::get().to(meta::readyz))
-            .route(
-                "/openapi.json",
-                web::get().to(move || {
-                    let doc = doc.clone();
-                    async move {
-                        HttpResponse::Ok()
-                            .insert_header((header::CONTENT_TYPE, "application/json"))
-                            .body(doc.as_str().to_owned())
-                    }
-                }),
-            )
+            .route("/openapi.json", web::get().to(openapi_json))
             .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").config(
                 utoipa_swagger_ui::Config::new(["/openapi.json"]).persist_authorization(true),
             ))
@@ -72,7 +58,29 @@ pub async fn not_found() -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::NotFound)
 }
 
+/// `GET /openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document (identical to the committed openapi/openapi.json)", content_type = "application/json", body = Object))
+)]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .body(crate::openapi::document())
+}
+
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    description = "Served on the main listener, or only on `server.metrics_listen` when that is set.",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((

@@ -43,6 +43,8 @@ impl Modify for BearerJwt {
         crate::routes::meta::list_agents,
         crate::routes::meta::healthz,
         crate::routes::meta::readyz,
+        crate::app::openapi_json,
+        crate::app::metrics,
     ),
     components(schemas(
         UsageResponseSchema, UsageRowSchema, QueryEcho, UnitTotals, SourceEntry, SourceStatus,
@@ -63,4 +65,10 @@ pub fn document_json() -> String {
     let mut doc = ApiDoc::openapi();
     env!("CARGO_PKG_VERSION").clone_into(&mut doc.info.version);
     doc.to_pretty_json().unwrap_or_default() + "\n"
+}
+
+/// Returns the document, generated once per process.
+pub fn document() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(document_json)
 }

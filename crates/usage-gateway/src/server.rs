@@ -1,7 +1,6 @@
 //! Starting the HTTP server.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -9,7 +8,6 @@ use actix_web::{App, HttpServer, web};
 
 use crate::app::{configure, metrics, not_found};
 use crate::obs::observe;
-use crate::openapi::document_json;
 use crate::state::AppState;
 
 /// A bound, not yet awaited server and the address it listens on.
@@ -33,14 +31,13 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
     crate::obs::prometheus();
     let cfg = state.server.clone();
     let state = web::Data::new(state);
-    let doc = Arc::new(document_json());
     let listener = TcpListener::bind(cfg.listen)?;
     let addr = listener.local_addr()?;
     let separate_metrics = cfg.metrics_listen.is_some();
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
         App::new()
-            .configure(configure(app_state.clone(), doc.clone(), !separate_metrics))
+            .configure(configure(app_state.clone(), !separate_metrics))
             .default_service(web::to(not_found))
             .wrap(from_fn(observe))
     })

@@ -1,0 +1,141 @@
+//! Public-key JWTs (RS256, ES256), algorithm pinning and header checks.
+
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, test, web};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use usage_core::DynUsageProvider;
+use usage_gateway::app::{configure, not_found};
+use usage_gateway::auth::mint_dev_token;
+use usage_gateway::config::Config;
+use usage_gateway::obs::observe;
+use usage_gateway::state::AppState;
+
+use crate::common::{RANGE, alpha, claims};
+
+const RS_PRIVATE: &str = include_str!("../../fixtures/jwt/rs256-private.pem");
+const RS_PUBLIC: &str = include_str!("../../fixtures/jwt/rs256-public.pem");
+const ES_PRIVATE: &str = include_str!("../../fixtures/jwt/es256-private.pem");
+const ES_PUBLIC: &str = include_str!("../../fixtures/jwt/es256-public.pem");
+
+fn config() -> Config {
+    let text = r#"
+[auth]
+algorithms = ["RS256", "ES256"]
+rs256_public_key_pem = "${RS}"
+es256_public_key_pem = "${ES}"
+issuer = "https://idp.test"
+audience = "usage-gateway"
+typ = "JWT"
+[[access]]
+claim = "sub"
+value = "admin"
+sources = ["*"]
+"#;
+    Config::parse(text, &|k| match k {
+        "RS" => Some(RS_PUBLIC.to_owned()),
+        "ES" => Some(ES_PUBLIC.to_owned()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+fn sign(
+    alg: Algorithm,
+    key: &EncodingKey,
+    typ: Option<&str>,
+    extra: &[(&str, serde_json::Value)],
+) -> String {
+    let mut h = Header::new(alg);
+    h.typ = typ.map(str::to_owned);
+    for (k, v) in extra {
+        match *k {
+            "jku" => h.jku = v.as_str().map(str::to_owned),
+            "kid" => h.kid = v.as_str().map(str::to_owned),
+            _ => {}
+        }
+    }
+    jsonwebtoken::encode(&h, &claims("admin"), key).unwrap()
+}
+
+#[actix_web::test]
+async fn rs256_and_es256_tokens_verify_and_confusion_fails() {
+    let providers: Vec<DynUsageProvider> = vec![Arc::new(alpha())];
+    let state = web::Data::new(AppState::new(config(), providers).unwrap());
+    let app = test::init_service(
+        App::new()
+            .configure(configure(state, false))
+            .default_service(web::to(not_found))
+            .wrap(from_fn(observe)),
+    )
+    .await;
+    let rs = EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).unwrap();
+    let es = EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).unwrap();
+    let status = |token: String| {
+        let req = test::TestRequest::get()
+            .uri(&format!("/v1/usage?{RANGE}"))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .to_request();
+        let app = &app;
+        async move { test::call_service(app, req).await.status().as_u16() }
+    };
+    assert_eq!(
+        status(sign(Algorithm::RS256, &rs, Some("JWT"), &[])).await,
+        200
+    );
+    assert_eq!(
+        status(sign(Algorithm::ES256, &es, Some("JWT"), &[])).await,
+        200
+    );
+    // Algorithm confusion: HS256 keyed with the RSA public key bytes.
+    let confused = EncodingKey::from_secret(RS_PUBLIC.as_bytes());
+    assert_eq!(
+        status(sign(Algorithm::HS256, &confused, Some("JWT"), &[])).await,
+        401
+    );
+    // A listed algorithm with the other family's key: an ES256 header over an RS256 signature.
+    let mut forged = sign(Algorithm::RS256, &rs, Some("JWT"), &[]);
+    let header_es = sign(Algorithm::ES256, &es, Some("JWT"), &[]);
+    forged.replace_range(
+        ..forged.find('.').unwrap(),
+        &header_es[..header_es.find('.').unwrap()],
+    );
+    assert_eq!(status(forged).await, 401);
+    // Wrong `typ` when `typ` is configured.
+    assert_eq!(
+        status(sign(Algorithm::RS256, &rs, Some("at+jwt"), &[])).await,
+        401
+    );
+    assert_eq!(status(sign(Algorithm::RS256, &rs, None, &[])).await, 401);
+    // A `jku` header is never followed.
+    let jku = [("jku", json!("https://evil.test/jwks.json"))];
+    assert_eq!(
+        status(sign(Algorithm::RS256, &rs, Some("JWT"), &jku)).await,
+        401
+    );
+    // Oversized tokens are refused before parsing.
+    assert_eq!(status("a".repeat(9 * 1024)).await, 401);
+    // A tampered payload: another token's claims under this token's signature.
+    let good = sign(Algorithm::RS256, &rs, Some("JWT"), &[]);
+    let mut other_claims = claims("admin");
+    other_claims["sub"] = json!("root");
+    let other = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &other_claims, &rs).unwrap();
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        other.split('.').nth(1).unwrap(),
+        parts[2]
+    );
+    assert_eq!(status(tampered).await, 401);
+    // A truncated token.
+    assert_eq!(status(good[..good.len() - 10].to_owned()).await, 401);
+}
+
+#[actix_web::test]
+async fn dev_tokens_need_an_hs256_secret() {
+    let err = mint_dev_token(&config().auth, "me", 0).unwrap_err();
+    assert!(err.contains("HS256"), "{err}");
+}
