@@ -49,6 +49,10 @@ claim = "team"
 value = "cx-narrow"
 sources = ["alpha"]
 agents = ["alpha/a1"]
+[[access]]
+claim = "team"
+value = "ops"
+sources = ["beta"]
 "#
     )
 }

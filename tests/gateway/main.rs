@@ -6,9 +6,17 @@
 )]
 
 mod common;
+mod jose;
 
 mod api;
+mod bounds;
+mod conformance;
 mod e2e;
+mod isolation;
+mod jwks;
 mod jwt;
+mod jwt_matrix;
 mod openapi_drift;
 mod ops;
+mod resilience;
+mod secrets;

@@ -91,6 +91,14 @@ pub enum ProviderError {
         /// Which parameter and why.
         message: String,
     },
+    /// The gateway stopped calling the source after repeated failures; it probes again later.
+    #[error("{source_name}: circuit open after repeated failures; next attempt in {}s", retry_after.as_secs())]
+    CircuitOpen {
+        /// The source.
+        source_name: String,
+        /// When the next probe is allowed.
+        retry_after: Duration,
+    },
     /// The source is misconfigured, or the vendor rejected our request as malformed.
     #[error("{source_name}: configuration error: {message}")]
     Config {
@@ -113,7 +121,56 @@ impl ProviderError {
             | Self::QuotaExceeded { .. }
             | Self::Decode { .. }
             | Self::InvalidQuery { .. }
+            | Self::CircuitOpen { .. }
             | Self::Config { .. } => false,
+        }
+    }
+
+    /// Reports whether the failure says the vendor is unhealthy (counts towards opening a
+    /// circuit): transport failures, timeouts and 5xx, but not throttling or caller mistakes.
+    pub fn is_vendor_fault(&self) -> bool {
+        match self {
+            Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::Upstream { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Describes the failure without any vendor-supplied text (vendor messages and body
+    /// excerpts stay in the logs), so that it can be shown to API callers.
+    pub fn public_detail(&self) -> String {
+        match self {
+            Self::Unauthenticated { source_name, .. } => {
+                format!("{source_name}: the vendor rejected the configured credentials")
+            }
+            Self::Forbidden { source_name, .. } => format!(
+                "{source_name}: the vendor refused access (missing privilege, licence or plan)"
+            ),
+            Self::NotFound { source_name, .. } => {
+                format!(
+                    "{source_name}: the vendor answered not found (check base_url and the vendor's version)"
+                )
+            }
+            Self::QuotaExceeded { source_name, .. } => {
+                format!("{source_name}: the vendor's plan quota is exhausted")
+            }
+            Self::Upstream {
+                source_name,
+                status,
+                ..
+            } => format!("{source_name}: the vendor answered HTTP {status}"),
+            Self::Transport { source_name, .. } => {
+                format!("{source_name}: the vendor could not be reached")
+            }
+            Self::Config { source_name, .. } => format!(
+                "{source_name}: the source is misconfigured or the vendor rejected the request as malformed; the gateway log has the vendor's message"
+            ),
+            // These carry only the gateway's own words.
+            Self::RateLimited { .. }
+            | Self::Timeout { .. }
+            | Self::Decode { .. }
+            | Self::InvalidQuery { .. }
+            | Self::CircuitOpen { .. } => self.to_string(),
         }
     }
 
@@ -121,6 +178,7 @@ impl ProviderError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -139,6 +197,7 @@ impl ProviderError {
             Self::Timeout { .. } => "timeout",
             Self::Decode { .. } => "upstream_decode",
             Self::InvalidQuery { .. } => "invalid_query",
+            Self::CircuitOpen { .. } => "circuit_open",
             Self::Config { .. } => "source_config",
         }
     }

@@ -3,6 +3,8 @@
 
 pub mod aggregate;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod model;
 pub mod provider;
 pub mod time;

@@ -14,7 +14,7 @@ pub fn configure(
 ) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         if with_metrics {
-            cfg.route("/metrics", web::get().to(metrics));
+            cfg.service(get_only("/metrics", web::get().to(metrics)));
         }
         cfg.app_data(state)
             .service(
@@ -32,9 +32,9 @@ pub fn configure(
                     .route(web::get().to(meta::list_agents))
                     .default_service(web::to(method_not_allowed)),
             )
-            .route("/healthz", web::get().to(meta::healthz))
-            .route("/readyz", web::get().to(meta::readyz))
-            .route("/openapi.json", web::get().to(openapi_json))
+            .service(get_only("/healthz", web::get().to(meta::healthz)))
+            .service(get_only("/readyz", web::get().to(meta::readyz)))
+            .service(get_only("/openapi.json", web::get().to(openapi_json)))
             .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").config(
                 utoipa_swagger_ui::Config::new(["/openapi.json"]).persist_authorization(true),
             ))
@@ -49,7 +49,15 @@ pub fn configure(
     }
 }
 
-async fn method_not_allowed() -> HttpResponse {
+/// A resource answering `route` and 405 (with `Allow: GET`) to every other method.
+pub fn get_only(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(method_not_allowed))
+}
+
+/// Answers a method a route does not serve with a problem+json 405 and `Allow: GET`.
+pub async fn method_not_allowed() -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
 }
 

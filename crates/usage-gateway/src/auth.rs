@@ -1,24 +1,28 @@
 //! JWT verification, the `Caller` extractor and the deny-by-default access policy.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::{Ready, ready};
 use std::sync::Arc;
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
+use futures::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use crate::config::{AccessEntry, AuthConfig, ConfigError, JwtAlgorithm};
 use crate::error::ApiError;
+use crate::jwks::JwksCache;
 use crate::state::AppState;
 
 /// The longest bearer token accepted; longer ones are rejected before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Verifies bearer tokens against the pinned algorithms and configured keys.
+/// Verifies bearer tokens against the pinned algorithms and the configured keys (static PEM or
+/// HS256 keys, and the identity provider's JWKS by `kid`).
 pub struct JwtVerifier {
+    algorithms: Vec<Algorithm>,
     keys: Vec<(Algorithm, DecodingKey)>,
+    jwks: Option<JwksCache>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
@@ -29,10 +33,12 @@ pub struct JwtVerifier {
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
+            .field("algorithms", &self.algorithms)
             .field(
-                "algorithms",
+                "static_keys",
                 &self.keys.iter().map(|(a, _)| a).collect::<Vec<_>>(),
             )
+            .field("jwks", &self.jwks)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
@@ -76,11 +82,32 @@ impl JwtVerifier {
                 None => {}
             }
         }
+        let algorithms: Vec<Algorithm> = cfg.algorithms.iter().map(|a| to_alg(*a)).collect();
+        let jwks = match &cfg.jwks_url {
+            Some(url) => {
+                // A JWKS only ever supplies public keys: HS256 is never taken from it.
+                let public: Vec<Algorithm> = algorithms
+                    .iter()
+                    .copied()
+                    .filter(|a| *a != Algorithm::HS256)
+                    .collect();
+                match JwksCache::new(cfg, url.clone(), public) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        errors.push(("auth.jwks_url".to_owned(), e));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         if !errors.is_empty() {
             return Err(ConfigError { errors });
         }
         Ok(Self {
+            algorithms,
             keys,
+            jwks,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway.as_secs(),
@@ -90,13 +117,23 @@ impl JwtVerifier {
     }
 
     /// Verifies a token and returns its claims. The error says nothing about *why*.
-    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, ApiError> {
+    ///
+    /// With a JWKS configured, an RS256/ES256 token that names a `kid` is verified only with the
+    /// JWKS key of that `kid` (which must be bound to the token's `alg`); every other token only
+    /// with the static key of its `alg`. Keys named by the token itself (`jku`, `x5u`, `jwk`,
+    /// `x5c`) are never fetched or trusted, and a `crit` header is refused (no extension is
+    /// understood).
+    pub async fn verify(&self, token: &str) -> Result<Map<String, Value>, ApiError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(ApiError::Unauthorized);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized)?;
-        if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() {
-            // Keys named by the token itself are never fetched or trusted.
+        if header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+            || header.x5c.is_some()
+            || header.crit.is_some()
+        {
             return Err(ApiError::Unauthorized);
         }
         if let Some(want) = &self.typ
@@ -107,13 +144,28 @@ impl JwtVerifier {
         {
             return Err(ApiError::Unauthorized);
         }
-        let (alg, key) = self
-            .keys
-            .iter()
-            .find(|(a, _)| *a == header.alg)
-            .ok_or(ApiError::Unauthorized)?;
-        let mut v = Validation::new(*alg);
-        v.algorithms = vec![*alg];
+        if !self.algorithms.contains(&header.alg) {
+            return Err(ApiError::Unauthorized);
+        }
+        let jwks_key;
+        let key: &DecodingKey = match (&header.kid, &self.jwks) {
+            // A JWKS never supplies HS256 keys: an HS256 token always meets the static secret.
+            (Some(kid), Some(jwks)) if header.alg != Algorithm::HS256 => {
+                jwks_key = jwks
+                    .key(kid, header.alg)
+                    .await
+                    .ok_or(ApiError::Unauthorized)?;
+                &jwks_key.key
+            }
+            _ => self
+                .keys
+                .iter()
+                .find(|(a, _)| *a == header.alg)
+                .map(|(_, k)| k)
+                .ok_or(ApiError::Unauthorized)?,
+        };
+        let mut v = Validation::new(header.alg);
+        v.algorithms = vec![header.alg];
         v.leeway = self.leeway;
         v.validate_exp = true;
         v.validate_nbf = true;
@@ -270,22 +322,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
+    /// Authenticates the request: bearer token, scope, then the access policy.
+    async fn authenticate(req: HttpRequest) -> Result<Self, ApiError> {
         let state = req
             .app_data::<web::Data<AppState>>()
+            .cloned()
             .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-        let header = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized)?;
-        let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let claims = state.verifier.verify(token)?;
+        let token = bearer(&req)?;
+        let claims = state.verifier.verify(&token).await?;
         let sub = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -311,16 +355,35 @@ impl Caller {
     }
 }
 
+/// Takes the bearer token out of the `Authorization` header.
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized)?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized)?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(token.to_owned())
+}
+
 /// The caller's `sub`, left in request extensions for the access log.
 #[derive(Debug, Clone)]
 pub struct CallerSub(pub String);
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Caller::from_request(req))
+        Box::pin(Caller::authenticate(req.clone()))
     }
 }
 

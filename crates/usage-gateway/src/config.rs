@@ -39,7 +39,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The whole configuration file.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Listener and request limits.
@@ -56,6 +56,34 @@ pub struct Config {
     /// The vendor sources; each table is checked by its provider.
     #[serde(default)]
     pub sources: Vec<toml::Table>,
+}
+
+impl fmt::Debug for Config {
+    /// Shows each source by name, provider and key names only: which of a provider's keys hold
+    /// credentials is the provider's business, so no source value but those two is printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Keys<'a>(&'a toml::Table);
+        impl fmt::Debug for Keys<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let shown = |k: &str| self.0.get(k).and_then(toml::Value::as_str);
+                f.debug_struct("Source")
+                    .field("name", &shown("name"))
+                    .field("provider", &shown("provider"))
+                    .field("keys", &self.0.keys().collect::<Vec<_>>())
+                    .finish()
+            }
+        }
+        f.debug_struct("Config")
+            .field("server", &self.server)
+            .field("auth", &self.auth)
+            .field("cache", &self.cache)
+            .field("access", &self.access)
+            .field(
+                "sources",
+                &self.sources.iter().map(Keys).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// `[server]`.
@@ -81,6 +109,15 @@ pub struct ServerConfig {
     /// How long in-flight requests may finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// The longest query string accepted, in bytes; a longer one answers 400 naming `(query)`.
+    pub max_query_bytes: usize,
+    /// The most request header lines accepted; more answer 431 (at most 96, actix-web's own cap).
+    pub max_headers: usize,
+    /// The largest sum of request header name and value lengths, in bytes; more answer 431.
+    pub max_header_bytes: usize,
+    /// The largest request body announced by `Content-Length`; every route is a `GET`, so a
+    /// larger one answers 413 without being read.
+    pub max_body_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +131,10 @@ impl Default for ServerConfig {
             max_filter_values: 100,
             metrics_listen: None,
             shutdown_timeout: Duration::from_secs(20),
+            max_query_bytes: 8 * 1024,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 16 * 1024,
         }
     }
 }
@@ -125,6 +166,23 @@ pub struct AuthConfig {
     pub rs256_public_key_pem: Option<String>,
     /// ES256 public key, PEM.
     pub es256_public_key_pem: Option<String>,
+    /// The identity provider's JWKS (`https`, or `http` on a loopback address): RS256/ES256
+    /// keys by `kid`, each bound to its `alg`.
+    pub jwks_url: Option<url::Url>,
+    /// The shortest time between two JWKS fetches; an unknown `kid` triggers at most one fetch
+    /// per interval, however many tokens carry it.
+    #[serde(
+        default = "default_jwks_min_refresh_interval",
+        with = "humantime_serde"
+    )]
+    pub jwks_min_refresh_interval: Duration,
+    /// How long fetched JWKS keys count as fresh; older keys are refetched on use and stay in
+    /// use while the identity provider fails.
+    #[serde(default = "default_jwks_cache_ttl", with = "humantime_serde")]
+    pub jwks_cache_ttl: Duration,
+    /// Timeout of one JWKS request (connect included).
+    #[serde(default = "default_jwks_timeout", with = "humantime_serde")]
+    pub jwks_timeout: Duration,
     /// Clock leeway for `exp`/`nbf` (at most 60 s).
     #[serde(default = "default_leeway", with = "humantime_serde")]
     pub leeway: Duration,
@@ -150,6 +208,10 @@ impl fmt::Debug for AuthConfig {
             )
             .field("rs256_public_key_pem", &self.rs256_public_key_pem.is_some())
             .field("es256_public_key_pem", &self.es256_public_key_pem.is_some())
+            .field("jwks_url", &self.jwks_url.as_ref().map(url::Url::as_str))
+            .field("jwks_min_refresh_interval", &self.jwks_min_refresh_interval)
+            .field("jwks_cache_ttl", &self.jwks_cache_ttl)
+            .field("jwks_timeout", &self.jwks_timeout)
             .field("leeway", &self.leeway)
             .field("typ", &self.typ)
             .field("required_scope", &self.required_scope)
@@ -169,6 +231,37 @@ fn default_dev_token_ttl() -> Duration {
     Duration::from_secs(3600)
 }
 
+fn default_jwks_min_refresh_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_jwks_cache_ttl() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+fn default_jwks_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Checks `auth.jwks_url`: `https`, or `http` only on a loopback host; no credentials in it.
+fn check_jwks_url(url: &url::Url) -> Result<(), String> {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err("must be an https URL (http only on a loopback address)".to_owned()),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".to_owned());
+    }
+    Ok(())
+}
+
 /// `[cache]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -184,6 +277,10 @@ pub struct CacheConfig {
     /// A window is closed once it ended before `now - settle`.
     #[serde(with = "humantime_serde")]
     pub settle: Duration,
+    /// How long past its lifetime an entry may still be served (marked `stale`) when the
+    /// vendor fails; older data is never served.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
 }
 
 impl Default for CacheConfig {
@@ -193,6 +290,7 @@ impl Default for CacheConfig {
             open_ttl: Duration::from_secs(60),
             closed_ttl: Duration::from_secs(24 * 3600),
             settle: Duration::from_secs(15 * 60),
+            stale_if_error: Duration::from_secs(3600),
         }
     }
 }
@@ -213,78 +311,120 @@ pub struct AccessEntry {
 }
 
 /// The keys every `[[sources]]` table has, whatever the provider.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceCommon {
     /// Unique source name.
     pub name: String,
     /// Provider wire name.
     pub provider: String,
     /// Total timeout of one upstream HTTP request.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Connect timeout of one upstream HTTP request.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Attempts per provider call, the first included (1 = no retry).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: usize,
+    /// The first backoff ceiling between attempts (full jitter below it).
+    #[serde(default = "default_retry_min", with = "humantime_serde")]
+    pub retry_min_delay: Duration,
+    /// The largest backoff ceiling.
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Consecutive vendor faults (transport, timeout, 5xx) that open the circuit.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe.
+    #[serde(default = "default_breaker_cooldown", with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_attempts() -> usize {
+    3
+}
+fn default_retry_min() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Keys taken out of a source table before the provider sees the rest.
-pub const COMMON_SOURCE_KEYS: [&str; 4] = ["name", "provider", "timeout", "connect_timeout"];
+pub const COMMON_SOURCE_KEYS: [&str; 9] = [
+    "name",
+    "provider",
+    "timeout",
+    "connect_timeout",
+    "max_attempts",
+    "retry_min_delay",
+    "retry_max_delay",
+    "breaker_failures",
+    "breaker_cooldown",
+];
 
 /// Splits a source table into its common keys and the provider's own keys.
 pub fn split_source(
     index: usize,
     table: &toml::Table,
 ) -> Result<(SourceCommon, toml::Table), ConfigError> {
-    let path = |k: &str| format!("sources[{index}].{k}");
+    let prefix = format!("sources[{index}]");
+    let (common, rest): (toml::Table, toml::Table) = table
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| COMMON_SOURCE_KEYS.contains(&k.as_str()));
+    let common: SourceCommon = from_toml(&prefix, toml::Value::Table(common))?;
     let mut errors = Vec::new();
-    let string = |k: &str, errors: &mut Vec<(String, String)>| match table.get(k) {
-        Some(toml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(_) => {
-            errors.push((path(k), "must be a non-empty string".to_owned()));
-            String::new()
-        }
-        None => {
-            errors.push((path(k), "is required".to_owned()));
-            String::new()
+    let mut check = |ok: bool, key: &str, msg: &str| {
+        if !ok {
+            errors.push((format!("{prefix}.{key}"), msg.to_owned()));
         }
     };
-    let name = string("name", &mut errors);
-    let provider = string("provider", &mut errors);
-    let duration =
-        |k: &str, default: Duration, errors: &mut Vec<(String, String)>| match table.get(k) {
-            None => default,
-            Some(toml::Value::String(s)) => match humantime::parse_duration(s) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    errors.push((
-                        path(k),
-                        format!("`{s}` is not a positive duration like \"10s\""),
-                    ));
-                    default
-                }
-            },
-            Some(_) => {
-                errors.push((path(k), "must be a duration string like \"10s\"".to_owned()));
-                default
-            }
-        };
-    let timeout = duration("timeout", Duration::from_secs(10), &mut errors);
-    let connect_timeout = duration("connect_timeout", Duration::from_secs(3), &mut errors);
-    if !errors.is_empty() {
-        return Err(ConfigError { errors });
+    check(!common.name.trim().is_empty(), "name", "must not be empty");
+    check(
+        !common.provider.trim().is_empty(),
+        "provider",
+        "must not be empty",
+    );
+    check(!common.timeout.is_zero(), "timeout", "must be positive");
+    check(
+        !common.connect_timeout.is_zero(),
+        "connect_timeout",
+        "must be positive",
+    );
+    check(
+        common.max_attempts >= 1,
+        "max_attempts",
+        "must be at least 1",
+    );
+    check(
+        common.retry_min_delay <= common.retry_max_delay,
+        "retry_min_delay",
+        "must not exceed retry_max_delay",
+    );
+    check(
+        common.breaker_failures >= 1,
+        "breaker_failures",
+        "must be at least 1",
+    );
+    if errors.is_empty() {
+        Ok((common, rest))
+    } else {
+        Err(ConfigError { errors })
     }
-    let rest = table
-        .iter()
-        .filter(|(k, _)| !COMMON_SOURCE_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Ok((
-        SourceCommon {
-            name,
-            provider,
-            timeout,
-            connect_timeout,
-        },
-        rest,
-    ))
 }
 
 /// Deserializes `value` as `T`, reporting the failing key path below `prefix`.
@@ -408,13 +548,43 @@ impl Config {
             ),
         ] {
             match (key, algs.contains(&alg)) {
-                (None, true) => push(name, format!("is required when {alg:?} is listed")),
+                (None, true) if a.jwks_url.is_none() => push(
+                    name,
+                    format!("is required when {alg:?} is listed (or set auth.jwks_url)"),
+                ),
                 (Some(_), false) => push(
                     name,
                     format!("is set but {alg:?} is not in auth.algorithms"),
                 ),
                 _ => {}
             }
+        }
+        if let Some(url) = &a.jwks_url {
+            if let Err(m) = check_jwks_url(url) {
+                push("auth.jwks_url", m);
+            }
+            if !algs.contains(&JwtAlgorithm::RS256) && !algs.contains(&JwtAlgorithm::ES256) {
+                push(
+                    "auth.jwks_url",
+                    "needs RS256 or ES256 in auth.algorithms (a JWKS only supplies public keys)"
+                        .into(),
+                );
+            }
+        }
+        if a.jwks_min_refresh_interval < Duration::from_millis(100) {
+            push(
+                "auth.jwks_min_refresh_interval",
+                "must be at least 100ms".into(),
+            );
+        }
+        if a.jwks_cache_ttl < a.jwks_min_refresh_interval {
+            push(
+                "auth.jwks_cache_ttl",
+                "must not be shorter than auth.jwks_min_refresh_interval".into(),
+            );
+        }
+        if a.jwks_timeout.is_zero() {
+            push("auth.jwks_timeout", "must be positive".into());
         }
         if a.leeway > Duration::from_secs(60) {
             push("auth.leeway", "must be at most 60s".into());
@@ -434,6 +604,25 @@ impl Config {
         }
         if s.workers == Some(0) {
             push("server.workers", "must be at least 1".into());
+        }
+        if s.max_query_bytes < 256 {
+            push("server.max_query_bytes", "must be at least 256".into());
+        }
+        if !(8..=96).contains(&s.max_headers) {
+            push(
+                "server.max_headers",
+                "must be between 8 and 96 (actix-web refuses more than 96 itself)".into(),
+            );
+        }
+        if s.max_header_bytes < crate::auth::MAX_TOKEN_BYTES + 1024 {
+            push(
+                "server.max_header_bytes",
+                format!(
+                    "must be at least {} (a bearer token alone may take {} bytes)",
+                    crate::auth::MAX_TOKEN_BYTES + 1024,
+                    crate::auth::MAX_TOKEN_BYTES
+                ),
+            );
         }
         if self.cache.max_bytes < 1024 * 1024 {
             push("cache.max_bytes", "must be at least 1 MiB".into());

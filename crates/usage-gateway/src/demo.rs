@@ -2,6 +2,7 @@
 //! `config/demo.toml`, a printed dev token and ready-to-paste `curl` commands.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -85,7 +86,11 @@ pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
         let bound = server::bind(state)
             .map_err(|e| format!("cannot listen on {listen}: {e} (try --listen 127.0.0.1:0)"))?;
         let base = format!("http://{}", bound.addr);
-        println!("{}", banner(&base, &token, &sims));
+        // The banner is for people: a reader that stops early (a closed stdout) must not take
+        // the running demo down, as a panicking `println!` would.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", banner(&base, &token, &sims)).and_then(|()| out.flush());
+        drop(out);
         let result = bound.run().await.map_err(|e| format!("server error: {e}"));
         for s in [sims.digitalocean, sims.kibana, sims.chatbotkit] {
             s.stop().await;

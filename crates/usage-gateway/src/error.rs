@@ -91,10 +91,11 @@ impl Problem {
                 ("Vendor refused the source's credentials", 502)
             }
             ProviderError::Config { .. } => ("Source misconfigured", 502),
+            ProviderError::CircuitOpen { .. } => ("Source circuit open", 503),
             ProviderError::InvalidQuery { .. } => ("Query not answerable by this source", 400),
             _ => ("Vendor request failed", 502),
         };
-        let mut p = Self::new(e.kind(), title, status, e.to_string());
+        let mut p = Self::new(e.kind(), title, status, e.public_detail());
         p.retry_after = e.retry_after().map(|d| d.as_secs().max(1));
         p
     }
@@ -118,6 +119,12 @@ pub enum ApiError {
     /// 405: route exists, method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 413: the request announces a body larger than `server.max_body_bytes`.
+    #[error("request body too large: {0}")]
+    PayloadTooLarge(String),
+    /// 431: more header lines or header bytes than `server.max_headers`/`max_header_bytes`.
+    #[error("request headers too large: {0}")]
+    HeadersTooLarge(String),
     /// 502/504 when every touched source failed.
     #[error("every source failed")]
     AllSourcesFailed {
@@ -160,6 +167,18 @@ impl ApiError {
                 405,
                 "This route does not answer this method.",
             ),
+            Self::PayloadTooLarge(d) => Problem::new(
+                "payload_too_large",
+                "Request body too large",
+                413,
+                d.clone(),
+            ),
+            Self::HeadersTooLarge(d) => Problem::new(
+                "headers_too_large",
+                "Request header fields too large",
+                431,
+                d.clone(),
+            ),
             Self::AllSourcesFailed { status, sources } => {
                 let (kind, title) = if *status == 504 {
                     ("all_sources_timed_out", "Every source timed out")
@@ -193,6 +212,8 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::AllSourcesFailed { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -207,6 +228,10 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status_code());
         resp.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         resp.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if matches!(self, Self::MethodNotAllowed) {
+            // Every route of this API answers GET only.
+            resp.insert_header((header::ALLOW, HeaderValue::from_static("GET")));
+        }
         if matches!(self, Self::Unauthorized) {
             resp.insert_header((
                 header::WWW_AUTHENTICATE,

@@ -16,6 +16,7 @@ use usage_core::{
 
 use crate::config::CacheConfig;
 use crate::error::Problem;
+use crate::resilience::{ResilienceConfig, Resilient};
 
 /// What a query asks of one source beyond the windows: the dimensions kept and the filters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,26 +89,47 @@ pub struct Health {
     pub last_error: Option<(DateTime<Utc>, Problem)>,
 }
 
-/// A configured source: its provider, description and health.
+/// A provider and the resilience settings of its source.
+#[derive(Debug)]
+pub struct SourceSpec {
+    /// The provider.
+    pub provider: DynUsageProvider,
+    /// Retries and circuit breaker.
+    pub resilience: ResilienceConfig,
+}
+
+impl From<DynUsageProvider> for SourceSpec {
+    fn from(provider: DynUsageProvider) -> Self {
+        Self {
+            provider,
+            resilience: ResilienceConfig::default(),
+        }
+    }
+}
+
+/// A configured source: its provider, the resilience layer around it, and its health.
 #[derive(Debug)]
 pub struct Source {
     /// The provider's self-description.
     pub info: SourceInfo,
-    /// The provider.
+    /// The provider (for agent listing).
     pub provider: DynUsageProvider,
+    /// Retries and circuit breaker around `provider.usage`.
+    pub resilient: Resilient,
     /// Observed health.
     pub health: Mutex<Health>,
     name: Arc<str>,
 }
 
 impl Source {
-    /// Wraps a provider.
-    pub fn new(provider: DynUsageProvider) -> Self {
-        let info = provider.describe();
+    /// Wraps a provider with its resilience layer.
+    pub fn new(spec: SourceSpec) -> Self {
+        let info = spec.provider.describe();
         Self {
             name: Arc::from(info.name.as_str()),
             info,
-            provider,
+            resilient: Resilient::new(spec.provider.clone(), spec.resilience),
+            provider: spec.provider,
             health: Mutex::new(Health::default()),
         }
     }
@@ -133,14 +155,42 @@ pub struct SourceAnswer {
     pub cached: bool,
     /// HTTP requests the provider sent for this answer.
     pub upstream_requests: u64,
+    /// Set when expired entries stand in for a failed refresh.
+    pub stale: Option<Stale>,
+}
+
+/// Served from expired entries because the refresh failed.
+#[derive(Debug)]
+pub struct Stale {
+    /// Age of the oldest entry served.
+    pub age: Duration,
+    /// Why the refresh failed.
+    pub error: ProviderError,
 }
 
 /// Fresh window entries and the upstream requests one provider call needed.
 type BatchAnswer = (Vec<Arc<WindowEntry>>, u64);
 
+/// How long entries are fresh, and how long expired ones are kept for stale-if-error.
+#[derive(Debug, Clone, Copy)]
 struct TtlPolicy {
     open: Duration,
     closed: Duration,
+    stale_if_error: Duration,
+}
+
+impl TtlPolicy {
+    fn ttl(&self, e: &WindowEntry) -> Duration {
+        if e.closed { self.closed } else { self.open }
+    }
+
+    fn age(e: &WindowEntry, now: DateTime<Utc>) -> Duration {
+        (now - e.fetched_at).to_std().unwrap_or_default()
+    }
+
+    fn is_fresh(&self, e: &WindowEntry, now: DateTime<Utc>) -> bool {
+        Self::age(e, now) < self.ttl(e)
+    }
 }
 
 impl Expiry<WindowKey, Arc<WindowEntry>> for TtlPolicy {
@@ -150,7 +200,8 @@ impl Expiry<WindowKey, Arc<WindowEntry>> for TtlPolicy {
         value: &Arc<WindowEntry>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(if value.closed { self.closed } else { self.open })
+        // Kept past freshness so that a failed refresh can still be answered stale.
+        Some(self.ttl(value) + self.stale_if_error)
     }
 }
 
@@ -160,20 +211,24 @@ pub struct UsageCache {
     windows: Cache<WindowKey, Arc<WindowEntry>>,
     inflight: Cache<BatchKey, Arc<BatchAnswer>>,
     settle: chrono::Duration,
+    ttl: TtlPolicy,
 }
 
 impl UsageCache {
     /// Creates the cache with a byte budget and TTLs.
     pub fn new(cfg: &CacheConfig, max_bytes: u64) -> Self {
+        let ttl = TtlPolicy {
+            open: cfg.open_ttl,
+            closed: cfg.closed_ttl,
+            stale_if_error: cfg.stale_if_error,
+        };
         Self {
+            ttl,
             windows: Cache::builder()
                 .name("usage-windows")
                 .max_capacity(max_bytes)
                 .weigher(|_k: &WindowKey, v: &Arc<WindowEntry>| v.weight())
-                .expire_after(TtlPolicy {
-                    open: cfg.open_ttl,
-                    closed: cfg.closed_ttl,
-                })
+                .expire_after(ttl)
                 .build(),
             // Only joins concurrent identical calls; finished calls live in `windows`.
             inflight: Cache::builder()
@@ -200,14 +255,19 @@ impl UsageCache {
 
     /// Answers `windows` for a source from the cache, calling the provider once for the missing
     /// windows (joined with any identical call in flight). `refresh` skips cached windows.
+    /// When the call fails and every missing window still has an expired entry younger than
+    /// `stale_if_error`, those are served, marked stale.
     pub async fn fetch(
         &self,
-        source: &Source,
+        source: &Arc<Source>,
         windows: &[Window],
         shape: Arc<Shape>,
         refresh: bool,
+        deadline: tokio::time::Instant,
     ) -> Result<SourceAnswer, ProviderError> {
+        let now = Utc::now();
         let mut entries: Vec<Option<Arc<WindowEntry>>> = vec![None; windows.len()];
+        let mut expired: Vec<Option<Arc<WindowEntry>>> = vec![None; windows.len()];
         let mut missing = Vec::new();
         for (i, w) in windows.iter().enumerate() {
             let key = WindowKey {
@@ -215,23 +275,27 @@ impl UsageCache {
                 shape: shape.clone(),
                 window: *w,
             };
-            let hit = if refresh {
-                None
-            } else {
-                self.windows.get(&key).await
-            };
-            if let Some(e) = hit {
-                metrics::counter!("cache_lookups_total", "result" => "hit").increment(1);
-                entries[i] = Some(e);
-            } else {
-                metrics::counter!("cache_lookups_total", "result" => "miss").increment(1);
-                missing.push(i);
+            match self.windows.get(&key).await {
+                Some(e) if !refresh && self.ttl.is_fresh(&e, now) => {
+                    metrics::counter!("cache_lookups_total", "result" => "hit").increment(1);
+                    entries[i] = Some(e);
+                }
+                old => {
+                    metrics::counter!("cache_lookups_total", "result" => "miss").increment(1);
+                    expired[i] = old;
+                    missing.push(i);
+                }
             }
         }
         // A conversation moves to a later window when it continues: windows of one answer must
         // come from one provider call, or it could be counted in an old cached window and a new one.
         let exact = source.info.attribution == Attribution::Exact;
         if !exact && !missing.is_empty() {
+            for (e, x) in entries.iter_mut().zip(expired.iter_mut()) {
+                if let Some(fresh) = e.take() {
+                    *x = Some(fresh);
+                }
+            }
             missing = (0..windows.len()).collect();
         }
         if missing.is_empty() {
@@ -239,6 +303,7 @@ impl UsageCache {
                 entries: entries.into_iter().flatten().collect(),
                 cached: true,
                 upstream_requests: 0,
+                stale: None,
             });
         }
         let missing_windows: Vec<Window> = missing.iter().map(|&i| windows[i]).collect();
@@ -248,7 +313,7 @@ impl UsageCache {
             windows: missing_windows.clone(),
             refresh,
         };
-        let provider = source.provider.clone();
+        let src = source.clone();
         let this = self.clone();
         let src_name = source.name.clone();
         let init = async move {
@@ -258,29 +323,8 @@ impl UsageCache {
                 let mut q = UsageQuery::new(missing_windows.clone(), shape.dims.clone());
                 q.agents.clone_from(&shape.agents);
                 q.users.clone_from(&shape.users);
-                let started = Instant::now();
-                let result = provider.usage(&q).await;
-                let outcome = match &result {
-                    Ok(_) => "ok",
-                    Err(e) => e.kind(),
-                };
-                let elapsed = started.elapsed();
-                let source = src_name.to_string();
-                metrics::counter!("upstream_calls_total", "source" => source.clone(), "outcome" => outcome).increment(1);
-                metrics::histogram!("upstream_call_duration_seconds", "source" => source.clone(), "outcome" => outcome)
-                    .record(elapsed.as_secs_f64());
-                if let Ok(b) = &result {
-                    metrics::counter!("upstream_requests_total", "source" => source.clone(), "outcome" => outcome)
-                        .increment(b.upstream_requests);
-                }
-                tracing::info!(
-                    source = %source,
-                    outcome,
-                    windows = q.windows.len(),
-                    upstream_requests = result.as_ref().map_or(0, |b| b.upstream_requests),
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
-                    "upstream call"
-                );
+                let result = src.resilient.usage(&q, deadline).await;
+                src.record(result.as_ref().map(|_| ()));
                 let batch = result?;
                 let now = Utc::now();
                 let mut per_window: Vec<Vec<UsagePoint>> = vec![Vec::new(); missing_windows.len()];
@@ -318,11 +362,41 @@ impl UsageCache {
                 message: format!("provider task failed: {e}"),
             })?
         };
-        let fresh = self
-            .inflight
-            .try_get_with(batch_key, init)
-            .await
-            .map_err(|e: Arc<ProviderError>| (*e).clone())?;
+        let started = std::time::Instant::now();
+        let joined =
+            tokio::time::timeout_at(deadline, self.inflight.try_get_with(batch_key, init)).await;
+        let fresh = match joined {
+            Ok(Ok(f)) => f,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => (*e).clone(),
+                    _ => ProviderError::Timeout {
+                        source_name: source.info.name.clone(),
+                        elapsed: started.elapsed(),
+                    },
+                };
+                // Stale-if-error: every missing window must have an expired entry to stand in.
+                let stand_ins: Option<Vec<Arc<WindowEntry>>> =
+                    missing.iter().map(|&i| expired[i].clone()).collect();
+                let Some(stand_ins) = stand_ins else {
+                    return Err(error);
+                };
+                let age = stand_ins
+                    .iter()
+                    .map(|e| TtlPolicy::age(e, now))
+                    .max()
+                    .unwrap_or_default();
+                for (slot, entry) in missing.iter().zip(stand_ins) {
+                    entries[*slot] = Some(entry);
+                }
+                return Ok(SourceAnswer {
+                    entries: entries.into_iter().flatten().collect(),
+                    cached: true,
+                    upstream_requests: 0,
+                    stale: Some(Stale { age, error }),
+                });
+            }
+        };
         for (slot, entry) in missing.iter().zip(fresh.0.iter()) {
             entries[*slot] = Some(entry.clone());
         }
@@ -330,6 +404,7 @@ impl UsageCache {
             entries: entries.into_iter().flatten().collect(),
             cached: false,
             upstream_requests: fresh.1,
+            stale: None,
         })
     }
 }

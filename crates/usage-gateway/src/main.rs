@@ -58,20 +58,33 @@ enum Command {
     },
 }
 
-fn init_logs(format: &str) {
+/// Installs the log subscriber. Lines go through a buffer to a writer thread, so a request never
+/// waits on a `write` to stderr (the thread batches lines under load and flushes as soon as it is
+/// idle); nothing is dropped when the buffer is full. Keep the guard until exit: dropping it
+/// flushes what is left.
+fn init_logs(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if format == "json" {
-        builder.json().flatten_event(true).init();
+        // The only span is the per-request one, so the span list would repeat `span`.
+        builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
+    guard
 }
 
-fn load(path: &std::path::Path) -> Result<(Config, Vec<usage_core::DynUsageProvider>), String> {
+fn load(path: &std::path::Path) -> Result<(Config, Vec<usage_gateway::fetch::SourceSpec>), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let providers = registry::build_providers(&config).map_err(|e| e.to_string())?;
     Ok((config, providers))
@@ -84,7 +97,7 @@ fn main() -> ExitCode {
             listen,
             sim_latency,
         } => {
-            init_logs(&cli.log_format);
+            let _logs = init_logs(&cli.log_format);
             match usage_gateway::demo::run(listen, sim_latency) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -134,7 +147,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve { config } => {
-            init_logs(&cli.log_format);
+            let _logs = init_logs(&cli.log_format);
             let (config, providers) = match load(&config) {
                 Ok(x) => x,
                 Err(e) => {
@@ -147,7 +160,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config, providers: Vec<usage_core::DynUsageProvider>) -> ExitCode {
+fn serve(config: Config, providers: Vec<usage_gateway::fetch::SourceSpec>) -> ExitCode {
     let state = match AppState::new(config, providers) {
         Ok(s) => s,
         Err(e) => {

@@ -46,6 +46,9 @@ pub struct SourceEntry {
     pub upstream_requests: u64,
     /// Time spent on this source, in milliseconds.
     pub duration_ms: f64,
+    /// With `stale`: how old the served data is, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<u64>,
     /// Vendor-flagged warnings in range (Kibana `high_input_tokens`), where the vendor has them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warnings: Option<u64>,
@@ -195,6 +198,9 @@ pub struct SourceHealth {
     pub last_error_at: Option<String>,
     /// Last failure's problem.
     pub last_error: Option<Problem>,
+    /// Circuit breaker state: `closed`, `open` (calls refused at once) or `half_open` (probing).
+    #[schema(example = "closed")]
+    pub circuit: String,
 }
 
 /// The body of `GET /v1/sources`.

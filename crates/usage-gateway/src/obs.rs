@@ -7,12 +7,13 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpResponse};
+use actix_web::{HttpMessage, HttpResponse, web};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 
 use crate::auth::CallerSub;
 use crate::error::PROBLEM_JSON;
+use crate::state::AppState;
 
 /// The request id header, accepted from callers and returned on every response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -76,6 +77,10 @@ fn describe() {
         "Window cache lookups, by result (hit, miss)"
     );
     describe_gauge!("cache_entries", "Entries in the gateway caches, by cache");
+    describe_counter!(
+        "jwks_refreshes_total",
+        "JWKS fetches from the identity provider, by outcome (ok, error)"
+    );
     describe_gauge!(
         "cache_weighted_bytes",
         "Approximate bytes held by the gateway caches, by cache"
@@ -94,7 +99,16 @@ fn request_id(req: &ServiceRequest) -> String {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(
+            // A v4 UUID from the thread's fast generator: `Uuid::new_v4` asks the kernel for
+            // randomness on every request, and request ids need no cryptographic strength.
+            || {
+                uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+                    .into_uuid()
+                    .to_string()
+            },
+            str::to_owned,
+        )
 }
 
 /// The `instance` URI of a request's problem body.
@@ -115,7 +129,18 @@ pub async fn observe(
     let path = req.path().to_owned();
     let span = tracing::info_span!("request", request_id = %id);
     metrics::gauge!("http_requests_in_flight").increment(1.0);
-    let result = next.call(req).instrument(span.clone()).await;
+    // Size bounds come first: an oversized request reaches neither auth nor any handler.
+    let refused = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|s| crate::limits::check(req.query_string(), req.headers(), &s.server).err());
+    let result = match refused {
+        Some(e) => Ok(req.error_response(e)),
+        None => next
+            .call(req)
+            .instrument(span.clone())
+            .await
+            .map(ServiceResponse::map_into_boxed_body),
+    };
     metrics::gauge!("http_requests_in_flight").decrement(1.0);
     let res = result?;
     let route = res

@@ -8,6 +8,10 @@ use crate::model::{
     AgentEntry, AgentsResponse, HealthResponse, QueryEcho, SourceEntry, SourceHealth, SourceStatus,
     SourcesResponse, UnitTotals, UsageResponseSchema, UsageRowSchema,
 };
+use crate::query::{
+    BucketParam, FilterValueParam, FormatParam, GroupByParam, InstantParam, ProviderListParam,
+    TimeZoneParam,
+};
 
 struct BearerJwt;
 
@@ -26,6 +30,45 @@ impl Modify for BearerJwt {
                     .build(),
             ),
         );
+    }
+}
+
+/// Documents the request-size bounds (`crate::limits`) that every route enforces before
+/// routing: 400 for a long query string, 413 for a body, 431 for too many or too large headers.
+struct RequestLimits;
+
+impl Modify for RequestLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    crate::error::PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let Some(op) = item.get.as_mut() else {
+                continue;
+            };
+            let responses = &mut op.responses.responses;
+            responses.entry("400".to_owned()).or_insert_with(|| {
+                problem("The query string is longer than `server.max_query_bytes`").into()
+            });
+            responses.entry("413".to_owned()).or_insert_with(|| {
+                problem("The request has a body larger than `server.max_body_bytes`").into()
+            });
+            responses.entry("431".to_owned()).or_insert_with(|| {
+                problem(
+                    "More header lines than `server.max_headers` or header bytes than `server.max_header_bytes`",
+                )
+                .into()
+            });
+        }
     }
 }
 
@@ -49,8 +92,10 @@ impl Modify for BearerJwt {
     components(schemas(
         UsageResponseSchema, UsageRowSchema, QueryEcho, UnitTotals, SourceEntry, SourceStatus,
         Problem, ParamError, AgentsResponse, AgentEntry, SourcesResponse, SourceHealth, HealthResponse,
+        InstantParam, TimeZoneParam, BucketParam, FormatParam, GroupByParam, ProviderListParam,
+        FilterValueParam,
     )),
-    modifiers(&BearerJwt),
+    modifiers(&BearerJwt, &RequestLimits),
     tags(
         (name = "usage", description = "Normalized token usage"),
         (name = "sources", description = "Sources and agents"),

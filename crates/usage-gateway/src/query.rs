@@ -44,6 +44,9 @@ pub struct UsageRequest {
     pub format: Option<Format>,
 }
 
+/// The longest single filter value (`source`, `agent`, `user`, ... after splitting comma lists).
+pub const MAX_VALUE_CHARS: usize = 256;
+
 const PARAMS: [&str; 10] = [
     "start", "end", "tz", "bucket", "group_by", "source", "provider", "agent", "user", "format",
 ];
@@ -197,10 +200,11 @@ pub fn parse(
                 ),
             ));
         }
-        if let Some(long) = v.iter().find(|s| s.len() > 256) {
+        if let Some(long) = v.iter().find(|s| s.chars().count() > MAX_VALUE_CHARS) {
+            let head: String = long.chars().take(32).collect();
             errors.push(ParamError::new(
                 name,
-                format!("value `{}…` is longer than 256 bytes", &long[..32]),
+                format!("value `{head}…` is longer than {MAX_VALUE_CHARS} characters"),
             ));
         }
         v
@@ -215,9 +219,7 @@ pub fn parse(
             Some(k) => providers.push(k),
             None => errors.push(ParamError::new(
                 "provider",
-                format!(
-                    "unknown provider `{p}`; expected digitalocean, kibana, chatbotkit, static"
-                ),
+                format!("unknown provider `{p}`; expected digitalocean, kibana, chatbotkit"),
             )),
         }
     }
@@ -251,6 +253,172 @@ pub fn parse(
     }
 }
 
+/// The grouping dimensions, as `group_by` names them.
+const DIMENSIONS: &str = "source|provider|agent|user|conversation|usage_type";
+
+/// The provider names a `provider` filter accepts.
+const PROVIDERS: &str = "digitalocean|kibana|chatbotkit";
+
+/// A comma list of `names` (alternatives separated by `|`): blanks around items and empty items
+/// are ignored, exactly as [`parse`] splits lists.
+fn comma_list_pattern(names: &str) -> String {
+    format!(r"^\s*(({names})\s*)?(,\s*(({names})\s*)?)*$")
+}
+
+fn string_schema() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String)
+}
+
+/// Declares a named OpenAPI schema for a query parameter type.
+macro_rules! param_schema {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $schema:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
+
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let schema: utoipa::openapi::schema::Schema = $schema;
+                schema.into()
+            }
+        }
+
+        impl utoipa::ToSchema for $ty {
+            fn name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+        }
+    };
+}
+
+param_schema!(
+    /// `start`/`end`: an RFC 3339 date-time, or a date meaning local midnight in `tz`.
+    InstantParam,
+    "Instant",
+    {
+        use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, SchemaFormat};
+        AnyOfBuilder::new()
+            .description(Some(
+                "An RFC 3339 date-time, or a date (YYYY-MM-DD) meaning local midnight in `tz`.",
+            ))
+            .item(string_schema().format(Some(SchemaFormat::KnownFormat(KnownFormat::Date))))
+            .item(string_schema().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))))
+            .into()
+    }
+);
+
+param_schema!(
+    /// `tz`: every IANA time zone name the gateway's zone database knows.
+    TimeZoneParam,
+    "TimeZone",
+    string_schema()
+        .description(Some("An IANA time zone name."))
+        .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+        .into()
+);
+
+param_schema!(
+    /// `bucket`.
+    BucketParam,
+    "Bucket",
+    string_schema()
+        .description(Some("The bucket size: none, hour, day, week (ISO, Monday) or month."))
+        .enum_values(Some(["none", "hour", "day", "week", "month"]))
+        .into()
+);
+
+param_schema!(
+    /// `format`.
+    FormatParam,
+    "Format",
+    string_schema()
+        .description(Some("The response format."))
+        .enum_values(Some(["json", "csv"]))
+        .into()
+);
+
+param_schema!(
+    /// `group_by`: a comma list of dimensions.
+    GroupByParam,
+    "GroupBy",
+    string_schema()
+        .description(Some(
+            "A comma list of dimensions (blanks and empty items ignored); empty for totals only.",
+        ))
+        .pattern(Some(comma_list_pattern(DIMENSIONS)))
+        .into()
+);
+
+param_schema!(
+    /// One `provider` value: a provider name or a comma list of them.
+    ProviderListParam,
+    "ProviderList",
+    string_schema()
+        .description(Some(
+            "A provider name, or a comma list of them (blanks and empty items ignored).",
+        ))
+        .pattern(Some(comma_list_pattern(PROVIDERS)))
+        .into()
+);
+
+param_schema!(
+    /// One `source`/`agent`/`user` value.
+    FilterValueParam,
+    "FilterValue",
+    string_schema()
+        .description(Some(
+            "A value, or a comma list of values (blanks and empty items ignored); each value at most 256 characters.",
+        ))
+        .max_length(Some(MAX_VALUE_CHARS))
+        .into()
+);
+
+/// The query parameters of `GET /v1/usage` as the OpenAPI document states them; [`parse`]
+/// reads the same names. Constraints that involve several parameters (`end` after `start`, the
+/// configured `max_range` and `max_buckets`, configured source names) are in the descriptions.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// Inclusive start: RFC 3339 date-time, or YYYY-MM-DD (local midnight in `tz`). Default: 7
+    /// whole days before today in `tz`, or 7 days before `end` when only `end` is given.
+    #[param(value_type = Option<InstantParam>, example = "2026-11-01")]
+    pub start: Option<String>,
+    /// Exclusive end, same forms as `start`; must be after `start`, and the range at most the
+    /// configured `max_range` (366 days by default). Default: today's local midnight, or now
+    /// when only `start` is given.
+    #[param(value_type = Option<InstantParam>, example = "2026-11-08")]
+    pub end: Option<String>,
+    /// IANA time zone for dates and bucket edges (DST-correct). Default: UTC.
+    #[param(value_type = Option<TimeZoneParam>, example = "Europe/Berlin")]
+    pub tz: Option<String>,
+    /// none, hour, day, week (ISO, Monday), month; a query may span at most the configured
+    /// `max_buckets` (2000 by default). Default: none.
+    #[param(value_type = Option<BucketParam>, example = "day")]
+    pub bucket: Option<String>,
+    /// Comma list of source, provider, agent, user, conversation, usage_type. Default
+    /// source,agent; empty for totals only.
+    #[param(value_type = Option<GroupByParam>, example = "source,agent")]
+    pub group_by: Option<String>,
+    /// Only these configured sources (repeated, or comma lists; at most 100 values by default).
+    /// Names outside the caller's access answer 403, unknown names 400.
+    #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
+    pub source: Option<Vec<String>>,
+    /// Only these providers: digitalocean, kibana, chatbotkit (repeated, or comma lists).
+    #[param(value_type = Option<Vec<ProviderListParam>>, max_items = 100)]
+    pub provider: Option<Vec<String>>,
+    /// Only these agents: `<source>/<agent_id>` or a bare agent id (repeated, or comma lists;
+    /// at most 100 values by default).
+    #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
+    pub agent: Option<Vec<String>>,
+    /// Only these users (repeated, or comma lists; at most 100 values by default); sources
+    /// without users are reported `skipped`.
+    #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
+    pub user: Option<Vec<String>>,
+    /// json or csv (also chosen by `Accept: text/csv`). Default: json.
+    #[param(value_type = Option<FormatParam>, example = "json")]
+    pub format: Option<String>,
+}
+
 impl UsageRequest {
     /// The filters as echoed in the response (`source`, `provider`, `agent`, `user`).
     pub fn filters(&self) -> BTreeMap<String, Vec<String>> {
@@ -278,6 +446,7 @@ impl UsageRequest {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -337,5 +506,90 @@ mod tests {
         );
         assert_eq!(bad("start=nope")[0].parameter, "start");
         assert_eq!(bad("tz=UTC&tz=UTC")[0].parameter, "tz");
+        // The OpenAPI document states the default limits.
+        assert_eq!(ServerConfig::default().max_filter_values, 100, "maxItems");
+        // A long value cut for the message at a character, not a byte, boundary.
+        let e = bad(&format!("user={}", "é".repeat(MAX_VALUE_CHARS + 1)));
+        assert_eq!(e[0].parameter, "user");
+        assert!(
+            e[0].message
+                .starts_with(&format!("value `{}…`", "é".repeat(32)))
+        );
+    }
+
+    /// A value for one parameter: known good values, near misses, extremes and noise.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("2026-11-01".to_owned()),
+            Just("2026-11-01T00:00:00Z".to_owned()),
+            Just("9999-12-31T23:59:59Z".to_owned()),
+            Just("0001-01-01".to_owned()),
+            Just("-262143-01-01T00:00:00Z".to_owned()),
+            Just("2026-02-30".to_owned()),
+            Just("Europe/Berlin".to_owned()),
+            Just("Pacific/Kiritimati".to_owned()),
+            "(none|hour|day|week|month|json|csv|source|agent|user|usage_type|kibana)",
+            "[a-z,/]{0,40}",
+            "\\PC{0,300}",
+            any::<String>(),
+        ]
+    }
+
+    fn query() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("start"),
+            Just("end"),
+            Just("tz"),
+            Just("bucket"),
+            Just("group_by"),
+            Just("source"),
+            Just("provider"),
+            Just("agent"),
+            Just("user"),
+            Just("format"),
+            Just("other"),
+        ];
+        prop_oneof![
+            // Arbitrary raw text, percent signs and separators included.
+            any::<String>(),
+            "[a-z=&%0-9A-F+,;]{0,200}",
+            // Well-formed pairs with arbitrary values.
+            prop::collection::vec((name, value()), 0..8)
+                .prop_map(|pairs| { serde_urlencoded::to_string(&pairs).unwrap_or_default() }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any query string is parsed or refused with named parameters: never a panic, never an
+        /// accepted query outside the limits.
+        #[test]
+        fn any_query_string_parses_or_errors(raw in query(), small in any::<bool>()) {
+            let mut limits = ServerConfig::default();
+            if small {
+                limits.max_buckets = 5;
+                limits.max_range = std::time::Duration::from_secs(3 * 86_400);
+                limits.max_filter_values = 2;
+            }
+            match parse(&raw, &limits, now()) {
+                Ok(q) => {
+                    prop_assert!(q.range.start < q.range.end);
+                    prop_assert!(!q.windows.is_empty());
+                    prop_assert!(q.windows.len() <= limits.max_buckets);
+                    prop_assert!(
+                        (q.range.end - q.range.start).to_std().unwrap() <= limits.max_range
+                    );
+                    prop_assert!(q.windows.windows(2).all(|w| w[0].end <= w[1].start));
+                    for list in [&q.sources, &q.agents, &q.users] {
+                        prop_assert!(list.len() <= limits.max_filter_values);
+                        prop_assert!(list.iter().all(|v| v.chars().count() <= MAX_VALUE_CHARS));
+                    }
+                }
+                Err(ApiError::BadRequest(errors)) => prop_assert!(!errors.is_empty()),
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
     }
 }

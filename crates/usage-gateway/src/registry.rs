@@ -5,6 +5,8 @@ use std::sync::Arc;
 use usage_core::DynUsageProvider;
 
 use crate::config::{Config, ConfigError, SourceCommon, from_toml, split_source};
+use crate::fetch::SourceSpec;
+use crate::resilience::ResilienceConfig;
 
 /// Builds the HTTP client a source uses: its own timeouts, no redirects, no proxy surprises.
 pub fn http_client(common: &SourceCommon) -> Result<reqwest::Client, ConfigError> {
@@ -22,9 +24,10 @@ pub fn http_client(common: &SourceCommon) -> Result<reqwest::Client, ConfigError
         })
 }
 
-/// Builds every configured source's provider, reporting each mistake with its key path.
-pub fn build_providers(config: &Config) -> Result<Vec<DynUsageProvider>, ConfigError> {
-    let mut out: Vec<DynUsageProvider> = Vec::new();
+/// Builds every configured source's provider and resilience settings, reporting each mistake
+/// with its key path.
+pub fn build_providers(config: &Config) -> Result<Vec<SourceSpec>, ConfigError> {
+    let mut out: Vec<SourceSpec> = Vec::new();
     let mut errors = Vec::new();
     for (i, table) in config.sources.iter().enumerate() {
         match build_one(i, table) {
@@ -39,7 +42,7 @@ pub fn build_providers(config: &Config) -> Result<Vec<DynUsageProvider>, ConfigE
     }
 }
 
-fn build_one(index: usize, table: &toml::Table) -> Result<DynUsageProvider, ConfigError> {
+fn build_one(index: usize, table: &toml::Table) -> Result<SourceSpec, ConfigError> {
     let (common, rest) = split_source(index, table)?;
     let http = http_client(&common)?;
     let rest = toml::Value::Table(rest);
@@ -76,5 +79,14 @@ fn build_one(index: usize, table: &toml::Table) -> Result<DynUsageProvider, Conf
             ));
         }
     };
-    Ok(provider)
+    Ok(SourceSpec {
+        provider,
+        resilience: ResilienceConfig {
+            max_attempts: common.max_attempts,
+            min_delay: common.retry_min_delay,
+            max_delay: common.retry_max_delay,
+            breaker_failures: common.breaker_failures,
+            breaker_cooldown: common.breaker_cooldown,
+        },
+    })
 }

@@ -6,7 +6,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
-use crate::app::{configure, metrics, not_found};
+use crate::app::{configure, get_only, metrics, not_found};
 use crate::obs::observe;
 use crate::state::AppState;
 
@@ -53,7 +53,7 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
             let s = HttpServer::new(move || {
                 App::new()
                     .app_data(state.clone())
-                    .route("/metrics", web::get().to(metrics))
+                    .service(get_only("/metrics", web::get().to(metrics)))
                     .default_service(web::to(not_found))
             })
             .workers(1)

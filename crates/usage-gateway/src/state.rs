@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use moka::future::Cache;
-use usage_core::{Agent, DynUsageProvider};
+use usage_core::Agent;
 
 use crate::auth::JwtVerifier;
 use crate::config::{AccessEntry, CacheConfig, Config, ConfigError, ServerConfig};
-use crate::fetch::{Source, UsageCache};
+use crate::fetch::{Source, SourceSpec, UsageCache};
 
 /// A rendered `/v1/usage` answer, kept so that a repeated query is neither re-aggregated nor
 /// re-serialized.
@@ -53,11 +53,14 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state from a validated config and the providers built from its sources.
-    pub fn new(config: Config, providers: Vec<DynUsageProvider>) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: Config,
+        providers: impl IntoIterator<Item = impl Into<SourceSpec>>,
+    ) -> Result<Self, ConfigError> {
         let verifier = JwtVerifier::new(&config.auth)?;
         let mut sources = BTreeMap::new();
         for p in providers {
-            let s = Arc::new(Source::new(p));
+            let s = Arc::new(Source::new(p.into()));
             let name = s.info.name.clone();
             if sources.insert(name.clone(), s).is_some() {
                 return Err(ConfigError::one(

@@ -44,6 +44,7 @@ pub(crate) struct Client {
     source_name: String,
     /// No request is sent before this instant (from `X-RateLimit-*` or a 429).
     blocked_until: Mutex<Option<Instant>>,
+    max_body: usize,
 }
 
 impl fmt::Debug for Client {
@@ -69,7 +70,14 @@ impl Client {
             token,
             source_name,
             blocked_until: Mutex::new(None),
+            max_body: usage_core::http::DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// Caps response bodies at `bytes`.
+    pub(crate) fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     pub(crate) fn source_name(&self) -> &str {
@@ -199,10 +207,14 @@ impl Client {
             .map_err(|e| self.err(transport_kind(&e, started)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
+        let body = usage_core::http::read_body(resp, self.max_body)
             .await
-            .map_err(|e| self.err(transport_kind(&e, started)))?;
+            .map_err(|e| match e {
+                usage_core::http::BodyError::TooLarge { limit } => self.err(ErrorKind::Decode {
+                    message: usage_core::http::BodyError::too_large_message(limit),
+                }),
+                usage_core::http::BodyError::Read(e) => self.err(transport_kind(&e, started)),
+            })?;
         let now = Utc::now();
         if let Some(d) = spent_budget_delay(&headers, now) {
             self.block_for(d);

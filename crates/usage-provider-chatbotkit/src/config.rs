@@ -60,6 +60,9 @@ pub struct Config {
     /// The most requests in flight at once for one `usage` call.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
+    /// The largest response body accepted, in bytes (default 32 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 /// Which ChatBotKit usage record types a source counts.
@@ -88,6 +91,7 @@ impl Config {
             settle: default_settle(),
             discovery_ttl: default_discovery_ttl(),
             max_concurrency: default_max_concurrency(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 
@@ -132,8 +136,13 @@ impl fmt::Debug for Config {
             .field("settle", &self.settle)
             .field("discovery_ttl", &self.discovery_ttl)
             .field("max_concurrency", &self.max_concurrency)
+            .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
+}
+
+fn default_max_body_bytes() -> usize {
+    usage_core::http::DEFAULT_MAX_BODY_BYTES
 }
 
 fn default_base_url() -> Url {

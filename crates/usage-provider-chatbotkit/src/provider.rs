@@ -71,7 +71,8 @@ impl ChatbotkitProvider {
             config.base_url.clone(),
             config.token.clone(),
             name.clone(),
-        );
+        )
+        .with_max_body(config.max_body_bytes);
         let scope = config
             .agents
             .as_ref()

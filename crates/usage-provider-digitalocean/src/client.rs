@@ -38,6 +38,7 @@ pub(crate) struct DoClient {
     blocked_until: Mutex<Option<Instant>>,
     permits: Semaphore,
     max_wait: Duration,
+    max_body: usize,
 }
 
 impl fmt::Debug for DoClient {
@@ -67,7 +68,14 @@ impl DoClient {
             blocked_until: Mutex::new(None),
             permits: Semaphore::new(max_concurrency),
             max_wait: MAX_BUDGET_WAIT,
+            max_body: usage_core::http::DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// Caps response bodies at `bytes`.
+    pub(crate) fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     /// Returns `base_url` with the given path segments appended, each percent-encoded (an agent
@@ -198,10 +206,14 @@ impl DoClient {
             .map_err(|e| request_error(e, started))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
+        let body = usage_core::http::read_body(response, self.max_body)
             .await
-            .map_err(|e| request_error(e, started))?;
+            .map_err(|e| match e {
+                usage_core::http::BodyError::TooLarge { limit } => DoError::Decode {
+                    message: usage_core::http::BodyError::too_large_message(limit),
+                },
+                usage_core::http::BodyError::Read(e) => request_error(e, started),
+            })?;
         if !status.is_success() {
             let err = parse_error(status, &headers, &body, Utc::now());
             if let DoError::RateLimited {

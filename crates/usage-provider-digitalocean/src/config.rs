@@ -59,6 +59,9 @@ pub struct Config {
     /// How long discovered agents are reused before listing them again.
     #[serde(default = "default_discovery_ttl", with = "humantime_serde")]
     pub discovery_ttl: Duration,
+    /// The largest response body accepted, in bytes (default 32 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             max_upstream_calls: DEFAULT_MAX_UPSTREAM_CALLS,
             discovery_ttl: DEFAULT_DISCOVERY_TTL,
+            max_body_bytes: usage_core::http::DEFAULT_MAX_BODY_BYTES,
         }
     }
 
@@ -142,6 +146,7 @@ impl fmt::Debug for Config {
             .field("max_concurrency", &self.max_concurrency)
             .field("max_upstream_calls", &self.max_upstream_calls)
             .field("discovery_ttl", &self.discovery_ttl)
+            .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
 }
@@ -164,6 +169,10 @@ fn default_max_concurrency() -> usize {
 
 fn default_max_upstream_calls() -> u32 {
     DEFAULT_MAX_UPSTREAM_CALLS
+}
+
+fn default_max_body_bytes() -> usize {
+    usage_core::http::DEFAULT_MAX_BODY_BYTES
 }
 
 fn default_discovery_ttl() -> Duration {

@@ -103,7 +103,8 @@ impl DigitaloceanProvider {
                 config.token,
                 per_minute,
                 config.max_concurrency,
-            ),
+            )
+            .with_max_body(config.max_body_bytes),
             name,
             fixed_agents,
             only_deployed: config.only_deployed,

@@ -58,6 +58,7 @@ pub(crate) struct Client {
     space: Option<String>,
     auth: Auth,
     source_name: String,
+    max_body: usize,
 }
 
 impl Client {
@@ -89,6 +90,7 @@ impl Client {
             space: config.space_prefix().map(str::to_owned),
             auth,
             source_name: source_name.to_owned(),
+            max_body: config.max_body_bytes,
         })
     }
 
@@ -183,10 +185,14 @@ impl Client {
         let resp = req.send().await.map_err(|e| self.transport(&e, started))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
+        let bytes = usage_core::http::read_body(resp, self.max_body)
             .await
-            .map_err(|e| self.transport(&e, started))?;
+            .map_err(|e| match e {
+                usage_core::http::BodyError::TooLarge { limit } => self.err(ErrorKind::Decode(
+                    usage_core::http::BodyError::too_large_message(limit),
+                )),
+                usage_core::http::BodyError::Read(e) => self.transport(&e, started),
+            })?;
         if !status.is_success() {
             return Err(self.err(parse_error(
                 route,

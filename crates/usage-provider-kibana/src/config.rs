@@ -50,6 +50,13 @@ pub struct Config {
     /// How long after its last update a conversation still counts as open (it may grow again).
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,
+    /// The largest response body accepted, in bytes (default 32 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    usage_core::http::DEFAULT_MAX_BODY_BYTES
 }
 
 fn default_page_size() -> u32 {
@@ -82,6 +89,7 @@ impl Config {
             open_ttl: default_open_ttl(),
             closed_ttl: default_closed_ttl(),
             settle: default_settle(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 
@@ -204,6 +212,7 @@ impl fmt::Debug for Config {
             .field("open_ttl", &self.open_ttl)
             .field("closed_ttl", &self.closed_ttl)
             .field("settle", &self.settle)
+            .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
 }

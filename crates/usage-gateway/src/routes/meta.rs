@@ -60,6 +60,7 @@ pub async fn list_sources(
                 last_success: h.last_success.map(ts),
                 last_error_at: h.last_error.as_ref().map(|(t, _)| ts(*t)),
                 last_error: h.last_error.map(|(_, p)| p),
+                circuit: s.resilient.circuit().as_str().to_owned(),
             }
         })
         .collect();
@@ -151,6 +152,7 @@ pub async fn list_agents(
             fetched_at: None,
             upstream_requests: 0,
             duration_ms: (elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
+            age_seconds: None,
             warnings: None,
             notes: Vec::new(),
             error: Some(Problem::from_provider(&err)),

@@ -2,6 +2,7 @@
 //! aggregate, render, and answer with ETag/304 and cache headers.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use usage_core::aggregate::{self, SourcePoints};
 use usage_core::{Dimension, ProviderError};
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::auth::{AgentScope, Caller};
 use crate::error::{ApiError, ParamError, Problem};
@@ -29,11 +30,19 @@ struct Plan {
 
 /// Picks the caller's sources after filters and access; 400 for unknown names, 403 for names
 /// outside the caller's access. No upstream call happens here.
+///
+/// A caller who may not see every source gets 403 for an unknown name too, so that 400-vs-403
+/// cannot be used to learn which sources exist beyond its access.
 fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Plan>, ApiError> {
     let mut bad = Vec::new();
     let mut forbidden = Vec::new();
+    let sees_all = state
+        .sources
+        .keys()
+        .all(|s| caller.access.sources.contains_key(s));
+    let known = |s: &str| state.sources.contains_key(s) || !sees_all;
     for s in &req.sources {
-        if !state.sources.contains_key(s) {
+        if !known(s) {
             bad.push(ParamError::new("source", format!("unknown source `{s}`")));
         } else if !caller.access.sources.contains_key(s) {
             forbidden.push(format!("source `{s}`"));
@@ -44,7 +53,7 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
     let mut bare: BTreeSet<String> = BTreeSet::new();
     for a in &req.agents {
         match a.split_once('/') {
-            Some((src, id)) if state.sources.contains_key(src) => {
+            Some((src, id)) if known(src) => {
                 if !caller.access.allows_agent(src, id) {
                     forbidden.push(format!("agent `{a}`"));
                 }
@@ -147,16 +156,7 @@ struct Outcome {
     description = "Fans out to the caller's sources concurrently, normalizes and aggregates. \
 A single source failing is reported in `sources[]` (and `complete: false`), not as an HTTP error.",
     params(
-        ("start" = Option<String>, Query, description = "Inclusive start: RFC 3339 date-time, or YYYY-MM-DD (local midnight in `tz`). Default: 7 whole days before today in `tz`.", example = "2026-11-01"),
-        ("end" = Option<String>, Query, description = "Exclusive end, same forms as `start`. Default: today's local midnight.", example = "2026-11-08"),
-        ("tz" = Option<String>, Query, description = "IANA time zone for dates and bucket edges (DST-correct).", example = "Europe/Berlin"),
-        ("bucket" = Option<String>, Query, description = "none, hour, day, week (ISO, Monday), month.", example = "day"),
-        ("group_by" = Option<String>, Query, description = "Comma list of source, provider, agent, user, conversation, usage_type. Default source,agent; empty for totals only.", example = "source,agent"),
-        ("source" = Option<Vec<String>>, Query, description = "Only these sources (comma list or repeated)."),
-        ("provider" = Option<Vec<String>>, Query, description = "Only these providers: digitalocean, kibana, chatbotkit."),
-        ("agent" = Option<Vec<String>>, Query, description = "Only these agents: `<source>/<agent_id>` or a bare agent id."),
-        ("user" = Option<Vec<String>>, Query, description = "Only these users; sources without users are reported `skipped`."),
-        ("format" = Option<String>, Query, description = "json or csv (also chosen by `Accept: text/csv`).", example = "json"),
+        crate::query::UsageParams,
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer; 304 when unchanged."),
         ("Cache-Control" = Option<String>, Header, description = "`no-cache` refetches from the vendors (still coalesced)."),
     ),
@@ -319,6 +319,7 @@ async fn run(
             fetched_at: None,
             upstream_requests: 0,
             duration_ms: 0.0,
+            age_seconds: None,
             warnings: None,
             notes: Vec::new(),
             error: None,
@@ -339,15 +340,19 @@ async fn run(
         ));
         return outcome;
     };
-    let result = tokio::time::timeout_at(
-        deadline,
-        state.cache.fetch(&src, &req.windows, shape, refresh),
-    )
-    .await;
+    let result = state
+        .cache
+        .fetch(&src, &req.windows, shape, refresh, deadline)
+        .await;
     outcome.entry.duration_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     match result {
-        Ok(Ok(answer)) => {
-            src.record(Ok(()));
+        Ok(answer) => {
+            if let Some(stale) = &answer.stale {
+                tracing::warn!(source = %src.info.name, kind = stale.error.kind(), age_s = stale.age.as_secs(), "serving stale data");
+                outcome.entry.status = SourceStatus::Stale;
+                outcome.entry.age_seconds = Some(stale.age.as_secs());
+                outcome.entry.error = Some(Problem::from_provider(&stale.error));
+            }
             outcome.entry.cached = answer.cached;
             outcome.entry.upstream_requests = answer.upstream_requests;
             outcome.entry.fetched_at = answer
@@ -370,23 +375,17 @@ async fn run(
             outcome.entry.notes = notes;
             outcome.points = answer.entries;
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             if let ProviderError::InvalidQuery { message, .. } = &e {
                 outcome.invalid = Some(message.clone());
             }
             tracing::warn!(source = %src.info.name, kind = e.kind(), error = %e, "source failed");
-            src.record(Err(&e));
-            outcome.entry.status = SourceStatus::Error;
-            outcome.entry.error = Some(Problem::from_provider(&e));
-        }
-        Err(_) => {
-            let e = ProviderError::Timeout {
-                source_name: src.info.name.clone(),
-                elapsed: started.elapsed(),
+            outcome.entry.status = if matches!(e, ProviderError::Timeout { .. }) {
+                src.record(Err(&e));
+                SourceStatus::Timeout
+            } else {
+                SourceStatus::Error
             };
-            tracing::warn!(source = %src.info.name, "source missed the request deadline");
-            src.record(Err(&e));
-            outcome.entry.status = SourceStatus::Timeout;
             outcome.entry.error = Some(Problem::from_provider(&e));
         }
     }
@@ -410,8 +409,11 @@ fn negotiate(http: &HttpRequest) -> Format {
 /// Keys a rendered answer by what the caller may see and what it asked (never by caller alone,
 /// so a narrower caller can never receive a wider caller's answer).
 fn response_key(req: &UsageRequest, caller: &Caller, format: Format) -> u128 {
-    let text = format!("{:?}|{:?}|{:?}", caller.access, req, format);
-    xxh3_128(text.as_bytes())
+    // Hashes the values themselves: formatting them (`{:?}`) first cost more than the rest of
+    // a cache hit's lookup.
+    let mut h = Xxh3::new();
+    (&*caller.access, req, format).hash(&mut h);
+    h.digest128()
 }
 
 fn respond(http: &HttpRequest, r: &Rendered) -> HttpResponse {
