@@ -101,3 +101,51 @@ async fn metrics_series_move() {
     assert!(after.contains("cache_weighted_bytes{cache=\"windows\"}"));
     assert!(after.contains("http_requests_in_flight"));
 }
+
+#[actix_web::test]
+async fn one_json_line_per_request_and_per_upstream_call_with_the_request_id() {
+    let logs = crate::common::Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = harness("2s");
+    let app = app(&h).await;
+    let t = token("admin");
+    let req = test::TestRequest::get()
+        .uri(&format!("/v1/usage?{RANGE}&bucket=day"))
+        .insert_header(("Authorization", format!("Bearer {t}")))
+        .insert_header(("x-request-id", "log-test-1"))
+        .to_request();
+    assert_eq!(test::call_service(&app, req).await.status(), 200);
+    let lines: Vec<serde_json::Value> = logs
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let request: Vec<_> = lines.iter().filter(|l| l["message"] == "request").collect();
+    assert_eq!(request.len(), 1, "{lines:#?}");
+    let r = request[0];
+    assert_eq!(r["route"], "/v1/usage");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["sub"], "admin");
+    assert!(r["latency_ms"].is_number());
+    assert_eq!(r["span"]["request_id"], "log-test-1");
+    let upstream: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "upstream call")
+        .collect();
+    assert_eq!(upstream.len(), 2, "one per source: {lines:#?}");
+    for u in upstream {
+        assert_eq!(u["outcome"], "ok");
+        assert_eq!(u["attempt"], 1);
+        assert!(u["duration_ms"].is_number());
+        assert_eq!(
+            u["span"]["request_id"], "log-test-1",
+            "upstream lines carry the request id"
+        );
+    }
+    assert!(!logs.text().contains(&t), "the token is never logged");
+}

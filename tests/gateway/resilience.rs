@@ -147,6 +147,22 @@ async fn retries_after_429_and_serves_stale_when_the_vendor_fails() {
     assert_eq!(v["sources"][0]["status"], "ok", "{v:#}");
     let (_, sources) = get(&gw, "/v1/sources").await;
     assert_eq!(sources["sources"][0]["circuit"], "closed");
+    let metrics = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("upstream_retries_total{source=\"do\"}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("circuit_state{source=\"do\"} 0"),
+        "{metrics}"
+    );
 
     // Without any cached data a failing vendor is an error (502 with one source).
     do_sim.faults().set_error_rate(1.0);

@@ -1,8 +1,6 @@
 //! Secrets (vendor credentials, the HS256 secret, callers' tokens) never show in logs, error
 //! bodies, `/v1/sources`, `/v1/agents`, `/metrics` or `Debug` output, even while vendors fail.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::middleware::from_fn;
@@ -16,32 +14,13 @@ use usage_gateway::registry::build_providers;
 use usage_gateway::state::AppState;
 use usage_sim::DataSpec;
 
+use crate::common::Captured;
+
 const HS_SECRET: &str = "SENTINEL-HS256-SECRET-5c1e-0123456789abcdef";
 const BAD_DO: &str = "SENTINEL-DO-TOKEN-5c1e";
 const BAD_KB_KEY: &str = "SENTINEL-KIBANA-KEY-5c1e";
 const BAD_KB_PASSWORD: &str = "SENTINEL-KIBANA-PASSWORD-5c1e";
 const BAD_CBK: &str = "SENTINEL-CBK-TOKEN-5c1e";
-
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 fn config_text(sims: &usage_sim::Simulators) -> String {
     let (d, k, c) = (

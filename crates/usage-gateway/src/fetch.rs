@@ -319,44 +319,48 @@ impl UsageCache {
         let init = async move {
             // Run the call in its own task so it finishes (and fills the cache) even when every
             // waiting request has hit its deadline.
-            let task = tokio::spawn(async move {
-                let mut q = UsageQuery::new(missing_windows.clone(), shape.dims.clone());
-                q.agents.clone_from(&shape.agents);
-                q.users.clone_from(&shape.users);
-                let result = src.resilient.usage(&q, deadline).await;
-                src.record(result.as_ref().map(|_| ()));
-                let batch = result?;
-                let now = Utc::now();
-                let mut per_window: Vec<Vec<UsagePoint>> = vec![Vec::new(); missing_windows.len()];
-                for p in batch.points {
-                    if let Ok(i) = missing_windows.binary_search(&p.window) {
-                        per_window[i].push(p);
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let mut q = UsageQuery::new(missing_windows.clone(), shape.dims.clone());
+                    q.agents.clone_from(&shape.agents);
+                    q.users.clone_from(&shape.users);
+                    let result = src.resilient.usage(&q, deadline).await;
+                    src.record(result.as_ref().map(|_| ()));
+                    let batch = result?;
+                    let now = Utc::now();
+                    let mut per_window: Vec<Vec<UsagePoint>> =
+                        vec![Vec::new(); missing_windows.len()];
+                    for p in batch.points {
+                        if let Ok(i) = missing_windows.binary_search(&p.window) {
+                            per_window[i].push(p);
+                        }
                     }
-                }
-                let mut out = Vec::with_capacity(per_window.len());
-                for (w, points) in missing_windows.iter().zip(per_window) {
-                    let entry = Arc::new(WindowEntry {
-                        points,
-                        fetched_at: now,
-                        // Under conversation attribution a past window changes whenever one of
-                        // its conversations continues, so no window of such a source is closed.
-                        closed: exact && this.is_closed(w, now),
-                        warnings: batch
-                            .warnings
-                            .as_ref()
-                            .map(|m| m.get(w).copied().unwrap_or(0)),
-                        notes: batch.notes.clone(),
-                    });
-                    let key = WindowKey {
-                        source: src_name.clone(),
-                        shape: shape.clone(),
-                        window: *w,
-                    };
-                    this.windows.insert(key, entry.clone()).await;
-                    out.push(entry);
-                }
-                Ok::<_, ProviderError>(Arc::new((out, batch.upstream_requests)))
-            });
+                    let mut out = Vec::with_capacity(per_window.len());
+                    for (w, points) in missing_windows.iter().zip(per_window) {
+                        let entry = Arc::new(WindowEntry {
+                            points,
+                            fetched_at: now,
+                            // Under conversation attribution a past window changes whenever one of
+                            // its conversations continues, so no window of such a source is closed.
+                            closed: exact && this.is_closed(w, now),
+                            warnings: batch
+                                .warnings
+                                .as_ref()
+                                .map(|m| m.get(w).copied().unwrap_or(0)),
+                            notes: batch.notes.clone(),
+                        });
+                        let key = WindowKey {
+                            source: src_name.clone(),
+                            shape: shape.clone(),
+                            window: *w,
+                        };
+                        this.windows.insert(key, entry.clone()).await;
+                        out.push(entry);
+                    }
+                    Ok::<_, ProviderError>(Arc::new((out, batch.upstream_requests)))
+                },
+                tracing::Span::current(),
+            ));
             task.await.map_err(|e| ProviderError::Transport {
                 source_name: "gateway".into(),
                 message: format!("provider task failed: {e}"),
