@@ -67,6 +67,8 @@ fn init_logs(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // 16k lines of slack (0.5 MiB) instead of the default 128k (4 MiB, allocated up front).
+        .buffered_lines_limit(16_384)
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

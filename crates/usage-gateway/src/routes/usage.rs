@@ -289,7 +289,8 @@ pub async fn get_usage(
     let rendered = Arc::new(Rendered {
         content_type,
         etag: format!("\"{:032x}\"", xxh3_128(&body)),
-        body: Bytes::from(body),
+        // Without the serializer's unused capacity, which the weigher would not see.
+        body: Bytes::from(body.into_boxed_slice()),
         max_age,
         complete,
     });

@@ -1,0 +1,260 @@
+//! The in-process load generator for scenarios that need a different URL per request, a
+//! simultaneous burst, or a check of every body: closed-loop workers and one-shot bursts on
+//! 127.0.0.1, bounded in count and time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::join_all;
+use reqwest::StatusCode;
+
+use crate::stats::Summary;
+
+/// Builds the HTTP client of the load generator: no proxy, HTTP/1.1 keep-alive, enough idle
+/// connections for the largest burst.
+pub fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .pool_max_idle_per_host(2048)
+        .pool_idle_timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(120))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// One answer as the checks see it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: StatusCode,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Sends one request and reads the whole body; `None` on a transport error.
+async fn send(req: reqwest::RequestBuilder) -> Option<Answer> {
+    let r = req.send().await.ok()?;
+    let status = r.status();
+    let body = r.bytes().await.ok()?;
+    Some(Answer { status, body })
+}
+
+/// Limits of a closed-loop run: it stops at whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Most requests.
+    pub requests: u64,
+    /// Longest run.
+    pub time: Duration,
+}
+
+/// Runs `concurrency` workers that each send the next request (numbered from 0) as soon as the
+/// previous one answered, until `bound`; a request fails when `check` rejects its answer.
+pub async fn closed_loop<M, C>(concurrency: usize, bound: Bound, make: M, check: C) -> Summary
+where
+    M: Fn(u64) -> reqwest::RequestBuilder,
+    C: Fn(&Answer) -> bool,
+{
+    let next = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let started = Instant::now();
+    let deadline = started + bound.time;
+    let workers = (0..concurrency).map(|_| async {
+        let mut samples = Vec::new();
+        loop {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= bound.requests {
+                break;
+            }
+            let t = Instant::now();
+            let ok = send(make(i)).await.is_some_and(|a| check(&a));
+            samples.push(t.elapsed());
+            if !ok {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        samples
+    });
+    let samples: Vec<Duration> = join_all(workers).await.into_iter().flatten().collect();
+    Summary::from_samples(samples, errors.into_inner(), started.elapsed())
+}
+
+/// Opens `n` keep-alive connections by sending `n` simultaneous requests to `url`.
+pub async fn preconnect(client: &reqwest::Client, url: &str, n: usize) -> Result<(), String> {
+    let answers = join_all((0..n).map(|_| send(client.get(url)))).await;
+    let failed = answers
+        .iter()
+        .filter(|a| !a.as_ref().is_some_and(|a| a.status.is_success()))
+        .count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} of {n} warm-up requests to {url} failed"))
+    }
+}
+
+/// Sends `n` requests at once and returns the summary and every answer (`None` for transport
+/// errors), in request order.
+pub async fn burst<M, C>(n: usize, make: M, check: C) -> (Summary, Vec<Option<Answer>>)
+where
+    M: Fn(u64) -> reqwest::RequestBuilder,
+    C: Fn(&Answer) -> bool,
+{
+    let started = Instant::now();
+    let requests: Vec<_> = (0..n as u64).map(&make).collect();
+    let results = join_all(requests.into_iter().map(|r| async {
+        let t = Instant::now();
+        let a = send(r).await;
+        (t.elapsed(), a)
+    }))
+    .await;
+    let wall = started.elapsed();
+    let errors = results
+        .iter()
+        .filter(|(_, a)| !a.as_ref().is_some_and(&check))
+        .count() as u64;
+    let samples = results.iter().map(|(d, _)| *d).collect();
+    (
+        Summary::from_samples(samples, errors, wall),
+        results.into_iter().map(|(_, a)| a).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+    use super::*;
+
+    /// Answers `/n/{i}` with `i`, and 500 for every seventh `i`; counts live connections' requests.
+    fn start(hits: Arc<AtomicUsize>) -> (String, actix_web::dev::ServerHandle) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(move || {
+            let hits = hits.clone();
+            App::new().route(
+                "/n/{i}",
+                web::get().to(move |req: HttpRequest| {
+                    let hits = hits.clone();
+                    async move {
+                        hits.fetch_add(1, Ordering::Relaxed);
+                        let i: u64 = req.match_info().query("i").parse().unwrap();
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        if i % 7 == 6 {
+                            HttpResponse::InternalServerError().finish()
+                        } else {
+                            HttpResponse::Ok().body(i.to_string())
+                        }
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        (format!("http://{addr}"), handle)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_loop_counts_requests_errors_and_checks_bodies() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (base, handle) = start(hits.clone());
+        let c = client().unwrap();
+        let s = closed_loop(
+            4,
+            Bound {
+                requests: 70,
+                time: Duration::from_secs(30),
+            },
+            |i| c.get(format!("{base}/n/{i}")),
+            |a| a.status.is_success(),
+        )
+        .await;
+        assert_eq!(s.requests, 70);
+        assert_eq!(s.errors, 10);
+        assert_eq!(hits.load(Ordering::Relaxed), 70);
+        assert!(s.p50 >= Duration::from_millis(5));
+        assert!(s.p99 >= s.p50 && s.rps > 0.0);
+        // A check on the body: only even numbers pass.
+        let s = closed_loop(
+            2,
+            Bound {
+                requests: 6,
+                time: Duration::from_secs(30),
+            },
+            |i| c.get(format!("{base}/n/{i}")),
+            |a| {
+                a.status.is_success()
+                    && std::str::from_utf8(&a.body)
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap()
+                        .is_multiple_of(2)
+            },
+        )
+        .await;
+        assert_eq!((s.requests, s.errors), (6, 3));
+        handle.stop(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_time_bound_stops_a_run() {
+        let (base, handle) = start(Arc::new(AtomicUsize::new(0)));
+        let c = client().unwrap();
+        let started = Instant::now();
+        let s = closed_loop(
+            1,
+            Bound {
+                requests: u64::MAX,
+                time: Duration::from_millis(200),
+            },
+            |_| c.get(format!("{base}/n/0")),
+            |a| a.status.is_success(),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(s.requests >= 1 && s.errors == 0);
+        handle.stop(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bursts_keep_request_order_and_transport_errors_count() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (base, handle) = start(hits.clone());
+        let c = client().unwrap();
+        preconnect(&c, &format!("{base}/n/1"), 20).await.unwrap();
+        let (s, answers) = burst(
+            20,
+            |i| c.get(format!("{base}/n/{i}")),
+            |a| a.status.is_success(),
+        )
+        .await;
+        assert_eq!(s.requests, 20);
+        assert_eq!(s.errors, 2); // 6 and 13
+        for (i, a) in answers.iter().enumerate() {
+            let a = a.as_ref().unwrap();
+            if a.status.is_success() {
+                assert_eq!(a.body, Bytes::from(i.to_string()));
+            }
+        }
+        handle.stop(false).await;
+        // Nothing listens any more: every request is a transport error.
+        let (s, answers) = burst(3, |i| c.get(format!("{base}/n/{i}")), |_| true).await;
+        assert_eq!(s.errors, 3);
+        assert!(answers.iter().all(Option::is_none));
+        assert!(preconnect(&c, &format!("{base}/n/1"), 2).await.is_err());
+    }
+}

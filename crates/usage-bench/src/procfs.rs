@@ -1,0 +1,136 @@
+//! Memory and CPU time of a process, read from `/proc/<pid>/status` and `/proc/<pid>/stat`.
+
+use std::io;
+use std::process::Command;
+use std::time::Duration;
+
+/// Resident memory of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident set size now, in bytes.
+    pub rss: u64,
+    /// `VmHWM`: the highest resident set size so far, in bytes.
+    pub hwm: u64,
+}
+
+/// Reads `VmRSS` and `VmHWM` of `pid`.
+pub fn memory(pid: u32) -> io::Result<Memory> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_status(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/status has no VmRSS/VmHWM"),
+        )
+    })
+}
+
+/// Parses the `VmRSS:` and `VmHWM:` lines (in kB) of a `/proc/<pid>/status` text.
+pub fn parse_status(text: &str) -> Option<Memory> {
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let mut parts = line[name.len()..].split_whitespace();
+        let n: u64 = parts.next()?.parse().ok()?;
+        match parts.next() {
+            Some("kB") | None => Some(n * 1024),
+            Some(_) => None,
+        }
+    };
+    Some(Memory {
+        rss: field("VmRSS:")?,
+        hwm: field("VmHWM:")?,
+    })
+}
+
+/// Reads the user plus system CPU time `pid` has used so far (all its threads).
+pub fn cpu_time(pid: u32, ticks_per_second: u64) -> io::Result<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = parse_stat_ticks(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat has no utime/stime"),
+        )
+    })?;
+    Ok(ticks_to_duration(ticks, ticks_per_second))
+}
+
+/// Returns `utime + stime` (fields 14 and 15, in clock ticks) of a `/proc/<pid>/stat` line.
+///
+/// The command name (field 2) may hold spaces and parentheses, so fields are counted from the
+/// last `)`.
+pub fn parse_stat_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    // After `)`: field 3 (state) is index 0, so field n is index n - 3.
+    let mut fields = rest.split_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Converts clock ticks to a duration.
+pub fn ticks_to_duration(ticks: u64, ticks_per_second: u64) -> Duration {
+    let per = ticks_per_second.max(1);
+    Duration::from_secs(ticks / per) + Duration::from_nanos((ticks % per) * 1_000_000_000 / per)
+}
+
+/// Asks `getconf CLK_TCK` for the clock tick rate of `/proc/<pid>/stat` (100 when it cannot).
+pub fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &u64| n > 0)
+        .unwrap_or(100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_lines_in_kilobytes() {
+        let text =
+            "Name:\tusage-gateway\nVmPeak:\t  900 kB\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(
+            parse_status(text),
+            Some(Memory {
+                rss: 10_240 * 1024,
+                hwm: 20_480 * 1024
+            })
+        );
+        assert_eq!(parse_status("Name:\tx\nVmRSS:\t1 kB\n"), None);
+        assert_eq!(parse_status("VmRSS:\t1 MB\nVmHWM:\t1 kB\n"), None);
+    }
+
+    #[test]
+    fn counts_stat_fields_after_the_command_name() {
+        // A command name with spaces and a `)` must not shift the fields.
+        let line = "4242 (odd) name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 9 0 100 1000000 2500 18446744073709551615";
+        assert_eq!(parse_stat_ticks(line), Some(325));
+        assert_eq!(parse_stat_ticks("4242 (x) S 1 2"), None);
+        assert_eq!(parse_stat_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        let m = memory(pid).unwrap();
+        assert!(m.rss > 0 && m.hwm >= m.rss);
+        // Burn a little CPU so that at least one tick is recorded.
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(60) {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        }
+        assert_ne!(x, 1);
+        assert!(cpu_time(pid, clock_ticks_per_second()).unwrap() > Duration::ZERO);
+    }
+
+    #[test]
+    fn converts_ticks() {
+        assert_eq!(ticks_to_duration(250, 100), Duration::from_millis(2500));
+        assert_eq!(ticks_to_duration(3, 1000), Duration::from_millis(3));
+    }
+}

@@ -1,0 +1,1041 @@
+//! The five scenarios of issue 9. Each starts the simulators it needs in-process, a gateway
+//! subprocess on a generated config, drives its load and returns its table lines.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde_json::Value;
+use usage_sim::{DataSpec, Dataset, DoOptions, SimHandle, TruthFilter};
+
+use crate::baseline::{self, Canned};
+use crate::gateway::{ConfigSpec, Gateway, SourceTable, free_addr};
+use crate::load::{self, Answer, Bound};
+use crate::oha::{Oha, Run};
+use crate::report::{Row, Target};
+use crate::stats::{Summary, mib, ms};
+
+const MIB: u64 = 1024 * 1024;
+
+/// What every scenario shares.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The release `usage-gateway` binary.
+    pub bin: PathBuf,
+    /// Where configs and gateway logs go.
+    pub dir: PathBuf,
+    /// The JWT secret of this run.
+    pub secret: String,
+    /// Relative noise margin.
+    pub margin: f64,
+    /// Actix workers of the gateway and of the baseline.
+    pub workers: usize,
+    /// Length of each throughput run.
+    pub duration: Duration,
+    /// The load generator of scenario 1 (`None` when scenario 1 is not run).
+    pub oha: Option<Oha>,
+    /// The client for control requests.
+    pub client: reqwest::Client,
+    /// `RUST_LOG` of the gateway (`info` as deployed).
+    pub log_filter: String,
+}
+
+fn io_err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// Formats an instant as RFC 3339 with a `Z`.
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn midnight(d: NaiveDate) -> DateTime<Utc> {
+    d.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+/// Reports whether an answer is a `200` whose JSON says `"complete": true`.
+pub fn complete(a: &Answer) -> bool {
+    a.status.is_success()
+        && serde_json::from_slice::<Value>(&a.body)
+            .ok()
+            .and_then(|v| v.get("complete").and_then(Value::as_bool))
+            == Some(true)
+}
+
+/// Returns `sources[].upstream_requests` of a `/v1/usage` body by source name.
+pub fn upstream_requests(body: &[u8]) -> Option<BTreeMap<String, u64>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("sources")?
+        .as_array()?
+        .iter()
+        .map(|s| {
+            Some((
+                s.get("source")?.as_str()?.to_owned(),
+                s.get("upstream_requests")?.as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+/// Returns `totals[]` of a `/v1/usage` body as `unit → total_tokens`.
+pub fn totals(body: &[u8]) -> Option<BTreeMap<String, u64>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("totals")?
+        .as_array()?
+        .iter()
+        .map(|t| {
+            Some((
+                t.get("unit")?.as_str()?.to_owned(),
+                t.get("total_tokens")?.as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+async fn fetch(client: &reqwest::Client, url: &str, auth: &str) -> Result<Answer, String> {
+    let r = client
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let a = Answer { status, body };
+    if !complete(&a) {
+        return Err(format!(
+            "GET {url} answered {status} ({headers:?}): {}",
+            String::from_utf8_lossy(&a.body)
+        ));
+    }
+    Ok(a)
+}
+
+fn do_source(s: &SimHandle) -> SourceTable {
+    SourceTable::new("do", "digitalocean", &s.base_url).string("token", usage_sim::DO_TOKEN)
+}
+
+fn kibana_source(s: &SimHandle) -> SourceTable {
+    SourceTable::new("kibana", "kibana", &s.base_url).string("api_key", usage_sim::KIBANA_API_KEY)
+}
+
+fn cbk_source(s: &SimHandle) -> SourceTable {
+    SourceTable::new("cbk", "chatbotkit", &s.base_url).string("token", usage_sim::CBK_TOKEN)
+}
+
+impl Ctx {
+    fn config(
+        &self,
+        cache_max_bytes: u64,
+        sources: Vec<SourceTable>,
+    ) -> Result<ConfigSpec, String> {
+        Ok(ConfigSpec {
+            listen: free_addr().map_err(io_err("no free port"))?,
+            workers: self.workers,
+            cache_max_bytes,
+            request_timeout_secs: 120,
+            sources,
+        })
+    }
+
+    async fn gateway(&self, name: &str, spec: &ConfigSpec) -> Result<(Gateway, String), String> {
+        let gw = Gateway::start(
+            &self.bin,
+            &self.dir,
+            name,
+            spec,
+            &self.secret,
+            &self.log_filter,
+            &self.client,
+        )
+        .await?;
+        let token = gw.token(&self.bin, &self.secret)?;
+        Ok((gw, format!("Bearer {token}")))
+    }
+
+    async fn oha(&self, url: &str, auth: &str, duration: Duration) -> Result<Summary, String> {
+        let oha = self
+            .oha
+            .clone()
+            .ok_or("scenario 1 needs oha, which was not set up")?;
+        let url = url.to_owned();
+        let headers = vec![format!("Authorization: {auth}")];
+        tokio::task::spawn_blocking(move || {
+            oha.run(&Run {
+                url: &url,
+                connections: 32,
+                duration,
+                headers: &headers,
+            })
+        })
+        .await
+        .map_err(|e| format!("oha task: {e}"))?
+    }
+}
+
+/// Scenario 1: warm `GET /v1/usage` over three sources (about 4 KB, JWT verified on every
+/// request) against a bare actix handler answering the same bytes: the median ratio of five
+/// back-to-back pairs of runs.
+pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
+    let now = Utc::now();
+    let sims = usage_sim::start_all(&DataSpec::small(now))
+        .await
+        .map_err(io_err("simulators"))?;
+    let spec = ctx.config(
+        64 * MIB,
+        vec![
+            do_source(&sims.digitalocean),
+            kibana_source(&sims.kibana),
+            cbk_source(&sims.chatbotkit),
+        ],
+    )?;
+    let (gw, auth) = ctx.gateway("s1-cache-hit", &spec).await?;
+    let today = now.date_naive();
+    let url = format!(
+        "{}/v1/usage?start={}&end={}&bucket=week&group_by=source,agent",
+        gw.base,
+        today - chrono::Days::new(7),
+        today
+    );
+    let cold = fetch(&ctx.client, &url, &auth).await?;
+    // The warm answer, headers included, is what the baseline serves.
+    let warm = ctx
+        .client
+        .get(&url)
+        .header("authorization", &auth)
+        .send()
+        .await
+        .map_err(|e| format!("warm GET: {e}"))?;
+    let headers: Vec<(HeaderName, HeaderValue)> = warm
+        .headers()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "content-length" | "date"))
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.as_str().as_bytes()).ok()?,
+                HeaderValue::from_bytes(v.as_bytes()).ok()?,
+            ))
+        })
+        .collect();
+    let body = warm.bytes().await.map_err(|e| format!("warm GET: {e}"))?;
+    if body != cold.body {
+        return Err(
+            "the warm answer differs from the cold one: the response cache did not answer".into(),
+        );
+    }
+    let base = baseline::start(
+        ctx.workers,
+        Canned {
+            headers,
+            body: body.clone(),
+        },
+    )
+    .map_err(io_err("baseline"))?;
+    let base_url = format!("{}/v1/usage", base.base);
+    let same = ctx
+        .client
+        .get(&base_url)
+        .send()
+        .await
+        .map_err(|e| format!("baseline GET: {e}"))?
+        .bytes()
+        .await
+        .map_err(|e| format!("baseline GET: {e}"))?;
+    if same != body {
+        return Err("the baseline does not answer the gateway's bytes".into());
+    }
+    let lookups = gw.metric(&ctx.client, "cache_lookups_total", "").await?;
+    println!(
+        "  body {} bytes; 1 s warm-up each, then {ROUNDS} rounds of gateway and baseline runs of {} s",
+        body.len(),
+        ctx.duration.as_secs_f64()
+    );
+    ctx.oha(&url, &auth, Duration::from_secs(1)).await?;
+    ctx.oha(&base_url, &auth, Duration::from_secs(1)).await?;
+    let me = std::process::id();
+    let ticks = crate::procfs::clock_ticks_per_second();
+    let own_cpu = || crate::procfs::cpu_time(me, ticks).map_err(io_err("own CPU time"));
+    let (mut gateway_cpu, mut baseline_cpu) = (Duration::ZERO, Duration::ZERO);
+    // Pairs of back-to-back runs, alternating which goes first; the figure is the median of the
+    // pairs' ratios, so that a burst of load from elsewhere skews one pair, not the figure.
+    let mut pairs: Vec<(Summary, Summary)> = Vec::new();
+    for round in 0..ROUNDS {
+        let mut g = None;
+        let mut b = None;
+        for gateway_turn in [round % 2 == 0, round % 2 == 1] {
+            if gateway_turn {
+                let c = gw.cpu()?;
+                let run = ctx.oha(&url, &auth, ctx.duration).await?;
+                gateway_cpu += gw.cpu()?.saturating_sub(c);
+                g = Some(run);
+            } else {
+                // The baseline runs in this process, where the simulators sit idle meanwhile.
+                let c = own_cpu()?;
+                let run = ctx.oha(&base_url, &auth, ctx.duration).await?;
+                baseline_cpu += own_cpu()?.saturating_sub(c);
+                b = Some(run);
+            }
+        }
+        let (g, b) = (g.unwrap_or_default(), b.unwrap_or_default());
+        println!(
+            "  round {}: gateway {:>6.0} req/s (p50 {}, p99 {}), baseline {:>6.0} req/s (p50 {}, p99 {}): {:.2}",
+            round + 1,
+            g.rps,
+            ms(g.p50),
+            ms(g.p99),
+            b.rps,
+            ms(b.p50),
+            ms(b.p99),
+            ratio(&g, &b)
+        );
+        pairs.push((g, b));
+    }
+    let lookups_after = gw.metric(&ctx.client, "cache_lookups_total", "").await?;
+    base.stop().await;
+    gw.stop();
+    sims.stop().await;
+
+    let requests = |pick: fn(&(Summary, Summary)) -> &Summary| -> u64 {
+        pairs.iter().map(|p| pick(p).requests).sum()
+    };
+    let served = requests(|p| &p.0);
+    let cpu_figure = format!(
+        "CPU per request: gateway {:.1} us, baseline {:.1} us",
+        gateway_cpu.as_secs_f64() * 1e6 / served.max(1) as f64,
+        baseline_cpu.as_secs_f64() * 1e6 / requests(|p| &p.1).max(1) as f64
+    );
+    println!("  {cpu_figure}");
+    pairs.sort_by(|x, y| ratio(&x.0, &x.1).total_cmp(&ratio(&y.0, &y.1)));
+    let all: Vec<String> = pairs
+        .iter()
+        .map(|(g, b)| format!("{:.2}", ratio(g, b)))
+        .collect();
+    let (g, b) = pairs.swap_remove(pairs.len() / 2);
+    let median = ratio(&g, &b);
+    let extra_lookups = (lookups_after - lookups).max(0.0);
+    Ok(vec![
+        Row::info(
+            "1 cache hit: baseline actix handler, same bytes",
+            Some(b),
+            format!("{} B body", body.len()),
+        ),
+        Row::judged(
+            "1 cache hit: gateway, JWT verified per request",
+            Some(g),
+            (
+                format!(
+                    "{median:.2} x baseline req/s (median of {})",
+                    all.join(", ")
+                ),
+                median,
+            ),
+            (">= 0.70 x baseline".into(), Target::AtLeast(0.7)),
+            ctx.margin,
+        ),
+        Row::info("1 cache hit (same runs)", None, cpu_figure),
+        Row::judged(
+            "1 repeated query: window-cache lookups",
+            None,
+            (
+                format!("{extra_lookups:.0} (no re-aggregation in {served} requests)"),
+                extra_lookups,
+            ),
+            ("0".into(), Target::Exactly(0.0)),
+            ctx.margin,
+        ),
+    ])
+}
+
+/// Back-to-back gateway/baseline pairs in scenario 1.
+const ROUNDS: usize = 5;
+
+fn ratio(gateway: &Summary, baseline: &Summary) -> f64 {
+    if baseline.rps > 0.0 {
+        gateway.rps / baseline.rps
+    } else {
+        0.0
+    }
+}
+
+/// Scenario 2: three sources at 50 ms, 32 concurrent requests, each with its own query range
+/// (and `Cache-Control: no-cache`), so no request is answered from the gateway's caches or
+/// joined to another one's upstream call.
+pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
+    const LATENCY: Duration = Duration::from_millis(50);
+    let now = Utc::now();
+    let data = Arc::new(Dataset::generate(&DataSpec::small(now)));
+    // The simulator's per-token budget (250/min) is lifted: this scenario sends ~100x that.
+    let unlimited = DoOptions {
+        rate_limit_per_minute: 0,
+    };
+    let do_sim = usage_sim::start_digitalocean(data.clone(), unlimited, None)
+        .await
+        .map_err(io_err("DigitalOcean simulator"))?;
+    let kb_sim = usage_sim::start_kibana(data.clone(), None)
+        .await
+        .map_err(io_err("Kibana simulator"))?;
+    let cbk_sim = usage_sim::start_chatbotkit(data.clone(), None)
+        .await
+        .map_err(io_err("ChatBotKit simulator"))?;
+    for s in [&do_sim, &kb_sim, &cbk_sim] {
+        s.faults().set_latency(LATENCY, Duration::ZERO);
+    }
+    let bots: Vec<String> = data
+        .chatbotkit
+        .bots()
+        .iter()
+        .map(|b| b.id.clone())
+        .collect();
+    let spec = ctx.config(
+        64 * MIB,
+        vec![
+            // The source's own budget and concurrency cap are raised above the offered load
+            // (32 requests x 4 agents in flight), so the figure is the gateway's, not a queue.
+            do_source(&do_sim)
+                .raw("rate_limit_per_minute", "1000000")
+                .raw("max_concurrency", "256"),
+            kibana_source(&kb_sim),
+            // Named bots: one `/usage/fetch` per bot and window, all at once.
+            cbk_source(&cbk_sim).list("agents", &bots),
+        ],
+    )?;
+    let (gw, auth) = ctx.gateway("s2-fan-out", &spec).await?;
+    let origin = midnight(now.date_naive() - chrono::Days::new(60));
+    let client = load::client()?;
+    // Request i asks for the day starting i minutes after `from`.
+    let make = |from: DateTime<Utc>, i: u64| {
+        let start = from + chrono::Duration::minutes(i64::try_from(i).unwrap_or(i64::MAX));
+        let end = start + chrono::Duration::days(1);
+        client
+            .get(format!(
+                "{}/v1/usage?start={}&end={}&group_by=source,agent",
+                gw.base,
+                rfc3339(start),
+                rfc3339(end)
+            ))
+            .header("authorization", &auth)
+            .header("cache-control", "no-cache")
+    };
+    // Warm-up: connections, agent discovery and Kibana's scan back to two days before the
+    // measured ranges, which it never asks for.
+    let warm = load::closed_loop(
+        32,
+        Bound {
+            requests: 96,
+            time: Duration::from_secs(30),
+        },
+        |i| make(origin - chrono::Duration::days(2), i),
+        complete,
+    )
+    .await;
+    if warm.errors > 0 {
+        return Err(format!("{} of 96 warm-up requests failed", warm.errors));
+    }
+    // The floor: the same load straight at one vendor call (what the gateway waits for at best).
+    let agent = data
+        .digitalocean
+        .agents()
+        .first()
+        .map(|a| a.uuid.clone())
+        .ok_or("no DigitalOcean agent")?;
+    let direct = load::closed_loop(
+        32,
+        Bound {
+            requests: 50_000,
+            time: Duration::from_secs(3),
+        },
+        |_| {
+            client
+                .get(format!(
+                    "{}/v2/gen-ai/agents/{agent}/usage?start={}&stop={}",
+                    do_sim.base_url,
+                    rfc3339(origin),
+                    rfc3339(origin + chrono::Duration::days(1))
+                ))
+                .bearer_auth(usage_sim::DO_TOKEN)
+        },
+        |a| a.status.is_success(),
+    )
+    .await;
+    for s in [&do_sim, &kb_sim, &cbk_sim] {
+        s.reset_calls();
+    }
+    let s = load::closed_loop(
+        32,
+        Bound {
+            requests: 50_000,
+            time: Duration::from_secs(10),
+        },
+        |i| make(origin, i),
+        complete,
+    )
+    .await;
+    let n = s.requests.max(1) as f64;
+    let per = |c: u64| c as f64 / n;
+    let fanned = format!(
+        "vendor requests per request: do {:.2}, cbk {:.2}, kibana {:.2}",
+        per(do_sim.calls("do.usage")),
+        per(cbk_sim.calls("cbk.bot_usage")),
+        per(kb_sim.calls("kibana.consumption")),
+    );
+    gw.stop();
+    for sim in [do_sim, kb_sim, cbk_sim] {
+        sim.stop().await;
+    }
+    let p50 = s.p50.as_secs_f64() * 1000.0;
+    let p99 = s.p99.as_secs_f64() * 1000.0;
+    Ok(vec![
+        Row::judged(
+            "2 fan-out: 3 sources x 50 ms, 32 concurrent, unique ranges",
+            Some(s.clone()),
+            (format!("p50 {}", ms(s.p50)), p50),
+            ("p50 <= 53 ms".into(), Target::AtMost(53.0)),
+            ctx.margin,
+        ),
+        Row::judged(
+            "2 fan-out (same run)",
+            None,
+            (format!("p99 {}", ms(s.p99)), p99),
+            ("p99 <= 65 ms".into(), Target::AtMost(65.0)),
+            ctx.margin,
+        ),
+        Row::info("2 fan-out (same run)", None, fanned),
+        Row::info(
+            "2 floor: one vendor call, 50 ms, 32 concurrent, direct",
+            Some(direct.clone()),
+            format!(
+                "gateway overhead over the floor: p50 +{}, p99 +{}",
+                ms(s.p50.saturating_sub(direct.p50)),
+                ms(s.p99.saturating_sub(direct.p99))
+            ),
+        ),
+    ])
+}
+
+/// Scenario 3: 500 simultaneous identical cold requests; every vendor request must be sent
+/// once (the simulators' counters equal what one provider call reports).
+pub async fn coalescing(ctx: &Ctx) -> Result<Vec<Row>, String> {
+    const N: usize = 500;
+    let now = Utc::now();
+    let sims = usage_sim::start_all(&DataSpec::small(now))
+        .await
+        .map_err(io_err("simulators"))?;
+    // A slow vendor keeps the first call in flight while all 500 requests arrive.
+    for s in [&sims.digitalocean, &sims.kibana, &sims.chatbotkit] {
+        s.faults()
+            .set_latency(Duration::from_millis(100), Duration::ZERO);
+    }
+    let spec = ctx.config(
+        64 * MIB,
+        vec![
+            do_source(&sims.digitalocean),
+            kibana_source(&sims.kibana),
+            cbk_source(&sims.chatbotkit),
+        ],
+    )?;
+    let (gw, auth) = ctx.gateway("s3-coalescing", &spec).await?;
+    let client = load::client()?;
+    load::preconnect(&client, &format!("{}/healthz", gw.base), N).await?;
+    let today = now.date_naive();
+    let days = 7;
+    let url = format!(
+        "{}/v1/usage?start={}&end={}&bucket=day&group_by=source,agent",
+        gw.base,
+        today - chrono::Days::new(days),
+        today
+    );
+    for s in [&sims.digitalocean, &sims.kibana, &sims.chatbotkit] {
+        s.reset_calls();
+    }
+    let (s, answers) = load::burst(
+        N,
+        |_| client.get(&url).header("authorization", &auth),
+        complete,
+    )
+    .await;
+    // Every answer must report the same upstream requests: those of the one shared call.
+    let reported: Vec<BTreeMap<String, u64>> = answers
+        .iter()
+        .flatten()
+        .filter_map(|a| upstream_requests(&a.body))
+        .collect();
+    let first = reported.first().cloned().unwrap_or_default();
+    let disagreeing = reported.iter().filter(|r| **r != first).count();
+    let observed = BTreeMap::from([
+        ("cbk".to_owned(), sims.chatbotkit.total_calls()),
+        ("do".to_owned(), sims.digitalocean.total_calls()),
+        ("kibana".to_owned(), sims.kibana.total_calls()),
+    ]);
+    // Independently of what the gateway reports: one DigitalOcean usage call per agent and day.
+    let do_agents = sims.data.digitalocean.agents().len() as u64;
+    let do_usage = sims.digitalocean.calls("do.usage");
+    let expected_do_usage = do_agents * days;
+    gw.stop();
+    sims.stop().await;
+
+    let observed_total: u64 = observed.values().sum();
+    let expected_total: u64 = first.values().sum();
+    let detail = observed
+        .iter()
+        .map(|(k, v)| format!("{k} {v}/{}", first.get(k).copied().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut rows = vec![Row::judged(
+        "3 coalescing: 500 identical cold requests at once",
+        Some(s),
+        (
+            format!("{observed_total} vendor requests ({detail}) for {N} requests"),
+            observed_total as f64,
+        ),
+        (
+            format!("{expected_total} = one call's requests"),
+            Target::Exactly(expected_total as f64),
+        ),
+        ctx.margin,
+    )];
+    rows.push(Row::judged(
+        "3 coalescing (same burst)",
+        None,
+        (
+            format!("do.usage {do_usage}, {disagreeing} answers disagree"),
+            // Any disagreeing answer fails the line whatever the count.
+            if disagreeing == 0 {
+                do_usage as f64
+            } else {
+                f64::NAN
+            },
+        ),
+        (
+            format!("{expected_do_usage} = {do_agents} agents x {days} days, 0"),
+            Target::Exactly(expected_do_usage as f64),
+        ),
+        ctx.margin,
+    ));
+    if first.is_empty() || observed_total == 0 {
+        rows.push(Row::judged(
+            "3 coalescing: answers",
+            None,
+            ("no upstream request seen".into(), 0.0),
+            ("> 0".into(), Target::AtLeast(1.0)),
+            ctx.margin,
+        ));
+    }
+    Ok(rows)
+}
+
+/// The large data set of scenarios 4 and 5: Kibana and ChatBotKit simulators at 0 ms.
+pub struct BigSims {
+    data: Arc<Dataset>,
+    kibana: SimHandle,
+    cbk: SimHandle,
+    now: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for BigSims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BigSims")
+            .field("kibana", &self.kibana.base_url)
+            .field("cbk", &self.cbk.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BigSims {
+    /// Generates `DataSpec::bench` and starts the two simulators.
+    pub async fn start() -> Result<Self, String> {
+        let now = Utc::now();
+        let started = Instant::now();
+        let data = Arc::new(
+            tokio::task::spawn_blocking(move || Dataset::generate(&DataSpec::bench(now)))
+                .await
+                .map_err(|e| format!("data generation: {e}"))?,
+        );
+        println!(
+            "  generated the bench data set in {}",
+            ms(started.elapsed())
+        );
+        let kibana = usage_sim::start_kibana(data.clone(), None)
+            .await
+            .map_err(io_err("Kibana simulator"))?;
+        let cbk = usage_sim::start_chatbotkit(data.clone(), None)
+            .await
+            .map_err(io_err("ChatBotKit simulator"))?;
+        Ok(Self {
+            data,
+            kibana,
+            cbk,
+            now,
+        })
+    }
+
+    /// Stops the simulators.
+    pub async fn stop(self) {
+        self.kibana.stop().await;
+        self.cbk.stop().await;
+    }
+}
+
+/// Scenario 4: one Kibana agent with 20 000 conversations (200 pages) and ChatBotKit with
+/// 100 000 records, cold (CPU time, peak RSS) and then warm.
+pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
+    let agents = big.data.kibana.agents("default");
+    let agent = agents
+        .iter()
+        .max_by_key(|a| big.data.kibana.conversations("default", &a.id).len())
+        .ok_or("the bench data has no Kibana agent")?;
+    let conversations = big.data.kibana.conversations("default", &agent.id).len() as u64;
+    // What ChatBotKit sends: the provider asks for `type=BASE` records (the default
+    // `record_types`), and the simulator filters like the vendor.
+    let records = big
+        .data
+        .chatbotkit
+        .records()
+        .iter()
+        .filter(|r| r.usage_type == usage_sim::BASE_TYPE)
+        .count() as u64;
+    let spec = ctx.config(
+        64 * MIB,
+        vec![
+            kibana_source(&big.kibana).list("agents", std::slice::from_ref(&agent.id)),
+            cbk_source(&big.cbk),
+        ],
+    )?;
+    let (gw, auth) = ctx.gateway("s4-large", &spec).await?;
+    let start = midnight(big.now.date_naive() - chrono::Days::new(91));
+    let end = midnight(big.now.date_naive() + chrono::Days::new(1));
+    let url = format!(
+        "{}/v1/usage?start={}&end={}&bucket=day&group_by=source,agent",
+        gw.base,
+        rfc3339(start),
+        rfc3339(end)
+    );
+    let cpu0 = gw.cpu()?;
+    let t = Instant::now();
+    let cold = fetch(&ctx.client, &url, &auth).await?;
+    let wall = t.elapsed();
+    let cpu = gw.cpu()?.saturating_sub(cpu0);
+    let mem = gw.memory()?;
+    let sent = upstream_requests(&cold.body).unwrap_or_default();
+    // The answer must hold every record: compare with the simulators' ground truth.
+    let window = usage_core::Window::new(start, end);
+    let kb_truth = big
+        .data
+        .kibana
+        .truth("default", &TruthFilter::agent(&agent.id), window);
+    let cbk_truth = big.data.chatbotkit.truth(
+        &TruthFilter {
+            usage_type: Some(usage_sim::BASE_TYPE.to_owned()),
+            ..TruthFilter::default()
+        },
+        window,
+    );
+    let got = totals(&cold.body).unwrap_or_default();
+    let want = BTreeMap::from([
+        ("credits".to_owned(), cbk_truth),
+        (
+            "tokens".to_owned(),
+            kb_truth.input + kb_truth.output + kb_truth.other,
+        ),
+    ]);
+    let client = load::client()?;
+    let warm = load::closed_loop(
+        1,
+        Bound {
+            requests: 100,
+            time: Duration::from_secs(30),
+        },
+        |_| client.get(&url).header("authorization", &auth),
+        |a| a.status.is_success() && a.body == cold.body,
+    )
+    .await;
+    gw.stop();
+
+    let upstream: u64 = sent.values().sum();
+    let cold_load = Summary {
+        errors: u64::from(got != want),
+        ..Summary::from_samples(vec![wall], 0, wall)
+    };
+    let per_10k = cpu.as_secs_f64() * 1000.0 / ((conversations + records) as f64 / 10_000.0);
+    Ok(vec![
+        Row::judged(
+            "4 large data cold: 1 Kibana agent + ChatBotKit, 0 ms",
+            Some(cold_load),
+            (
+                format!(
+                    "CPU {} for {conversations} conversations + {records} records in {upstream} vendor requests: {per_10k:.1} ms / 10k",
+                    ms(cpu),
+                ),
+                per_10k,
+            ),
+            ("<= 20 ms / 10k records".into(), Target::AtMost(20.0)),
+            ctx.margin,
+        ),
+        Row::judged(
+            "4 large data cold (same request)",
+            None,
+            (
+                format!("peak RSS {}", mib(mem.hwm)),
+                mem.hwm as f64 / MIB as f64,
+            ),
+            ("<= 150 MiB".into(), Target::AtMost(150.0)),
+            ctx.margin,
+        ),
+        Row::judged(
+            "4 large data warm: same query, 100 sequential",
+            Some(warm.clone()),
+            (
+                format!("p99 {} ({} B body)", ms(warm.p99), cold.body.len()),
+                warm.p99.as_secs_f64() * 1000.0,
+            ),
+            ("<= 5 ms".into(), Target::AtMost(5.0)),
+            ctx.margin,
+        ),
+    ])
+}
+
+/// Zones whose offsets put hour boundaries at different instants (each gives new hourly
+/// windows), then whole-hour zones (new daily windows).
+const ZONES: [&str; 20] = [
+    "UTC",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Adelaide",
+    "America/St_Johns",
+    "Asia/Tehran",
+    "Asia/Yangon",
+    "Australia/Eucla",
+    "Pacific/Chatham",
+    "Asia/Kabul",
+    "Pacific/Marquesas",
+    "Europe/Berlin",
+    "Europe/Athens",
+    "Asia/Dubai",
+    "Asia/Tokyo",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "Pacific/Honolulu",
+];
+
+/// Groupings: every subset of the vendor dimensions, so each is a distinct query shape whose
+/// windows are distinct cache entries.
+const GROUPINGS: [&str; 16] = [
+    "source",
+    "source,agent",
+    "source,user",
+    "source,conversation",
+    "source,usage_type",
+    "source,agent,user",
+    "source,agent,conversation",
+    "source,agent,usage_type",
+    "source,user,conversation",
+    "source,user,usage_type",
+    "source,conversation,usage_type",
+    "source,agent,user,conversation",
+    "source,agent,user,usage_type",
+    "source,agent,conversation,usage_type",
+    "source,user,conversation,usage_type",
+    "source,agent,user,conversation,usage_type",
+];
+
+/// Scenario 5: start-up time and idle RSS of a fresh gateway, then RSS once dashboard-style
+/// queries (hourly and daily buckets, distinct groupings and time zones) have filled the cache
+/// to its byte budget.
+pub async fn footprint(ctx: &Ctx) -> Result<Vec<Row>, String> {
+    const BUDGET: u64 = 64 * MIB;
+    let now = Utc::now();
+    let sims = usage_sim::start_all(&DataSpec::small(now))
+        .await
+        .map_err(io_err("simulators"))?;
+    let spec = ctx.config(
+        BUDGET,
+        vec![kibana_source(&sims.kibana), cbk_source(&sims.chatbotkit)],
+    )?;
+    let (gw, auth) = ctx.gateway("s5-footprint", &spec).await?;
+    let startup = gw.startup;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = gw.memory()?;
+
+    // Query i: grouping i % 16, zone (i / 16) % 20, then an agent filter per round of 320
+    // (a filter is part of the cached shape). Hourly buckets over 83 days (under `max_buckets`)
+    // in the 11 zones with distinct hour boundaries, daily buckets over 90 days in the others.
+    let mut filters = vec![String::new()];
+    filters.extend(
+        sims.data
+            .kibana
+            .agents("default")
+            .iter()
+            .map(|a| format!("&agent=kibana/{}", a.id)),
+    );
+    filters.extend(
+        sims.data
+            .chatbotkit
+            .bots()
+            .iter()
+            .map(|b| format!("&agent=cbk/{}", b.id)),
+    );
+    let end = now.date_naive() + chrono::Days::new(1);
+    let per_round = (ZONES.len() * GROUPINGS.len()) as u64;
+    let url = |i: u64| {
+        let grouping = GROUPINGS[(i % GROUPINGS.len() as u64) as usize];
+        let z = (i / GROUPINGS.len() as u64) as usize % ZONES.len();
+        let filter = &filters[(i / per_round) as usize % filters.len()];
+        let (bucket, days) = if z < 11 { ("hour", 83) } else { ("day", 90) };
+        let start = end - chrono::Days::new(days);
+        format!(
+            "{}/v1/usage?start={start}&end={end}&bucket={bucket}&tz={}&group_by={grouping}{filter}",
+            gw.base, ZONES[z]
+        )
+    };
+    let client = load::client()?;
+    let fill_started = Instant::now();
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    let mut weighted;
+    let mut i = 0;
+    let goal = BUDGET as f64 * 0.9;
+    let max = per_round * filters.len() as u64;
+    // Fill to 90 % of the budget, then send half as many again (eviction churn).
+    let mut filled_at = None;
+    while i < max && fill_started.elapsed() < Duration::from_secs(120) {
+        let t = Instant::now();
+        let ok = client
+            .get(url(i))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        samples.push(t.elapsed());
+        errors += u64::from(!ok);
+        i += 1;
+        weighted = gw.metric(&client, "cache_weighted_bytes", "").await?;
+        match filled_at {
+            None if weighted >= goal => filled_at = Some(i),
+            Some(at) if i >= at + at / 2 => break,
+            _ => {}
+        }
+    }
+    let fill = Summary::from_samples(samples, errors, fill_started.elapsed());
+    // Let moka finish pending evictions before reading the figures.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let windows = gw
+        .metric(&client, "cache_weighted_bytes", "cache=\"windows\"")
+        .await?;
+    let responses = gw
+        .metric(&client, "cache_weighted_bytes", "cache=\"responses\"")
+        .await?;
+    weighted = windows + responses;
+    let entries = gw.metric(&client, "cache_entries", "").await?;
+    let filled = gw.memory()?;
+    gw.stop();
+    sims.stop().await;
+    println!(
+        "  {i} queries in {}: cache windows {} + responses {} in {entries:.0} entries; RSS {} (peak {})",
+        ms(fill.wall),
+        mib(windows as u64),
+        mib(responses as u64),
+        mib(filled.rss),
+        mib(filled.hwm)
+    );
+
+    let fill_pct = weighted / BUDGET as f64 * 100.0;
+    let fill_figure = match filled_at {
+        Some(at) => format!(
+            "cache {} of {} ({fill_pct:.0} %) after {at} queries, {i} sent",
+            mib(weighted as u64),
+            mib(BUDGET)
+        ),
+        None => format!(
+            "cache only reached {} of {} ({fill_pct:.0} %) after {i} queries",
+            mib(weighted as u64),
+            mib(BUDGET)
+        ),
+    };
+    let limit = (BUDGET + 60 * MIB) as f64 / MIB as f64;
+    Ok(vec![
+        Row::judged(
+            "5 footprint: start-up to ready",
+            None,
+            (ms(startup), startup.as_secs_f64() * 1000.0),
+            ("<= 200 ms".into(), Target::AtMost(200.0)),
+            ctx.margin,
+        ),
+        Row::judged(
+            "5 footprint: idle RSS after start",
+            None,
+            (mib(idle.rss), idle.rss as f64 / MIB as f64),
+            ("<= 30 MiB".into(), Target::AtMost(30.0)),
+            ctx.margin,
+        ),
+        Row::judged(
+            "5 footprint: fill the cache with distinct queries",
+            Some(fill),
+            (fill_figure, if filled_at.is_some() { 1.0 } else { 0.0 }),
+            (">= 90 % of the budget".into(), Target::AtLeast(1.0)),
+            0.0,
+        ),
+        Row::judged(
+            "5 footprint: RSS with the cache full",
+            None,
+            (
+                format!("RSS {} (peak {})", mib(filled.rss), mib(filled.hwm)),
+                filled.rss as f64 / MIB as f64,
+            ),
+            (
+                format!("<= budget + 60 MiB = {limit:.0} MiB"),
+                Target::AtMost(limit),
+            ),
+            ctx.margin,
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            body: bytes::Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn complete_means_200_and_complete_true() {
+        assert!(complete(&answer(200, r#"{"complete":true,"rows":[]}"#)));
+        assert!(!complete(&answer(200, r#"{"complete":false}"#)));
+        assert!(!complete(&answer(502, r#"{"complete":true}"#)));
+        assert!(!complete(&answer(200, "not json")));
+    }
+
+    #[test]
+    fn reads_sources_and_totals() {
+        let body = br#"{"complete":true,
+            "totals":[{"unit":"credits","total_tokens":7},{"unit":"tokens","total_tokens":12}],
+            "sources":[{"source":"do","upstream_requests":29},{"source":"kibana","upstream_requests":3}]}"#;
+        assert_eq!(
+            upstream_requests(body),
+            Some(BTreeMap::from([("do".into(), 29), ("kibana".into(), 3)]))
+        );
+        assert_eq!(
+            totals(body),
+            Some(BTreeMap::from([
+                ("credits".into(), 7),
+                ("tokens".into(), 12)
+            ]))
+        );
+        assert_eq!(upstream_requests(b"{}"), None);
+    }
+
+    #[test]
+    fn formats_query_instants() {
+        let d = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        assert_eq!(rfc3339(midnight(d)), "2026-03-01T00:00:00Z");
+    }
+}
