@@ -2,6 +2,8 @@
 //! aggregation shared by the gateway and every vendor crate.
 
 pub mod aggregate;
+#[cfg(feature = "http")]
+pub mod budget;
 pub mod error;
 #[cfg(feature = "http")]
 pub mod http;

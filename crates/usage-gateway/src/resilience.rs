@@ -1,15 +1,22 @@
 //! The layer around every provider: deadline-aware retries with capped exponential backoff and
-//! full jitter (honouring the vendor's `Retry-After`), and a circuit breaker per source.
+//! full jitter (honouring the vendor's `Retry-After`), and a circuit breaker per source. Both
+//! `usage` and `agents` calls pass through it.
 //!
-//! Vendor budgets (rate limits, concurrency caps) live in the providers, where the unit they are
-//! counted in — vendor HTTP requests — is visible; this layer sees whole provider calls.
+//! Vendor budgets (per-minute rate limits and concurrency caps, `rate_limit_per_minute` and
+//! `max_concurrency` of each source) are [`usage_core::budget::Budget`]s that each provider's
+//! HTTP client checks before every vendor request, because vendors limit HTTP requests and one
+//! provider call may send many; this layer sees whole provider calls. It runs every provider call
+//! inside [`usage_core::budget::with_deadline`], so a budget waits only while the wait ends before
+//! the request deadline and otherwise refuses at once with `rate_limited` and a retry hint.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
-use usage_core::{DynUsageProvider, ProviderError, UsageBatch, UsageQuery};
+use usage_core::budget::with_deadline;
+use usage_core::{Agent, DynUsageProvider, ProviderError, UsageBatch, UsageQuery};
 
 /// Retry and breaker settings of one source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,14 +173,45 @@ impl Resilient {
         });
     }
 
-    /// Calls the provider: refused at once while the circuit is open, retried on transient
-    /// failures with capped exponential backoff and full jitter (never shorter than the vendor's
-    /// `Retry-After`), and never sleeping past `deadline`.
+    /// Asks the provider for usage: refused at once while the circuit is open, retried on
+    /// transient failures with capped exponential backoff and full jitter (never shorter than the
+    /// vendor's `Retry-After`), and only when the retried attempt still has at least as long as
+    /// its delay before `deadline`, which the provider's budget also honours.
     pub async fn usage(
         &self,
         q: &UsageQuery,
         deadline: Instant,
     ) -> Result<UsageBatch, ProviderError> {
+        self.call(
+            deadline,
+            Call::Usage {
+                windows: q.windows.len(),
+            },
+            || self.provider.usage(q),
+            |b| b.upstream_requests,
+        )
+        .await
+    }
+
+    /// Lists the provider's agents under the same breaker, retries and deadline as [`usage`].
+    ///
+    /// [`usage`]: Self::usage
+    pub async fn agents(&self, deadline: Instant) -> Result<Vec<Agent>, ProviderError> {
+        self.call(deadline, Call::Agents, || self.provider.agents(), |_| 0)
+            .await
+    }
+
+    async fn call<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        what: Call,
+        op: F,
+        upstream_requests: fn(&T) -> u64,
+    ) -> Result<T, ProviderError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
         if let Err(wait) = self.admit() {
             return Err(ProviderError::CircuitOpen {
                 source_name: self.name.clone(),
@@ -189,12 +227,17 @@ impl Resilient {
         let mut attempt = 1_usize;
         loop {
             let started = Instant::now();
-            let result = self.provider.usage(q).await;
-            self.observe(q, attempt, started, &result);
+            let result = with_deadline(deadline, op()).await;
+            self.observe(
+                what,
+                attempt,
+                started,
+                result.as_ref().map(upstream_requests),
+            );
             let err = match result {
-                Ok(batch) => {
+                Ok(value) => {
                     self.record(Ok(()));
-                    return Ok(batch);
+                    return Ok(value);
                 }
                 Err(e) => e,
             };
@@ -204,7 +247,8 @@ impl Resilient {
                 return Err(err);
             };
             let delay = full_jitter(ceiling).max(err.retry_after().unwrap_or_default());
-            if Instant::now() + delay >= deadline {
+            // The retried attempt must keep at least as much time as the wait before it.
+            if Instant::now() + delay * 2 >= deadline {
                 return Err(err);
             }
             if self.admit().is_err() {
@@ -218,10 +262,10 @@ impl Resilient {
 
     fn observe(
         &self,
-        q: &UsageQuery,
+        what: Call,
         attempt: usize,
         started: Instant,
-        result: &Result<UsageBatch, ProviderError>,
+        result: Result<u64, &ProviderError>,
     ) {
         let outcome = match result {
             Ok(_) => "ok",
@@ -233,20 +277,34 @@ impl Resilient {
             .increment(1);
         metrics::histogram!("upstream_call_duration_seconds", "source" => source.clone(), "outcome" => outcome)
             .record(elapsed.as_secs_f64());
-        if let Ok(b) = result {
+        if let Ok(n) = result {
             metrics::counter!("upstream_requests_total", "source" => source.clone(), "outcome" => outcome)
-                .increment(b.upstream_requests);
+                .increment(n);
         }
+        let (call, windows) = match what {
+            Call::Usage { windows } => ("usage", windows),
+            Call::Agents => ("agents", 0),
+        };
         tracing::info!(
             source = %source,
+            call,
             outcome,
             attempt,
-            windows = q.windows.len(),
-            upstream_requests = result.as_ref().map_or(0, |b| b.upstream_requests),
+            windows,
+            upstream_requests = result.unwrap_or(0),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "upstream call"
         );
     }
+}
+
+/// Which provider method a call is, for logs.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// `usage` over this many windows.
+    Usage { windows: usize },
+    /// `agents`.
+    Agents,
 }
 
 #[cfg(test)]

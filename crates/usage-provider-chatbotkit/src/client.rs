@@ -1,8 +1,8 @@
-//! HTTP access to the ChatBotKit platform API: one `GET` helper, the `X-RateLimit-*` gate and
-//! the one function ([`parse_error`]) that turns a status and body into an error.
+//! HTTP access to the ChatBotKit platform API: one `GET` helper behind the source's budget
+//! (which also keeps the `X-RateLimit-*` pause) and the one function ([`parse_error`]) that turns
+//! a status and body into an error.
 
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,13 +12,11 @@ use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
+use usage_core::budget::{Budget, BudgetError};
 
 use crate::error::{Error, ErrorKind};
 use crate::model::{BotListResponse, BotUsageResponse, ErrorBody, UsageListResponse};
 
-/// The longest the client waits by itself for a spent `X-RateLimit-*` budget to reset; a longer
-/// wait is reported as `RateLimited` without sending.
-const MAX_LOCAL_WAIT: Duration = Duration::from_secs(1);
 /// The longest reset delay believed from a header.
 const MAX_RESET: Duration = Duration::from_secs(3600);
 /// Vendor messages are cut to this many characters.
@@ -42,8 +40,8 @@ pub(crate) struct Client {
     base: Url,
     token: SecretString,
     source_name: String,
-    /// No request is sent before this instant (from `X-RateLimit-*` or a 429).
-    blocked_until: Mutex<Option<Instant>>,
+    /// The source's outbound budget; a spent `X-RateLimit-*` budget or a 429 pauses it.
+    budget: Budget,
     max_body: usize,
 }
 
@@ -53,6 +51,7 @@ impl fmt::Debug for Client {
             .field("base", &self.base.as_str())
             .field("token", &"[redacted]")
             .field("source_name", &self.source_name)
+            .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
@@ -69,9 +68,15 @@ impl Client {
             base,
             token,
             source_name,
-            blocked_until: Mutex::new(None),
+            budget: Budget::new(None, crate::config::DEFAULT_MAX_CONCURRENCY),
             max_body: usage_core::http::DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// Sends every request through `budget`.
+    pub(crate) fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Caps response bodies at `bytes`.
@@ -153,36 +158,16 @@ impl Client {
         Ok(url)
     }
 
-    /// Waits for, or reports, a spent rate-limit budget.
-    async fn wait_for_budget(&self) -> Result<(), Error> {
-        let until = *self
-            .blocked_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(until) = until {
-            let now = Instant::now();
-            if until > now {
-                let wait = until - now;
-                if wait > MAX_LOCAL_WAIT {
-                    return Err(self.err(ErrorKind::RateLimited {
-                        retry_after: Some(wait),
-                    }));
-                }
-                tokio::time::sleep(wait).await;
-            }
-        }
-        Ok(())
+    /// Maps a refusal of the source's budget (every request takes one, so only a spent budget
+    /// is expected).
+    fn refused(&self, e: &BudgetError) -> Error {
+        self.err(ErrorKind::RateLimited {
+            retry_after: e.retry_after(),
+        })
     }
 
     fn block_for(&self, d: Duration) {
-        let until = Instant::now() + d;
-        let mut g = self
-            .blocked_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.is_none_or(|old| old < until) {
-            *g = Some(until);
-        }
+        self.budget.block_for(d);
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -192,7 +177,7 @@ impl Client {
         calls: &AtomicU64,
     ) -> Result<T, Error> {
         let url = self.url(segments)?;
-        self.wait_for_budget().await?;
+        let _slot = self.budget.admit().await.map_err(|e| self.refused(&e))?;
         let started = Instant::now();
         calls.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(source = %self.source_name, path = url.path(), "chatbotkit request");

@@ -8,6 +8,9 @@ use serde::Deserialize;
 use url::Url;
 use usage_core::Unit;
 
+/// Vendor requests in flight at once for the source.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
 /// The ChatBotKit source configuration.
 ///
 /// ```toml
@@ -22,6 +25,7 @@ use usage_core::Unit;
 /// settle = "5m"
 /// discovery_ttl = "5m"
 /// max_concurrency = 4
+/// rate_limit_per_minute = 600                # optional; no local limit by default
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,9 +61,13 @@ pub struct Config {
     /// How long the discovered bot list is reused.
     #[serde(default = "default_discovery_ttl", with = "humantime_serde")]
     pub discovery_ttl: Duration,
-    /// The most requests in flight at once for one `usage` call.
+    /// The most vendor requests in flight at once for the source (shared by every query).
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
+    /// The local outbound budget in vendor requests per minute, shared by every query of the
+    /// source; `None` (the default) sets none and relies on ChatBotKit's `X-RateLimit-*` headers.
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
     /// The largest response body accepted, in bytes (default 32 MiB).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -91,6 +99,7 @@ impl Config {
             settle: default_settle(),
             discovery_ttl: default_discovery_ttl(),
             max_concurrency: default_max_concurrency(),
+            rate_limit_per_minute: None,
             max_body_bytes: default_max_body_bytes(),
         }
     }
@@ -109,6 +118,11 @@ impl Config {
         }
         if self.max_concurrency == 0 {
             return Err("max_concurrency: must be at least 1".into());
+        }
+        if self.rate_limit_per_minute == Some(0) {
+            return Err(
+                "rate_limit_per_minute: must be at least 1 (leave it out for no limit)".into(),
+            );
         }
         if let Some(agents) = &self.agents {
             if agents.is_empty() {
@@ -136,6 +150,7 @@ impl fmt::Debug for Config {
             .field("settle", &self.settle)
             .field("discovery_ttl", &self.discovery_ttl)
             .field("max_concurrency", &self.max_concurrency)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
@@ -175,7 +190,7 @@ fn default_discovery_ttl() -> Duration {
 }
 
 fn default_max_concurrency() -> usize {
-    4
+    DEFAULT_MAX_CONCURRENCY
 }
 
 #[cfg(test)]
@@ -194,6 +209,7 @@ mod tests {
         assert_eq!(c.record_types, RecordTypes::Base);
         assert_eq!(c.page_size, 100);
         assert_eq!(c.max_concurrency, 4);
+        assert_eq!(c.rate_limit_per_minute, None);
         assert_eq!(c.settle, Duration::from_secs(300));
         assert!(c.agents.is_none());
         let dbg = format!("{c:?}");
@@ -248,6 +264,15 @@ mod tests {
         assert!(c.validate().unwrap_err().starts_with("agents"));
         c = parse("token = \"t\"\nmax_concurrency = 0").unwrap();
         assert!(c.validate().unwrap_err().starts_with("max_concurrency"));
+        c = parse("token = \"t\"\nrate_limit_per_minute = 0").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("rate_limit_per_minute")
+        );
+        c = parse("token = \"t\"\nrate_limit_per_minute = 60").unwrap();
+        assert_eq!(c.rate_limit_per_minute, Some(60));
+        assert!(c.validate().is_ok());
         c = parse("token = \"t\"\nbase_url = \"ftp://x\"").unwrap();
         assert!(c.validate().unwrap_err().starts_with("base_url"));
     }

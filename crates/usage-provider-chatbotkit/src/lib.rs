@@ -67,9 +67,11 @@
 //! 402/403 → `Forbidden`, 404 → `NotFound` (a bot unknown in range mode is a note instead),
 //! 429 `TOO_MANY_REQUESTS` → `RateLimited` with `Retry-After` or `X-RateLimit-Reset`,
 //! `LIMITS_REACHED` → `QuotaExceeded` (not retryable), 400/422 → `Config`, others → `Upstream`.
-//! When a response says `X-RateLimit-Remaining: 0`, later requests wait for
-//! `X-RateLimit-Reset` (up to one second) or fail fast with `RateLimited`. The provider does not
-//! retry by itself.
+//! Every request first passes the source's [`usage_core::budget::Budget`]
+//! (`rate_limit_per_minute`, none by default, and `max_concurrency`). When a response says
+//! `X-RateLimit-Remaining: 0`, or a 429 gives a delay, the budget pauses until then: later
+//! requests wait only while the pause ends before the request deadline, otherwise they fail fast
+//! with `RateLimited`. The provider does not retry by itself.
 
 mod client;
 mod config;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
+use usage_core::budget::Budget;
 use usage_core::{
     Agent, Attribution, Counters, Dimension, PointKey, ProviderError, ProviderKind, SourceInfo,
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
@@ -72,7 +74,11 @@ impl ChatbotkitProvider {
             config.token.clone(),
             name.clone(),
         )
-        .with_max_body(config.max_body_bytes);
+        .with_max_body(config.max_body_bytes)
+        .with_budget(Budget::new(
+            config.rate_limit_per_minute.and_then(NonZeroU32::new),
+            config.max_concurrency,
+        ));
         let scope = config
             .agents
             .as_ref()

@@ -2,25 +2,18 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
 use url::Url;
+use usage_core::budget::{Budget, BudgetError};
 
 use crate::error::DoError;
 use crate::model::{ErrorBody, GetAgentUsageOutput, ListAgentsOutput};
-
-/// How long a call may wait for the local budget before it gives up with `RateLimited`. The
-/// gateway's request deadline is a few seconds; waiting longer would only turn into a timeout.
-pub(crate) const MAX_BUDGET_WAIT: Duration = Duration::from_secs(2);
 
 /// DigitalOcean's `per_page` maximum for collections.
 const AGENTS_PER_PAGE: &str = "200";
@@ -28,16 +21,13 @@ const AGENTS_PER_PAGE: &str = "200";
 /// Longest vendor message kept in an error.
 const MAX_MESSAGE_CHARS: usize = 200;
 
-/// Talks to one DigitalOcean account: every request passes the shared budget and concurrency cap.
+/// Talks to one DigitalOcean account: every request passes the source's [`Budget`] (per-minute
+/// rate, concurrency cap, and the pause a 429 asks for).
 pub(crate) struct DoClient {
     http: reqwest::Client,
     base_url: Url,
     token: SecretString,
-    limiter: DefaultDirectRateLimiter,
-    /// Set after DigitalOcean answered 429 with a delay: no call is sent before it passes.
-    blocked_until: Mutex<Option<Instant>>,
-    permits: Semaphore,
-    max_wait: Duration,
+    budget: Budget,
     max_body: usize,
 }
 
@@ -46,7 +36,7 @@ impl fmt::Debug for DoClient {
         f.debug_struct("DoClient")
             .field("base_url", &self.base_url.as_str())
             .field("token", &"[REDACTED]")
-            .field("permits_available", &self.permits.available_permits())
+            .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
@@ -64,10 +54,7 @@ impl DoClient {
             http,
             base_url,
             token,
-            limiter: RateLimiter::direct(Quota::per_minute(per_minute)),
-            blocked_until: Mutex::new(None),
-            permits: Semaphore::new(max_concurrency),
-            max_wait: MAX_BUDGET_WAIT,
+            budget: Budget::new(Some(per_minute), max_concurrency),
             max_body: usage_core::http::DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -137,64 +124,20 @@ impl DoClient {
         self.get_json(url).await
     }
 
-    /// Takes `n` calls from the local budget, all or nothing, waiting at most `max_wait`;
-    /// otherwise answers `RateLimited` with the wait the budget needs. Nothing is taken on failure.
+    /// Takes `n` calls from the source's per-minute budget, all or nothing, waiting only while
+    /// the wait ends before the request deadline; otherwise answers `RateLimited` with the wait
+    /// the budget needs. Nothing is taken on failure. Each request then takes a concurrency slot.
     pub(crate) async fn admit(&self, n: u32) -> Result<(), DoError> {
-        let Some(n) = NonZeroU32::new(n) else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + self.max_wait;
-        loop {
-            let now = Instant::now();
-            let wait = match self.blocked_for(now) {
-                Some(wait) => wait,
-                None => match self.limiter.check_n(n) {
-                    Ok(Ok(())) => return Ok(()),
-                    Ok(Err(not_until)) => not_until.wait_time_from(self.limiter.clock().now()),
-                    Err(capacity) => {
-                        return Err(DoError::InvalidQuery {
-                            message: format!(
-                                "{n} calls exceed the whole per-minute budget ({capacity}); narrow the query"
-                            ),
-                        });
-                    }
-                },
-            };
-            if now + wait > deadline {
-                return Err(DoError::RateLimited {
-                    retry_after: Some(ceil_to_second(wait)),
-                });
-            }
-            tokio::time::sleep(wait).await;
-        }
+        self.budget.reserve(n).await.map_err(|e| budget_error(&e))
     }
 
-    /// Returns how long calls stay blocked after a vendor 429, if they still are.
-    fn blocked_for(&self, now: Instant) -> Option<Duration> {
-        let guard = self.blocked_until.lock().ok()?;
-        guard
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|d| !d.is_zero())
-    }
-
-    /// Blocks calls for `d` (keeping the later of an existing block).
+    /// Pauses every call for `d` (keeping the later of an existing pause).
     fn block_for(&self, d: Duration) {
-        if let Ok(mut guard) = self.blocked_until.lock() {
-            let until = Instant::now() + d;
-            if guard.is_none_or(|u| u < until) {
-                *guard = Some(until);
-            }
-        }
+        self.budget.block_for(d);
     }
 
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T, DoError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| DoError::Transport {
-                message: "the source is shutting down".to_owned(),
-            })?;
+        let _slot = self.budget.slot().await.map_err(|e| budget_error(&e))?;
         let started = Instant::now();
         let response = self
             .http
@@ -227,6 +170,18 @@ impl DoClient {
         serde_json::from_slice(&body).map_err(|e| DoError::Decode {
             message: truncate(&format!("unexpected {status} body: {e}")),
         })
+    }
+}
+
+/// Maps a refusal of the local budget.
+fn budget_error(e: &BudgetError) -> DoError {
+    match *e {
+        BudgetError::ExceedsBudget { .. } => DoError::InvalidQuery {
+            message: e.to_string(),
+        },
+        BudgetError::RateLimited { retry_after } => DoError::RateLimited {
+            retry_after: Some(retry_after),
+        },
     }
 }
 
@@ -628,7 +583,7 @@ mod tests {
             panic!("{e:?}")
         };
         assert!(
-            wait > MAX_BUDGET_WAIT && wait <= Duration::from_secs(30),
+            wait > usage_core::budget::DEFAULT_MAX_WAIT && wait <= Duration::from_secs(30),
             "{wait:?}"
         );
         assert!(matches!(

@@ -3,8 +3,10 @@
 //! [`DigitaloceanProvider`] answers a query with one `GET /v2/gen-ai/agents/{uuid}/usage` per
 //! agent and window, so every bucket is exact. Agents come from the configured list or from
 //! `GET /v2/gen-ai/agents` (cached for `discovery_ttl`). Before fanning out it counts the calls
-//! a query needs and rejects queries above `max_upstream_calls`; every call passes a per-source
-//! budget (`rate_limit_per_minute`) and concurrency cap (`max_concurrency`).
+//! a query needs and rejects queries above `max_upstream_calls`, then takes them from the
+//! source's [`usage_core::budget::Budget`] (`rate_limit_per_minute`) all at once; each call also
+//! takes a concurrency slot (`max_concurrency`). A spent budget answers `RateLimited` with the
+//! wait at once rather than waiting past the request deadline.
 //!
 //! Files: `config.rs` (keys), `client.rs` (HTTP, budget, `parse_error`), `model.rs` (wire
 //! types), `error.rs` (private errors → [`usage_core::ProviderError`]), `provider.rs` (the

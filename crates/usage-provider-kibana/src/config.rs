@@ -10,6 +10,9 @@ use url::Url;
 /// The largest page Kibana accepts (`size` max 100).
 pub const MAX_PAGE_SIZE: u32 = 100;
 
+/// Vendor requests in flight at once for the source (and agents scanned at once by one call).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
 /// The longest `closed_ttl` accepted.
 const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 
@@ -50,9 +53,20 @@ pub struct Config {
     /// How long after its last update a conversation still counts as open (it may grow again).
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,
+    /// The local outbound budget in vendor requests per minute, shared by every query of the
+    /// source; `None` (the default) sets no rate limit, as Kibana documents none.
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+    /// The most vendor requests in flight at once for the source.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
     /// The largest response body accepted, in bytes (default 32 MiB).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+}
+
+fn default_max_concurrency() -> usize {
+    DEFAULT_MAX_CONCURRENCY
 }
 
 fn default_max_body_bytes() -> usize {
@@ -89,6 +103,8 @@ impl Config {
             open_ttl: default_open_ttl(),
             closed_ttl: default_closed_ttl(),
             settle: default_settle(),
+            rate_limit_per_minute: None,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             max_body_bytes: default_max_body_bytes(),
         }
     }
@@ -176,6 +192,14 @@ impl Config {
                 errors.push("api_key: must be non-empty printable ASCII".to_owned());
             }
         }
+        if self.rate_limit_per_minute == Some(0) {
+            errors.push(
+                "rate_limit_per_minute: must be at least 1 (leave it out for no limit)".to_owned(),
+            );
+        }
+        if self.max_concurrency == 0 {
+            errors.push("max_concurrency: must be at least 1".to_owned());
+        }
         if self.closed_ttl > MAX_TTL {
             errors.push(format!(
                 "closed_ttl: {} is longer than {}",
@@ -212,6 +236,8 @@ impl fmt::Debug for Config {
             .field("open_ttl", &self.open_ttl)
             .field("closed_ttl", &self.closed_ttl)
             .field("settle", &self.settle)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("max_concurrency", &self.max_concurrency)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
@@ -236,6 +262,8 @@ mod tests {
         assert_eq!(c.open_ttl, Duration::from_secs(60));
         assert_eq!(c.closed_ttl, Duration::from_secs(3600));
         assert_eq!(c.settle, Duration::from_secs(600));
+        assert_eq!(c.rate_limit_per_minute, None);
+        assert_eq!(c.max_concurrency, 4);
         assert!(c.validate().is_ok());
         let c = parse(
             r#"base_url = "http://127.0.0.1:5601/kibana"
@@ -246,9 +274,13 @@ mod tests {
                page_size = 50
                open_ttl = "30s"
                closed_ttl = "2h"
-               settle = "5m""#,
+               settle = "5m"
+               rate_limit_per_minute = 120
+               max_concurrency = 2"#,
         )
         .unwrap();
+        assert_eq!(c.rate_limit_per_minute, Some(120));
+        assert_eq!(c.max_concurrency, 2);
         assert_eq!(c.space_prefix(), Some("marketing"));
         assert_eq!(c.closed_ttl, Duration::from_secs(7200));
         assert_eq!(c.settle, Duration::from_secs(300));
@@ -291,6 +323,14 @@ mod tests {
             ..Config::with_api_key(base(), "k")
         };
         assert!(none.validate().unwrap_err()[0].contains("either"));
+        let no_budget = Config {
+            rate_limit_per_minute: Some(0),
+            max_concurrency: 0,
+            ..Config::with_api_key(base(), "k")
+        };
+        let errors = no_budget.validate().unwrap_err();
+        assert!(errors[0].starts_with("rate_limit_per_minute"), "{errors:?}");
+        assert!(errors[1].starts_with("max_concurrency"), "{errors:?}");
         let no_pw = Config {
             password: None,
             ..Config::with_basic(base(), "u", "p")

@@ -5,6 +5,10 @@
 //! sorted by `updated_at desc` back to the start of the asked range, places each conversation's
 //! totals at its `updated_at` (attribution `conversation`), and keeps the scan per agent so that
 //! later queries inside the scanned range send nothing.
+//!
+//! Every request first passes the source's [`usage_core::budget::Budget`]:
+//! `rate_limit_per_minute` (none by default; Kibana documents no limit) and `max_concurrency`
+//! (default 4, also the number of agents one call scans at once).
 
 mod client;
 mod config;
@@ -13,5 +17,5 @@ mod model;
 mod provider;
 mod scan;
 
-pub use config::Config;
+pub use config::{Config, DEFAULT_MAX_CONCURRENCY};
 pub use provider::KibanaProvider;

@@ -67,15 +67,17 @@ pub async fn list_sources(
     Ok(HttpResponse::Ok().json(SourcesResponse { sources }))
 }
 
+/// Lists a source's agents through its resilience layer (breaker, retries, deadline), cached.
 async fn agents_of(
     source: &Arc<Source>,
     state: &AppState,
+    deadline: tokio::time::Instant,
 ) -> Result<Arc<Vec<usage_core::Agent>>, ProviderError> {
-    let provider = source.provider.clone();
+    let source = source.clone();
     state
         .agents
         .try_get_with(source.info.name.clone(), async move {
-            provider.agents().await.map(Arc::new)
+            source.resilient.agents(deadline).await.map(Arc::new)
         })
         .await
         .map_err(|e| (*e).clone())
@@ -110,7 +112,7 @@ pub async fn list_agents(
         let state = &state;
         async move {
             let started = Instant::now();
-            let r = tokio::time::timeout_at(deadline, agents_of(s, state)).await;
+            let r = tokio::time::timeout_at(deadline, agents_of(s, state, deadline)).await;
             (s, r, started.elapsed())
         }
     }))
