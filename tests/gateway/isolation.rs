@@ -116,6 +116,11 @@ async fn naming_anything_outside_the_access_is_403_before_any_upstream_call() {
         // A bare id is checked against agent-limited access; with whole sources it only
         // filters those sources (it cannot name another tenant's data).
         ("cx-narrow", &narrow, "agent=a2"),
+        // An unknown name is 403 too for a caller who cannot see every source, so that
+        // 400-vs-403 never tells which sources exist beyond its access.
+        ("cx", &cx, "source=no-such-source"),
+        ("cx", &cx, "agent=no-such-source/x"),
+        ("ops", &ops, "source=alpha,no-such-source"),
     ] {
         let before = calls(&h);
         let (s, headers, body) = get(&app, &format!("/v1/usage?{RANGE}&{query}"), tok, &[]).await;
@@ -131,6 +136,17 @@ async fn naming_anything_outside_the_access_is_403_before_any_upstream_call() {
         );
         assert_eq!(calls(&h), before, "{tenant} {query} fetched");
     }
+    assert_eq!(calls(&h), (0, 0));
+    // A caller who sees every source learns nothing new: an unknown name is a 400 naming it.
+    let (s, _, body) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}&source=no-such-source"),
+        &token("admin"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json_of(&body)["errors"][0]["parameter"], "source");
     assert_eq!(calls(&h), (0, 0));
 }
 

@@ -1,8 +1,17 @@
 //! Operations: request ids, problem `instance`, Prometheus metrics.
 
-use actix_web::test;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::common::{RANGE, app, harness, token};
+use actix_web::{test, web};
+use usage_core::ProviderError;
+use usage_core::test_util::StaticProvider;
+use usage_gateway::config::Config;
+use usage_gateway::fetch::SourceSpec;
+use usage_gateway::resilience::ResilienceConfig;
+use usage_gateway::state::AppState;
+
+use crate::common::{Harness, RANGE, SECRET, alpha, app, beta, config_text, harness, token};
 
 fn series_value(text: &str, name: &str, must_contain: &[&str]) -> f64 {
     text.lines()
@@ -84,14 +93,19 @@ async fn metrics_series_move() {
         "{after}"
     );
     assert!(after.contains("http_request_duration_seconds_bucket"));
+    // Other tests share the process-wide registry and the source names: compare before/after.
+    let alpha_ok = ["source=\"alpha\"", "outcome=\"ok\""];
     assert!(
-        series_value(
-            &after,
-            "upstream_calls_total",
-            &["source=\"alpha\"", "outcome=\"ok\""]
-        ) >= 1.0
+        series_value(&after, "upstream_calls_total", &alpha_ok)
+            >= series_value(&before, "upstream_calls_total", &alpha_ok) + 1.0,
+        "{after}"
     );
-    assert!(series_value(&after, "upstream_requests_total", &["source=\"alpha\""]) >= 1.0);
+    let alpha = ["source=\"alpha\""];
+    assert!(
+        series_value(&after, "upstream_requests_total", &alpha)
+            >= series_value(&before, "upstream_requests_total", &alpha) + 1.0,
+        "{after}"
+    );
     assert!(after.contains("upstream_call_duration_seconds_bucket"));
     assert!(
         series_value(&after, "cache_lookups_total", &["result=\"miss\""])
@@ -100,6 +114,85 @@ async fn metrics_series_move() {
     assert!(after.contains("cache_entries{cache=\"windows\"}"));
     assert!(after.contains("cache_weighted_bytes{cache=\"windows\"}"));
     assert!(after.contains("http_requests_in_flight"));
+}
+
+/// The value of one exact series line (`name{labels}`), if the scrape has it.
+fn gauge(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[actix_web::test]
+async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
+    // Its own source name: the registry is shared by every test of this process.
+    let name = "ops-circuit";
+    let flaky = Arc::new(StaticProvider::new(name).with_agents(&[("f1", "Flaky")]));
+    let config = Config::parse(&config_text("2s"), &|k| {
+        (k == "SECRET").then(|| SECRET.to_owned())
+    })
+    .unwrap();
+    let (a, b) = (Arc::new(alpha()), Arc::new(beta()));
+    let specs = vec![
+        SourceSpec::from(a.clone() as usage_core::DynUsageProvider),
+        SourceSpec::from(b.clone() as usage_core::DynUsageProvider),
+        SourceSpec {
+            provider: flaky.clone(),
+            resilience: ResilienceConfig {
+                max_attempts: 1,
+                breaker_failures: 1,
+                breaker_cooldown: Duration::from_millis(400),
+                ..ResilienceConfig::default()
+            },
+        },
+    ];
+    let h = Harness {
+        alpha: a,
+        beta: b,
+        state: web::Data::new(AppState::new(config, specs).unwrap()),
+    };
+    let app = app(&h).await;
+    let scrape = || async {
+        let resp =
+            test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+        assert_eq!(resp.status(), 200);
+        String::from_utf8(test::read_body(resp).await.to_vec()).unwrap()
+    };
+    let usage = || async {
+        let req = test::TestRequest::get()
+            .uri(&format!("/v1/usage?{RANGE}&source={name}"))
+            .insert_header(("Authorization", format!("Bearer {}", token("admin"))))
+            .to_request();
+        test::call_service(&app, req).await.status().as_u16()
+    };
+    let series = format!("circuit_state{{source=\"{name}\"}}");
+
+    // Before any call: every source has the series, closed.
+    let text = scrape().await;
+    assert_eq!(gauge(&text, &series), Some(0.0), "{text}");
+    for other in ["alpha", "beta"] {
+        let s = format!("circuit_state{{source=\"{other}\"}}");
+        assert!(gauge(&text, &s).is_some(), "{s} missing: {text}");
+    }
+
+    // One vendor fault opens the circuit (breaker_failures = 1).
+    flaky.set_failure(Some(ProviderError::Upstream {
+        source_name: name.into(),
+        status: 503,
+        message: "down".into(),
+    }));
+    assert_eq!(usage().await, 502);
+    assert_eq!(gauge(&scrape().await, &series), Some(2.0), "open");
+
+    // After the cool-down the scrape shows half-open before any probe is sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = flaky.calls();
+    assert_eq!(gauge(&scrape().await, &series), Some(1.0), "half-open");
+    assert_eq!(flaky.calls(), calls, "a scrape never probes");
+
+    // A successful probe closes it again.
+    flaky.set_failure(None);
+    assert_eq!(usage().await, 200);
+    assert_eq!(gauge(&scrape().await, &series), Some(0.0), "closed");
 }
 
 #[actix_web::test]
@@ -148,4 +241,73 @@ async fn one_json_line_per_request_and_per_upstream_call_with_the_request_id() {
         );
     }
     assert!(!logs.text().contains(&t), "the token is never logged");
+}
+
+/// Runs `usage-gateway check-config` on `text` written to a scratch file.
+fn check_config(name: &str, text: &str) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!(
+        "usage-gateway-check-config-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_usage-gateway"))
+        .arg("check-config")
+        .arg(&path)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    out
+}
+
+#[actix_web::test]
+async fn check_config_exits_2_and_names_the_key_path() {
+    let good = r#"
+[server]
+listen = "127.0.0.1:0"
+[auth]
+algorithms = ["HS256"]
+hs256_secret = "0123456789abcdef0123456789abcdef-cli"
+[[access]]
+claim = "sub"
+value = "alice"
+sources = ["*"]
+[[sources]]
+name = "do"
+provider = "digitalocean"
+token = "cli-test-token"
+"#;
+    let out = check_config("good", good);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 sources"));
+    for (name, bad, key) in [
+        (
+            "unknown-key",
+            good.replace("listen =", "listenn ="),
+            "server.listenn",
+        ),
+        (
+            "leeway",
+            good.replace("[auth]\n", "[auth]\nleeway = \"90s\"\n"),
+            "auth.leeway",
+        ),
+        (
+            "provider",
+            good.replace("\"digitalocean\"", "\"nope\""),
+            "sources[0].provider",
+        ),
+    ] {
+        let out = check_config(name, &bad);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{name}: `{key}` not named in: {stderr}"
+        );
+    }
 }

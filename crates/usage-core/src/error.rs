@@ -32,6 +32,10 @@ pub enum ProviderError {
         source_name: String,
         /// What was not found.
         message: String,
+        /// The provider's own reading of the 404 (e.g. which vendor version has the route), in
+        /// the provider's words only — never vendor text or credentials — so that
+        /// [`ProviderError::public_detail`] can show it to API callers.
+        hint: Option<String>,
     },
     /// The vendor throttled us (429 or a local budget); retry after the given delay if known.
     #[error("{source_name}: rate limited{}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
@@ -146,6 +150,11 @@ impl ProviderError {
             Self::Forbidden { source_name, .. } => format!(
                 "{source_name}: the vendor refused access (missing privilege, licence or plan)"
             ),
+            Self::NotFound {
+                source_name,
+                hint: Some(hint),
+                ..
+            } => format!("{source_name}: {hint}"),
             Self::NotFound { source_name, .. } => {
                 format!(
                     "{source_name}: the vendor answered not found (check base_url and the vendor's version)"
@@ -206,6 +215,27 @@ impl ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_detail_shows_a_provider_hint_but_never_the_vendor_message() {
+        let e = |hint: Option<&str>| ProviderError::NotFound {
+            source_name: "kb".into(),
+            message: "vendor said <secret-ish body>".into(),
+            hint: hint.map(str::to_owned),
+        };
+        let with = e(Some(
+            "Agent Builder consumption API not available (Kibana < 9.4?)",
+        ));
+        assert_eq!(
+            with.public_detail(),
+            "kb: Agent Builder consumption API not available (Kibana < 9.4?)"
+        );
+        let without = e(None).public_detail();
+        assert!(without.contains("not found"), "{without}");
+        for d in [with.public_detail(), without] {
+            assert!(!d.contains("vendor said"), "{d}");
+        }
+    }
 
     #[test]
     fn transient_split() {

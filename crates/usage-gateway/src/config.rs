@@ -757,4 +757,21 @@ provider = "static"
         let e = check_access(&c.access, &BTreeSet::from(["a".to_owned()])).unwrap_err();
         assert_eq!(e.errors[0].0, "access[0].sources[0]");
     }
+
+    #[test]
+    fn leeway_above_60s_is_rejected() {
+        let with =
+            |leeway: &str| GOOD.replace("[auth]\n", &format!("[auth]\nleeway = \"{leeway}\"\n"));
+        let c = Config::parse(&with("60s"), &env).unwrap();
+        assert_eq!(c.auth.leeway, Duration::from_secs(60));
+        for too_long in ["61s", "2m", "1h"] {
+            let e = Config::parse(&with(too_long), &env).unwrap_err();
+            assert!(
+                e.errors
+                    .iter()
+                    .any(|(path, msg)| path == "auth.leeway" && msg.contains("60s")),
+                "{too_long}: {e}"
+            );
+        }
+    }
 }

@@ -65,6 +65,11 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(no_recursion)]
     pub sources: Option<Vec<SourceEntry>>,
+    /// `urn:request-id:<id>`, the request id also returned in `x-request-id`; set on every
+    /// problem response body (not on the problems inside `sources[].error`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21")]
+    pub instance: Option<String>,
 }
 
 impl Problem {
@@ -78,6 +83,7 @@ impl Problem {
             errors: None,
             retry_after: None,
             sources: None,
+            instance: None,
         }
     }
 

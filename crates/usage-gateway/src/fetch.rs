@@ -131,9 +131,9 @@ impl From<DynUsageProvider> for SourceSpec {
 pub struct Source {
     /// The provider's self-description.
     pub info: SourceInfo,
-    /// The provider (for agent listing).
+    /// The provider itself; calls go through `resilient`.
     pub provider: DynUsageProvider,
-    /// Retries and circuit breaker around `provider.usage`.
+    /// Retries and circuit breaker around `provider.usage` and `provider.agents`.
     pub resilient: Resilient,
     /// Observed health.
     pub health: Mutex<Health>,
@@ -249,7 +249,9 @@ impl UsageCache {
                 .weigher(|_k: &WindowKey, v: &Arc<WindowEntry>| v.weight())
                 .expire_after(ttl)
                 .build(),
-            // Only joins concurrent identical calls; finished calls live in `windows`.
+            // Only joins concurrent identical calls: a finished call is removed by the request
+            // that saw it finish (`forget_finished`), its windows live in `windows`; the TTL only
+            // bounds what a lost removal could keep.
             inflight: Cache::builder()
                 .name("usage-inflight")
                 .max_capacity(10_000)
@@ -270,6 +272,21 @@ impl UsageCache {
             .set(self.windows.entry_count() as f64);
         metrics::gauge!("cache_weighted_bytes", "cache" => "windows")
             .set(self.windows.weighted_size() as f64);
+    }
+
+    /// Drops a finished call from the coalescer, so that the next request (a `no-cache` refresh
+    /// above all) makes a new call instead of joining this one; its windows live in `windows`.
+    /// Only this very answer is removed, never a newer call that took its key meanwhile.
+    async fn forget_finished(&self, key: BatchKey, done: &Arc<BatchAnswer>) {
+        self.inflight
+            .entry(key)
+            .and_compute_with(|current| {
+                std::future::ready(match current {
+                    Some(e) if Arc::ptr_eq(e.value(), done) => moka::ops::compute::Op::Remove,
+                    _ => moka::ops::compute::Op::Nop,
+                })
+            })
+            .await;
     }
 
     /// Answers `windows` for a source from the cache, calling the provider once for the missing
@@ -388,10 +405,16 @@ impl UsageCache {
             })?
         };
         let started = std::time::Instant::now();
-        let joined =
-            tokio::time::timeout_at(deadline, self.inflight.try_get_with(batch_key, init)).await;
+        let joined = tokio::time::timeout_at(
+            deadline,
+            self.inflight.try_get_with(batch_key.clone(), init),
+        )
+        .await;
         let fresh = match joined {
-            Ok(Ok(f)) => f,
+            Ok(Ok(f)) => {
+                self.forget_finished(batch_key, &f).await;
+                f
+            }
             failed => {
                 let error = match failed {
                     Ok(Err(e)) => (*e).clone(),

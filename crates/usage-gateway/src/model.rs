@@ -49,7 +49,9 @@ pub struct SourceEntry {
     /// With `stale`: how old the served data is, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_seconds: Option<u64>,
-    /// Vendor-flagged warnings in range (Kibana `high_input_tokens`), where the vendor has them.
+    /// Kibana only: how many `high_input_tokens` warnings the conversations placed in range
+    /// carry. Kibana flags single conversation rounds, so this counts flagged rounds, not
+    /// conversations (one conversation can add several). Absent for other vendors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warnings: Option<u64>,
     /// Remarks on data the answer lacks although the source answered.

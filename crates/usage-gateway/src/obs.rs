@@ -212,5 +212,26 @@ pub fn render(state: &crate::state::AppState) -> String {
         .set(state.responses.entry_count() as f64);
     metrics::gauge!("cache_weighted_bytes", "cache" => "responses")
         .set(state.responses.weighted_size() as f64);
+    publish_circuit_states(state);
     handle.render()
+}
+
+/// Sets `circuit_state` of every source from its breaker as it is now, so that the series
+/// exists from start-up and an open circuit reads half-open once its cool-down has passed
+/// (the breaker itself only publishes when a call ends).
+fn publish_circuit_states(state: &crate::state::AppState) {
+    for (name, source) in &state.sources {
+        metrics::gauge!("circuit_state", "source" => name.clone())
+            .set(circuit_value(source.resilient.circuit()));
+    }
+}
+
+/// The `circuit_state` value: 0 closed, 1 half-open, 2 open.
+fn circuit_value(state: crate::resilience::CircuitState) -> f64 {
+    use crate::resilience::CircuitState;
+    match state {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open => 2.0,
+    }
 }

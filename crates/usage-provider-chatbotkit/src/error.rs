@@ -64,6 +64,7 @@ impl From<Error> for ProviderError {
             ErrorKind::NotFound { message, .. } => Self::NotFound {
                 source_name,
                 message,
+                hint: None,
             },
             ErrorKind::RateLimited { retry_after } => Self::RateLimited {
                 source_name,

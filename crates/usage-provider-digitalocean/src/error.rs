@@ -64,6 +64,7 @@ impl From<SourcedError> for ProviderError {
             DoError::NotFound { message, .. } => Self::NotFound {
                 source_name,
                 message,
+                hint: None,
             },
             DoError::RateLimited { retry_after } => Self::RateLimited {
                 source_name,

@@ -446,7 +446,8 @@ fn classify(usage_type: &str) -> Class {
 /// `usage` measurements count as input, output or other by their type; every
 /// `log_insights_usage` measurement counts as other under `log_insights:<type>`. Input-like
 /// types are named [`INPUT_USAGE_TYPE`], output-like ones [`OUTPUT_USAGE_TYPE`], others keep
-/// their wire name (so `input` and `INPUT` land in one row). Measurements without tokens are skipped; without a type
+/// their wire name in upper case (so `input` and `INPUT` land in one row, and `cached_input` and
+/// `CACHED_INPUT` in another). Measurements without tokens are skipped; without a type
 /// they are named [`UNSPECIFIED_USAGE_TYPE`]. Points keep only the dimensions in `keep`;
 /// duplicates merge when the batch is compacted.
 pub(crate) fn usage_to_points(
@@ -497,15 +498,17 @@ pub(crate) fn usage_to_points(
                     ..Counters::default()
                 },
             };
+            // Other types in upper case, the style of the vendor's documented `INPUT`/`OUTPUT`,
+            // so that `cached_input` and `CACHED_INPUT` are one row (as `input` and `INPUT` are).
             let name = match class {
-                Class::Input => INPUT_USAGE_TYPE,
-                Class::Output => OUTPUT_USAGE_TYPE,
-                Class::Other => name,
+                Class::Input => INPUT_USAGE_TYPE.to_owned(),
+                Class::Output => OUTPUT_USAGE_TYPE.to_owned(),
+                Class::Other => name.to_ascii_uppercase(),
             };
             let usage_type = if log_insights {
                 format!("{LOG_INSIGHTS_PREFIX}{name}")
             } else {
-                name.to_owned()
+                name
             };
             points.push(UsagePoint {
                 window,
@@ -625,9 +628,29 @@ mod tests {
         assert_eq!(by_type(&b, UNSPECIFIED_USAGE_TYPE), c(0, 0, 5));
         assert_eq!(by_type(&b, "log_insights:INPUT"), c(0, 0, 20));
         assert_eq!(by_type(&b, "log_insights:OUTPUT"), c(0, 0, 5));
-        assert_eq!(by_type(&b, "log_insights:embedding"), c(0, 0, 2));
+        assert_eq!(by_type(&b, "log_insights:EMBEDDING"), c(0, 0, 2));
         assert_eq!(b.points.len(), 7, "{:?}", b.points);
         assert_eq!(total(&b), c(160, 42, 43));
+
+        // Other types differing only in letter case are one row, named in upper case; the
+        // `log_insights:` prefix stays lower case.
+        let out = decode(
+            r#"{
+              "usage": {"measurements": [
+                {"usage_type": "cached_input", "tokens": 4},
+                {"usage_type": "CACHED_INPUT", "tokens": 6},
+                {"usage_type": "Cached_Input", "tokens": 1}
+              ]},
+              "log_insights_usage": {"measurements": [
+                {"usage_type": "embedding", "tokens": 2},
+                {"usage_type": "Embedding", "tokens": 3}
+              ]}
+            }"#,
+        );
+        let b = batch(usage_to_points(&out, window(), &agent(), &all()));
+        assert_eq!(by_type(&b, "CACHED_INPUT"), c(0, 0, 11));
+        assert_eq!(by_type(&b, "log_insights:EMBEDDING"), c(0, 0, 5));
+        assert_eq!(b.points.len(), 2, "{:?}", b.points);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! HTTP calls to Kibana, and the one function that turns an error status into an error.
 
 use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -9,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
+use usage_core::budget::{Budget, BudgetError};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
@@ -50,7 +53,8 @@ impl fmt::Debug for Auth {
     }
 }
 
-/// Speaks Kibana's Agent Builder HTTP API for one source.
+/// Speaks Kibana's Agent Builder HTTP API for one source; every request passes the source's
+/// [`Budget`] first.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     http: reqwest::Client,
@@ -59,6 +63,7 @@ pub(crate) struct Client {
     auth: Auth,
     source_name: String,
     max_body: usize,
+    budget: Arc<Budget>,
 }
 
 impl Client {
@@ -91,6 +96,10 @@ impl Client {
             auth,
             source_name: source_name.to_owned(),
             max_body: config.max_body_bytes,
+            budget: Arc::new(Budget::new(
+                config.rate_limit_per_minute.and_then(NonZeroU32::new),
+                config.max_concurrency,
+            )),
         })
     }
 
@@ -180,6 +189,7 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(json);
         }
+        let _slot = self.budget.admit().await.map_err(|e| self.refused(&e))?;
         let started = Instant::now();
         sent.fetch_add(1, Ordering::Relaxed);
         let resp = req.send().await.map_err(|e| self.transport(&e, started))?;
@@ -194,13 +204,11 @@ impl Client {
                 usage_core::http::BodyError::Read(e) => self.transport(&e, started),
             })?;
         if !status.is_success() {
-            return Err(self.err(parse_error(
-                route,
-                self.space.as_deref(),
-                status,
-                &headers,
-                &bytes,
-            )));
+            let kind = parse_error(route, self.space.as_deref(), status, &headers, &bytes);
+            if let ErrorKind::RateLimited(Some(d)) = &kind {
+                self.budget.block_for(*d);
+            }
+            return Err(self.err(kind));
         }
         decode_object(&bytes).map_err(|e| {
             self.err(ErrorKind::Decode(format!(
@@ -208,6 +216,12 @@ impl Client {
                 route.describe()
             )))
         })
+    }
+
+    /// Maps a refusal of the source's budget (Kibana answers no query that needs more than the
+    /// per-minute budget at once, so only a spent budget is expected).
+    fn refused(&self, e: &BudgetError) -> Error {
+        self.err(ErrorKind::RateLimited(e.retry_after()))
     }
 
     fn transport(&self, e: &reqwest::Error, started: Instant) -> Error {
@@ -271,7 +285,10 @@ pub(crate) fn parse_error(
             };
             let space =
                 space.map_or_else(String::new, |s| format!(", or space `{s}` does not exist"));
-            ErrorKind::NotFound(format!("{what}{space}; Kibana said: {message}"))
+            ErrorKind::NotFound {
+                hint: format!("{what}{space}"),
+                message,
+            }
         }
         429 => ErrorKind::RateLimited(
             headers

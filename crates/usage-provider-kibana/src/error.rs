@@ -14,8 +14,13 @@ pub(crate) enum ErrorKind {
     #[error("{0}")]
     Forbidden(String),
     /// 404 on an Agent Builder route.
-    #[error("{0}")]
-    NotFound(String),
+    #[error("{hint}; Kibana said: {message}")]
+    NotFound {
+        /// What the 404 likely means, in the provider's own words (shown to API callers).
+        hint: String,
+        /// Kibana's message (logs only).
+        message: String,
+    },
     /// 400: Kibana rejected the request as malformed.
     #[error("Kibana rejected the request (a configuration error or a gateway bug): {0}")]
     BadRequest(String),
@@ -76,9 +81,10 @@ impl From<Error> for ProviderError {
                 source_name,
                 message,
             },
-            ErrorKind::NotFound(message) => Self::NotFound {
+            ErrorKind::NotFound { hint, message } => Self::NotFound {
                 source_name,
-                message,
+                message: format!("{hint}; Kibana said: {message}"),
+                hint: Some(hint),
             },
             kind @ ErrorKind::BadRequest(_) => Self::Config {
                 source_name,

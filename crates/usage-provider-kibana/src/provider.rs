@@ -24,9 +24,6 @@ use crate::error::{Error, ErrorKind};
 use crate::model::{ConsumptionRequest, ConversationConsumption};
 use crate::scan::{Conversation, Reach, ScanState, Step, Ttls, Walk};
 
-/// How many agents one call scans at the same time.
-const AGENT_CONCURRENCY: usize = 4;
-
 /// How many (agent, usernames) scans are kept at most.
 const MAX_SCANS: u64 = 4096;
 
@@ -64,6 +61,8 @@ pub struct KibanaProvider {
     space: Option<String>,
     fixed_agents: Option<Arc<Vec<Agent>>>,
     page_size: u32,
+    /// Agents one call scans at the same time (the source's `max_concurrency`).
+    agent_concurrency: usize,
     ttl: Ttls,
     agent_list: Mutex<Option<AgentList>>,
     scans: Cache<ScanKey, Slot>,
@@ -117,6 +116,7 @@ impl KibanaProvider {
             client,
             fixed_agents,
             page_size: config.page_size,
+            agent_concurrency: config.max_concurrency,
             ttl,
             agent_list: Mutex::new(None),
             scans: Cache::builder()
@@ -503,7 +503,7 @@ impl UsageProvider for KibanaProvider {
             .map(|agent| self.agent_points(agent, query, &tally))
             .collect();
         let parts: Vec<(Vec<UsagePoint>, BTreeMap<Window, u64>)> = stream::iter(scans)
-            .buffer_unordered(AGENT_CONCURRENCY)
+            .buffer_unordered(self.agent_concurrency)
             .try_collect()
             .await?;
         let mut points = Vec::new();

@@ -673,6 +673,14 @@ async fn errors_map_to_semantic_variants() {
         e.to_string()
             .contains("Agent Builder consumption API not available (Kibana < 9.4?)")
     );
+    // The provider's hint reaches API callers; Kibana's own words stay in the logs.
+    let public = e.public_detail();
+    assert!(
+        public.ends_with(": Agent Builder consumption API not available (Kibana < 9.4?)"),
+        "{public}"
+    );
+    assert!(!public.contains("Kibana said"), "{public}");
+    assert!(!public.contains(KEY), "{public}");
     let e = error_for(500, fixture("es_rejected")).await;
     assert!(
         matches!(e, ProviderError::Upstream { status: 500, .. }),

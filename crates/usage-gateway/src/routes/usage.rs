@@ -177,7 +177,7 @@ A single source failing is reported in `sources[]` (and `complete: false`), not 
         (status = 304, description = "Not modified (If-None-Match matched)"),
         (status = 400, description = "Invalid parameters, each named in `errors`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Insufficient scope, or a source/agent outside the caller's access", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Insufficient scope, or a source/agent outside the caller's access. A caller who may not see every source also gets 403 (not 400) for a source name that does not exist, so that the answer never reveals which sources exist.", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 502, description = "Every touched source failed and nothing stale exists", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 504, description = "Every touched source timed out", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
