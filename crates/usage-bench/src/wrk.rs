@@ -1,4 +1,9 @@
-//! Runs `oha` (a fixed-duration, fixed-concurrency HTTP load) and reads its JSON summary.
+//! Runs `wrk` (a fixed-duration, fixed-concurrency HTTP load written in C) and reads the summary
+//! that a small Lua `done` hook prints as one JSON line.
+//!
+//! `wrk` is used rather than a load generator built here because it costs the shared cores
+//! little per request: with the generator on the same two cores as the server, a heavier
+//! generator would take CPU from the server and flatten the gateway-to-baseline ratio.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,11 +13,22 @@ use serde_json::Value;
 
 use crate::stats::Summary;
 
-/// How to run `oha`.
+/// The Lua hook: after the run, one JSON line with the counts and percentiles (microseconds).
+const DONE_HOOK: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\n{"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"#;
+
+/// How to run `wrk`.
 #[derive(Debug, Clone)]
-pub struct Oha {
+pub struct Wrk {
     path: PathBuf,
-    json_flag: Vec<&'static str>,
+    script: PathBuf,
 }
 
 /// One load run.
@@ -22,44 +38,40 @@ pub struct Run<'a> {
     pub url: &'a str,
     /// Connections kept busy.
     pub connections: usize,
+    /// Generator threads.
+    pub threads: usize,
     /// Duration of the run.
     pub duration: Duration,
     /// Request headers, as `Name: value`.
     pub headers: &'a [String],
 }
 
-impl Oha {
-    /// Inspects `oha --help` to pick the JSON output flag of this version.
-    pub fn new(path: &Path) -> Result<Self, String> {
-        let help = Command::new(path)
-            .arg("--help")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {} --help: {e}", path.display()))?;
-        let text = String::from_utf8_lossy(&help.stdout);
-        let json_flag = if text.contains("--output-format") {
-            vec!["--output-format", "json"]
-        } else {
-            vec!["--json"]
-        };
+impl Wrk {
+    /// Writes the summary hook into `dir` and returns a runner for the `wrk` at `path`.
+    pub fn new(path: &Path, dir: &Path) -> Result<Self, String> {
+        let script = dir.join("wrk-summary.lua");
+        std::fs::write(&script, DONE_HOOK)
+            .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
-            json_flag,
+            script,
         })
     }
 
     /// Builds the command line of a run.
     fn command(&self, run: &Run<'_>) -> Command {
         let mut cmd = Command::new(&self.path);
-        // `-w`: requests still running at the deadline finish and count, instead of being
-        // reported as aborted (errors).
-        cmd.arg("--no-tui")
-            .arg("-w")
-            .args(&self.json_flag)
-            .arg("-z")
-            .arg(format!("{}ms", run.duration.as_millis()))
+        cmd.arg("-t")
+            .arg(run.threads.clamp(1, run.connections.max(1)).to_string())
             .arg("-c")
-            .arg(run.connections.to_string());
+            .arg(run.connections.to_string())
+            .arg("-d")
+            // wrk reads whole seconds (`s`, `m`, `h`).
+            .arg(format!("{}s", run.duration.as_secs().max(1)))
+            .arg("--timeout")
+            .arg("10s")
+            .arg("-s")
+            .arg(&self.script);
         for h in run.headers {
             cmd.arg("-H").arg(h);
         }
@@ -73,10 +85,10 @@ impl Oha {
             .command(run)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("cannot run oha: {e}"))?;
+            .map_err(|e| format!("cannot run wrk: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "oha failed ({}): {}",
+                "wrk failed ({}): {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
@@ -85,34 +97,36 @@ impl Oha {
     }
 }
 
-/// Reads oha's JSON output: requests per second, p50/p99 (seconds) and every response that was
-/// not a `200` or did not arrive (`errorDistribution`).
-pub fn parse(json: &str) -> Result<Summary, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("oha output: {e}"))?;
-    let num = |ptr: &str| -> Result<f64, String> {
-        v.pointer(ptr)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| format!("oha output has no number at {ptr}"))
+/// Reads the hook's JSON line: requests per second, p50/p99, and every response that was not a
+/// 2xx/3xx or did not arrive (connect, read, write errors and timeouts).
+pub fn parse(stdout: &str) -> Result<Summary, String> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or("wrk printed no summary line")?;
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("wrk summary: {e}"))?;
+    let num = |k: &str| -> Result<u64, String> {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("wrk summary has no count `{k}`"))
     };
-    let count = |ptr: &str| -> u64 {
-        v.pointer(ptr)
-            .and_then(Value::as_object)
-            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
-    };
-    let statuses = count("/statusCodeDistribution");
-    let ok = v
-        .pointer("/statusCodeDistribution/200")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let transport_errors = count("/errorDistribution");
-    let wall = Duration::from_secs_f64(num("/summary/total")?.max(0.0));
-    let secs = |ptr: &str| num(ptr).map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let requests = num("requests")?;
+    let errors = ["connect", "read", "write", "status", "timeout"]
+        .iter()
+        .map(|k| num(k))
+        .sum::<Result<u64, String>>()?;
+    let wall = Duration::from_micros(num("duration_us")?);
     Ok(Summary {
-        requests: statuses + transport_errors,
-        errors: statuses - ok + transport_errors,
-        p50: secs("/latencyPercentiles/p50")?,
-        p99: secs("/latencyPercentiles/p99")?,
-        rps: num("/summary/requestsPerSec")?,
+        requests,
+        errors,
+        p50: Duration::from_micros(num("p50_us")?),
+        p99: Duration::from_micros(num("p99_us")?),
+        rps: if wall.is_zero() {
+            0.0
+        } else {
+            requests as f64 / wall.as_secs_f64()
+        },
         wall,
     })
 }
@@ -121,46 +135,38 @@ pub fn parse(json: &str) -> Result<Summary, String> {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = r#"{
-      "summary": {"successRate": 1.0, "total": 5.002, "slowest": 0.02, "fastest": 0.0001,
-                  "average": 0.0011, "requestsPerSec": 28500.5, "totalData": 1000, "sizePerRequest": 4000,
-                  "sizePerSec": 1.0},
-      "responseTimeHistogram": {"0.001": 10},
-      "latencyPercentiles": {"p10": 0.0004, "p25": 0.0006, "p50": 0.0009, "p75": 0.0012,
-                             "p90": 0.0016, "p95": 0.002, "p99": 0.0031, "p99.9": 0.006, "p99.99": 0.01},
-      "rps": {"mean": 28000.0},
-      "details": {},
-      "statusCodeDistribution": {"200": 142500, "500": 3},
-      "errorDistribution": {"connection closed": 2}
-    }"#;
+    const SAMPLE: &str = "Running 3s test @ http://127.0.0.1:1/v1/usage\n  2 threads and 32 connections\n\
+        \n{\"requests\":150000,\"duration_us\":3000000,\"connect\":0,\"read\":2,\"write\":0,\"status\":3,\"timeout\":0,\"p50_us\":310,\"p99_us\":1900}\n";
 
     #[test]
-    fn reads_the_json_summary() {
+    fn reads_the_summary_line() {
         let s = parse(SAMPLE).unwrap();
-        assert_eq!(s.requests, 142_505);
+        assert_eq!(s.requests, 150_000);
         assert_eq!(s.errors, 5);
-        assert!((s.rps - 28_500.5).abs() < 1e-9);
-        assert_eq!(s.p50, Duration::from_micros(900));
-        assert_eq!(s.p99, Duration::from_micros(3100));
-        assert_eq!(s.wall, Duration::from_secs_f64(5.002));
+        assert!((s.rps - 50_000.0).abs() < 1e-6);
+        assert_eq!(s.p50, Duration::from_micros(310));
+        assert_eq!(s.p99, Duration::from_micros(1900));
+        assert_eq!(s.wall, Duration::from_secs(3));
     }
 
     #[test]
     fn rejects_output_without_figures() {
-        assert!(parse("{}").is_err());
-        assert!(parse("not json").is_err());
+        assert!(parse("").is_err());
+        assert!(parse("{\"requests\": 1}").is_err());
+        assert!(parse("{not json").is_err());
     }
 
     #[test]
     fn builds_a_bounded_command_line() {
-        let oha = Oha {
-            path: PathBuf::from("oha"),
-            json_flag: vec!["--output-format", "json"],
+        let wrk = Wrk {
+            path: PathBuf::from("wrk"),
+            script: PathBuf::from("/tmp/s.lua"),
         };
         let headers = vec!["Authorization: Bearer t".to_owned()];
-        let cmd = oha.command(&Run {
+        let cmd = wrk.command(&Run {
             url: "http://127.0.0.1:1/v1/usage",
             connections: 32,
+            threads: 2,
             duration: Duration::from_secs(5),
             headers: &headers,
         });
@@ -171,14 +177,16 @@ mod tests {
         assert_eq!(
             args,
             [
-                "--no-tui",
-                "-w",
-                "--output-format",
-                "json",
-                "-z",
-                "5000ms",
+                "-t",
+                "2",
                 "-c",
                 "32",
+                "-d",
+                "5s",
+                "--timeout",
+                "10s",
+                "-s",
+                "/tmp/s.lua",
                 "-H",
                 "Authorization: Bearer t",
                 "http://127.0.0.1:1/v1/usage"
