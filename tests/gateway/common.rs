@@ -179,3 +179,17 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// Makes `subscriber` this thread's default while the returned guards live.
+///
+/// An idle second dispatcher is registered first: with exactly one scoped dispatcher,
+/// tracing-core decides a callsite's interest from the thread that hits it first, so a callsite
+/// first hit by another test's thread would stay disabled for good and this test would miss
+/// those lines. With two, every registration consults both.
+pub fn scoped_subscriber(
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) -> (tracing::Dispatch, tracing::subscriber::DefaultGuard) {
+    let idle = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let guard = tracing::subscriber::set_default(subscriber);
+    (idle, guard)
+}

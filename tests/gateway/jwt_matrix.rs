@@ -304,3 +304,50 @@ async fn every_bad_token_is_the_same_401() {
     let paths: Vec<&str> = requests.iter().map(|r| r.url.path()).collect();
     assert_eq!(paths, ["/jwks.json"], "only the configured JWKS, once");
 }
+
+/// A token that passed once is remembered, but only as long as it is valid: once `exp` (plus
+/// leeway) has passed it is refused like any expired token, and a token that differs in a single
+/// character of its signature never matches the remembered one.
+#[actix_web::test]
+async fn a_remembered_token_expires_on_time() {
+    let state = jwks_state(
+        r#"algorithms = ["HS256"]
+hs256_secret = "${SECRET}"
+issuer = "https://idp.test"
+audience = "usage-gateway"
+leeway = "0s""#,
+    );
+    let app = app_of(state.clone()).await;
+    let now = chrono::Utc::now().timestamp();
+    let token = hs(&with(claims("admin"), "exp", json!(now + 2)));
+    let bearer = format!("Bearer {token}");
+    for _ in 0..2 {
+        let (status, _, body) = call(&app, Some(&bearer)).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    assert!(
+        state.callers.contains_key(&token),
+        "the token is remembered"
+    );
+
+    // The first character of the signature carries six whole bits of it.
+    let dot = token.rfind('.').unwrap();
+    let first = &token[dot + 1..dot + 2];
+    let forged = format!(
+        "{}.{}{}",
+        &token[..dot],
+        if first == "A" { "B" } else { "A" },
+        &token[dot + 2..]
+    );
+    let (status, _, _) = call(&app, Some(&format!("Bearer {forged}"))).await;
+    assert_eq!(
+        status, 401,
+        "a different signature is checked, not remembered"
+    );
+
+    let wait = u64::try_from(now + 3 - chrono::Utc::now().timestamp()).unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_millis(wait * 1000 + 200)).await;
+    let (status, www, _) = call(&app, Some(&bearer)).await;
+    assert_eq!(status, 401, "expired while remembered");
+    assert_eq!(www.as_deref(), Some("Bearer error=\"invalid_token\""));
+}

@@ -198,12 +198,9 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
 #[actix_web::test]
 async fn one_json_line_per_request_and_per_upstream_call_with_the_request_id() {
     let logs = crate::common::Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_writer(logs.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The binary's own `--log-format json` subscriber.
+    let subscriber = usage_gateway::logsink::json_subscriber(logs.clone());
+    let _guard = crate::common::scoped_subscriber(subscriber);
     let h = harness("2s");
     let app = app(&h).await;
     let t = token("admin");
@@ -225,7 +222,13 @@ async fn one_json_line_per_request_and_per_upstream_call_with_the_request_id() {
     assert_eq!(r["status"], 200);
     assert_eq!(r["sub"], "admin");
     assert!(r["latency_ms"].is_number());
+    assert_eq!(r["level"], "INFO");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(r["timestamp"].as_str().unwrap()).is_ok(),
+        "{r}"
+    );
     assert_eq!(r["span"]["request_id"], "log-test-1");
+    assert_eq!(r["span"]["name"], "request");
     let upstream: Vec<_> = lines
         .iter()
         .filter(|l| l["message"] == "upstream call")

@@ -122,7 +122,7 @@ async fn secrets_never_leak_while_vendors_fail() {
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
+    let guard = crate::common::scoped_subscriber(subscriber);
 
     let app = test::init_service(
         App::new()

@@ -4,7 +4,7 @@
 //! cargo run --release -p usage-bench
 //! ```
 //!
-//! It installs `oha` when missing, builds `usage-gateway` in release mode, starts the vendor
+//! It installs `wrk` when missing, builds `usage-gateway` in release mode, starts the vendor
 //! simulators in-process and the gateway as a subprocess on a generated config for each
 //! scenario, drives load on 127.0.0.1 only, prints one table, and exits non-zero when a target
 //! is missed by more than the noise margin. See `BENCHMARKS.md`.
@@ -12,12 +12,12 @@
 mod baseline;
 mod gateway;
 mod load;
-mod oha;
 mod procfs;
 mod report;
 mod scenarios;
 mod stats;
 mod tools;
+mod wrk;
 
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
@@ -142,17 +142,6 @@ fn main() -> ExitCode {
     let root = tools::workspace_root();
     let machine = machine();
     println!("usage-bench: {machine}");
-    let oha = if args.scenarios.contains(&1) {
-        match tools::ensure_oha().and_then(|p| oha::Oha::new(&p)) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        None
-    };
     let bin = match args
         .gateway_bin
         .clone()
@@ -175,6 +164,17 @@ fn main() -> ExitCode {
         eprintln!("cannot create {}: {e}", dir.display());
         return ExitCode::from(2);
     }
+    let wrk = if args.scenarios.contains(&1) {
+        match tools::ensure_wrk().and_then(|p| wrk::Wrk::new(&p, &dir)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     println!(
         "gateway: {}\nconfigs and gateway logs: {}",
         bin.display(),
@@ -194,7 +194,7 @@ fn main() -> ExitCode {
         margin: args.noise_margin / 100.0,
         workers: std::thread::available_parallelism().map_or(1, usize::from),
         duration: Duration::from_secs(args.seconds.max(1)),
-        oha,
+        wrk,
         client,
         log_filter: args.gateway_log.clone(),
     };

@@ -14,9 +14,9 @@ use usage_sim::{DataSpec, Dataset, DoOptions, SimHandle, TruthFilter};
 use crate::baseline::{self, Canned};
 use crate::gateway::{ConfigSpec, Gateway, SourceTable, free_addr};
 use crate::load::{self, Answer, Bound};
-use crate::oha::{Oha, Run};
 use crate::report::{Row, Target};
 use crate::stats::{Summary, mib, ms};
+use crate::wrk::{Run, Wrk};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -36,7 +36,7 @@ pub struct Ctx {
     /// Length of each throughput run.
     pub duration: Duration,
     /// The load generator of scenario 1 (`None` when scenario 1 is not run).
-    pub oha: Option<Oha>,
+    pub wrk: Option<Wrk>,
     /// The client for control requests.
     pub client: reqwest::Client,
     /// `RUST_LOG` of the gateway (`info` as deployed).
@@ -157,23 +157,25 @@ impl Ctx {
         Ok((gw, format!("Bearer {token}")))
     }
 
-    async fn oha(&self, url: &str, auth: &str, duration: Duration) -> Result<Summary, String> {
-        let oha = self
-            .oha
+    async fn load(&self, url: &str, auth: &str, duration: Duration) -> Result<Summary, String> {
+        let wrk = self
+            .wrk
             .clone()
-            .ok_or("scenario 1 needs oha, which was not set up")?;
+            .ok_or("scenario 1 needs wrk, which was not set up")?;
         let url = url.to_owned();
         let headers = vec![format!("Authorization: {auth}")];
+        let threads = self.workers;
         tokio::task::spawn_blocking(move || {
-            oha.run(&Run {
+            wrk.run(&Run {
                 url: &url,
                 connections: 32,
+                threads,
                 duration,
                 headers: &headers,
             })
         })
         .await
-        .map_err(|e| format!("oha task: {e}"))?
+        .map_err(|e| format!("wrk task: {e}"))?
     }
 }
 
@@ -254,8 +256,8 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
         body.len(),
         ctx.duration.as_secs_f64()
     );
-    ctx.oha(&url, &auth, Duration::from_secs(1)).await?;
-    ctx.oha(&base_url, &auth, Duration::from_secs(1)).await?;
+    ctx.load(&url, &auth, Duration::from_secs(1)).await?;
+    ctx.load(&base_url, &auth, Duration::from_secs(1)).await?;
     let me = std::process::id();
     let ticks = crate::procfs::clock_ticks_per_second();
     let own_cpu = || crate::procfs::cpu_time(me, ticks).map_err(io_err("own CPU time"));
@@ -269,13 +271,13 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
         for gateway_turn in [round % 2 == 0, round % 2 == 1] {
             if gateway_turn {
                 let c = gw.cpu()?;
-                let run = ctx.oha(&url, &auth, ctx.duration).await?;
+                let run = ctx.load(&url, &auth, ctx.duration).await?;
                 gateway_cpu += gw.cpu()?.saturating_sub(c);
                 g = Some(run);
             } else {
                 // The baseline runs in this process, where the simulators sit idle meanwhile.
                 let c = own_cpu()?;
-                let run = ctx.oha(&base_url, &auth, ctx.duration).await?;
+                let run = ctx.load(&base_url, &auth, ctx.duration).await?;
                 baseline_cpu += own_cpu()?.saturating_sub(c);
                 b = Some(run);
             }

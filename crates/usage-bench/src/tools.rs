@@ -1,4 +1,4 @@
-//! What the command needs besides itself: the `oha` load generator and the gateway binary built
+//! What the command needs besides itself: the `wrk` load generator and the gateway binary built
 //! in release mode. Every command it runs is printed first.
 
 use std::path::{Path, PathBuf};
@@ -47,48 +47,58 @@ fn run(mut cmd: Command) -> Result<(), String> {
     }
 }
 
-/// Returns the `oha` version line when `path` runs.
-fn oha_version(path: &Path) -> Option<String> {
+/// Returns whether `path` runs as `wrk` (it prints its version and usage, then exits 1).
+fn wrk_version(path: &Path) -> Option<String> {
     let out = Command::new(path)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
         .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("wrk "))
+        .map(|l| l.split(" [").next().unwrap_or(l).trim().to_owned())
 }
 
-/// Finds `oha` on `PATH` or in cargo's bin directory, installing it with
-/// `cargo install oha --locked` when it is missing.
-pub fn ensure_oha() -> Result<PathBuf, String> {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|d| d.join("bin").join("oha"));
-    let candidates: Vec<PathBuf> = std::iter::once(PathBuf::from("oha"))
-        .chain(cargo_bin.clone())
-        .collect();
-    for c in &candidates {
-        if let Some(v) = oha_version(c) {
-            println!("load generator: {v} ({})", c.display());
-            return Ok(c.clone());
-        }
+/// Finds `wrk` on `PATH`, installing Debian's package (`apt-get install -y wrk`) when it is
+/// missing and apt is there; otherwise says how to install it.
+pub fn ensure_wrk() -> Result<PathBuf, String> {
+    let wrk = PathBuf::from("wrk");
+    if let Some(v) = wrk_version(&wrk) {
+        println!("load generator: {v}");
+        return Ok(wrk);
     }
-    println!("oha is not installed; installing it (takes a few minutes the first time)");
-    let mut cmd = Command::new(cargo());
-    cmd.args(["install", "oha", "--locked"]);
-    run(cmd)?;
-    for c in &candidates {
-        if let Some(v) = oha_version(c) {
-            println!("load generator: {v} ({})", c.display());
-            return Ok(c.clone());
-        }
+    let has_apt = Command::new("apt-get")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_apt {
+        return Err(
+            "wrk is not installed and apt-get is not available: install wrk \
+             (e.g. `brew install wrk`, `dnf install wrk`) and run again"
+                .into(),
+        );
     }
-    Err(
-        "`cargo install oha --locked` succeeded but oha is neither on PATH nor in $CARGO_HOME/bin"
-            .into(),
-    )
+    println!("wrk is not installed; installing Debian's package");
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "-q", "wrk"]);
+        run(cmd)
+    };
+    if install().is_err() {
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-q"]);
+        run(update)?;
+        install()?;
+    }
+    wrk_version(&wrk)
+        .map(|v| {
+            println!("load generator: {v}");
+            wrk
+        })
+        .ok_or_else(|| "`apt-get install wrk` succeeded but `wrk` does not run".into())
 }
 
 /// Builds `usage-gateway` in release mode and returns the binary's path.
@@ -125,14 +135,14 @@ mod tests {
     #[test]
     fn prints_commands_as_typed() {
         let mut c = Command::new("cargo");
-        c.args(["install", "oha", "--locked"]);
-        assert_eq!(show(&c), "cargo install oha --locked");
+        c.args(["build", "--release", "-p", "usage-gateway"]);
+        assert_eq!(show(&c), "cargo build --release -p usage-gateway");
     }
 
     #[test]
     fn a_failing_command_is_an_error() {
         assert!(run(Command::new("false")).is_err());
         assert!(run(Command::new("true")).is_ok());
-        assert!(oha_version(Path::new("/nonexistent/oha")).is_none());
+        assert!(wrk_version(Path::new("/nonexistent/wrk")).is_none());
     }
 }

@@ -323,13 +323,25 @@ pub struct Caller {
 
 impl Caller {
     /// Authenticates the request: bearer token, scope, then the access policy.
+    ///
+    /// A token that passed every check is remembered for [`VERIFIED_TTL`] (never past its own
+    /// `exp`), so a caller's repeated requests skip the signature check and the policy walk.
     async fn authenticate(req: HttpRequest) -> Result<Self, ApiError> {
         let state = req
             .app_data::<web::Data<AppState>>()
             .cloned()
             .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
         let token = bearer(&req)?;
-        let claims = state.verifier.verify(&token).await?;
+        let now = chrono::Utc::now().timestamp();
+        if let Some(hit) = state.callers.get(token).await {
+            if hit.valid_at(now) {
+                req.extensions_mut()
+                    .insert(CallerSub(hit.caller.sub.clone()));
+                return Ok(hit.caller.clone());
+            }
+            state.callers.invalidate(token).await;
+        }
+        let claims = state.verifier.verify(token).await?;
         let sub = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -348,15 +360,73 @@ impl Caller {
                 "no access entry grants this caller any source".into(),
             ));
         }
-        Ok(Self {
+        let caller = Self {
             sub,
             access: Arc::new(access),
-        })
+        };
+        // `exp` is required and was just checked, so it is a number here.
+        if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
+            let verified = VerifiedCaller {
+                caller: caller.clone(),
+                valid_until: (exp.floor() as i64)
+                    .saturating_add(i64::try_from(state.verifier.leeway).unwrap_or(i64::MAX)),
+            };
+            state
+                .callers
+                .insert(token.to_owned(), Arc::new(verified))
+                .await;
+        }
+        Ok(caller)
+    }
+}
+
+/// How long a verified token is remembered. A key removed from the JWKS, or an access entry
+/// changed by a restart, takes effect at once for new tokens and within this time for tokens
+/// already seen.
+pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The byte budget of remembered tokens (the token text plus the caller's access).
+pub const VERIFIED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A token that passed signature, claims, scope and policy checks, and what it grants.
+///
+/// Entries are keyed by the whole token text (not a hash of it), so only the very same token
+/// finds one; tokens that fail any check are never remembered.
+#[derive(Debug)]
+pub struct VerifiedCaller {
+    caller: Caller,
+    /// `exp + leeway`: after it the token is refused as if it were new.
+    valid_until: i64,
+}
+
+impl VerifiedCaller {
+    /// Reports whether the token is still within `exp` (plus leeway) at `now` (epoch seconds).
+    /// `nbf` needs no second look: a token admitted once is past it for good.
+    fn valid_at(&self, now: i64) -> bool {
+        now < self.valid_until
+    }
+
+    /// Approximates the bytes the entry holds, for the cache's weigher.
+    pub fn weight(&self) -> usize {
+        let access: usize = self
+            .caller
+            .access
+            .sources
+            .iter()
+            .map(|(name, scope)| {
+                64 + name.len()
+                    + match scope {
+                        AgentScope::All => 0,
+                        AgentScope::Only(ids) => ids.iter().map(|i| 48 + i.len()).sum(),
+                    }
+            })
+            .sum();
+        128 + self.caller.sub.len() + access
     }
 }
 
 /// Takes the bearer token out of the `Authorization` header.
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     let value = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -371,7 +441,7 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     if token.is_empty() {
         return Err(ApiError::Unauthorized);
     }
-    Ok(token.to_owned())
+    Ok(token)
 }
 
 /// The caller's `sub`, left in request extensions for the access log.

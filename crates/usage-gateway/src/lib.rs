@@ -9,6 +9,7 @@ pub mod error;
 pub mod fetch;
 pub mod jwks;
 pub mod limits;
+pub mod logsink;
 pub mod model;
 pub mod obs;
 pub mod openapi;

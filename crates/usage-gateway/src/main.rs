@@ -58,31 +58,20 @@ enum Command {
     },
 }
 
-/// Installs the log subscriber. Lines go through a buffer to a writer thread, so a request never
-/// waits on a `write` to stderr (the thread batches lines under load and flushes as soon as it is
-/// idle); nothing is dropped when the buffer is full. Keep the guard until exit: dropping it
-/// flushes what is left.
-fn init_logs(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        // 16k lines of slack (0.5 MiB) instead of the default 128k (4 MiB, allocated up front).
-        .buffered_lines_limit(16_384)
-        .finish(std::io::BufWriter::new(std::io::stderr()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    if format == "json" {
-        // The only span is the per-request one, so the span list would repeat `span`.
-        builder
-            .json()
-            .flatten_event(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
-    }
+/// Installs the log subscriber. Lines are batched in memory and written every 100 ms or per
+/// 64 KiB (see [`usage_gateway::logsink`]), so a request never waits on a `write` to stderr nor
+/// wakes a writer thread; nothing is dropped. Keep the guard until exit: dropping it writes
+/// what is left.
+fn init_logs(format: &str) -> Option<usage_gateway::logsink::FlushGuard> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let (writer, guard) = match usage_gateway::logsink::BatchWriter::new(std::io::stderr()) {
+        Ok((w, g)) => (BoxMakeWriter::new(w), Some(g)),
+        Err(e) => {
+            eprintln!("cannot start the log flusher thread ({e}); logging unbatched");
+            (BoxMakeWriter::new(std::io::stderr), None)
+        }
+    };
+    usage_gateway::logsink::install(format, writer);
     guard
 }
 

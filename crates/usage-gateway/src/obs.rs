@@ -1,5 +1,6 @@
 //! Observability: request ids, the per-request access log line, and Prometheus metrics.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -111,6 +112,58 @@ fn request_id(req: &ServiceRequest) -> String {
         )
 }
 
+/// The in-flight gauge, registered once.
+fn in_flight() -> &'static metrics::Gauge {
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    // A handle taken before the recorder is installed would be a no-op for good.
+    GAUGE.get_or_init(|| {
+        prometheus();
+        metrics::gauge!("http_requests_in_flight")
+    })
+}
+
+/// The most label sets a worker keeps handles for; beyond it (odd methods, say) series are
+/// looked up per request, so the list stays short and bounded.
+const MAX_CACHED_SERIES: usize = 64;
+
+/// Returns the request counter and latency histogram of one route, method and status.
+///
+/// Handles are kept per worker thread in a short list: looking a series up in the registry
+/// builds its labels and hashes them, which cost more than the rest of a response-cache hit's
+/// bookkeeping.
+fn http_series(route: &str, method: &str, status: u16) -> (metrics::Counter, metrics::Histogram) {
+    type Series = Vec<(String, String, u16, metrics::Counter, metrics::Histogram)>;
+    thread_local! {
+        static SERIES: RefCell<Series> = const { RefCell::new(Vec::new()) };
+    }
+    SERIES.with_borrow_mut(|series| {
+        if let Some((.., c, h)) = series
+            .iter()
+            .find(|(r, m, s, ..)| *s == status && r == route && m == method)
+        {
+            return (c.clone(), h.clone());
+        }
+        prometheus();
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.to_owned()),
+            ("status", status.to_string()),
+        ];
+        let c = metrics::counter!("http_requests_total", &labels);
+        let h = metrics::histogram!("http_request_duration_seconds", &labels);
+        if series.len() < MAX_CACHED_SERIES {
+            series.push((
+                route.to_owned(),
+                method.to_owned(),
+                status,
+                c.clone(),
+                h.clone(),
+            ));
+        }
+        (c, h)
+    })
+}
+
 /// The `instance` URI of a request's problem body.
 pub fn instance_uri(id: &str) -> String {
     format!("urn:request-id:{id}")
@@ -128,7 +181,8 @@ pub async fn observe(
     let method = req.method().to_string();
     let path = req.path().to_owned();
     let span = tracing::info_span!("request", request_id = %id);
-    metrics::gauge!("http_requests_in_flight").increment(1.0);
+    let in_flight = in_flight();
+    in_flight.increment(1.0);
     // Size bounds come first: an oversized request reaches neither auth nor any handler.
     let refused = req
         .app_data::<web::Data<AppState>>()
@@ -141,7 +195,7 @@ pub async fn observe(
             .await
             .map(ServiceResponse::map_into_boxed_body),
     };
-    metrics::gauge!("http_requests_in_flight").decrement(1.0);
+    in_flight.decrement(1.0);
     let res = result?;
     let route = res
         .request()
@@ -154,13 +208,9 @@ pub async fn observe(
         .get::<CallerSub>()
         .map(|s| s.0.clone());
     let elapsed = started.elapsed();
-    let labels = [
-        ("route", route.clone()),
-        ("method", method.clone()),
-        ("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    let (count, latency) = http_series(&route, &method, status.as_u16());
+    count.increment(1);
+    latency.record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             method = %method,

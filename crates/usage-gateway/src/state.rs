@@ -8,7 +8,7 @@ use bytes::Bytes;
 use moka::future::Cache;
 use usage_core::Agent;
 
-use crate::auth::JwtVerifier;
+use crate::auth::{JwtVerifier, VerifiedCaller};
 use crate::config::{AccessEntry, CacheConfig, Config, ConfigError, ServerConfig};
 use crate::fetch::{Source, SourceSpec, UsageCache};
 
@@ -49,6 +49,8 @@ pub struct AppState {
     pub responses: Cache<u128, Arc<Rendered>>,
     /// Agent lists per source.
     pub agents: Cache<String, Arc<Vec<Agent>>>,
+    /// Callers by the exact token that authenticated them (see [`VerifiedCaller`]).
+    pub callers: Cache<String, Arc<VerifiedCaller>>,
 }
 
 impl AppState {
@@ -86,7 +88,16 @@ impl AppState {
             .max_capacity(10_000)
             .time_to_live(config.cache.open_ttl.max(Duration::from_secs(60)))
             .build();
+        let callers = Cache::builder()
+            .name("verified-tokens")
+            .max_capacity(crate::auth::VERIFIED_CACHE_BYTES)
+            .weigher(|k: &String, v: &Arc<VerifiedCaller>| {
+                u32::try_from(k.len() + v.weight()).unwrap_or(u32::MAX)
+            })
+            .time_to_live(crate::auth::VERIFIED_TTL)
+            .build();
         Ok(Self {
+            callers,
             source_names: sources.keys().cloned().collect(),
             server: config.server,
             cache_config: config.cache,

@@ -408,7 +408,18 @@ pub(crate) fn records_to_points<'r>(
     query: &UsageQuery,
     cx: &MapCtx<'_>,
 ) -> (Vec<UsagePoint>, Skipped) {
-    let mut points = Vec::new();
+    // Records are summed per window and projected key while still borrowed: a scan holds up to
+    // hundreds of thousands of records, and most queries keep one or two dimensions, so strings
+    // are copied once per point, not once per record.
+    type Borrowed<'r> = (
+        Window,
+        Option<&'r str>,
+        Option<&'r str>,
+        Option<&'r str>,
+        Option<&'r str>,
+    );
+    let keep = |d: Dimension, v: Option<&'r str>| v.filter(|_| cx.keep.contains(&d));
+    let mut sums: HashMap<Borrowed<'r>, u64> = HashMap::new();
     let mut skipped = Skipped::default();
     for r in records {
         let agent = r.bot_id.as_deref().unwrap_or(UNATTRIBUTED_AGENT);
@@ -427,14 +438,31 @@ pub(crate) fn records_to_points<'r>(
             skipped.other_type_count = skipped.other_type_count.saturating_add(r.count);
             continue;
         }
-        let key = PointKey {
-            agent: Some(agent.to_owned()),
-            user: r.contact_id.clone(),
-            conversation: r.conversation_id.clone(),
-            usage_type: r.usage_type.clone(),
-        };
-        points.push(point(window, key, cx, r.count));
+        let key = (
+            window,
+            keep(Dimension::Agent, Some(agent)),
+            keep(Dimension::User, r.contact_id.as_deref()),
+            keep(Dimension::Conversation, r.conversation_id.as_deref()),
+            keep(Dimension::UsageType, r.usage_type.as_deref()),
+        );
+        let sum = sums.entry(key).or_insert(0);
+        *sum = sum.saturating_add(r.count);
     }
+    let owned = |v: Option<&str>| v.map(str::to_owned);
+    let mut points: Vec<UsagePoint> = sums
+        .into_iter()
+        .map(|((window, agent, user, conversation, usage_type), count)| {
+            let key = PointKey {
+                agent: owned(agent),
+                user: owned(user),
+                conversation: owned(conversation),
+                usage_type: owned(usage_type),
+            };
+            point(window, key, cx, count)
+        })
+        .collect();
+    // The map's order is random; answers are not.
+    points.sort_unstable_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
     (points, skipped)
 }
 

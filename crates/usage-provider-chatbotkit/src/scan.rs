@@ -14,7 +14,7 @@
 //! A scan holds its filter's lock, so concurrent queries for the same filter wait for it and
 //! then answer from the cache: concurrent scans are coalesced.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -115,7 +115,9 @@ struct Coverage {
 /// The cached records of one filter.
 #[derive(Debug, Default)]
 pub(crate) struct ScanState {
-    records: BTreeMap<(i64, String), Record>,
+    /// Sorted by `(created_ms, id)`, one record per key: a sorted `Vec` rather than a map, as
+    /// records arrive by the page in order and are read by range.
+    records: Vec<Record>,
     coverage: Option<Coverage>,
     /// Records without a usable `createdAt`/`count` seen by the scans behind this state.
     skipped: u64,
@@ -323,7 +325,7 @@ impl ScanState {
             }
             ScanEnd::Stopped { min_ms, resume } => {
                 let fresh_from = min_ms.saturating_add(1);
-                self.records.retain(|(ms, _), _| *ms < fresh_from);
+                self.records.retain(|r| r.created_ms < fresh_from);
                 self.skipped = self.skipped.saturating_add(p.skipped);
                 if let Bottom::At { complete_from, .. } = &cov.bottom
                     && fresh_from < *complete_from
@@ -370,18 +372,31 @@ impl ScanState {
         result.map(|_| ())
     }
 
+    /// Adds records; a record whose `(created_ms, id)` is already cached replaces it.
     fn insert(&mut self, records: Vec<Record>) {
-        for r in records {
-            self.records.insert((r.created_ms, r.id.clone()), r);
+        if records.is_empty() {
+            return;
         }
+        // Cached records first, then the new ones: the stable sort keeps that order among equal
+        // keys, and keeping the last of each run keeps the newest copy. Both parts are sorted
+        // runs already (the pages come newest first), which the sort merges in linear time.
+        self.records.extend(records);
+        self.records
+            .sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        self.records.reverse();
+        self.records
+            .dedup_by(|later, kept| later.created_ms == kept.created_ms && later.id == kept.id);
+        self.records.reverse();
     }
 
     /// Returns the cached records with `from_ms <= createdAt < to_ms`, oldest first.
     pub(crate) fn records(&self, from_ms: i64, to_ms: i64) -> impl Iterator<Item = &Record> {
-        self.records
-            .range((from_ms, String::new())..)
-            .take_while(move |((ms, _), _)| *ms < to_ms)
-            .map(|(_, r)| r)
+        let lo = self.records.partition_point(|r| r.created_ms < from_ms);
+        let hi = self
+            .records
+            .partition_point(|r| r.created_ms < to_ms)
+            .max(lo);
+        self.records[lo..hi].iter()
     }
 
     /// Returns how many malformed records the scans behind this state skipped.

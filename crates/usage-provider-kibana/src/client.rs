@@ -306,12 +306,10 @@ pub(crate) fn parse_error(
 
 /// Reads a JSON object into `T` (serde would also read a struct from an array).
 pub(crate) fn decode_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| short(&e.to_string()))?;
-    if !value.is_object() {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err("expected a JSON object".to_owned());
     }
-    serde_json::from_value(value).map_err(|e| short(&e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| short(&e.to_string()))
 }
 
 /// Cuts a vendor message to [`MAX_MESSAGE_CHARS`] characters.

@@ -1,14 +1,14 @@
 //! [`KibanaProvider`]: agent discovery, the cached consumption scans, and the mapping from
 //! Kibana conversations to usage points.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 use moka::future::Cache;
 use serde_json::Value;
@@ -204,7 +204,7 @@ impl KibanaProvider {
             let mut oldest: Option<DateTime<Utc>> = None;
             let mut found = Vec::with_capacity(len);
             for raw in results {
-                match raw.0.as_ref().and_then(conversation_from_wire) {
+                match raw.0.and_then(conversation_from_wire) {
                     Some(c) => {
                         oldest = Some(oldest.map_or(c.updated_at, |o| o.min(c.updated_at)));
                         found.push(c);
@@ -371,8 +371,8 @@ impl KibanaProvider {
 
 /// Reads one wire conversation; `None` when it has no readable `updated_at` (it cannot be
 /// placed in time).
-pub(crate) fn conversation_from_wire(c: &ConversationConsumption) -> Option<Conversation> {
-    let updated_at = c.updated_at.0.as_ref().and_then(parse_time)?;
+pub(crate) fn conversation_from_wire(c: ConversationConsumption) -> Option<Conversation> {
+    let updated_at = c.updated_at.0?;
     let usage = c.token_usage.0.unwrap_or_default();
     let input = usage.input_tokens.0.unwrap_or(0);
     let output = usage.output_tokens.0.unwrap_or(0);
@@ -391,12 +391,11 @@ pub(crate) fn conversation_from_wire(c: &ConversationConsumption) -> Option<Conv
             .count() as u64
     });
     Some(Conversation {
-        id: c.conversation_id.0.clone().filter(|s| !s.is_empty()),
+        id: c.conversation_id.0.filter(|s| !s.is_empty()),
         username: c
             .user
             .0
-            .as_ref()
-            .and_then(|u| u.username.0.clone())
+            .and_then(|u| u.username.0)
             .filter(|s| !s.is_empty()),
         updated_at,
         counters: Counters {
@@ -408,19 +407,6 @@ pub(crate) fn conversation_from_wire(c: &ConversationConsumption) -> Option<Conv
     })
 }
 
-/// Reads an ISO-8601 timestamp (or epoch milliseconds).
-fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
-    match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
-            .ok()
-            .map(|t| t.with_timezone(&Utc)),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
-        _ => None,
-    }
-}
-
 /// Places each conversation's lifetime totals at its `updated_at`, in the query window holding
 /// it; returns the points and, per window, the `high_input_tokens` warnings of the conversations
 /// placed.
@@ -430,31 +416,46 @@ pub(crate) fn conversations_to_points<'a>(
     query: &UsageQuery,
 ) -> (Vec<UsagePoint>, BTreeMap<Window, u64>) {
     let keep_agent = query.keeps(Dimension::Agent);
+    let keep_user = query.keeps(Dimension::User);
+    let keep_conversation = query.keeps(Dimension::Conversation);
     let mut warnings: BTreeMap<Window, u64> = BTreeMap::new();
-    let points = conversations
+    // Summed per window and projected key while borrowed: an agent may hold tens of thousands
+    // of conversations, and strings are then copied once per point, not once per conversation.
+    let mut sums: HashMap<(Window, Option<&'a str>, Option<&'a str>), Counters> = HashMap::new();
+    for c in conversations {
+        if !query.wants_user(c.username.as_deref()) {
+            continue;
+        }
+        let Some(window) = query.window_of(c.updated_at) else {
+            continue;
+        };
+        if c.warnings > 0 {
+            let w = warnings.entry(window).or_default();
+            *w = w.saturating_add(c.warnings);
+        }
+        let user = c.username.as_deref().filter(|_| keep_user);
+        let conversation = c.id.as_deref().filter(|_| keep_conversation);
+        sums.entry((window, user, conversation))
+            .or_default()
+            .add(&c.counters);
+    }
+    let mut points: Vec<UsagePoint> = sums
         .into_iter()
-        .filter(|c| query.wants_user(c.username.as_deref()))
-        .filter_map(|c| {
-            let window = query.window_of(c.updated_at)?;
-            if c.warnings > 0 {
-                let w = warnings.entry(window).or_default();
-                *w = w.saturating_add(c.warnings);
-            }
-            let key = PointKey {
-                agent: Some(agent.id.clone()),
-                user: c.username.clone(),
-                conversation: c.id.clone(),
+        .map(|((window, user, conversation), counters)| UsagePoint {
+            window,
+            key: PointKey {
+                agent: Some(agent.id.clone()).filter(|_| keep_agent),
+                user: user.map(str::to_owned),
+                conversation: conversation.map(str::to_owned),
                 usage_type: None,
-            };
-            Some(UsagePoint {
-                window,
-                key: key.project(&query.dimensions),
-                agent_name: agent.name.clone().filter(|_| keep_agent),
-                unit: Unit::Tokens,
-                counters: c.counters,
-            })
+            },
+            agent_name: agent.name.clone().filter(|_| keep_agent),
+            unit: Unit::Tokens,
+            counters,
         })
         .collect();
+    // The map's order is random; answers are not.
+    points.sort_unstable_by(|a, b| (a.window, &a.key).cmp(&(b.window, &b.key)));
     (points, warnings)
 }
 
@@ -546,8 +547,8 @@ mod tests {
         let r: ConsumptionResponse = decode_object(json.as_bytes()).unwrap();
         r.results
             .unwrap()
-            .iter()
-            .map(|c| c.0.as_ref().and_then(conversation_from_wire))
+            .into_iter()
+            .map(|c| c.0.and_then(conversation_from_wire))
             .collect()
     }
 
