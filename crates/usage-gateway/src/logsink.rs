@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -193,10 +194,7 @@ where
         .with_env_filter(filter)
         .with_writer(writer);
     if format == "json" {
-        builder
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLine)
-            .init();
+        builder.fmt_fields(JsonLine).event_format(JsonLine).init();
     } else {
         builder.init();
     }
@@ -210,14 +208,15 @@ where
 {
     tracing_subscriber::fmt()
         .with_writer(writer)
-        .fmt_fields(JsonFields::new())
+        .fmt_fields(JsonLine)
         .event_format(JsonLine)
         .finish()
 }
 
 /// One JSON object per event: `timestamp` (RFC 3339, UTC, microseconds), `level`, the event's
-/// fields (`message` among them), `target`, and the current span's fields under `span`
-/// (with its `name`), e.g. the request id.
+/// fields (`message` among them), `target`, and the current span's `name` and fields under
+/// `span`, e.g. the request id. Also the span field formatter, so that span fields are written
+/// once, as JSON, when the span is made.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLine;
 
@@ -248,23 +247,39 @@ where
         writer.write_str(",\"target\":")?;
         write_json_str(&mut writer, meta.target())?;
         if let Some(span) = ctx.lookup_current() {
-            writer.write_str(",\"span\":{")?;
-            let ext = span.extensions();
-            // `JsonFields` keeps the span's fields as the text of a JSON object.
-            let inner = ext
-                .get::<FormattedFields<N>>()
-                .map(|f| f.fields.as_str())
-                .and_then(|f| f.strip_prefix('{')?.strip_suffix('}'))
-                .unwrap_or("");
-            if !inner.is_empty() {
-                writer.write_str(inner)?;
-                writer.write_char(',')?;
-            }
-            writer.write_str("\"name\":")?;
+            writer.write_str(",\"span\":{\"name\":")?;
             write_json_str(&mut writer, span.name())?;
+            // The span's fields, as `JsonLine` formatted them: `,"key":value` each.
+            if let Some(f) = span.extensions().get::<FormattedFields<N>>() {
+                writer.write_str(&f.fields)?;
+            }
             writer.write_char('}')?;
         }
         writer.write_str("}\n")
+    }
+}
+
+/// Span fields are kept as `,"name":value` pairs, spliced into each line under `span`.
+impl<'w> FormatFields<'w> for JsonLine {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = JsonVisitor {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        self.format_fields(current.as_writer(), fields)
     }
 }
 
@@ -446,7 +461,12 @@ mod tests {
         let sink = out.clone();
         let subscriber = json_subscriber(move || sink.clone());
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("request", request_id = %"r-\"1\"");
+            let span = tracing::info_span!(
+                "request",
+                request_id = %"r-\"1\"",
+                late = tracing::field::Empty
+            );
+            span.record("late", 7_u64);
             span.in_scope(|| {
                 tracing::info!(
                     path = %"/v1/usage?a=\"b\"\n\t\u{1}\u{e9}",
@@ -479,6 +499,10 @@ mod tests {
         assert_eq!(r["name"], "plain");
         assert_eq!(r["span"]["request_id"], "r-\"1\"");
         assert_eq!(r["span"]["name"], "request");
+        assert_eq!(
+            r["span"]["late"], 7,
+            "fields recorded after the span was made"
+        );
         assert!(r["target"].as_str().unwrap().contains("logsink"));
         chrono::DateTime::parse_from_rfc3339(r["timestamp"].as_str().unwrap()).unwrap();
         assert_eq!(lines[1]["level"], "WARN");

@@ -42,6 +42,9 @@ pub struct UsageRequest {
     pub users: Vec<String>,
     /// Explicit `format`, if given.
     pub format: Option<Format>,
+    /// Whether `end` was given, so that the same query string parses the same way at any time
+    /// (nothing depends on "now").
+    pub timeless: bool,
 }
 
 /// The longest single filter value (`source`, `agent`, `user`, ... after splitting comma lists).
@@ -121,9 +124,13 @@ pub fn parse(
     };
     let start = instant("start");
     let end = instant("end");
-    let default = time::default_range(now, tz);
+    // Only a missing `end` makes the range depend on the time ("up to now" or the default).
+    let timeless = end.is_some();
     let (start, end) = match (start, end) {
-        (None, None) => (Ok(default.start), Ok(default.end)),
+        (None, None) => {
+            let default = time::default_range(now, tz);
+            (Ok(default.start), Ok(default.end))
+        }
         // Only `start`: up to now. Only `end`: the seven days before it.
         (Some(s), None) => (s, Ok(now)),
         (None, Some(e)) => (e.clone().map(|e| e - chrono::Duration::days(7)), e),
@@ -248,6 +255,7 @@ pub fn parse(
             agents,
             users,
             format,
+            timeless,
         }),
         _ => Err(ApiError::BadRequest(errors)),
     }
@@ -474,6 +482,29 @@ mod tests {
         );
         assert_eq!(q.group_by, vec![Dimension::Source, Dimension::Agent]);
         assert_eq!(q.windows, vec![q.range]);
+    }
+
+    #[test]
+    fn only_queries_with_an_end_are_timeless() {
+        let limits = ServerConfig::default();
+        let later = now() + chrono::Duration::days(3);
+        let both = "start=2026-11-01&end=2026-11-03&bucket=day";
+        assert!(parse(both, &limits, now()).unwrap().timeless);
+        assert_eq!(
+            parse(both, &limits, now()).unwrap(),
+            parse(both, &limits, later).unwrap(),
+            "a timeless parse is the same at any time"
+        );
+        assert!(parse("end=2026-11-03", &limits, now()).unwrap().timeless);
+        for raw in ["", "start=2026-11-01", "bucket=day"] {
+            let q = parse(raw, &limits, now()).unwrap();
+            assert!(!q.timeless, "`{raw}` depends on the time");
+            assert_ne!(
+                q.range,
+                parse(raw, &limits, later).unwrap().range,
+                "`{raw}`"
+            );
+        }
     }
 
     #[test]

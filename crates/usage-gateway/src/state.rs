@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 use moka::future::Cache;
 use usage_core::Agent;
@@ -11,6 +12,7 @@ use usage_core::Agent;
 use crate::auth::{JwtVerifier, VerifiedCaller};
 use crate::config::{AccessEntry, CacheConfig, Config, ConfigError, ServerConfig};
 use crate::fetch::{Source, SourceSpec, UsageCache};
+use crate::query::UsageRequest;
 
 /// A rendered `/v1/usage` answer, kept so that a repeated query is neither re-aggregated nor
 /// re-serialized.
@@ -22,11 +24,16 @@ pub struct Rendered {
     pub body: Bytes,
     /// Strong entity tag of the body.
     pub etag: String,
-    /// Seconds a client may reuse it.
-    pub max_age: u64,
+    /// The `ETag` header, made once.
+    pub etag_header: HeaderValue,
+    /// The `Cache-Control` header (`private, max-age=N`), made once.
+    pub cache_control: HeaderValue,
     /// Whether every source answered.
     pub complete: bool,
 }
+
+/// The byte budget of remembered query parses.
+const PARSED_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Everything handlers share.
 #[derive(Debug)]
@@ -51,6 +58,9 @@ pub struct AppState {
     pub agents: Cache<String, Arc<Vec<Agent>>>,
     /// Callers by the exact token that authenticated them (see [`VerifiedCaller`]).
     pub callers: Cache<String, Arc<VerifiedCaller>>,
+    /// Parsed `/v1/usage` queries by their raw query string, for queries whose parse does not
+    /// depend on the time (those that name their `end`).
+    pub parsed: Cache<String, Arc<UsageRequest>>,
 }
 
 impl AppState {
@@ -96,8 +106,17 @@ impl AppState {
             })
             .time_to_live(crate::auth::VERIFIED_TTL)
             .build();
+        let parsed = Cache::builder()
+            .name("parsed-queries")
+            .max_capacity(PARSED_CACHE_BYTES)
+            .weigher(|k: &String, v: &Arc<UsageRequest>| {
+                u32::try_from(k.len() * 2 + 256 + v.windows.len() * 16).unwrap_or(u32::MAX)
+            })
+            .time_to_live(Duration::from_secs(600))
+            .build();
         Ok(Self {
             callers,
+            parsed,
             source_names: sources.keys().cloned().collect(),
             server: config.server,
             cache_config: config.cache,

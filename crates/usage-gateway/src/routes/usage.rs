@@ -189,7 +189,16 @@ pub async fn get_usage(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let req = query::parse(http.query_string(), &state.server, now)?;
+    let raw = http.query_string();
+    let req = if let Some(req) = state.parsed.get(raw).await {
+        req
+    } else {
+        let req = Arc::new(query::parse(raw, &state.server, now)?);
+        if req.timeless {
+            state.parsed.insert(raw.to_owned(), Arc::clone(&req)).await;
+        }
+        req
+    };
     let format = req.format.unwrap_or_else(|| negotiate(&http));
     let plans = plan(&req, &caller, &state)?;
     let refresh = http
@@ -286,12 +295,16 @@ pub async fn get_usage(
     }
     .as_secs()
     .min(state.cache_config.open_ttl.as_secs());
+    let etag = format!("\"{:032x}\"", xxh3_128(&body));
     let rendered = Arc::new(Rendered {
         content_type,
-        etag: format!("\"{:032x}\"", xxh3_128(&body)),
+        etag_header: HeaderValue::from_str(&etag)
+            .map_err(|e| ApiError::Internal(format!("etag header: {e}")))?,
+        etag,
+        cache_control: HeaderValue::from_str(&format!("private, max-age={max_age}"))
+            .map_err(|e| ApiError::Internal(format!("cache-control header: {e}")))?,
         // Without the serializer's unused capacity, which the weigher would not see.
         body: Bytes::from(body.into_boxed_slice()),
-        max_age,
         complete,
     });
     if complete {
@@ -412,7 +425,9 @@ fn negotiate(http: &HttpRequest) -> Format {
 fn response_key(req: &UsageRequest, caller: &Caller, format: Format) -> u128 {
     // Hashes the values themselves: formatting them (`{:?}`) first cost more than the rest of
     // a cache hit's lookup.
-    let mut h = Xxh3::new();
+    // Seeded per process, so that nobody can work out offline two queries whose keys collide.
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let mut h = Xxh3::with_seed(*SEED.get_or_init(|| fastrand::u64(..)));
     (&*caller.access, req, format).hash(&mut h);
     h.digest128()
 }
@@ -428,11 +443,12 @@ fn respond(http: &HttpRequest, r: &Rendered) -> HttpResponse {
     } else {
         HttpResponse::Ok()
     };
-    b.insert_header((header::ETAG, r.etag.clone()));
-    if let Ok(v) = HeaderValue::from_str(&format!("private, max-age={}", r.max_age)) {
-        b.insert_header((header::CACHE_CONTROL, v));
-    }
-    b.insert_header((header::VARY, "Authorization, Accept"));
+    b.insert_header((header::ETAG, r.etag_header.clone()));
+    b.insert_header((header::CACHE_CONTROL, r.cache_control.clone()));
+    b.insert_header((
+        header::VARY,
+        HeaderValue::from_static("Authorization, Accept"),
+    ));
     b.insert_header((
         "x-usage-complete",
         if r.complete { "true" } else { "false" },
