@@ -395,14 +395,17 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let spec = ctx.config(
         64 * MIB,
         vec![
-            // The source's own budget and concurrency cap are raised above the offered load
-            // (32 requests x 4 agents in flight), so the figure is the gateway's, not a queue.
+            // The sources' own budgets and concurrency caps are raised above the offered load
+            // (32 requests x 4 agents, or x 3 bots, in flight), so the figure is the
+            // gateway's, not a queue.
             do_source(&do_sim)
                 .raw("rate_limit_per_minute", "1000000")
                 .raw("max_concurrency", "256"),
-            kibana_source(&kb_sim),
+            kibana_source(&kb_sim).raw("max_concurrency", "256"),
             // Named bots: one `/usage/fetch` per bot and window, all at once.
-            cbk_source(&cbk_sim).list("agents", &bots),
+            cbk_source(&cbk_sim)
+                .list("agents", &bots)
+                .raw("max_concurrency", "256"),
         ],
     )?;
     let (gw, auth) = ctx.gateway("s2-fan-out", &spec).await?;

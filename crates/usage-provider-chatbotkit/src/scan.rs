@@ -372,21 +372,29 @@ impl ScanState {
         result.map(|_| ())
     }
 
-    /// Adds records; a record whose `(created_ms, id)` is already cached replaces it.
-    fn insert(&mut self, records: Vec<Record>) {
+    /// Adds records (as read, newest first); a record whose `(created_ms, id)` is already cached
+    /// replaces it.
+    fn insert(&mut self, mut records: Vec<Record>) {
         if records.is_empty() {
             return;
         }
-        // Cached records first, then the new ones: the stable sort keeps that order among equal
-        // keys, and keeping the last of each run keeps the newest copy. Both parts are sorted
-        // runs already (the pages come newest first), which the sort merges in linear time.
-        self.records.extend(records);
+        // Cached records first, then the new ones, oldest first: two ascending runs, which the
+        // stable sort merges in linear time and keeps in that order among equal keys.
+        records.reverse();
+        self.records.append(&mut records);
         self.records
             .sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-        self.records.reverse();
-        self.records
-            .dedup_by(|later, kept| later.created_ms == kept.created_ms && later.id == kept.id);
-        self.records.reverse();
+        // Of each run of equal keys keep the last, the newest copy.
+        let same = |a: &Record, b: &Record| a.created_ms == b.created_ms && a.id == b.id;
+        let mut kept = 0;
+        for i in 0..self.records.len() {
+            if i + 1 < self.records.len() && same(&self.records[i], &self.records[i + 1]) {
+                continue;
+            }
+            self.records.swap(kept, i);
+            kept += 1;
+        }
+        self.records.truncate(kept);
     }
 
     /// Returns the cached records with `from_ms <= createdAt < to_ms`, oldest first.
@@ -594,5 +602,42 @@ mod tests {
         ]);
         let ids: Vec<&str> = s.records(10, 20).map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_newer_copy_replaces_the_cached_record() {
+        let mut s = ScanState::default();
+        let rec = |ms, id: &str, count| Record {
+            created_ms: ms,
+            id: id.into(),
+            usage_type: None,
+            count,
+            bot_id: None,
+            contact_id: None,
+            conversation_id: None,
+        };
+        // As read: newest first.
+        s.insert(vec![rec(30, "c", 1), rec(20, "b", 1), rec(10, "a", 1)]);
+        s.insert(vec![
+            rec(40, "d", 4),
+            rec(20, "b", 7),
+            rec(20, "a", 2),
+            rec(5, "z", 1),
+        ]);
+        let got: Vec<(i64, &str, u64)> = s
+            .records(0, 100)
+            .map(|r| (r.created_ms, r.id.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (5, "z", 1),
+                (10, "a", 1),
+                (20, "a", 2),
+                (20, "b", 7),
+                (30, "c", 1),
+                (40, "d", 4)
+            ]
+        );
     }
 }

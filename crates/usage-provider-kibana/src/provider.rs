@@ -1,7 +1,7 @@
 //! [`KibanaProvider`]: agent discovery, the cached consumption scans, and the mapping from
 //! Kibana conversations to usage points.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -421,7 +421,8 @@ pub(crate) fn conversations_to_points<'a>(
     let mut warnings: BTreeMap<Window, u64> = BTreeMap::new();
     // Summed per window and projected key while borrowed: an agent may hold tens of thousands
     // of conversations, and strings are then copied once per point, not once per conversation.
-    let mut sums: HashMap<(Window, Option<&'a str>, Option<&'a str>), Counters> = HashMap::new();
+    let mut sums: foldhash::HashMap<(Window, Option<&'a str>, Option<&'a str>), Counters> =
+        foldhash::HashMap::default();
     for c in conversations {
         if !query.wants_user(c.username.as_deref()) {
             continue;
