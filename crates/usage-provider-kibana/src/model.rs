@@ -28,6 +28,30 @@ fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     Ok(())
 }
 
+/// The visitor methods of every JSON scalar (and `null`), each reading as `$wrapper(None)`.
+macro_rules! scalars_read_as_none {
+    ($wrapper:ident) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($wrapper(None))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($wrapper(None))
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($wrapper(None))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($wrapper(None))
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($wrapper(None))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($wrapper(None))
+        }
+    };
+}
+
 /// An object-shaped value (a wire struct) that reads as `None` when the JSON value is not an
 /// object. The struct's own fields are lenient, so only a repeated key inside the object fails.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,24 +77,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 drain_seq(seq).map(|()| Lenient(None))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
+            scalars_read_as_none!(Lenient);
         }
         d.deserialize_any(V(PhantomData))
     }
@@ -105,24 +112,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for LenientVec<T> {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 drain_map(map).map(|()| LenientVec(None))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(LenientVec(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(LenientVec(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(LenientVec(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(LenientVec(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(LenientVec(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(LenientVec(None))
-            }
+            scalars_read_as_none!(LenientVec);
         }
         d.deserialize_any(V(PhantomData))
     }
