@@ -564,3 +564,84 @@ async fn unknown_routes_and_methods_are_problems() {
     let (s, _, _) = get(&app, "/readyz", None, &[]).await;
     assert_eq!(s, 200);
 }
+
+#[actix_web::test]
+async fn fan_out_is_concurrent() {
+    let h = harness("5s");
+    let app = app(&h).await;
+    h.alpha.set_latency(Duration::from_millis(200));
+    h.beta.set_latency(Duration::from_millis(200));
+    let started = Instant::now();
+    let (s, _, body) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}"),
+        Some(&token("admin")),
+        &[],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let v = json_of(&body);
+    assert_eq!(v["complete"], true);
+    assert_eq!((h.alpha.calls(), h.beta.calls()), (1, 1));
+    for source in v["sources"].as_array().unwrap() {
+        assert!(source["duration_ms"].as_f64().unwrap() >= 200.0, "{source}");
+    }
+    // Sequential calls would take at least 400 ms.
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(350),
+        "{took:?}"
+    );
+}
+
+#[actix_web::test]
+async fn closed_windows_live_closed_ttl_and_open_ones_open_ttl() {
+    let text = crate::common::config_text("5s").replace(
+        "open_ttl = \"30s\"\nclosed_ttl = \"1h\"\nsettle = \"10m\"",
+        "open_ttl = \"1s\"\nclosed_ttl = \"1h\"\nsettle = \"0s\"",
+    );
+    assert!(text.contains("open_ttl = \"1s\""), "cache section replaced");
+    let config = usage_gateway::config::Config::parse(&text, &|k| {
+        (k == "SECRET").then(|| crate::common::SECRET.to_owned())
+    })
+    .unwrap();
+    let alpha = std::sync::Arc::new(crate::common::alpha());
+    let providers: Vec<usage_core::DynUsageProvider> =
+        vec![alpha.clone(), std::sync::Arc::new(crate::common::beta())];
+    let state =
+        actix_web::web::Data::new(usage_gateway::state::AppState::new(config, providers).unwrap());
+    let app = actix_web::test::init_service(
+        actix_web::App::new()
+            .configure(usage_gateway::app::configure(state, true))
+            .default_service(actix_web::web::to(usage_gateway::app::not_found)),
+    )
+    .await;
+    let t = token("admin");
+    // Fully in the past: closed at once (settle 0s). From today to tomorrow: reaches now, open.
+    let today = chrono::Utc::now().date_naive();
+    let closed = format!("/v1/usage?{RANGE}&bucket=day");
+    let open = format!(
+        "/v1/usage?start={today}&end={}&bucket=hour",
+        today + chrono::Duration::days(1)
+    );
+    for uri in [&closed, &open] {
+        let (s, _, body) = get(&app, uri, Some(&t), &[]).await;
+        assert_eq!(s, 200, "{uri}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(json_of(&body)["sources"][0]["cached"], false, "{uri}");
+    }
+    assert_eq!(alpha.calls(), 2);
+    // Past open_ttl (also the rendered-response cache's lifetime), before closed_ttl.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (s, _, body) = get(&app, &closed, Some(&t), &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(alpha.calls(), 2, "a closed window lives closed_ttl");
+    assert_eq!(
+        json_of(&body)["sources"][0]["cached"],
+        true,
+        "answered from the window cache, not a replayed body"
+    );
+    let (s, _, body) = get(&app, &open, Some(&t), &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(alpha.calls(), 3, "an open window lives open_ttl");
+    assert_eq!(json_of(&body)["sources"][0]["cached"], false);
+}

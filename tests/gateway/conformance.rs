@@ -2,10 +2,15 @@
 //! methods answer 405 with `Allow`, and what schemathesis checks in CI (`.ci/schemathesis.sh`)
 //! holds for the basics without Python.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
 use actix_web::test::{TestRequest, call_service};
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
+use usage_core::ProviderError;
 use usage_gateway::config::ServerConfig;
+use usage_gateway::error::{ApiError, ParamError, Problem};
 use usage_gateway::query;
 
 use crate::common::{app, harness};
@@ -104,4 +109,287 @@ async fn undocumented_methods_answer_405_with_allow() {
             );
         }
     }
+}
+
+/// The examples of one media type object: `example` and every `examples.*.value`, by name.
+fn examples_of(media: &Value) -> Vec<(String, &Value)> {
+    let mut out = Vec::new();
+    if let Some(e) = media.get("example") {
+        out.push(("example".to_owned(), e));
+    }
+    for (name, e) in media
+        .get("examples")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        out.push((name.clone(), &e["value"]));
+    }
+    out
+}
+
+/// Checks `value` against `schema` of `doc`: `$ref`, `oneOf`, `type`, `enum`, `required`,
+/// `properties` (no undocumented field), `additionalProperties` and `items`.
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        return conforms(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if let Some(alts) = schema.get("oneOf").and_then(Value::as_array) {
+        let fits = alts
+            .iter()
+            .filter(|s| conforms(doc, s, value, at).is_ok())
+            .count();
+        return if fits == 1 {
+            Ok(())
+        } else {
+            Err(format!("{at}: {value} fits {fits} of oneOf {schema}"))
+        };
+    }
+    if let Some(ty) = schema.get("type") {
+        let types: Vec<&str> = match ty {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().map(|t| t.as_str().unwrap()).collect(),
+            _ => panic!("{at}: type {ty}"),
+        };
+        let actual = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let ok = types.contains(&actual) || (actual == "integer" && types.contains(&"number"));
+        if !ok {
+            return Err(format!("{at}: {value} is {actual}, not {types:?}"));
+        }
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array)
+        && !values.contains(value)
+    {
+        return Err(format!("{at}: {value} not in {values:?}"));
+    }
+    if let Value::Object(obj) = value {
+        for key in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = key.as_str().unwrap();
+            if !obj.contains_key(key) {
+                return Err(format!("{at}: required `{key}` missing"));
+            }
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        let extra = schema.get("additionalProperties");
+        for (k, v) in obj {
+            let at = format!("{at}.{k}");
+            match (props.and_then(|p| p.get(k)), extra) {
+                (Some(s), _) | (None, Some(s @ Value::Object(_))) => conforms(doc, s, v, &at)?,
+                (None, _) if props.is_some() => return Err(format!("{at}: undocumented field")),
+                (None, _) => {}
+            }
+        }
+    }
+    if let (Value::Array(items), Some(s)) = (value, schema.get("items")) {
+        for (i, v) in items.iter().enumerate() {
+            conforms(doc, s, v, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `(type, title)` pairs per HTTP status.
+type StatusKinds = BTreeMap<u16, BTreeSet<(String, String)>>;
+
+/// The `(type, title)` pairs the gateway renders per HTTP status (error.rs), and the
+/// `(type, title, status)` triples of source problems (`Problem::from_provider`).
+fn real_problems() -> (StatusKinds, BTreeSet<(String, String, u64)>) {
+    let s = || "src".to_owned();
+    let m = || "m".to_owned();
+    let mut top = StatusKinds::new();
+    for e in [
+        ApiError::BadRequest(vec![ParamError::new("tz", "bad")]),
+        ApiError::Unauthorized,
+        ApiError::Forbidden("no".into()),
+        ApiError::NotFound,
+        ApiError::MethodNotAllowed,
+        ApiError::PayloadTooLarge("big".into()),
+        ApiError::HeadersTooLarge("many".into()),
+        ApiError::AllSourcesFailed {
+            status: 502,
+            sources: Vec::new(),
+        },
+        ApiError::AllSourcesFailed {
+            status: 504,
+            sources: Vec::new(),
+        },
+        ApiError::Internal("bug".into()),
+    ] {
+        let p = e.problem();
+        top.entry(p.status).or_default().insert((p.kind, p.title));
+    }
+    let nested = [
+        ProviderError::Unauthenticated {
+            source_name: s(),
+            message: m(),
+        },
+        ProviderError::Forbidden {
+            source_name: s(),
+            message: m(),
+        },
+        ProviderError::NotFound {
+            source_name: s(),
+            message: m(),
+            hint: None,
+        },
+        ProviderError::RateLimited {
+            source_name: s(),
+            retry_after: None,
+        },
+        ProviderError::QuotaExceeded {
+            source_name: s(),
+            message: m(),
+        },
+        ProviderError::Upstream {
+            source_name: s(),
+            status: 503,
+            message: m(),
+        },
+        ProviderError::Transport {
+            source_name: s(),
+            message: m(),
+        },
+        ProviderError::Timeout {
+            source_name: s(),
+            elapsed: Duration::from_secs(1),
+        },
+        ProviderError::Decode {
+            source_name: s(),
+            message: m(),
+        },
+        ProviderError::InvalidQuery {
+            source_name: s(),
+            message: m(),
+        },
+        ProviderError::CircuitOpen {
+            source_name: s(),
+            retry_after: Duration::from_secs(1),
+        },
+        ProviderError::Config {
+            source_name: s(),
+            message: m(),
+        },
+    ]
+    .iter()
+    .map(|e| {
+        let p = Problem::from_provider(e);
+        (p.kind, p.title, u64::from(p.status))
+    })
+    .collect();
+    (top, nested)
+}
+
+/// Every problem object nested in `value` (`sources[].error`, `last_error`), with its path.
+fn nested_problems<'a>(value: &'a Value, at: &str, out: &mut Vec<(String, &'a Value)>) {
+    match value {
+        Value::Object(obj) => {
+            for (k, v) in obj {
+                let at = format!("{at}.{k}");
+                if (k == "error" || k == "last_error") && v.is_object() {
+                    out.push((at.clone(), v));
+                }
+                nested_problems(v, &at, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                nested_problems(v, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every operation's every JSON response shows an example, every example fits its schema, and
+/// every problem example is a body the gateway really sends: `status` equal to the response
+/// code, the `type`/`title` error.rs renders for that status and `instance` =
+/// `urn:request-id:<id>`; problems inside `sources[]` are ones `Problem::from_provider` makes.
+#[test]
+fn every_json_response_has_examples_true_to_the_gateway() {
+    let doc = document();
+    let (top, nested) = real_problems();
+    let mut problem_examples = 0;
+    let mut responses = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (code, resp) in op["responses"].as_object().unwrap() {
+                for (media, mt) in resp
+                    .get("content")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    if !media.ends_with("json") {
+                        continue;
+                    }
+                    responses += 1;
+                    let examples = examples_of(mt);
+                    assert!(
+                        !examples.is_empty(),
+                        "{method} {path} {code} {media} has no example"
+                    );
+                    for (name, ex) in examples {
+                        let at = format!("{method} {path} {code} {media} `{name}`");
+                        conforms(&doc, &mt["schema"], ex, &at).unwrap();
+                        let mut inner = Vec::new();
+                        nested_problems(ex, &at, &mut inner);
+                        for (at, p) in inner {
+                            let triple = (
+                                p["type"].as_str().unwrap().to_owned(),
+                                p["title"].as_str().unwrap().to_owned(),
+                                p["status"].as_u64().unwrap(),
+                            );
+                            assert!(nested.contains(&triple), "{at}: {triple:?} is not real");
+                            assert!(p.get("instance").is_none(), "{at}: nested instance");
+                        }
+                        if media != "application/problem+json" {
+                            continue;
+                        }
+                        problem_examples += 1;
+                        let status: u16 = code.parse().unwrap();
+                        assert_eq!(ex["status"], u64::from(status), "{at}");
+                        let pair = (
+                            ex["type"].as_str().unwrap().to_owned(),
+                            ex["title"].as_str().unwrap().to_owned(),
+                        );
+                        assert!(
+                            top.get(&status).is_some_and(|p| p.contains(&pair)),
+                            "{at}: {pair:?} is not what the gateway answers with {status}"
+                        );
+                        let instance = ex["instance"].as_str().unwrap_or_default();
+                        let id = instance.strip_prefix("urn:request-id:").unwrap_or_default();
+                        assert!(!id.is_empty(), "{at}: instance `{instance}`");
+                        if status == 400 {
+                            assert!(!ex["errors"].as_array().unwrap().is_empty(), "{at}");
+                            assert!(
+                                ex["detail"]
+                                    .as_str()
+                                    .unwrap()
+                                    .contains(ex["errors"][0]["parameter"].as_str().unwrap())
+                            );
+                        }
+                        if status == 502 || status == 504 {
+                            assert!(!ex["sources"].as_array().unwrap().is_empty(), "{at}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(responses >= 30, "{responses}");
+    assert!(problem_examples >= 25, "{problem_examples}");
 }

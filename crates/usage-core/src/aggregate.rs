@@ -93,7 +93,7 @@ pub fn aggregate<'a>(
 mod tests {
     use std::collections::BTreeSet;
 
-    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
     use proptest::prelude::*;
 
     use super::*;
@@ -183,10 +183,68 @@ mod tests {
         assert_eq!(by_user.rows[0].agent_name, None);
     }
 
+    /// The range the property samples: ten months, starting and ending off any local midnight,
+    /// so that every bucket kind has clipped first and last buckets and full ones between.
+    fn prop_range() -> Window {
+        Window::new(
+            Utc.with_ymd_and_hms(2026, 2, 14, 5, 30, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 12, 9, 17, 45, 0).unwrap(),
+        )
+    }
+
+    /// The zones sampled: UTC, two with one-hour DST shifts on different dates, and Lord Howe,
+    /// whose DST shift is 30 minutes.
+    const PROP_ZONES: [chrono_tz::Tz; 4] = [
+        chrono_tz::UTC,
+        chrono_tz::Europe::Berlin,
+        chrono_tz::America::New_York,
+        chrono_tz::Australia::Lord_Howe,
+    ];
+
+    /// The 2026 offset changes of the sampled zones inside `prop_range()` (checked by
+    /// `dst_edges_are_offset_changes`), around which a part of the points is placed.
+    fn dst_edges() -> [DateTime<Utc>; 6] {
+        let utc = |m, d, h, min| Utc.with_ymd_and_hms(2026, m, d, h, min, 0).unwrap();
+        [
+            utc(3, 8, 7, 0),    // New York springs forward
+            utc(3, 29, 1, 0),   // Berlin springs forward
+            utc(4, 4, 15, 0),   // Lord Howe falls back (30 min)
+            utc(10, 3, 15, 30), // Lord Howe springs forward (30 min)
+            utc(10, 25, 1, 0),  // Berlin falls back
+            utc(11, 1, 6, 0),   // New York falls back
+        ]
+    }
+
+    #[test]
+    fn dst_edges_are_offset_changes() {
+        use chrono::Offset;
+        for edge in dst_edges() {
+            assert!(prop_range().contains(edge));
+            let changes = PROP_ZONES.iter().any(|tz| {
+                let offset = |t: DateTime<Utc>| t.with_timezone(tz).offset().fix();
+                offset(edge - Duration::minutes(1)) != offset(edge)
+            });
+            assert!(changes, "{edge}");
+        }
+    }
+
+    /// Minutes after the range start: half anywhere in the range, half within 36 hours of an
+    /// offset change.
+    fn arb_minute() -> impl Strategy<Value = i64> {
+        let range = prop_range();
+        let len = (range.end - range.start).num_minutes();
+        let edges = dst_edges();
+        prop_oneof![
+            0..len,
+            (0..edges.len(), -36 * 60i64..36 * 60)
+                .prop_map(move |(i, d)| (edges[i] - range.start).num_minutes() + d),
+        ]
+    }
+
     fn arb_points() -> impl Strategy<Value = Vec<(i64, u8, u8, bool, u32, u32, u32)>> {
         prop::collection::vec(
             (
-                0i64..(24 * 14),
+                arb_minute(),
                 0u8..3,
                 0u8..3,
                 any::<bool>(),
@@ -203,26 +261,58 @@ mod tests {
     }
 
     proptest! {
+        // A fixed seed: the same cases on every run and machine (no regression file needed).
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            rng_seed: prop::test_runner::RngSeed::Fixed(0x5eed_2026),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn totals_do_not_depend_on_grouping_or_buckets(
             raw in arb_points(),
             g1 in arb_group_by(),
             g2 in arb_group_by(),
-            bucket in prop::sample::select(vec![crate::time::Bucket::Hour, crate::time::Bucket::Day, crate::time::Bucket::Week]),
+            bucket in prop::sample::select(vec![
+                crate::time::Bucket::None,
+                crate::time::Bucket::Hour,
+                crate::time::Bucket::Day,
+                crate::time::Bucket::Week,
+                crate::time::Bucket::Month,
+            ]),
+            tz in prop::sample::select(PROP_ZONES.to_vec()),
         ) {
             let src = info("s");
-            let tz = chrono_tz::UTC;
-            let range = Window::new(t0(), t0() + Duration::days(14));
+            let range = prop_range();
             let windows = crate::time::buckets(range, tz, bucket, 10_000).unwrap();
+            // The buckets tile the range: no gap, no overlap, clipped at both ends.
+            prop_assert_eq!(windows.first().map(|w| w.start), Some(range.start));
+            prop_assert_eq!(windows.last().map(|w| w.end), Some(range.end));
+            for pair in windows.windows(2) {
+                prop_assert_eq!(pair[0].end, pair[1].start);
+                prop_assert!(pair[0].start < pair[0].end);
+                // Inner edges are local: the hour, midnight, Monday midnight, the 1st.
+                let edge = pair[1].start.with_timezone(&tz);
+                let midnight = (edge.hour(), edge.minute()) == (0, 0);
+                prop_assert!(match bucket {
+                    crate::time::Bucket::None => false,
+                    crate::time::Bucket::Hour => edge.minute() == 0,
+                    crate::time::Bucket::Day => midnight,
+                    crate::time::Bucket::Week => midnight && edge.weekday() == chrono::Weekday::Mon,
+                    crate::time::Bucket::Month => midnight && edge.day() == 1,
+                }, "{:?} edge {} in {}", bucket, edge, tz);
+            }
             let q = crate::model::UsageQuery::new(windows, BTreeSet::new());
             let mut bucketed = Vec::new();
             let mut whole = Vec::new();
-            for (h, a, u, credits, i, o, x) in raw {
-                let at = t0() + Duration::hours(h);
+            for (m, a, u, credits, i, o, x) in raw {
+                let at = range.start + Duration::minutes(m);
                 let unit = if credits { Unit::Credits } else { Unit::Tokens };
                 let c = Counters { input: i.into(), output: o.into(), other: x.into() };
                 let user = format!("u{u}");
-                bucketed.push(point(q.window_of(at).unwrap(), &format!("a{a}"), Some(&user), unit, c));
+                let w = q.window_of(at);
+                prop_assert!(w.is_some(), "{} falls in no {:?} bucket in {}", at, bucket, tz);
+                bucketed.push(point(w.unwrap(), &format!("a{a}"), Some(&user), unit, c));
                 whole.push(point(range, &format!("a{a}"), Some(&user), unit, c));
             }
             let x = aggregate([SourcePoints { info: &src, points: &bucketed }], &g1, true);

@@ -113,6 +113,12 @@ pub fn default_range(now: DateTime<Utc>, tz: Tz) -> Window {
     Window::new(start, end)
 }
 
+/// Reports whether the wall clock in `tz` reads a full hour at `t`.
+fn on_local_hour(t: DateTime<Utc>, tz: Tz) -> bool {
+    let local = t.with_timezone(&tz);
+    local.minute() == 0 && local.second() == 0 && local.nanosecond() == 0
+}
+
 /// Returns the start of the local bucket holding `t`.
 fn floor(t: DateTime<Utc>, tz: Tz, bucket: Bucket) -> DateTime<Utc> {
     let local = t.with_timezone(&tz);
@@ -125,7 +131,16 @@ fn floor(t: DateTime<Utc>, tz: Tz, bucket: Bucket) -> DateTime<Utc> {
             let back = Duration::minutes(i64::from(local.minute()))
                 + Duration::seconds(i64::from(local.second()))
                 + Duration::nanoseconds(i64::from(local.nanosecond()));
-            t - back
+            let hour = t - back;
+            if on_local_hour(hour, tz) {
+                return hour;
+            }
+            // The offset changed by a part of an hour in between (Lord Howe's 30-minute DST):
+            // the bucket started at the last quarter-hour mark whose wall clock reads a full hour.
+            (1..=8)
+                .map(|k| hour - Duration::minutes(15 * k))
+                .find(|c| on_local_hour(*c, tz))
+                .unwrap_or(hour)
         }
         Bucket::Day => local_to_utc(date.and_time(NaiveTime::MIN), tz),
         Bucket::Week => {
@@ -146,8 +161,16 @@ fn next_edge(edge: DateTime<Utc>, tz: Tz, bucket: Bucket) -> DateTime<Utc> {
         Bucket::None => DateTime::<Utc>::MAX_UTC,
         Bucket::Hour => {
             let next = edge + Duration::hours(1);
-            // After a half-hour offset change, re-align to the local hour.
-            floor(next, tz, Bucket::Hour).max(edge + Duration::minutes(1))
+            if on_local_hour(next, tz) {
+                return next;
+            }
+            // A part-hour offset change inside this hour: the next edge is the first
+            // quarter-hour mark whose wall clock reads a full hour, so that the bucket around
+            // Lord Howe's 30-minute shift lasts 30 or 90 minutes and no edge reads `:30`.
+            (1..=8)
+                .map(|k| edge + Duration::minutes(15 * k))
+                .find(|c| on_local_hour(*c, tz))
+                .unwrap_or_else(|| floor(next, tz, Bucket::Hour).max(edge + Duration::minutes(1)))
         }
         Bucket::Day => local_to_utc((date + Duration::days(1)).and_time(NaiveTime::MIN), tz),
         Bucket::Week => local_to_utc((date + Duration::days(7)).and_time(NaiveTime::MIN), tz),
@@ -264,6 +287,40 @@ mod tests {
         let h = buckets(range, tz, Bucket::Hour, 10).unwrap();
         assert_eq!(h[0], Window::new(range.start, utc("2026-11-01T00:30:00Z")));
         assert_eq!(h.len(), 4);
+    }
+
+    #[test]
+    fn hours_across_a_half_hour_dst_shift_start_on_the_local_hour() {
+        // Lord Howe falls back 30 minutes at 2026-04-05 02:00 +11 (15:00Z) and springs forward
+        // 30 minutes at 2026-10-04 02:00 +10:30 (15:30Z).
+        let tz = parse_tz("Australia/Lord_Howe").unwrap();
+        let range = Window::new(utc("2026-04-04T13:00:00Z"), utc("2026-04-04T17:30:00Z"));
+        let h = buckets(range, tz, Bucket::Hour, 10).unwrap();
+        let starts: Vec<_> = h.iter().map(|w| w.start).collect();
+        assert_eq!(
+            starts,
+            [
+                utc("2026-04-04T13:00:00Z"), // 00:00 +11
+                utc("2026-04-04T14:00:00Z"), // 01:00 +11, 90 minutes until 02:00 +10:30
+                utc("2026-04-04T15:30:00Z"), // 02:00 +10:30
+                utc("2026-04-04T16:30:00Z"), // 03:00 +10:30
+            ]
+        );
+        let range = Window::new(utc("2026-10-03T13:30:00Z"), utc("2026-10-03T17:00:00Z"));
+        let h = buckets(range, tz, Bucket::Hour, 10).unwrap();
+        let starts: Vec<_> = h.iter().map(|w| w.start).collect();
+        assert_eq!(
+            starts,
+            [
+                utc("2026-10-03T13:30:00Z"), // 00:00 +10:30
+                utc("2026-10-03T14:30:00Z"), // 01:00 +10:30, 90 minutes until 03:00 +11
+                utc("2026-10-03T16:00:00Z"), // 03:00 +11
+            ]
+        );
+        // A range starting inside the long hour floors to its local-hour start.
+        let range = Window::new(utc("2026-04-04T15:10:00Z"), utc("2026-04-04T16:00:00Z"));
+        let h = buckets(range, tz, Bucket::Hour, 10).unwrap();
+        assert_eq!(h[0], Window::new(range.start, utc("2026-04-04T15:30:00Z")));
     }
 
     #[test]

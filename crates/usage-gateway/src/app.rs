@@ -72,7 +72,12 @@ pub async fn not_found() -> HttpResponse {
     path = "/openapi.json",
     tag = "operations",
     operation_id = "openapi",
-    responses((status = 200, description = "The OpenAPI 3.1 document (identical to the committed openapi/openapi.json)", content_type = "application/json", body = Object))
+    responses((status = 200, description = "The OpenAPI 3.1 document (identical to the committed openapi/openapi.json)", content_type = "application/json", body = Object, example = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "usage-gateway", "version": "0.1.0", "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}},
+        "paths": {"/v1/usage": {"get": {"operationId": "getUsage", "tags": ["usage"], "security": [{"bearer_jwt": []}]}}},
+        "components": {"securitySchemes": {"bearer_jwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}}
+    })))
 )]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok()
@@ -87,7 +92,7 @@ pub async fn openapi_json() -> HttpResponse {
     tag = "operations",
     operation_id = "metrics",
     description = "Served on the main listener, or only on `server.metrics_listen` when that is set.",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String, example = "# TYPE http_requests_total counter\nhttp_requests_total{route=\"/v1/usage\",method=\"GET\",status=\"200\"} 1042\n# TYPE circuit_state gauge\ncircuit_state{source=\"do-prod\"} 0\n"))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

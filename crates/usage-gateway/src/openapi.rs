@@ -40,13 +40,14 @@ struct RequestLimits;
 impl Modify for RequestLimits {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        let problem = |description: &str| {
+        let problem = |description: &str, example: serde_json::Value| {
             ResponseBuilder::new()
                 .description(description)
                 .content(
                     crate::error::PROBLEM_JSON,
                     ContentBuilder::new()
                         .schema(Some(Ref::from_schema_name("Problem")))
+                        .example(Some(example))
                         .build(),
                 )
                 .build()
@@ -57,18 +58,97 @@ impl Modify for RequestLimits {
             };
             let responses = &mut op.responses.responses;
             responses.entry("400".to_owned()).or_insert_with(|| {
-                problem("The query string is longer than `server.max_query_bytes`").into()
+                problem(
+                    "The query string is longer than `server.max_query_bytes`",
+                    examples::query_too_long(),
+                )
+                .into()
             });
             responses.entry("413".to_owned()).or_insert_with(|| {
-                problem("The request has a body larger than `server.max_body_bytes`").into()
+                problem(
+                    "The request has a body larger than `server.max_body_bytes`",
+                    examples::payload_too_large(),
+                )
+                .into()
             });
             responses.entry("431".to_owned()).or_insert_with(|| {
                 problem(
                     "More header lines than `server.max_headers` or header bytes than `server.max_header_bytes`",
+                    examples::headers_too_large(),
                 )
                 .into()
             });
         }
+    }
+}
+
+/// Example problem bodies shared by several routes, rendered by the real [`ApiError`] so that
+/// their `type`, `title`, `status` and `detail` are what the gateway answers.
+pub mod examples {
+    use serde_json::Value;
+
+    use crate::config::ServerConfig;
+    use crate::error::{ApiError, ParamError};
+
+    /// Renders `e` as the body of a request whose id is `id`.
+    fn body(e: &ApiError, id: &str) -> Value {
+        let mut p = e.problem();
+        p.instance = Some(crate::obs::instance_uri(id));
+        serde_json::to_value(p).unwrap_or_default()
+    }
+
+    /// 401: missing or invalid token.
+    pub fn unauthorized() -> Value {
+        body(
+            &ApiError::Unauthorized,
+            "4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21",
+        )
+    }
+
+    /// 403: the token lacks the required scope.
+    pub fn forbidden() -> Value {
+        body(
+            &ApiError::Forbidden("the token lacks the `usage:read` scope".into()),
+            "2e8f4a61-c7d9-4b03-8e15-a6f0d3b92c47",
+        )
+    }
+
+    /// 400: the query string is longer than `server.max_query_bytes`.
+    pub fn query_too_long() -> Value {
+        let max = ServerConfig::default().max_query_bytes;
+        body(
+            &ApiError::BadRequest(vec![ParamError::new(
+                "(query)",
+                format!(
+                    "the query string has {} bytes; at most {max} are accepted",
+                    max + 813
+                ),
+            )]),
+            "0c6e2f14-8d3a-4b57-a9e1-5f2b7c4d8e30",
+        )
+    }
+
+    /// 413: the request announces a body.
+    pub fn payload_too_large() -> Value {
+        body(
+            &ApiError::PayloadTooLarge(format!(
+                "this API takes no request body; at most {} bytes are accepted",
+                ServerConfig::default().max_body_bytes
+            )),
+            "7d3b9f02-5e6c-4a18-b4f7-c2e90a1d6b53",
+        )
+    }
+
+    /// 431: more header lines than `server.max_headers`.
+    pub fn headers_too_large() -> Value {
+        let max = ServerConfig::default().max_headers;
+        body(
+            &ApiError::HeadersTooLarge(format!(
+                "the request has {} header lines; at most {max} are accepted",
+                max + 6
+            )),
+            "a5e1c8d4-3f72-4b9a-8d06-1e4b7f2c9a85",
+        )
     }
 }
 

@@ -24,9 +24,14 @@ use crate::state::AppState;
     operation_id = "listSources",
     summary = "The caller's sources and their health",
     responses(
-        (status = 200, description = "Sources the caller may see; never a secret", body = SourcesResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Insufficient scope or no access", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Sources the caller may see; never a secret", body = SourcesResponse, example = json!({
+            "sources": [
+                {"source": "do-prod", "provider": "digitalocean", "attribution": "exact", "dimensions": ["agent", "usage_type"], "filters": ["agent"], "last_success": "2026-11-08T09:59:41.512Z", "last_error_at": null, "last_error": null, "circuit": "closed"},
+                {"source": "kibana-marketing", "provider": "kibana", "attribution": "conversation", "dimensions": ["agent", "user", "conversation"], "filters": ["agent", "user"], "last_success": "2026-11-08T09:12:03.204Z", "last_error_at": "2026-11-08T09:58:17.930Z", "last_error": {"type": "urn:usage-gateway:problem:upstream_unreachable", "title": "Vendor request failed", "status": 502, "detail": "kibana-marketing: the vendor could not be reached"}, "circuit": "open"}
+            ]
+        })),
+        (status = 401, description = "Missing or invalid bearer token", content((Problem = "application/problem+json", example = crate::openapi::examples::unauthorized))),
+        (status = 403, description = "Insufficient scope or no access", content((Problem = "application/problem+json", example = crate::openapi::examples::forbidden))),
     ),
     security(("bearer_jwt" = []))
 )]
@@ -91,9 +96,18 @@ async fn agents_of(
     operation_id = "listAgents",
     summary = "Agents discovered across the caller's sources",
     responses(
-        (status = 200, description = "Agents the caller may see; sources that failed are listed in `sources`", body = AgentsResponse),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Insufficient scope or no access", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Agents the caller may see; sources that failed are listed in `sources`", body = AgentsResponse, example = json!({
+            "agents": [
+                {"source": "cbk-main", "provider": "chatbotkit", "agent": "cm3k8x1qz0001a8s6d2f4g7h9", "agent_name": "Helpdesk bot"},
+                {"source": "do-prod", "provider": "digitalocean", "agent": "c441bf77-81d6-11ef-bf8f-4e013e2ddde4", "agent_name": "support-agent"},
+                {"source": "do-prod", "provider": "digitalocean", "agent": "d7a2e410-9c3b-11ef-bf8f-4e013e2ddde4", "agent_name": null}
+            ],
+            "sources": [
+                {"source": "kibana-marketing", "provider": "kibana", "status": "timeout", "attribution": "conversation", "cached": false, "upstream_requests": 0, "duration_ms": 10000.4, "error": {"type": "urn:usage-gateway:problem:timeout", "title": "Source timed out", "status": 504, "detail": "kibana-marketing: timed out after 10000ms"}}
+            ]
+        })),
+        (status = 401, description = "Missing or invalid bearer token", content((Problem = "application/problem+json", example = crate::openapi::examples::unauthorized))),
+        (status = 403, description = "Insufficient scope or no access", content((Problem = "application/problem+json", example = crate::openapi::examples::forbidden))),
     ),
     security(("bearer_jwt" = []))
 )]
@@ -173,7 +187,7 @@ pub async fn list_agents(
     path = "/healthz",
     tag = "operations",
     operation_id = "healthz",
-    responses((status = 200, description = "Alive", body = HealthResponse))
+    responses((status = 200, description = "Alive", body = HealthResponse, example = json!({"status": "ok"})))
 )]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse {
@@ -187,7 +201,7 @@ pub async fn healthz() -> HttpResponse {
     path = "/readyz",
     tag = "operations",
     operation_id = "readyz",
-    responses((status = 200, description = "Ready to serve", body = HealthResponse))
+    responses((status = 200, description = "Ready to serve", body = HealthResponse, example = json!({"status": "ready"})))
 )]
 pub async fn readyz() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse {

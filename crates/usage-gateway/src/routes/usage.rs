@@ -175,11 +175,81 @@ A single source failing is reported in `sources[]` (and `complete: false`), not 
             (String = "text/csv", example = "source,agent,agent_name,unit,input_tokens,output_tokens,other_tokens,total_tokens\ndo-prod,c441bf77-81d6-11ef-bf8f-4e013e2ddde4,support-agent,tokens,1000,250,0,1250\n"),
         )),
         (status = 304, description = "Not modified (If-None-Match matched)"),
-        (status = 400, description = "Invalid parameters, each named in `errors`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Insufficient scope, or a source/agent outside the caller's access. A caller who may not see every source also gets 403 (not 400) for a source name that does not exist, so that the answer never reveals which sources exist.", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 502, description = "Every touched source failed and nothing stale exists", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 504, description = "Every touched source timed out", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid parameters, each named in `errors`", content((crate::error::Problem = "application/problem+json", examples(
+            ("invalid_parameters" = (summary = "Several bad parameters, each named", value = json!({
+                "type": "urn:usage-gateway:problem:invalid_parameter",
+                "title": "Invalid query parameter",
+                "status": 400,
+                "detail": "tz: `Mars/Base` is not an IANA time zone name (e.g. `UTC`, `Europe/Berlin`); end: must be after `start`; group_by: unknown dimension `team`; expected one of source, provider, agent, user, conversation, usage_type",
+                "errors": [
+                    {"parameter": "tz", "message": "`Mars/Base` is not an IANA time zone name (e.g. `UTC`, `Europe/Berlin`)"},
+                    {"parameter": "end", "message": "must be after `start`"},
+                    {"parameter": "group_by", "message": "unknown dimension `team`; expected one of source, provider, agent, user, conversation, usage_type"}
+                ],
+                "instance": "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21"
+            }))),
+            ("unknown_source" = (summary = "A source that does not exist (callers who see every source)", value = json!({
+                "type": "urn:usage-gateway:problem:invalid_parameter",
+                "title": "Invalid query parameter",
+                "status": 400,
+                "detail": "source: unknown source `do-staging`",
+                "errors": [{"parameter": "source", "message": "unknown source `do-staging`"}],
+                "instance": "urn:request-id:9b1d7e35-6a0f-4c8e-b2d4-71e3a5c9f086"
+            }))),
+            ("query_too_long" = (summary = "The query string is longer than `server.max_query_bytes`", value = json!({
+                "type": "urn:usage-gateway:problem:invalid_parameter",
+                "title": "Invalid query parameter",
+                "status": 400,
+                "detail": "(query): the query string has 9005 bytes; at most 8192 are accepted",
+                "errors": [{"parameter": "(query)", "message": "the query string has 9005 bytes; at most 8192 are accepted"}],
+                "instance": "urn:request-id:0c6e2f14-8d3a-4b57-a9e1-5f2b7c4d8e30"
+            })))
+        )))),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::error::Problem, content_type = "application/problem+json", example = json!({
+            "type": "urn:usage-gateway:problem:unauthorized",
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": "A valid bearer token is required.",
+            "instance": "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21"
+        })),
+        (status = 403, description = "Insufficient scope, or a source/agent outside the caller's access. A caller who may not see every source also gets 403 (not 400) for a source name that does not exist, so that the answer never reveals which sources exist.", content((crate::error::Problem = "application/problem+json", examples(
+            ("outside_access" = (summary = "A source or agent outside the caller's access", value = json!({
+                "type": "urn:usage-gateway:problem:forbidden",
+                "title": "Forbidden",
+                "status": 403,
+                "detail": "outside this caller's access: source `kibana-marketing`, agent `do-prod/d7a2e410-9c3b-11ef-bf8f-4e013e2ddde4`",
+                "instance": "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21"
+            }))),
+            ("missing_scope" = (summary = "The token lacks the required scope", value = json!({
+                "type": "urn:usage-gateway:problem:forbidden",
+                "title": "Forbidden",
+                "status": 403,
+                "detail": "the token lacks the `usage:read` scope",
+                "instance": "urn:request-id:2e8f4a61-c7d9-4b03-8e15-a6f0d3b92c47"
+            })))
+        )))),
+        (status = 502, description = "Every touched source failed and nothing stale exists", body = crate::error::Problem, content_type = "application/problem+json", example = json!({
+            "type": "urn:usage-gateway:problem:all_sources_failed",
+            "title": "Every source failed",
+            "status": 502,
+            "detail": "No source answered and no cached data exists; see `sources` for each failure.",
+            "sources": [
+                {"source": "do-prod", "provider": "digitalocean", "status": "error", "attribution": "exact", "cached": false, "upstream_requests": 3, "duration_ms": 1412.6, "error": {"type": "urn:usage-gateway:problem:upstream_error", "title": "Vendor request failed", "status": 502, "detail": "do-prod: the vendor answered HTTP 503"}},
+                {"source": "kibana-marketing", "provider": "kibana", "status": "error", "attribution": "conversation", "cached": false, "upstream_requests": 0, "duration_ms": 0.1, "error": {"type": "urn:usage-gateway:problem:circuit_open", "title": "Source circuit open", "status": 503, "detail": "kibana-marketing: circuit open after repeated failures; next attempt in 21s", "retry_after": 21}}
+            ],
+            "instance": "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21"
+        })),
+        (status = 504, description = "Every touched source timed out", body = crate::error::Problem, content_type = "application/problem+json", example = json!({
+            "type": "urn:usage-gateway:problem:all_sources_timed_out",
+            "title": "Every source timed out",
+            "status": 504,
+            "detail": "No source answered and no cached data exists; see `sources` for each failure.",
+            "sources": [
+                {"source": "do-prod", "provider": "digitalocean", "status": "timeout", "attribution": "exact", "cached": false, "upstream_requests": 0, "duration_ms": 10000.3, "error": {"type": "urn:usage-gateway:problem:timeout", "title": "Source timed out", "status": 504, "detail": "do-prod: timed out after 10000ms"}},
+                {"source": "kibana-marketing", "provider": "kibana", "status": "timeout", "attribution": "conversation", "cached": false, "upstream_requests": 0, "duration_ms": 10000.2, "error": {"type": "urn:usage-gateway:problem:timeout", "title": "Source timed out", "status": 504, "detail": "kibana-marketing: timed out after 10000ms"}}
+            ],
+            "instance": "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21"
+        })),
     ),
     security(("bearer_jwt" = []))
 )]
