@@ -82,7 +82,7 @@ impl Modify for RequestLimits {
     }
 }
 
-/// Example problem bodies shared by several routes, rendered by the real [`ApiError`] so that
+/// Example problem bodies shared by several routes, rendered by the real [`ApiError`](crate::error::ApiError) so that
 /// their `type`, `title`, `status` and `detail` are what the gateway answers.
 pub mod examples {
     use serde_json::Value;
