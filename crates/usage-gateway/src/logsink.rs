@@ -196,7 +196,10 @@ where
     if format == "json" {
         builder.fmt_fields(JsonLine).event_format(JsonLine).init();
     } else {
-        builder.init();
+        // Colours only for a terminal: a file or a log collector would get escape codes.
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
 
