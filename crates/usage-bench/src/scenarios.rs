@@ -67,29 +67,25 @@ pub fn complete(a: &Answer) -> bool {
 
 /// Returns `sources[].upstream_requests` of a `/v1/usage` body by source name.
 pub fn upstream_requests(body: &[u8]) -> Option<BTreeMap<String, u64>> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    v.get("sources")?
-        .as_array()?
-        .iter()
-        .map(|s| {
-            Some((
-                s.get("source")?.as_str()?.to_owned(),
-                s.get("upstream_requests")?.as_u64()?,
-            ))
-        })
-        .collect()
+    numbers_by(body, "sources", "source", "upstream_requests")
 }
 
 /// Returns `totals[]` of a `/v1/usage` body as `unit → total_tokens`.
 pub fn totals(body: &[u8]) -> Option<BTreeMap<String, u64>> {
+    numbers_by(body, "totals", "unit", "total_tokens")
+}
+
+/// Reads the array `list` of a JSON body as `item[key] → item[number]`; `None` when any item
+/// lacks either.
+fn numbers_by(body: &[u8], list: &str, key: &str, number: &str) -> Option<BTreeMap<String, u64>> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    v.get("totals")?
+    v.get(list)?
         .as_array()?
         .iter()
-        .map(|t| {
+        .map(|item| {
             Some((
-                t.get("unit")?.as_str()?.to_owned(),
-                t.get("total_tokens")?.as_u64()?,
+                item.get(key)?.as_str()?.to_owned(),
+                item.get(number)?.as_u64()?,
             ))
         })
         .collect()
