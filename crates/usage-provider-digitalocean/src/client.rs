@@ -167,6 +167,13 @@ impl DoClient {
             }
             return Err(err);
         }
+        // The last request the token's budget allowed (the hourly 5 000 included, which
+        // `ratelimit-limit` reports): pause until it resets instead of earning a 429.
+        if spent(&headers)
+            && let Some(d) = retry_after(&headers, Utc::now())
+        {
+            self.block_for(d);
+        }
         serde_json::from_slice(&body).map_err(|e| DoError::Decode {
             message: truncate(&format!("unexpected {status} body: {e}")),
         })
@@ -227,6 +234,15 @@ pub(crate) fn parse_error(
         },
         s => DoError::Upstream { status: s, message },
     }
+}
+
+/// Reports whether `ratelimit-remaining` says the token's budget is spent.
+fn spent(headers: &HeaderMap) -> bool {
+    headers
+        .get("ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        == Some(0)
 }
 
 /// Reads the delay a 429 asks for: `retry-after` (seconds or an HTTP date) first, then

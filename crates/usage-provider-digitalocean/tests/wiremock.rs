@@ -430,6 +430,40 @@ async fn vendor_429_maps_retry_after_and_pauses_the_source() {
 }
 
 #[tokio::test]
+async fn a_spent_budget_pauses_the_source_before_any_429() {
+    let server = MockServer::start().await;
+    let reset = Utc::now().timestamp() + 30;
+    Mock::given(method("GET"))
+        .and(path(usage_path(A)))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("ratelimit-limit", "5000")
+                .insert_header("ratelimit-remaining", "0")
+                .insert_header("ratelimit-reset", reset.to_string().as_str())
+                .set_body_json(usage_body(A, 10, 2)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = provider(&server, fixed(&[A]));
+    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
+    let q = UsageQuery::new(vec![w], dims());
+    assert_eq!(totals(&p.usage(&q).await.unwrap()).total(), 12);
+    // The answer said the hour's budget is spent: the next query is refused locally (the mock
+    // expects one call only), with the delay until the reset.
+    let w2 = Window::new(t("2024-01-02T00:00:00Z"), t("2024-01-03T00:00:00Z"));
+    let e = p
+        .usage(&UsageQuery::new(vec![w2], dims()))
+        .await
+        .unwrap_err();
+    let retry = e.retry_after().unwrap();
+    assert!(
+        retry >= Duration::from_secs(28) && retry <= Duration::from_secs(31),
+        "{retry:?}"
+    );
+}
+
+#[tokio::test]
 async fn vendor_429_falls_back_to_ratelimit_reset() {
     let server = MockServer::start().await;
     let reset = Utc::now().timestamp() + 40;

@@ -27,7 +27,8 @@ pub(crate) enum Vendor {
 /// Options of the DigitalOcean simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DoOptions {
-    /// The per-token budget of requests in any 60-second window (`0` disables the limit).
+    /// The per-token budget of requests in any 60-second window (`0` disables the limit, and
+    /// with it the `ratelimit-*` headers: there is no budget to report).
     pub rate_limit_per_minute: u32,
 }
 
@@ -329,8 +330,12 @@ impl SimState {
     }
 }
 
-/// Adds the `ratelimit-*` headers (and `retry-after` when limited).
+/// Adds the `ratelimit-*` headers (and `retry-after` when limited); none when the limit is off
+/// (`ratelimit-remaining: 0` would tell a client that honours it to stop).
 pub(crate) fn with_rate_headers(reply: Reply, info: RateInfo) -> Reply {
+    if info.limit == 0 {
+        return reply;
+    }
     let reply = reply
         .header("ratelimit-limit", info.limit)
         .header("ratelimit-remaining", info.remaining)

@@ -360,6 +360,35 @@ async fn bearer_auth_is_required() {
 }
 
 #[tokio::test]
+async fn without_a_limit_there_is_no_budget_to_report() {
+    let (d, sim) = sim(0).await;
+    let uuid = &d.digitalocean.agents()[0].uuid;
+    let url = format!("{}/v2/gen-ai/agents/{uuid}/usage", sim.base_url);
+    for _ in 0..300 {
+        let (s, h, _) = send(client().get(&url).bearer_auth(DO_TOKEN)).await;
+        assert_eq!(s, 200);
+        assert!(header(&h, "ratelimit-limit").is_none());
+        assert!(header(&h, "ratelimit-remaining").is_none());
+    }
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn default_budget_is_250_per_minute() {
+    let d = data();
+    let sim = start_digitalocean(d.clone(), DoOptions::default(), None)
+        .await
+        .unwrap();
+    let uuid = &d.digitalocean.agents()[0].uuid;
+    let url = format!("{}/v2/gen-ai/agents/{uuid}/usage", sim.base_url);
+    let (s, h, _) = send(client().get(&url).bearer_auth(DO_TOKEN)).await;
+    assert_eq!(s, 200);
+    assert_eq!(header(&h, "ratelimit-limit").unwrap(), "250");
+    assert_eq!(header(&h, "ratelimit-remaining").unwrap(), "249");
+    sim.stop().await;
+}
+
+#[tokio::test]
 async fn rate_limit_headers_on_every_response_then_429_with_retry_after() {
     let (d, sim) = sim(3).await;
     let c = client();
