@@ -298,6 +298,7 @@ async fn demo_binary_answers_401_then_200() {
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let (mut child, base, token) = spawn_demo(&["--sim-latency", "1500ms"]);
+    let health = format!("{base}/healthz");
     let client = reqwest::Client::new();
     let inflight = tokio::spawn({
         let client = client.clone();
@@ -312,6 +313,18 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
     terminate(&child);
+    // While the in-flight request drains, a new connection is not served.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    let late = fresh.get(&health).send().await;
+    assert!(
+        late.is_err(),
+        "a new connection after SIGTERM was served: {late:?}"
+    );
     let status = inflight
         .await
         .unwrap()
@@ -321,4 +334,36 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         .await
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// `usage-gateway healthcheck` (the container's `HEALTHCHECK`) passes against a running gateway,
+/// also when given the container's `0.0.0.0` listen address, and fails once nothing answers.
+#[tokio::test]
+async fn the_healthcheck_command_follows_the_gateway() {
+    let (mut child, base, _token) = spawn_demo(&[]);
+    let addr = base.trim_start_matches("http://").to_owned();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let check = |listen: String| {
+        Command::new(env!("CARGO_BIN_EXE_usage-gateway"))
+            .args(["healthcheck", "--listen", &listen, "--timeout", "2s"])
+            .env_remove("USAGE_GATEWAY_LISTEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert!(check(addr.clone()).success(), "healthy at {addr}");
+    assert!(
+        check(format!("0.0.0.0:{port}")).success(),
+        "0.0.0.0 means this host"
+    );
+    terminate(&child);
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success());
+    assert!(
+        !check(addr.clone()).success(),
+        "nothing answers at {addr} any more"
+    );
 }

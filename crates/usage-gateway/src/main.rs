@@ -1,4 +1,4 @@
-//! The `usage-gateway` command line: `serve`, `openapi`, `check-config`, `token`.
+//! The `usage-gateway` command line: `serve`, `demo`, `openapi`, `check-config`, `healthcheck`, `token`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +47,16 @@ enum Command {
         /// The TOML configuration file.
         config: PathBuf,
     },
+    /// Asks a running gateway's `/healthz` and exits 0 when it answers 200 (for container
+    /// health checks: the runtime image needs no HTTP client of its own).
+    Healthcheck {
+        /// The address the gateway listens on; an unspecified host (`0.0.0.0`) means this host.
+        #[arg(long, env = "USAGE_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Mints a short-lived development token with the configured HS256 secret.
     Token {
         /// The TOML configuration file.
@@ -73,6 +83,43 @@ fn init_logs(format: &str) -> Option<usage_gateway::logsink::FlushGuard> {
     };
     usage_gateway::logsink::install(format, writer);
     guard
+}
+
+/// GETs `http://<listen>/healthz` (an unspecified host becomes loopback) within `timeout`.
+fn healthcheck(
+    mut listen: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    if listen.ip().is_unspecified() {
+        listen.set_ip(if listen.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let url = format!("http://{listen}/healthz");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build a client: {e}"))?;
+        let status = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {status}"))
+        }
+    })
 }
 
 fn load(path: &std::path::Path) -> Result<(Config, Vec<usage_gateway::fetch::SourceSpec>), String> {
@@ -118,6 +165,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Healthcheck { listen, timeout } => match healthcheck(listen, timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Token { config, sub } => {
             let c = match Config::load(&config) {
                 Ok(c) => c,
