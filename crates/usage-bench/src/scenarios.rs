@@ -123,6 +123,15 @@ fn cbk_source(s: &SimHandle) -> SourceTable {
     SourceTable::new("cbk", "chatbotkit", &s.base_url).string("token", usage_sim::CBK_TOKEN)
 }
 
+/// One source per simulator, each with its defaults.
+fn all_sources(sims: &usage_sim::Simulators) -> Vec<SourceTable> {
+    vec![
+        do_source(&sims.digitalocean),
+        kibana_source(&sims.kibana),
+        cbk_source(&sims.chatbotkit),
+    ]
+}
+
 impl Ctx {
     fn config(
         &self,
@@ -183,14 +192,7 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let sims = usage_sim::start_all(&DataSpec::small(now))
         .await
         .map_err(io_err("simulators"))?;
-    let spec = ctx.config(
-        64 * MIB,
-        vec![
-            do_source(&sims.digitalocean),
-            kibana_source(&sims.kibana),
-            cbk_source(&sims.chatbotkit),
-        ],
-    )?;
+    let spec = ctx.config(64 * MIB, all_sources(&sims))?;
     let (gw, auth) = ctx.gateway("s1-cache-hit", &spec).await?;
     let today = now.date_naive();
     let url = format!(
@@ -530,14 +532,7 @@ pub async fn coalescing(ctx: &Ctx) -> Result<Vec<Row>, String> {
         s.faults()
             .set_latency(Duration::from_millis(100), Duration::ZERO);
     }
-    let spec = ctx.config(
-        64 * MIB,
-        vec![
-            do_source(&sims.digitalocean),
-            kibana_source(&sims.kibana),
-            cbk_source(&sims.chatbotkit),
-        ],
-    )?;
+    let spec = ctx.config(64 * MIB, all_sources(&sims))?;
     let (gw, auth) = ctx.gateway("s3-coalescing", &spec).await?;
     let client = load::client()?;
     load::preconnect(&client, &format!("{}/healthz", gw.base), N).await?;
