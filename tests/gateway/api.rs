@@ -6,36 +6,7 @@ use actix_web::test;
 use serde_json::{Value, json};
 use usage_core::ProviderError;
 
-use crate::common::{RANGE, app, claims, harness, team_token, token, token_with};
-
-async fn get(
-    app: &impl actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
-        Error = actix_web::Error,
-    >,
-    uri: &str,
-    bearer: Option<&str>,
-    headers: &[(&str, &str)],
-) -> (u16, actix_web::http::header::HeaderMap, Vec<u8>) {
-    let mut req = test::TestRequest::get().uri(uri);
-    if let Some(t) = bearer {
-        req = req.insert_header(("Authorization", format!("Bearer {t}")));
-    }
-    for (k, v) in headers {
-        req = req.insert_header((*k, *v));
-    }
-    let resp = test::call_service(app, req.to_request()).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = test::read_body(resp).await.to_vec();
-    (status, headers, body)
-}
-
-fn json_of(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
-}
+use crate::common::{RANGE, app, claims, get, harness, json_of, team_token, token, token_with};
 
 #[actix_web::test]
 async fn happy_path_two_sources() {

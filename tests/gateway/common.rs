@@ -99,10 +99,12 @@ pub struct Harness {
 }
 
 pub fn harness(request_timeout: &str) -> Harness {
-    let config = Config::parse(&config_text(request_timeout), &|k| {
-        (k == "SECRET").then(|| SECRET.to_owned())
-    })
-    .unwrap();
+    harness_from(&config_text(request_timeout))
+}
+
+/// A harness on a config text of its own (`${SECRET}` is the test secret).
+pub fn harness_from(text: &str) -> Harness {
+    let config = Config::parse(text, &|k| (k == "SECRET").then(|| SECRET.to_owned())).unwrap();
     let alpha = Arc::new(alpha());
     let beta = Arc::new(beta());
     let providers: Vec<DynUsageProvider> = vec![alpha.clone(), beta.clone()];
@@ -126,6 +128,37 @@ pub async fn app(
     .await
 }
 
+/// Sends a GET with an optional bearer token and extra headers; returns status, headers, body.
+pub async fn get(
+    app: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    uri: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, actix_web::http::header::HeaderMap, Vec<u8>) {
+    let mut req = test::TestRequest::get().uri(uri);
+    if let Some(t) = bearer {
+        req = req.insert_header(("Authorization", format!("Bearer {t}")));
+    }
+    for (k, v) in headers {
+        req = req.insert_header((*k, *v));
+    }
+    let resp = test::call_service(app, req.to_request()).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = test::read_body(resp).await.to_vec();
+    (status, headers, body)
+}
+
+/// Parses a JSON body, showing it when it is not JSON.
+pub fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
 pub fn token_with(claims: Value) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -138,6 +171,19 @@ pub fn token_with(claims: Value) -> String {
 pub fn claims(sub: &str) -> Value {
     let now = Utc::now().timestamp();
     json!({"sub": sub, "iss": "https://idp.test", "aud": "usage-gateway", "exp": now + 600, "nbf": now - 1, "scope": "usage:read other"})
+}
+
+/// The same token with one signature character changed (the first, which carries six whole
+/// bits of the signature).
+pub fn forge_signature(token: &str) -> String {
+    let dot = token.rfind('.').unwrap();
+    let first = &token[dot + 1..dot + 2];
+    format!(
+        "{}.{}{}",
+        &token[..dot],
+        if first == "A" { "B" } else { "A" },
+        &token[dot + 2..]
+    )
 }
 
 pub fn token(sub: &str) -> String {

@@ -2,37 +2,9 @@
 //! and agents on every route, naming anything else is 403 without an upstream call, and no
 //! cached answer ever crosses to a caller with other (narrower) access.
 
-use actix_web::test;
 use serde_json::Value;
 
-use crate::common::{Harness, RANGE, app, harness, team_token, token};
-
-async fn get(
-    app: &impl actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
-        Error = actix_web::Error,
-    >,
-    uri: &str,
-    bearer: &str,
-    headers: &[(&str, &str)],
-) -> (u16, actix_web::http::header::HeaderMap, Vec<u8>) {
-    let mut req = test::TestRequest::get()
-        .uri(uri)
-        .insert_header(("Authorization", format!("Bearer {bearer}")));
-    for (k, v) in headers {
-        req = req.insert_header((*k, *v));
-    }
-    let resp = test::call_service(app, req.to_request()).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, test::read_body(resp).await.to_vec())
-}
-
-fn json_of(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
-}
+use crate::common::{Harness, RANGE, app, get, harness, json_of, team_token, token};
 
 fn strings(v: &Value, key: &str) -> Vec<String> {
     let mut out: Vec<String> = v
@@ -62,7 +34,7 @@ async fn each_tenant_sees_only_its_sources_and_agents_on_every_route() {
         let (s, _, body) = get(
             &app,
             &format!("/v1/usage?{RANGE}&group_by=source,agent,provider,user&bucket=day"),
-            &tok,
+            Some(&tok),
             &[],
         )
         .await;
@@ -71,11 +43,11 @@ async fn each_tenant_sees_only_its_sources_and_agents_on_every_route() {
         assert_eq!(strings(&v["sources"], "source"), [source], "{tenant}");
         assert_eq!(strings(&v["rows"], "source"), [source], "{tenant}");
         assert_eq!(strings(&v["rows"], "agent"), agents, "{tenant}");
-        let (_, _, body) = get(&app, "/v1/agents", &tok, &[]).await;
+        let (_, _, body) = get(&app, "/v1/agents", Some(&tok), &[]).await;
         let v = json_of(&body);
         assert_eq!(strings(&v["agents"], "source"), [source], "{tenant}");
         assert_eq!(strings(&v["agents"], "agent"), agents, "{tenant}");
-        let (_, _, body) = get(&app, "/v1/sources", &tok, &[]).await;
+        let (_, _, body) = get(&app, "/v1/sources", Some(&tok), &[]).await;
         assert_eq!(
             strings(&json_of(&body)["sources"], "source"),
             [source],
@@ -87,7 +59,7 @@ async fn each_tenant_sees_only_its_sources_and_agents_on_every_route() {
     let (s, _, body) = get(
         &app,
         &format!("/v1/usage?{RANGE}&provider=kibana"),
-        &team_token("cx"),
+        Some(&team_token("cx")),
         &[],
     )
     .await;
@@ -123,7 +95,8 @@ async fn naming_anything_outside_the_access_is_403_before_any_upstream_call() {
         ("ops", &ops, "source=alpha,no-such-source"),
     ] {
         let before = calls(&h);
-        let (s, headers, body) = get(&app, &format!("/v1/usage?{RANGE}&{query}"), tok, &[]).await;
+        let (s, headers, body) =
+            get(&app, &format!("/v1/usage?{RANGE}&{query}"), Some(tok), &[]).await;
         assert_eq!(
             s,
             403,
@@ -141,7 +114,7 @@ async fn naming_anything_outside_the_access_is_403_before_any_upstream_call() {
     let (s, _, body) = get(
         &app,
         &format!("/v1/usage?{RANGE}&source=no-such-source"),
-        &token("admin"),
+        Some(&token("admin")),
         &[],
     )
     .await;
@@ -165,14 +138,14 @@ async fn cached_answers_never_reach_a_caller_with_narrower_access() {
     // The widest caller warms every cache first.
     let mut wide = Vec::new();
     for q in &queries {
-        let (s, headers, body) = get(&app, q, &admin, &[]).await;
+        let (s, headers, body) = get(&app, q, Some(&admin), &[]).await;
         assert_eq!(s, 200, "{q}");
         wide.push((
             headers.get("etag").unwrap().to_str().unwrap().to_owned(),
             body,
         ));
     }
-    let (_, _, agents_wide) = get(&app, "/v1/agents", &admin, &[]).await;
+    let (_, _, agents_wide) = get(&app, "/v1/agents", Some(&admin), &[]).await;
 
     for (tenant, tok, total) in [
         ("cx-narrow", team_token("cx-narrow"), 1440),
@@ -181,7 +154,7 @@ async fn cached_answers_never_reach_a_caller_with_narrower_access() {
     ] {
         for (q, (etag, wide_body)) in queries.iter().zip(&wide) {
             // Even with the wider answer's ETag the narrower caller gets its own answer, not a 304.
-            let (s, _, body) = get(&app, q, &tok, &[("If-None-Match", etag)]).await;
+            let (s, _, body) = get(&app, q, Some(&tok), &[("If-None-Match", etag)]).await;
             assert_ne!(&body, wide_body, "{tenant} {q} got the wide answer");
             if tenant == "cx-narrow" && q.contains("agent=") {
                 assert_eq!(s, 403, "a2 and b1 are outside cx-narrow's access");
@@ -204,15 +177,15 @@ async fn cached_answers_never_reach_a_caller_with_narrower_access() {
                 );
             }
         }
-        let (_, _, agents) = get(&app, "/v1/agents", &tok, &[]).await;
+        let (_, _, agents) = get(&app, "/v1/agents", Some(&tok), &[]).await;
         assert_ne!(agents, agents_wide, "{tenant}");
     }
     // And the other way round: a narrow caller first never narrows the wide caller's answer.
     let h2 = harness("2s");
     let app2 = crate::common::app(&h2).await;
     let q = format!("/v1/usage?{RANGE}");
-    let (_, _, narrow) = get(&app2, &q, &team_token("cx-narrow"), &[]).await;
-    let (_, _, full) = get(&app2, &q, &admin, &[]).await;
+    let (_, _, narrow) = get(&app2, &q, Some(&team_token("cx-narrow")), &[]).await;
+    let (_, _, full) = get(&app2, &q, Some(&admin), &[]).await;
     assert_eq!(json_of(&narrow)["totals"][0]["total_tokens"], 1440);
     assert_eq!(json_of(&full)["totals"][0]["total_tokens"], 2032);
 }

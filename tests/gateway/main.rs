@@ -12,6 +12,7 @@ mod api;
 mod bounds;
 mod conformance;
 mod e2e;
+mod hits;
 mod isolation;
 mod jwks;
 mod jwt;

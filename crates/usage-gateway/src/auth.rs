@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use futures::future::LocalBoxFuture;
@@ -316,9 +317,13 @@ impl Access {
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The `sub` claim (or `-` when absent), for logs.
-    pub sub: String,
+    pub sub: Arc<str>,
     /// What the caller may see.
     pub access: Arc<Access>,
+    /// `exp + leeway` (epoch seconds): from then on the token is refused as if it were new.
+    valid_until: i64,
+    /// The end of [`VERIFIED_TTL`] after the verification that admitted the token.
+    remembered_until: Instant,
 }
 
 impl Caller {
@@ -326,6 +331,8 @@ impl Caller {
     ///
     /// A token that passed every check is remembered for [`VERIFIED_TTL`] (never past its own
     /// `exp`), so a caller's repeated requests skip the signature check and the policy walk.
+    /// Entries are keyed by the whole token text (not a hash of it), so only the very same
+    /// token finds one; tokens that fail any check are never remembered.
     async fn authenticate(req: HttpRequest) -> Result<Self, ApiError> {
         let state = req
             .app_data::<web::Data<AppState>>()
@@ -334,19 +341,18 @@ impl Caller {
         let token = bearer(&req)?;
         let now = chrono::Utc::now().timestamp();
         if let Some(hit) = state.callers.get(token).await {
-            if hit.valid_at(now) {
-                req.extensions_mut()
-                    .insert(CallerSub(hit.caller.sub.clone()));
-                return Ok(hit.caller.clone());
+            if hit.usable_at(now, Instant::now()) {
+                req.extensions_mut().insert(CallerSub(hit.sub.clone()));
+                return Ok(Self::clone(&hit));
             }
             state.callers.invalidate(token).await;
         }
         let claims = state.verifier.verify(token).await?;
-        let sub = claims
+        let sub: Arc<str> = claims
             .get("sub")
             .and_then(Value::as_str)
             .unwrap_or("-")
-            .to_owned();
+            .into();
         req.extensions_mut().insert(CallerSub(sub.clone()));
         if !state.verifier.has_scope(&claims) {
             return Err(ApiError::Forbidden(format!(
@@ -360,56 +366,33 @@ impl Caller {
                 "no access entry grants this caller any source".into(),
             ));
         }
+        // `exp` is required and was just checked, so it is a number here.
+        let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0);
         let caller = Self {
             sub,
             access: Arc::new(access),
+            valid_until: (exp.floor() as i64)
+                .saturating_add(i64::try_from(state.verifier.leeway).unwrap_or(i64::MAX)),
+            remembered_until: Instant::now() + VERIFIED_TTL,
         };
-        // `exp` is required and was just checked, so it is a number here.
-        if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
-            let verified = VerifiedCaller {
-                caller: caller.clone(),
-                valid_until: (exp.floor() as i64)
-                    .saturating_add(i64::try_from(state.verifier.leeway).unwrap_or(i64::MAX)),
-            };
-            state
-                .callers
-                .insert(token.to_owned(), Arc::new(verified))
-                .await;
-        }
+        state
+            .callers
+            .insert(token.to_owned(), Arc::new(caller.clone()))
+            .await;
         Ok(caller)
     }
-}
 
-/// How long a verified token is remembered. A key removed from the JWKS, or an access entry
-/// changed by a restart, takes effect at once for new tokens and within this time for tokens
-/// already seen.
-pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The byte budget of remembered tokens (the token text plus the caller's access).
-pub const VERIFIED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
-
-/// A token that passed signature, claims, scope and policy checks, and what it grants.
-///
-/// Entries are keyed by the whole token text (not a hash of it), so only the very same token
-/// finds one; tokens that fail any check are never remembered.
-#[derive(Debug)]
-pub struct VerifiedCaller {
-    caller: Caller,
-    /// `exp + leeway`: after it the token is refused as if it were new.
-    valid_until: i64,
-}
-
-impl VerifiedCaller {
-    /// Reports whether the token is still within `exp` (plus leeway) at `now` (epoch seconds).
-    /// `nbf` needs no second look: a token admitted once is past it for good.
-    fn valid_at(&self, now: i64) -> bool {
-        now < self.valid_until
+    /// Reports whether an earlier verification of the token may still stand in for a new one:
+    /// the token is within `exp` (plus leeway) at `now` (epoch seconds) and the verification
+    /// is younger than [`VERIFIED_TTL`] at `instant`. `nbf` needs no second look: a token
+    /// admitted once is past it for good.
+    pub fn usable_at(&self, now: i64, instant: Instant) -> bool {
+        now < self.valid_until && instant < self.remembered_until
     }
 
-    /// Approximates the bytes the entry holds, for the cache's weigher.
+    /// Approximates the bytes the caller holds, for the cache's weigher.
     pub fn weight(&self) -> usize {
         let access: usize = self
-            .caller
             .access
             .sources
             .iter()
@@ -421,12 +404,20 @@ impl VerifiedCaller {
                     }
             })
             .sum();
-        128 + self.caller.sub.len() + access
+        128 + self.sub.len() + access
     }
 }
 
+/// How long a verified token is remembered. A key removed from the JWKS, or an access entry
+/// changed by a restart, takes effect at once for new tokens and within this time for tokens
+/// already seen.
+pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The byte budget of remembered tokens (the token text plus the caller's access).
+pub const VERIFIED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Takes the bearer token out of the `Authorization` header.
-fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     let value = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -446,7 +437,7 @@ fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
 
 /// The caller's `sub`, left in request extensions for the access log.
 #[derive(Debug, Clone)]
-pub struct CallerSub(pub String);
+pub struct CallerSub(pub Arc<str>);
 
 impl FromRequest for Caller {
     type Error = ApiError;

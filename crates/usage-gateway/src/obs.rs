@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, web};
@@ -171,11 +172,34 @@ pub fn instance_uri(id: &str) -> String {
 
 /// Assigns the request id, logs one line per request, records HTTP metrics, and puts the
 /// request id into problem bodies as `instance`.
+///
+/// A repeated `GET /v1/usage` that this worker remembers as a response-cache hit is answered
+/// here, ahead of routing, extractors and the request span (see `routes::usage::fast_hit`);
+/// its log line and metrics are the same as any other request's.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
+    // Size bounds come first: an oversized request reaches neither auth nor any handler.
+    let state = req.app_data::<web::Data<AppState>>();
+    let refused = state
+        .and_then(|s| crate::limits::check(req.query_string(), req.headers(), &s.server).err());
+    if refused.is_none()
+        && let Some(state) = state
+        && req.method() == Method::GET
+        && req.path() == "/v1/usage"
+        && let Some((res, sub)) = crate::routes::usage::fast_hit(req.request(), state)
+    {
+        let id = request_id(&req);
+        let mut res = req.into_response(res);
+        let status = res.status().as_u16();
+        access_log(&id, "GET", "/v1/usage", "/v1/usage", status, started, &sub);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(REQUEST_ID, v);
+        }
+        return Ok(res);
+    }
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().to_string();
@@ -183,15 +207,11 @@ pub async fn observe(
     let span = tracing::info_span!("request", request_id = %id);
     let in_flight = in_flight();
     in_flight.increment(1.0);
-    // Size bounds come first: an oversized request reaches neither auth nor any handler.
-    let refused = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|s| crate::limits::check(req.query_string(), req.headers(), &s.server).err());
     let result = match refused {
         Some(e) => Ok(req.error_response(e)),
         None => next
             .call(req)
-            .instrument(span.clone())
+            .instrument(span)
             .await
             .map(ServiceResponse::map_into_boxed_body),
     };
@@ -207,21 +227,15 @@ pub async fn observe(
         .extensions()
         .get::<CallerSub>()
         .map(|s| s.0.clone());
-    let elapsed = started.elapsed();
-    let (count, latency) = http_series(&route, &method, status.as_u16());
-    count.increment(1);
-    latency.record(elapsed.as_secs_f64());
-    span.in_scope(|| {
-        tracing::info!(
-            method = %method,
-            path = %path,
-            route = %route,
-            status = status.as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            sub = sub.as_deref().unwrap_or("-"),
-            "request"
-        );
-    });
+    access_log(
+        &id,
+        &method,
+        &path,
+        &route,
+        status.as_u16(),
+        started,
+        sub.as_deref().unwrap_or("-"),
+    );
     let is_problem = res
         .headers()
         .get(CONTENT_TYPE)
@@ -252,6 +266,32 @@ pub async fn observe(
         res.headers_mut().insert(REQUEST_ID, v);
     }
     Ok(res)
+}
+
+/// Records a finished request: its line in the access log and its HTTP metrics.
+fn access_log(
+    request_id: &str,
+    method: &str,
+    path: &str,
+    route: &str,
+    status: u16,
+    started: Instant,
+    sub: &str,
+) {
+    let elapsed = started.elapsed();
+    let (count, latency) = http_series(route, method, status);
+    count.increment(1);
+    latency.record(elapsed.as_secs_f64());
+    tracing::info!(
+        request_id,
+        method,
+        path,
+        route,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        sub,
+        "request"
+    );
 }
 
 /// Renders the Prometheus text exposition, refreshing the cache gauges first.

@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 use moka::future::Cache;
 use usage_core::Agent;
 
-use crate::auth::{JwtVerifier, VerifiedCaller};
+use crate::auth::{Caller, JwtVerifier};
 use crate::config::{AccessEntry, CacheConfig, Config, ConfigError, ServerConfig};
 use crate::fetch::{Source, SourceSpec, UsageCache};
 use crate::query::UsageRequest;
@@ -30,10 +31,15 @@ pub struct Rendered {
     pub cache_control: HeaderValue,
     /// Whether every source answered.
     pub complete: bool,
+    /// When the response cache stops serving it (made + `cache.open_ttl`).
+    pub expires_at: Instant,
 }
 
 /// The byte budget of remembered query parses.
 const PARSED_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Numbers the states made in this process.
+static STATE_IDS: AtomicU64 = AtomicU64::new(0);
 
 /// Everything handlers share.
 #[derive(Debug)]
@@ -56,11 +62,17 @@ pub struct AppState {
     pub responses: Cache<u128, Arc<Rendered>>,
     /// Agent lists per source.
     pub agents: Cache<String, Arc<Vec<Agent>>>,
-    /// Callers by the exact token that authenticated them (see [`VerifiedCaller`]).
-    pub callers: Cache<String, Arc<VerifiedCaller>>,
+    /// Callers by the exact token that authenticated them (see [`Caller::usable_at`]).
+    pub callers: Cache<String, Arc<Caller>>,
     /// Parsed `/v1/usage` queries by their raw query string, for queries whose parse does not
     /// depend on the time (those that name their `end`).
     pub parsed: Cache<String, Arc<UsageRequest>>,
+    /// Tells this state's remembered cache hits from another's in the same process (tests
+    /// run several gateways; see `routes::usage::fast_hit`).
+    pub id: u64,
+    /// Moves when a refresh (`Cache-Control: no-cache`) replaces a rendered answer, which
+    /// forgets every remembered cache hit.
+    pub generation: AtomicU64,
 }
 
 impl AppState {
@@ -101,7 +113,7 @@ impl AppState {
         let callers = Cache::builder()
             .name("verified-tokens")
             .max_capacity(crate::auth::VERIFIED_CACHE_BYTES)
-            .weigher(|k: &String, v: &Arc<VerifiedCaller>| {
+            .weigher(|k: &String, v: &Arc<Caller>| {
                 u32::try_from(k.len() + v.weight()).unwrap_or(u32::MAX)
             })
             .time_to_live(crate::auth::VERIFIED_TTL)
@@ -115,6 +127,8 @@ impl AppState {
             .time_to_live(Duration::from_secs(600))
             .build();
         Ok(Self {
+            id: STATE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             callers,
             parsed,
             source_names: sources.keys().cloned().collect(),

@@ -1,9 +1,11 @@
 //! `GET /v1/usage`: select the caller's sources, fan out concurrently under one deadline,
 //! aggregate, render, and answer with ETag/304 and cache headers.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::hash::Hash;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -259,6 +261,9 @@ pub async fn get_usage(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
+    // Read before the response cache: a refresh that lands after it forgets what this request
+    // remembers (see `remember`).
+    let generation = state.generation.load(Ordering::Acquire);
     let raw = http.query_string();
     let req = if let Some(req) = state.parsed.get(raw).await {
         req
@@ -271,16 +276,12 @@ pub async fn get_usage(
     };
     let format = req.format.unwrap_or_else(|| negotiate(&http));
     let plans = plan(&req, &caller, &state)?;
-    let refresh = http
-        .headers()
-        .get(header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-        });
+    let refresh = no_cache(&http);
     let key = response_key(&req, &caller, format);
     if !refresh && let Some(r) = state.responses.get(&key).await {
+        if req.timeless {
+            remember(&http, &state, &caller, &r, generation);
+        }
         return Ok(respond(&http, &r));
     }
 
@@ -376,9 +377,16 @@ pub async fn get_usage(
         // Without the serializer's unused capacity, which the weigher would not see.
         body: Bytes::from(body.into_boxed_slice()),
         complete,
+        expires_at: std::time::Instant::now() + state.cache_config.open_ttl,
     });
     if complete {
         state.responses.insert(key, rendered.clone()).await;
+        if refresh {
+            // Hits remembered before now may point at the answer just replaced.
+            state.generation.fetch_add(1, Ordering::AcqRel);
+        } else if req.timeless {
+            remember(&http, &state, &caller, &rendered, generation);
+        }
     }
     Ok(respond(&http, &rendered))
 }
@@ -474,6 +482,122 @@ async fn run(
         }
     }
     outcome
+}
+
+/// Reports whether the request asks for a refetch (`Cache-Control: no-cache`).
+fn no_cache(http: &HttpRequest) -> bool {
+    http.headers()
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        })
+}
+
+/// The most cache hits a worker remembers; when full, it forgets them all and starts over.
+const MAX_REMEMBERED: usize = 4096;
+
+/// A cache hit a worker remembers, so that the same request again is answered without the
+/// token lookup, query parse, access check and response-key hash in between: the exact
+/// token, query string and `Accept` header that led to `rendered`.
+struct Remembered {
+    state: u64,
+    generation: u64,
+    token: Box<str>,
+    query: Box<str>,
+    accept: Box<[u8]>,
+    caller: Caller,
+    /// Dead once the response cache lets the answer go (evicted, expired or replaced), so a
+    /// remembered hit never keeps a body alive or outlives the cache's byte budget.
+    rendered: std::sync::Weak<Rendered>,
+}
+
+thread_local! {
+    static REMEMBERED: RefCell<HashMap<u64, Remembered>> = RefCell::new(HashMap::new());
+    static HASHER: foldhash::fast::RandomState = foldhash::fast::RandomState::default();
+}
+
+/// Where the request's remembered hit would be: a hash of token, query and `Accept`.
+fn slot(token: &str, query: &str, accept: &[u8]) -> u64 {
+    HASHER.with(|s| {
+        let mut h = s.build_hasher();
+        h.write(token.as_bytes());
+        h.write_u8(0xff);
+        h.write(query.as_bytes());
+        h.write_u8(0xff);
+        h.write(accept);
+        h.finish()
+    })
+}
+
+fn accept_of(http: &HttpRequest) -> &[u8] {
+    http.headers()
+        .get(header::ACCEPT)
+        .map_or(&[][..], HeaderValue::as_bytes)
+}
+
+/// Remembers, in this worker, that `caller`'s request led to `rendered` (only for queries whose
+/// meaning does not move with the clock).
+fn remember(
+    http: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    rendered: &Arc<Rendered>,
+    generation: u64,
+) {
+    let Ok(token) = crate::auth::bearer(http) else {
+        return;
+    };
+    let query = http.query_string();
+    let accept = accept_of(http);
+    let entry = Remembered {
+        state: state.id,
+        generation,
+        token: token.into(),
+        query: query.into(),
+        accept: accept.into(),
+        caller: caller.clone(),
+        rendered: Arc::downgrade(rendered),
+    };
+    REMEMBERED.with_borrow_mut(|m| {
+        if m.len() >= MAX_REMEMBERED {
+            m.clear();
+        }
+        m.insert(slot(token, query, accept), entry);
+    });
+}
+
+/// Answers a repeated `GET /v1/usage` from the response cache without authentication,
+/// parsing or planning, when this worker remembers the very same token, query string and
+/// `Accept` header leading to an answer the response cache still holds; `None` sends the
+/// request the whole way. The token must still be within its `exp` and its verification
+/// younger than `VERIFIED_TTL`, exactly as for the verified-token cache; a `no-cache` request
+/// always goes the whole way. Returns the response and the caller's `sub`.
+pub fn fast_hit(http: &HttpRequest, state: &AppState) -> Option<(HttpResponse, Arc<str>)> {
+    if no_cache(http) {
+        return None;
+    }
+    let token = crate::auth::bearer(http).ok()?;
+    let query = http.query_string();
+    let accept = accept_of(http);
+    let key = slot(token, query, accept);
+    let (rendered, sub) = REMEMBERED.with_borrow(|m| {
+        let e = m.get(&key)?;
+        let now = std::time::Instant::now();
+        let usable = e.state == state.id
+            && e.generation == state.generation.load(Ordering::Acquire)
+            && *e.token == *token
+            && *e.query == *query
+            && *e.accept == *accept
+            && e.caller.usable_at(Utc::now().timestamp(), now);
+        let r = e
+            .rendered
+            .upgrade()
+            .filter(|r| usable && now < r.expires_at)?;
+        Some((r, e.caller.sub.clone()))
+    })?;
+    Some((respond(http, &rendered), sub))
 }
 
 /// Chooses CSV when the client prefers `text/csv` and gave no `format`.
