@@ -675,6 +675,9 @@ impl BigSims {
     }
 }
 
+/// Cold runs of scenario 4, each on a fresh gateway.
+const COLD_RUNS: usize = 5;
+
 /// Scenario 4: one Kibana agent with 20 000 conversations (200 pages) and ChatBotKit with
 /// 100 000 records, cold (CPU time, peak RSS) and then warm.
 pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
@@ -700,22 +703,13 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
             cbk_source(&big.cbk),
         ],
     )?;
-    let (gw, auth) = ctx.gateway("s4-large", &spec).await?;
     let start = midnight(big.now.date_naive() - chrono::Days::new(91));
     let end = midnight(big.now.date_naive() + chrono::Days::new(1));
-    let url = format!(
-        "{}/v1/usage?start={}&end={}&bucket=day&group_by=source,agent",
-        gw.base,
+    let path = format!(
+        "/v1/usage?start={}&end={}&bucket=day&group_by=source,agent",
         rfc3339(start),
         rfc3339(end)
     );
-    let cpu0 = gw.cpu()?;
-    let t = Instant::now();
-    let cold = fetch(&ctx.client, &url, &auth).await?;
-    let wall = t.elapsed();
-    let cpu = gw.cpu()?.saturating_sub(cpu0);
-    let mem = gw.memory()?;
-    let sent = upstream_requests(&cold.body).unwrap_or_default();
     // The answer must hold every record: compare with the simulators' ground truth.
     let window = usage_core::Window::new(start, end);
     let kb_truth = big
@@ -729,7 +723,6 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
         },
         window,
     );
-    let got = totals(&cold.body).unwrap_or_default();
     let want = BTreeMap::from([
         ("credits".to_owned(), cbk_truth),
         (
@@ -737,6 +730,38 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
             kb_truth.input + kb_truth.output + kb_truth.other,
         ),
     ]);
+    // Each cold run on a fresh gateway; the figure is the median run (one run's CPU time moves
+    // by a third between runs here), the peak RSS the highest of all.
+    let mut runs = Vec::with_capacity(COLD_RUNS);
+    let mut last = None;
+    for run in 1..=COLD_RUNS {
+        let (gw, auth) = ctx.gateway(&format!("s4-large-{run}"), &spec).await?;
+        let url = format!("{}{path}", gw.base);
+        let cpu0 = gw.cpu()?;
+        let t = Instant::now();
+        let cold = fetch(&ctx.client, &url, &auth).await?;
+        let wall = t.elapsed();
+        let cpu = gw.cpu()?.saturating_sub(cpu0);
+        let hwm = gw.memory()?.hwm;
+        let sent: u64 = upstream_requests(&cold.body)
+            .unwrap_or_default()
+            .values()
+            .sum();
+        let wrong = totals(&cold.body).unwrap_or_default() != want;
+        runs.push((cpu, wall, hwm, sent, wrong));
+        if run == COLD_RUNS {
+            last = Some((gw, auth, url, cold));
+        } else {
+            gw.stop();
+        }
+    }
+    let (gw, auth, url, cold) = last.ok_or("no cold run")?;
+    let mut by_cpu = runs.clone();
+    by_cpu.sort_by_key(|r| r.0);
+    let (cpu, wall, _, upstream, _) = by_cpu[by_cpu.len() / 2];
+    let hwm = runs.iter().map(|r| r.2).max().unwrap_or_default();
+    let wrong = runs.iter().filter(|r| r.4).count() as u64;
+    let all_cpu: Vec<String> = runs.iter().map(|r| ms(r.0)).collect();
     let client = load::client()?;
     let warm = load::closed_loop(
         1,
@@ -750,9 +775,8 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
     .await;
     gw.stop();
 
-    let upstream: u64 = sent.values().sum();
     let cold_load = Summary {
-        errors: u64::from(got != want),
+        errors: wrong,
         ..Summary::from_samples(vec![wall], 0, wall)
     };
     let per_10k = cpu.as_secs_f64() * 1000.0 / ((conversations + records) as f64 / 10_000.0);
@@ -762,8 +786,9 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
             Some(cold_load),
             (
                 format!(
-                    "CPU {} for {conversations} conversations + {records} records in {upstream} vendor requests: {per_10k:.1} ms / 10k",
+                    "CPU {} (median of {}) for {conversations} conversations + {records} records in {upstream} vendor requests: {per_10k:.1} ms / 10k",
                     ms(cpu),
+                    all_cpu.join(", "),
                 ),
                 per_10k,
             ),
@@ -774,8 +799,8 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
             "4 large data cold (same request)",
             None,
             (
-                format!("peak RSS {}", mib(mem.hwm)),
-                mem.hwm as f64 / MIB as f64,
+                format!("peak RSS {} (highest of the runs)", mib(hwm)),
+                hwm as f64 / MIB as f64,
             ),
             ("<= 150 MiB".into(), Target::AtMost(150.0)),
             ctx.margin,

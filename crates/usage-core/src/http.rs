@@ -27,16 +27,116 @@ impl BodyError {
 }
 
 /// Reads a response body, refusing (without buffering further) once it exceeds `limit` bytes.
+///
+/// A body that arrives in one chunk is returned as it is; otherwise the chunks are copied once
+/// into a buffer of the announced length (no regrowth for an honest `Content-Length`).
 pub async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
+    let announced = response.content_length();
+    if announced.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+    let Some(first) = response.chunk().await.map_err(BodyError::Read)? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let Some(second) = response.chunk().await.map_err(BodyError::Read)? else {
+        return Ok(first);
+    };
+    let expected = announced.map_or(0, |n| usize::try_from(n).unwrap_or(limit));
+    let mut buf = BytesMut::with_capacity(expected.min(limit).max(first.len() + second.len()));
+    let mut next = Some(second);
+    buf.extend_from_slice(&first);
+    while let Some(chunk) = next {
         if buf.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge { limit });
         }
         buf.extend_from_slice(&chunk);
+        next = response.chunk().await.map_err(BodyError::Read)?;
     }
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Serves one response: `head` then each of `parts`, 20 ms apart (so that they arrive as
+    /// separate chunks), then closes. Returns the URL.
+    async fn serve(head: String, parts: Vec<Vec<u8>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(head.as_bytes()).await.unwrap();
+            for p in parts {
+                s.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if s.write_all(&p).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.shutdown().await;
+        });
+        format!("http://{addr}/")
+    }
+
+    async fn read(head: String, parts: Vec<Vec<u8>>, limit: usize) -> Result<Bytes, BodyError> {
+        let url = serve(head, parts).await;
+        let resp = reqwest::Client::new().get(url).send().await.unwrap();
+        read_body(resp, limit).await
+    }
+
+    fn sized(n: usize) -> String {
+        format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n")
+    }
+
+    /// No `Content-Length`: the body ends when the connection closes.
+    const UNSIZED: &str = "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n";
+
+    #[tokio::test]
+    async fn one_chunk_many_chunks_and_none() {
+        let body = read(sized(5), vec![b"hello".to_vec()], 100).await.unwrap();
+        assert_eq!(&body[..], b"hello");
+        let parts = vec![b"ab".to_vec(), b"cd".to_vec(), b"ef".to_vec()];
+        let body = read(sized(6), parts.clone(), 100).await.unwrap();
+        assert_eq!(&body[..], b"abcdef");
+        let body = read(UNSIZED.to_owned(), parts, 100).await.unwrap();
+        assert_eq!(&body[..], b"abcdef");
+        let body = read(sized(0), Vec::new(), 100).await.unwrap();
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused() {
+        // Announced too large: refused before reading.
+        let err = read(sized(11), vec![vec![b'x'; 11]], 10).await.unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { limit: 10 }));
+        // Unannounced: refused by the first chunk, or by a later one.
+        let err = read(UNSIZED.to_owned(), vec![vec![b'x'; 11]], 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { limit: 10 }));
+        let parts = vec![vec![b'x'; 6], vec![b'y'; 6]];
+        let err = read(UNSIZED.to_owned(), parts, 10).await.unwrap_err();
+        assert!(matches!(err, BodyError::TooLarge { limit: 10 }));
+        // Exactly at the limit is fine.
+        let parts = vec![vec![b'x'; 5], vec![b'y'; 5]];
+        let body = read(UNSIZED.to_owned(), parts, 10).await.unwrap();
+        assert_eq!(body.len(), 10);
+    }
 }

@@ -9,7 +9,7 @@
 //! the kept scan by conversation id, so a conversation that moved is counted once, at its new
 //! `updated_at`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -34,7 +34,7 @@ pub(crate) struct Conversation {
 /// Conversations, at most one per id (the most recently updated copy wins).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ConversationSet {
-    by_id: HashMap<String, Conversation>,
+    by_id: foldhash::HashMap<String, Conversation>,
     anonymous: Vec<Conversation>,
 }
 
@@ -165,6 +165,7 @@ impl ScanState {
     /// claims no reach (no page with a placeable conversation) covers nothing.
     pub(crate) fn from_walk(walk: Walk, at: DateTime<Utc>, started: Instant) -> Self {
         let mut conversations = ConversationSet::default();
+        conversations.by_id.reserve(walk.conversations.len());
         for c in walk.conversations {
             conversations.insert(c);
         }
