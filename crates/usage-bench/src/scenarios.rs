@@ -678,6 +678,10 @@ impl BigSims {
 /// Cold runs of scenario 4, each on a fresh gateway.
 const COLD_RUNS: usize = 5;
 
+/// Warm requests of scenario 4: enough that p99 is not the single slowest request (one
+/// hiccup of the shared machine made a run of 100 miss the target by 60 %).
+const WARM_REQUESTS: u64 = 1000;
+
 /// Scenario 4: one Kibana agent with 20 000 conversations (200 pages) and ChatBotKit with
 /// 100 000 records, cold (CPU time, peak RSS) and then warm.
 pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
@@ -766,7 +770,7 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
     let warm = load::closed_loop(
         1,
         Bound {
-            requests: 100,
+            requests: WARM_REQUESTS,
             time: Duration::from_secs(30),
         },
         |_| client.get(&url).header("authorization", &auth),
@@ -806,7 +810,7 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
             ctx.margin,
         ),
         Row::judged(
-            "4 large data warm: same query, 100 sequential",
+            "4 large data warm: same query, 1000 sequential",
             Some(warm.clone()),
             (
                 format!("p99 {} ({} B body)", ms(warm.p99), cold.body.len()),
