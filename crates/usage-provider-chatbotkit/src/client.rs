@@ -214,7 +214,7 @@ impl Client {
             }
             return Err(self.err(kind));
         }
-        serde_json::from_slice(&body).map_err(|e| {
+        usage_core::http::json(&body).map_err(|e| {
             self.err(ErrorKind::Decode {
                 message: truncate(&format!("{} {}: {e}", status.as_u16(), segments.join("/"))),
             })

@@ -51,6 +51,11 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The order records are kept in: `(createdAt, id)`.
+    fn key(&self) -> (i64, &str) {
+        (self.created_ms, &self.id)
+    }
+
     /// Maps a wire record; `None` when it has no usable `createdAt` or `count`.
     pub(crate) fn from_wire(w: UsageRecordWire) -> Option<Self> {
         let created_ms = w.created_at.as_ref()?.as_i64()?;
@@ -381,9 +386,17 @@ impl ScanState {
         // Cached records first, then the new ones, oldest first: two ascending runs, which the
         // stable sort merges in linear time and keeps in that order among equal keys.
         records.reverse();
-        self.records.append(&mut records);
-        self.records
-            .sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        if self.records.is_empty() {
+            // A first scan: no copy of what can be hundreds of thousands of records.
+            self.records = records;
+        } else {
+            self.records.append(&mut records);
+        }
+        // A page order that is already ascending (the usual case) needs no sort at all, and no
+        // sort buffer as large as the records.
+        if !self.records.is_sorted_by(|a, b| a.key() <= b.key()) {
+            self.records.sort_by(|a, b| a.key().cmp(&b.key()));
+        }
         // Of each run of equal keys keep the last, the newest copy.
         let same = |a: &Record, b: &Record| a.created_ms == b.created_ms && a.id == b.id;
         let mut kept = 0;

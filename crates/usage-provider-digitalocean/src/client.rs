@@ -174,7 +174,7 @@ impl DoClient {
         {
             self.block_for(d);
         }
-        serde_json::from_slice(&body).map_err(|e| DoError::Decode {
+        usage_core::http::json(&body).map_err(|e| DoError::Decode {
             message: truncate(&format!("unexpected {status} body: {e}")),
         })
     }

@@ -309,7 +309,7 @@ pub(crate) fn decode_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err("expected a JSON object".to_owned());
     }
-    serde_json::from_slice(bytes).map_err(|e| short(&e.to_string()))
+    usage_core::http::json(bytes).map_err(|e| short(&e.to_string()))
 }
 
 /// Cuts a vendor message to [`MAX_MESSAGE_CHARS`] characters.
