@@ -235,12 +235,9 @@ where
         event: &Event<'_>,
     ) -> std::fmt::Result {
         let meta = event.metadata();
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        write!(
-            writer,
-            "{{\"timestamp\":\"{now}\",\"level\":\"{}\"",
-            meta.level()
-        )?;
+        writer.write_str("{\"timestamp\":\"")?;
+        write_timestamp(&mut writer, chrono::Utc::now())?;
+        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
         let mut fields = JsonVisitor {
             out: &mut writer,
             result: Ok(()),
@@ -260,6 +257,26 @@ where
         }
         writer.write_str("}\n")
     }
+}
+
+/// Writes `at` as RFC 3339 in UTC with microseconds (`2026-12-02T07:10:11.123456Z`), the
+/// date and time of day formatted once per second and thread.
+fn write_timestamp(w: &mut Writer<'_>, at: chrono::DateTime<chrono::Utc>) -> std::fmt::Result {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    // A leap second reports up to 1 999 999 µs; it is shown as the last microsecond.
+    let micros = at.timestamp_subsec_micros().min(999_999);
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != at.timestamp() {
+            *second = at.timestamp();
+            text.clear();
+            write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"))?;
+        }
+        w.write_str(text)?;
+        write!(w, ".{micros:06}Z")
+    })
 }
 
 /// Span fields are kept as `,"name":value` pairs, spliced into each line under `span`.
@@ -372,6 +389,31 @@ impl std::fmt::Write for Escaped<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_match_rfc3339_with_microseconds() {
+        use chrono::TimeZone;
+        let base = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 31, 23, 59, 59)
+            .unwrap();
+        let instants = [
+            base,
+            base + chrono::Duration::microseconds(7),
+            base + chrono::Duration::microseconds(999_999),
+            base + chrono::Duration::seconds(1),
+            base + chrono::Duration::microseconds(1_000_042),
+            base - chrono::Duration::days(400),
+        ];
+        for at in instants {
+            let mut out = String::new();
+            write_timestamp(&mut Writer::new(&mut out), at).unwrap();
+            assert_eq!(
+                out,
+                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "{at:?}"
+            );
+        }
+    }
 
     /// An output the test can read back.
     #[derive(Clone, Default)]

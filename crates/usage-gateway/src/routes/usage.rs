@@ -2,7 +2,7 @@
 //! aggregate, render, and answer with ETag/304 and cache headers.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -514,7 +514,7 @@ struct Remembered {
 }
 
 thread_local! {
-    static REMEMBERED: RefCell<HashMap<u64, Remembered>> = RefCell::new(HashMap::new());
+    static REMEMBERED: RefCell<foldhash::HashMap<u64, Remembered>> = RefCell::new(foldhash::HashMap::default());
     static HASHER: foldhash::fast::RandomState = foldhash::fast::RandomState::default();
 }
 
