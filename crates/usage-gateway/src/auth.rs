@@ -408,6 +408,19 @@ impl Caller {
     }
 }
 
+#[cfg(test)]
+impl Caller {
+    /// A caller who may see nothing, valid for a minute, for unit tests.
+    pub(crate) fn for_tests(sub: &str) -> Self {
+        Self {
+            sub: sub.into(),
+            access: Arc::new(Access::default()),
+            valid_until: chrono::Utc::now().timestamp() + 60,
+            remembered_until: Instant::now() + std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// How long a verified token is remembered. A key removed from the JWKS, or an access entry
 /// changed by a restart, takes effect at once for new tokens and within this time for tokens
 /// already seen.

@@ -495,8 +495,11 @@ fn no_cache(http: &HttpRequest) -> bool {
         })
 }
 
-/// The most cache hits a worker remembers; when full, it forgets them all and starts over.
+/// The most cache hits a worker remembers, and the most bytes of tokens, query strings and
+/// `Accept` headers they may hold (tokens and query strings run up to 8 KiB each); when either
+/// is reached, the worker forgets them all and starts over.
 const MAX_REMEMBERED: usize = 4096;
+const MAX_REMEMBERED_BYTES: usize = 2 * 1024 * 1024;
 
 /// A cache hit a worker remembers, so that the same request again is answered without the
 /// token lookup, query parse, access check and response-key hash in between: the exact
@@ -513,8 +516,40 @@ struct Remembered {
     rendered: std::sync::Weak<Rendered>,
 }
 
+impl Remembered {
+    /// What the entry holds beyond its fixed size.
+    fn bytes(&self) -> usize {
+        self.token.len() + self.query.len() + self.accept.len()
+    }
+}
+
+/// A worker's remembered hits, bounded by [`MAX_REMEMBERED`] and [`MAX_REMEMBERED_BYTES`].
+#[derive(Default)]
+struct Hits {
+    by_slot: foldhash::HashMap<u64, Remembered>,
+    bytes: usize,
+}
+
+impl Hits {
+    fn insert(&mut self, slot: u64, entry: Remembered) {
+        let size = entry.bytes() + std::mem::size_of::<Remembered>();
+        if self.by_slot.len() >= MAX_REMEMBERED || self.bytes + size > MAX_REMEMBERED_BYTES {
+            self.by_slot.clear();
+            self.bytes = 0;
+        }
+        if let Some(old) = self.by_slot.insert(slot, entry) {
+            self.bytes -= old.bytes() + std::mem::size_of::<Remembered>();
+        }
+        self.bytes += size;
+    }
+
+    fn get(&self, slot: u64) -> Option<&Remembered> {
+        self.by_slot.get(&slot)
+    }
+}
+
 thread_local! {
-    static REMEMBERED: RefCell<foldhash::HashMap<u64, Remembered>> = RefCell::new(foldhash::HashMap::default());
+    static REMEMBERED: RefCell<Hits> = RefCell::new(Hits::default());
     static HASHER: foldhash::fast::RandomState = foldhash::fast::RandomState::default();
 }
 
@@ -561,9 +596,6 @@ fn remember(
         rendered: Arc::downgrade(rendered),
     };
     REMEMBERED.with_borrow_mut(|m| {
-        if m.len() >= MAX_REMEMBERED {
-            m.clear();
-        }
         m.insert(slot(token, query, accept), entry);
     });
 }
@@ -583,7 +615,7 @@ pub fn fast_hit(http: &HttpRequest, state: &AppState) -> Option<(HttpResponse, A
     let accept = accept_of(http);
     let key = slot(token, query, accept);
     let (rendered, sub) = REMEMBERED.with_borrow(|m| {
-        let e = m.get(&key)?;
+        let e = m.get(key)?;
         let now = std::time::Instant::now();
         let usable = e.state == state.id
             && e.generation == state.generation.load(Ordering::Acquire)
@@ -652,4 +684,47 @@ fn respond(http: &HttpRequest, r: &Rendered) -> HttpResponse {
     }
     b.insert_header((header::CONTENT_TYPE, r.content_type));
     b.body(r.body.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(token_bytes: usize) -> Remembered {
+        Remembered {
+            state: 0,
+            generation: 0,
+            token: "t".repeat(token_bytes).into(),
+            query: "end=2026-11-01".into(),
+            accept: Box::default(),
+            caller: Caller::for_tests("s"),
+            rendered: std::sync::Weak::new(),
+        }
+    }
+
+    #[test]
+    fn remembered_hits_stay_within_their_count_and_bytes() {
+        let mut hits = Hits::default();
+        for slot in 0..(MAX_REMEMBERED as u64 * 3) {
+            hits.insert(slot, entry(10));
+            assert!(hits.by_slot.len() <= MAX_REMEMBERED);
+        }
+        let mut hits = Hits::default();
+        // Tokens of 8 KiB: the byte bound is reached long before the count.
+        for slot in 0..2000 {
+            hits.insert(slot, entry(8 * 1024));
+            assert!(hits.bytes <= MAX_REMEMBERED_BYTES, "{}", hits.bytes);
+            assert!(hits.get(slot).is_some(), "the newest entry is kept");
+        }
+        // Replacing an entry does not count it twice.
+        let mut hits = Hits::default();
+        for _ in 0..10 {
+            hits.insert(7, entry(100));
+        }
+        assert_eq!(hits.by_slot.len(), 1);
+        assert_eq!(
+            hits.bytes,
+            entry(100).bytes() + std::mem::size_of::<Remembered>()
+        );
+    }
 }
