@@ -266,7 +266,8 @@ fn write_timestamp(w: &mut Writer<'_>, at: chrono::DateTime<chrono::Utc>) -> std
         static SECOND: std::cell::RefCell<(i64, String)> =
             const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }
-    // A leap second reports up to 1 999 999 µs; it is shown as the last microsecond.
+    // chrono marks a leap second with 1 000 000 µs or more; the system clock never reports
+    // one, and this keeps the field at six digits if it ever did.
     let micros = at.timestamp_subsec_micros().min(999_999);
     SECOND.with_borrow_mut(|(second, text)| {
         if *second != at.timestamp() {

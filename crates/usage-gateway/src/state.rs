@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderValue;
@@ -33,6 +33,9 @@ pub struct Rendered {
     pub complete: bool,
     /// When the response cache stops serving it (made + `cache.open_ttl`).
     pub expires_at: Instant,
+    /// Set when a refresh (`Cache-Control: no-cache`) replaced it in the response cache: hits
+    /// remembered from it are no longer answered from it.
+    pub superseded: AtomicBool,
 }
 
 /// The byte budget of remembered query parses.
@@ -70,9 +73,6 @@ pub struct AppState {
     /// Tells this state's remembered cache hits from another's in the same process (tests
     /// run several gateways; see `routes::usage::fast_hit`).
     pub id: u64,
-    /// Moves when a refresh (`Cache-Control: no-cache`) replaces a rendered answer, which
-    /// forgets every remembered cache hit.
-    pub generation: AtomicU64,
 }
 
 impl AppState {
@@ -128,7 +128,6 @@ impl AppState {
             .build();
         Ok(Self {
             id: STATE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            generation: AtomicU64::new(0),
             callers,
             parsed,
             source_names: sources.keys().cloned().collect(),

@@ -261,9 +261,6 @@ pub async fn get_usage(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    // Read before the response cache: a refresh that lands after it forgets what this request
-    // remembers (see `remember`).
-    let generation = state.generation.load(Ordering::Acquire);
     let raw = http.query_string();
     let req = if let Some(req) = state.parsed.get(raw).await {
         req
@@ -280,7 +277,7 @@ pub async fn get_usage(
     let key = response_key(&req, &caller, format);
     if !refresh && let Some(r) = state.responses.get(&key).await {
         if req.timeless {
-            remember(&http, &state, &caller, &r, generation);
+            remember(&http, &state, &caller, &r);
         }
         return Ok(respond(&http, &r));
     }
@@ -378,14 +375,16 @@ pub async fn get_usage(
         body: Bytes::from(body.into_boxed_slice()),
         complete,
         expires_at: std::time::Instant::now() + state.cache_config.open_ttl,
+        superseded: std::sync::atomic::AtomicBool::new(false),
     });
     if complete {
+        if refresh && let Some(old) = state.responses.get(&key).await {
+            // Hits remembered from the answer being replaced must not outlive it.
+            old.superseded.store(true, Ordering::Release);
+        }
         state.responses.insert(key, rendered.clone()).await;
-        if refresh {
-            // Hits remembered before now may point at the answer just replaced.
-            state.generation.fetch_add(1, Ordering::AcqRel);
-        } else if req.timeless {
-            remember(&http, &state, &caller, &rendered, generation);
+        if req.timeless {
+            remember(&http, &state, &caller, &rendered);
         }
     }
     Ok(respond(&http, &rendered))
@@ -506,7 +505,6 @@ const MAX_REMEMBERED_BYTES: usize = 2 * 1024 * 1024;
 /// token, query string and `Accept` header that led to `rendered`.
 struct Remembered {
     state: u64,
-    generation: u64,
     token: Box<str>,
     query: Box<str>,
     accept: Box<[u8]>,
@@ -517,9 +515,10 @@ struct Remembered {
 }
 
 impl Remembered {
-    /// What the entry holds beyond its fixed size.
+    /// What the entry holds beyond its fixed size (the caller's access included, which the
+    /// entry keeps alive).
     fn bytes(&self) -> usize {
-        self.token.len() + self.query.len() + self.accept.len()
+        self.token.len() + self.query.len() + self.accept.len() + self.caller.weight()
     }
 }
 
@@ -574,13 +573,7 @@ fn accept_of(http: &HttpRequest) -> &[u8] {
 
 /// Remembers, in this worker, that `caller`'s request led to `rendered` (only for queries whose
 /// meaning does not move with the clock).
-fn remember(
-    http: &HttpRequest,
-    state: &AppState,
-    caller: &Caller,
-    rendered: &Arc<Rendered>,
-    generation: u64,
-) {
+fn remember(http: &HttpRequest, state: &AppState, caller: &Caller, rendered: &Arc<Rendered>) {
     let Ok(token) = crate::auth::bearer(http) else {
         return;
     };
@@ -588,7 +581,6 @@ fn remember(
     let accept = accept_of(http);
     let entry = Remembered {
         state: state.id,
-        generation,
         token: token.into(),
         query: query.into(),
         accept: accept.into(),
@@ -618,7 +610,6 @@ pub fn fast_hit(http: &HttpRequest, state: &AppState) -> Option<(HttpResponse, A
         let e = m.get(key)?;
         let now = std::time::Instant::now();
         let usable = e.state == state.id
-            && e.generation == state.generation.load(Ordering::Acquire)
             && *e.token == *token
             && *e.query == *query
             && *e.accept == *accept
@@ -626,7 +617,7 @@ pub fn fast_hit(http: &HttpRequest, state: &AppState) -> Option<(HttpResponse, A
         let r = e
             .rendered
             .upgrade()
-            .filter(|r| usable && now < r.expires_at)?;
+            .filter(|r| usable && now < r.expires_at && !r.superseded.load(Ordering::Acquire))?;
         Some((r, e.caller.sub.clone()))
     })?;
     Some((respond(http, &rendered), sub))
@@ -693,13 +684,40 @@ mod tests {
     fn entry(token_bytes: usize) -> Remembered {
         Remembered {
             state: 0,
-            generation: 0,
             token: "t".repeat(token_bytes).into(),
             query: "end=2026-11-01".into(),
             accept: Box::default(),
             caller: Caller::for_tests("s"),
             rendered: std::sync::Weak::new(),
         }
+    }
+
+    #[actix_web::test]
+    async fn an_answer_a_refresh_replaced_is_not_answered_from_memory() {
+        let text = "[auth]\nalgorithms = [\"HS256\"]\nhs256_secret = \"${S}\"\n\
+                    [[access]]\nclaim = \"sub\"\nvalue = \"a\"\nsources = [\"*\"]\n";
+        let config = crate::config::Config::parse(text, &|_| Some("s".repeat(40))).expect("config");
+        let state = AppState::new(config, Vec::<crate::fetch::SourceSpec>::new()).expect("state");
+        let rendered = Arc::new(Rendered {
+            content_type: "application/json",
+            body: Bytes::from_static(b"{}"),
+            etag: "\"e\"".into(),
+            etag_header: HeaderValue::from_static("\"e\""),
+            cache_control: HeaderValue::from_static("private, max-age=60"),
+            complete: true,
+            expires_at: std::time::Instant::now() + std::time::Duration::from_secs(60),
+            superseded: std::sync::atomic::AtomicBool::new(false),
+        });
+        let http = actix_web::test::TestRequest::get()
+            .uri("/v1/usage?start=2026-11-01&end=2026-11-02")
+            .insert_header((header::AUTHORIZATION, "Bearer t0k3n"))
+            .to_http_request();
+        remember(&http, &state, &Caller::for_tests("a"), &rendered);
+        let (res, sub) = fast_hit(&http, &state).expect("remembered");
+        assert_eq!((res.status().as_u16(), &*sub), (200, "a"));
+        // Still alive (a response being written holds it), but replaced by a refresh.
+        rendered.superseded.store(true, Ordering::Release);
+        assert!(fast_hit(&http, &state).is_none());
     }
 
     #[test]
