@@ -47,7 +47,7 @@ max_attempts = 3
 retry_min_delay = "10ms"
 retry_max_delay = "50ms"
 breaker_failures = 2
-breaker_cooldown = "600ms"
+breaker_cooldown = "1500ms"
 {extra_source_keys}
 "#,
         token = usage_sim::DO_TOKEN
@@ -205,7 +205,7 @@ async fn retries_after_429_and_serves_stale_when_the_vendor_fails() {
 
     // After the cool-down a probe goes through and closes the circuit.
     do_sim.faults().clear();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let (_, sources) = get(&gw, "/v1/sources").await;
     assert_eq!(sources["sources"][0]["circuit"], "half_open");
     let (s, v) = get(&gw, &range()).await;
@@ -236,7 +236,7 @@ async fn retries_after_429_and_serves_stale_when_the_vendor_fails() {
     assert_eq!(s, 502, "{v:#}");
     // Decode errors are not retried (and do not open the circuit).
     do_sim.faults().clear();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     do_sim.faults().set_malformed_json(true);
     let before = do_sim.calls("do.usage");
     let (_, v) = get(
