@@ -198,22 +198,9 @@ A single source failing is reported in `sources[]` (and `complete: false`), not 
                 "errors": [{"parameter": "source", "message": "unknown source `do-staging`"}],
                 "instance": "urn:request-id:9b1d7e35-6a0f-4c8e-b2d4-71e3a5c9f086"
             }))),
-            ("query_too_long" = (summary = "The query string is longer than `server.max_query_bytes`", value = json!({
-                "type": "urn:usage-gateway:problem:invalid_parameter",
-                "title": "Invalid query parameter",
-                "status": 400,
-                "detail": "(query): the query string has 9005 bytes; at most 8192 are accepted",
-                "errors": [{"parameter": "(query)", "message": "the query string has 9005 bytes; at most 8192 are accepted"}],
-                "instance": "urn:request-id:0c6e2f14-8d3a-4b57-a9e1-5f2b7c4d8e30"
-            })))
+            ("query_too_long" = (summary = "The query string is longer than `server.max_query_bytes`", value = json!(crate::openapi::examples::query_too_long())))
         )))),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::error::Problem, content_type = "application/problem+json", example = json!({
-            "type": "urn:usage-gateway:problem:unauthorized",
-            "title": "Unauthorized",
-            "status": 401,
-            "detail": "A valid bearer token is required.",
-            "instance": "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21"
-        })),
+        (status = 401, description = "Missing or invalid bearer token", body = crate::error::Problem, content_type = "application/problem+json", example = crate::openapi::examples::unauthorized),
         (status = 403, description = "Insufficient scope, or a source/agent outside the caller's access. A caller who may not see every source also gets 403 (not 400) for a source name that does not exist, so that the answer never reveals which sources exist.", content((crate::error::Problem = "application/problem+json", examples(
             ("outside_access" = (summary = "A source or agent outside the caller's access", value = json!({
                 "type": "urn:usage-gateway:problem:forbidden",
@@ -222,13 +209,7 @@ A single source failing is reported in `sources[]` (and `complete: false`), not 
                 "detail": "outside this caller's access: source `kibana-marketing`, agent `do-prod/d7a2e410-9c3b-11ef-bf8f-4e013e2ddde4`",
                 "instance": "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21"
             }))),
-            ("missing_scope" = (summary = "The token lacks the required scope", value = json!({
-                "type": "urn:usage-gateway:problem:forbidden",
-                "title": "Forbidden",
-                "status": 403,
-                "detail": "the token lacks the `usage:read` scope",
-                "instance": "urn:request-id:2e8f4a61-c7d9-4b03-8e15-a6f0d3b92c47"
-            })))
+            ("missing_scope" = (summary = "The token lacks the required scope", value = json!(crate::openapi::examples::forbidden())))
         )))),
         (status = 502, description = "Every touched source failed and nothing stale exists", body = crate::error::Problem, content_type = "application/problem+json", example = json!({
             "type": "urn:usage-gateway:problem:all_sources_failed",
