@@ -60,6 +60,17 @@ fn dims() -> BTreeSet<Dimension> {
     BTreeSet::from([Dimension::Agent, Dimension::UsageType])
 }
 
+/// A query for 2024-01-01 (one daily window) with [`dims`].
+fn one_day() -> UsageQuery {
+    UsageQuery::new(
+        vec![Window::new(
+            t("2024-01-01T00:00:00Z"),
+            t("2024-01-02T00:00:00Z"),
+        )],
+        dims(),
+    )
+}
+
 fn usage_body(agent: &str, input: u64, output: u64) -> serde_json::Value {
     serde_json::json!({
         "usage": {
@@ -263,8 +274,7 @@ async fn agent_uuids_are_path_encoded() {
         .mount(&server)
         .await;
     let p = provider(&server, fixed(&["odd/id?x"]));
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
-    let b = p.usage(&UsageQuery::new(vec![w], dims())).await.unwrap();
+    let b = p.usage(&one_day()).await.unwrap();
     assert_eq!(totals(&b).total(), 2);
 }
 
@@ -285,8 +295,7 @@ async fn discovered_names_ride_along_and_the_agent_filter_holds() {
         .mount(&server)
         .await;
     let p = provider(&server, |_| {});
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
-    let mut q = UsageQuery::new(vec![w], dims());
+    let mut q = one_day();
     q.agents = Some(BTreeSet::from([A.to_owned(), "not-ours".to_owned()]));
     let b = p.usage(&q).await.unwrap();
     assert_eq!(
@@ -418,8 +427,7 @@ async fn vendor_429_maps_retry_after_and_pauses_the_source() {
         .mount(&server)
         .await;
     let p = provider(&server, fixed(&[A]));
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
-    let q = UsageQuery::new(vec![w], dims());
+    let q = one_day();
     let e = p.usage(&q).await.unwrap_err();
     assert_eq!(
         e,
@@ -453,8 +461,7 @@ async fn a_spent_budget_pauses_the_source_before_any_429() {
         .mount(&server)
         .await;
     let p = provider(&server, fixed(&[A]));
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
-    let q = UsageQuery::new(vec![w], dims());
+    let q = one_day();
     assert_eq!(totals(&p.usage(&q).await.unwrap()).total(), 12);
     // The answer said the hour's budget is spent: the next query is refused locally (the mock
     // expects one call only), with the delay until the reset.
@@ -482,11 +489,7 @@ async fn vendor_429_falls_back_to_ratelimit_reset() {
         .mount(&server)
         .await;
     let p = provider(&server, fixed(&[A]));
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
-    let e = p
-        .usage(&UsageQuery::new(vec![w], dims()))
-        .await
-        .unwrap_err();
+    let e = p.usage(&one_day()).await.unwrap_err();
     assert_retry_after(&e, Duration::from_secs(38)..=Duration::from_secs(41));
 }
 
@@ -549,18 +552,13 @@ async fn a_404_from_something_else_fails_the_source() {
         .mount(&server)
         .await;
     let p = provider(&server, fixed(&[A]));
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
-    let e = p
-        .usage(&UsageQuery::new(vec![w], dims()))
-        .await
-        .unwrap_err();
+    let e = p.usage(&one_day()).await.unwrap_err();
     assert!(matches!(e, ProviderError::NotFound { .. }), "{e:?}");
     assert!(e.to_string().contains("404 page not found"));
 }
 
 #[tokio::test]
 async fn statuses_map_to_semantic_errors() {
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
     let cases: [(u16, &str, &str); 4] = [
         (401, "unauthorized", "upstream_unauthenticated"),
         (403, "forbidden", "upstream_forbidden"),
@@ -579,10 +577,7 @@ async fn statuses_map_to_semantic_errors() {
             .mount(&server)
             .await;
         let p = provider(&server, fixed(&[A]));
-        let e = p
-            .usage(&UsageQuery::new(vec![w], dims()))
-            .await
-            .unwrap_err();
+        let e = p.usage(&one_day()).await.unwrap_err();
         assert_eq!(e.kind(), kind, "{status}: {e}");
         assert_eq!(e.is_transient(), status >= 500, "{status}");
         let shown = e.to_string();
@@ -604,11 +599,7 @@ async fn redirects_are_not_followed() {
         .mount(&server)
         .await;
     let p = provider(&server, fixed(&[A]));
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
-    let e = p
-        .usage(&UsageQuery::new(vec![w], dims()))
-        .await
-        .unwrap_err();
+    let e = p.usage(&one_day()).await.unwrap_err();
     assert!(
         matches!(e, ProviderError::Upstream { status: 302, .. }),
         "{e:?}"
@@ -617,8 +608,7 @@ async fn redirects_are_not_followed() {
 
 #[tokio::test]
 async fn bad_bodies_decode_errors_timeouts_and_transport() {
-    let w = Window::new(t("2024-01-01T00:00:00Z"), t("2024-01-02T00:00:00Z"));
-    let q = UsageQuery::new(vec![w], dims());
+    let q = one_day();
 
     for body in [
         r#"{""#,
