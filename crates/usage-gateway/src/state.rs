@@ -23,9 +23,7 @@ pub struct Rendered {
     pub content_type: &'static str,
     /// The body.
     pub body: Bytes,
-    /// Strong entity tag of the body.
-    pub etag: String,
-    /// The `ETag` header, made once.
+    /// The `ETag` header (the body's strong entity tag), made once.
     pub etag_header: HeaderValue,
     /// The `Cache-Control` header (`private, max-age=N`), made once.
     pub cache_control: HeaderValue,
@@ -101,7 +99,7 @@ impl AppState {
             .name("usage-responses")
             .max_capacity(budget / 4)
             .weigher(|_k: &u128, v: &Arc<Rendered>| {
-                u32::try_from(v.body.len() + v.etag.len() + 64).unwrap_or(u32::MAX)
+                u32::try_from(v.body.len() + v.etag_header.len() + 64).unwrap_or(u32::MAX)
             })
             .time_to_live(config.cache.open_ttl)
             .build();

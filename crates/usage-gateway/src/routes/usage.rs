@@ -349,7 +349,6 @@ pub async fn get_usage(
         content_type,
         etag_header: HeaderValue::from_str(&etag)
             .map_err(|e| ApiError::Internal(format!("etag header: {e}")))?,
-        etag,
         cache_control: HeaderValue::from_str(&format!("private, max-age={max_age}"))
             .map_err(|e| ApiError::Internal(format!("cache-control header: {e}")))?,
         // Without the serializer's unused capacity, which the weigher would not see.
@@ -635,7 +634,10 @@ fn respond(http: &HttpRequest, r: &Rendered) -> HttpResponse {
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == r.etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().as_bytes() == r.etag_header.as_bytes() || t.trim() == "*")
+        });
     let mut b = if matches {
         HttpResponse::NotModified()
     } else {
@@ -682,7 +684,6 @@ mod tests {
         let rendered = Arc::new(Rendered {
             content_type: "application/json",
             body: Bytes::from_static(b"{}"),
-            etag: "\"e\"".into(),
             etag_header: HeaderValue::from_static("\"e\""),
             cache_control: HeaderValue::from_static("private, max-age=60"),
             complete: true,
