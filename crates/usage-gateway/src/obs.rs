@@ -192,13 +192,10 @@ pub async fn observe(
         && let Some((res, sub)) = crate::routes::usage::fast_hit(req.request(), state)
     {
         let id = request_id(&req);
-        let mut res = req.into_response(res);
+        let res = req.into_response(res);
         let status = res.status().as_u16();
         access_log(&id, "GET", "/v1/usage", "/v1/usage", status, started, &sub);
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            res.headers_mut().insert(REQUEST_ID, v);
-        }
-        return Ok(res);
+        return Ok(with_request_id(res, &id));
     }
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
@@ -240,7 +237,7 @@ pub async fn observe(
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    let mut res = if is_problem {
+    let res = if is_problem {
         let (request, response) = res.into_parts();
         let (head, body) = response.into_parts();
         let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
@@ -262,10 +259,15 @@ pub async fn observe(
     } else {
         res.map_into_boxed_body()
     };
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    Ok(with_request_id(res, &id))
+}
+
+/// Returns every response with its request id.
+fn with_request_id(mut res: ServiceResponse<BoxBody>, id: &str) -> ServiceResponse<BoxBody> {
+    if let Ok(v) = HeaderValue::from_str(id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
-    Ok(res)
+    res
 }
 
 /// Records a finished request: its line in the access log and its HTTP metrics.
