@@ -257,9 +257,7 @@ pub async fn get_usage(
     let refresh = no_cache(&http);
     let key = response_key(&req, &caller, format);
     if !refresh && let Some(r) = state.responses.get(&key).await {
-        if req.timeless {
-            remember(&http, &state, &caller, &r);
-        }
+        remember(&http, &state, &caller, &req, &r);
         return Ok(respond(&http, &r));
     }
 
@@ -363,9 +361,7 @@ pub async fn get_usage(
             old.superseded.store(true, Ordering::Release);
         }
         state.responses.insert(key, rendered.clone()).await;
-        if req.timeless {
-            remember(&http, &state, &caller, &rendered);
-        }
+        remember(&http, &state, &caller, &req, &rendered);
     }
     Ok(respond(&http, &rendered))
 }
@@ -551,9 +547,18 @@ fn accept_of(http: &HttpRequest) -> &[u8] {
         .map_or(&[][..], HeaderValue::as_bytes)
 }
 
-/// Remembers, in this worker, that `caller`'s request led to `rendered` (only for queries whose
-/// meaning does not move with the clock).
-fn remember(http: &HttpRequest, state: &AppState, caller: &Caller, rendered: &Arc<Rendered>) {
+/// Remembers, in this worker, that `caller`'s request `req` led to `rendered`; only for queries
+/// whose meaning does not move with the clock (`req.timeless`).
+fn remember(
+    http: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    req: &UsageRequest,
+    rendered: &Arc<Rendered>,
+) {
+    if !req.timeless {
+        return;
+    }
     let Ok(token) = crate::auth::bearer(http) else {
         return;
     };
@@ -694,7 +699,8 @@ mod tests {
             .uri("/v1/usage?start=2026-11-01&end=2026-11-02")
             .insert_header((header::AUTHORIZATION, "Bearer t0k3n"))
             .to_http_request();
-        remember(&http, &state, &Caller::for_tests("a"), &rendered);
+        let req = query::parse(http.query_string(), &state.server, Utc::now()).expect("query");
+        remember(&http, &state, &Caller::for_tests("a"), &req, &rendered);
         let (res, sub) = fast_hit(&http, &state).expect("remembered");
         assert_eq!((res.status().as_u16(), &*sub), (200, "a"));
         // Still alive (a response being written holds it), but replaced by a refresh.
