@@ -678,6 +678,21 @@ impl BigSims {
 /// Cold runs of scenario 4, each on a fresh gateway.
 const COLD_RUNS: usize = 5;
 
+/// What one cold run of scenario 4 measured.
+#[derive(Debug, Clone, Copy)]
+struct ColdRun {
+    /// Gateway CPU time over the request.
+    cpu: Duration,
+    /// Its wall time.
+    wall: Duration,
+    /// Peak RSS after it, bytes.
+    hwm: u64,
+    /// Vendor requests the answer reports.
+    sent: u64,
+    /// Whether the totals differ from the simulators' ground truth.
+    wrong: bool,
+}
+
 /// Warm requests of scenario 4: enough that p99 is not the single slowest request (one
 /// hiccup of the shared machine made a run of 100 miss the target by 60 %).
 const WARM_REQUESTS: u64 = 1000;
@@ -752,7 +767,13 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
             .values()
             .sum();
         let wrong = totals(&cold.body).unwrap_or_default() != want;
-        runs.push((cpu, wall, hwm, sent, wrong));
+        runs.push(ColdRun {
+            cpu,
+            wall,
+            hwm,
+            sent,
+            wrong,
+        });
         if run == COLD_RUNS {
             last = Some((gw, auth, url, cold));
         } else {
@@ -760,12 +781,16 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
         }
     }
     let (gw, auth, url, cold) = last.ok_or("no cold run")?;
-    let mut by_cpu = runs.clone();
-    by_cpu.sort_by_key(|r| r.0);
-    let (cpu, wall, _, upstream, _) = by_cpu[by_cpu.len() / 2];
-    let hwm = runs.iter().map(|r| r.2).max().unwrap_or_default();
-    let wrong = runs.iter().filter(|r| r.4).count() as u64;
-    let all_cpu: Vec<String> = runs.iter().map(|r| ms(r.0)).collect();
+    let all_cpu: Vec<String> = runs.iter().map(|r| ms(r.cpu)).collect();
+    let hwm = runs.iter().map(|r| r.hwm).max().unwrap_or_default();
+    let wrong = runs.iter().filter(|r| r.wrong).count() as u64;
+    runs.sort_by_key(|r| r.cpu);
+    let ColdRun {
+        cpu,
+        wall,
+        sent: upstream,
+        ..
+    } = runs[runs.len() / 2];
     let client = load::client()?;
     let warm = load::closed_loop(
         1,
