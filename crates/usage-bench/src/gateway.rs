@@ -257,8 +257,8 @@ impl Gateway {
     }
 
     /// Reads the CPU time used so far.
-    pub fn cpu(&self) -> Result<Duration, String> {
-        procfs::cpu_time(self.pid(), self.ticks)
+    pub fn cpu(&self) -> Result<procfs::CpuSample, String> {
+        procfs::cpu_sample(self.pid(), self.ticks)
             .map_err(|e| format!("cannot read gateway CPU time: {e}"))
     }
 

@@ -1,5 +1,7 @@
-//! Memory and CPU time of a process, read from `/proc/<pid>/status` and `/proc/<pid>/stat`.
+//! Memory and CPU time of a process, read from `/proc/<pid>/status`, `/proc/<pid>/stat` and
+//! `/proc/<pid>/task/<tid>/schedstat`.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::process::Command;
 use std::time::Duration;
@@ -51,6 +53,61 @@ pub fn cpu_time(pid: u32, ticks_per_second: u64) -> io::Result<Duration> {
         )
     })?;
     Ok(ticks_to_duration(ticks, ticks_per_second))
+}
+
+/// The CPU time a process has used so far, read two ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuSample {
+    /// `utime + stime` of `/proc/<pid>/stat`: counts threads that have exited, but in clock
+    /// ticks (10 ms here, a twentieth of a cold query of scenario 4).
+    ticks: Duration,
+    /// Each live thread's time on a CPU in nanoseconds (first field of its `schedstat`), when
+    /// the kernel keeps it.
+    threads: Option<BTreeMap<u32, u64>>,
+}
+
+impl CpuSample {
+    /// Returns the CPU time used between `earlier` and this sample: to the nanosecond when no
+    /// thread alive at `earlier` has exited since (threads started since count from zero),
+    /// otherwise in clock ticks.
+    pub fn since(&self, earlier: &Self) -> Duration {
+        if let (Some(now), Some(then)) = (&self.threads, &earlier.threads)
+            && then.keys().all(|tid| now.contains_key(tid))
+        {
+            let ns = now
+                .iter()
+                .map(|(tid, ns)| ns.saturating_sub(then.get(tid).copied().unwrap_or(0)))
+                .sum();
+            return Duration::from_nanos(ns);
+        }
+        self.ticks.saturating_sub(earlier.ticks)
+    }
+}
+
+/// Reads the CPU time `pid` has used so far (all its threads).
+pub fn cpu_sample(pid: u32, ticks_per_second: u64) -> io::Result<CpuSample> {
+    Ok(CpuSample {
+        ticks: cpu_time(pid, ticks_per_second)?,
+        threads: thread_times(pid),
+    })
+}
+
+/// Each thread's time on a CPU, in nanoseconds; `None` when a thread's `schedstat` cannot be
+/// read or parsed (then the clock ticks of `/proc/<pid>/stat` are used).
+fn thread_times(pid: u32) -> Option<BTreeMap<u32, u64>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let entry = entry.ok()?;
+        let tid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let text = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
+        out.insert(tid, parse_schedstat(&text)?);
+    }
+    Some(out)
+}
+
+/// Returns the time on a CPU (first field, nanoseconds) of a `schedstat` line.
+pub fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Returns `utime + stime` (fields 14 and 15, in clock ticks) of a `/proc/<pid>/stat` line.
@@ -126,6 +183,34 @@ mod tests {
         }
         assert_ne!(x, 1);
         assert!(cpu_time(pid, clock_ticks_per_second()).unwrap() > Duration::ZERO);
+        let zero = CpuSample {
+            ticks: Duration::ZERO,
+            threads: Some(BTreeMap::new()),
+        };
+        let now = cpu_sample(pid, clock_ticks_per_second()).unwrap();
+        assert!(now.since(&zero) >= Duration::from_millis(60));
+    }
+
+    #[test]
+    fn cpu_time_between_samples() {
+        let ms = Duration::from_millis;
+        let sample = |ticks: u64, threads: Option<&[(u32, u64)]>| CpuSample {
+            ticks: ms(ticks),
+            threads: threads.map(|t| t.iter().copied().collect()),
+        };
+        let before = sample(100, Some(&[(1, 5_000_000), (2, 1_000_000)]));
+        // Nanoseconds per thread, a new thread counted from zero.
+        let after = sample(110, Some(&[(1, 9_000_000), (2, 3_500_000), (3, 250_000)]));
+        assert_eq!(after.since(&before), Duration::from_nanos(6_750_000));
+        // A thread exited: its time since is lost to schedstat, so ticks are used.
+        let exited = sample(120, Some(&[(1, 9_000_000)]));
+        assert_eq!(exited.since(&before), ms(20));
+        assert_eq!(sample(130, None).since(&before), ms(30));
+        assert_eq!(
+            parse_schedstat("246150957 21568138 705\n"),
+            Some(246_150_957)
+        );
+        assert_eq!(parse_schedstat(""), None);
     }
 
     #[test]

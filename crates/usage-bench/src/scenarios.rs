@@ -258,7 +258,7 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
     ctx.load(&base_url, &auth, Duration::from_secs(1)).await?;
     let me = std::process::id();
     let ticks = crate::procfs::clock_ticks_per_second();
-    let own_cpu = || crate::procfs::cpu_time(me, ticks).map_err(io_err("own CPU time"));
+    let own_cpu = || crate::procfs::cpu_sample(me, ticks).map_err(io_err("own CPU time"));
     let (mut gateway_cpu, mut baseline_cpu) = (Duration::ZERO, Duration::ZERO);
     // Pairs of back-to-back runs, alternating which goes first; the figure is the median of the
     // pairs' ratios, so that a burst of load from elsewhere skews one pair, not the figure.
@@ -270,13 +270,13 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
             if gateway_turn {
                 let c = gw.cpu()?;
                 let run = ctx.load(&url, &auth, ctx.duration).await?;
-                gateway_cpu += gw.cpu()?.saturating_sub(c);
+                gateway_cpu += gw.cpu()?.since(&c);
                 g = Some(run);
             } else {
                 // The baseline runs in this process, where the simulators sit idle meanwhile.
                 let c = own_cpu()?;
                 let run = ctx.load(&base_url, &auth, ctx.duration).await?;
-                baseline_cpu += own_cpu()?.saturating_sub(c);
+                baseline_cpu += own_cpu()?.since(&c);
                 b = Some(run);
             }
         }
@@ -760,7 +760,7 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
         let t = Instant::now();
         let cold = fetch(&ctx.client, &url, &auth).await?;
         let wall = t.elapsed();
-        let cpu = gw.cpu()?.saturating_sub(cpu0);
+        let cpu = gw.cpu()?.since(&cpu0);
         let hwm = gw.memory()?.hwm;
         let sent: u64 = upstream_requests(&cold.body)
             .unwrap_or_default()
