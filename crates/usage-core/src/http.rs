@@ -34,8 +34,9 @@ impl BodyError {
 /// A body that is UTF-8 as a whole (every valid JSON text) is read as text: `serde_json` reading
 /// bytes checks every string it meets again, which cost about a fifth of decoding large pages.
 /// Any other body is read as bytes, as before, so that invalid UTF-8 in a field nobody reads
-/// does not fail the page.
-pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+/// does not fail the page. Types may borrow strings from `body` (see
+/// `usage-provider-chatbotkit`'s records).
+pub fn json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_json::Error> {
     match std::str::from_utf8(body) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(body),

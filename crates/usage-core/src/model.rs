@@ -223,8 +223,13 @@ impl UsageQuery {
 
     /// Returns the window holding `t`, if any.
     pub fn window_of(&self, t: DateTime<Utc>) -> Option<Window> {
+        self.window_index_of(t).map(|i| self.windows[i])
+    }
+
+    /// Returns the index in `windows` of the window holding `t`, if any.
+    pub fn window_index_of(&self, t: DateTime<Utc>) -> Option<usize> {
         let idx = self.windows.partition_point(|w| w.end <= t);
-        self.windows.get(idx).copied().filter(|w| w.contains(t))
+        self.windows.get(idx).filter(|w| w.contains(t)).map(|_| idx)
     }
 
     /// Reports whether an agent passes the agent filter.
@@ -243,6 +248,51 @@ impl UsageQuery {
     /// Reports whether the answer should keep a dimension.
     pub fn keeps(&self, d: Dimension) -> bool {
         self.dimensions.contains(&d)
+    }
+}
+
+/// Finds the windows of instants given in epoch milliseconds, as vendors' usage records carry
+/// them, for a long run of records in time order: the last window found is checked first, so
+/// each record in the same window as the one before costs two integer comparisons instead of a
+/// date conversion and a binary search.
+#[derive(Debug)]
+pub struct MillisWindows<'q> {
+    query: &'q UsageQuery,
+    /// `[ceil_ms(start), ceil_ms(end))` and the index of the last window found.
+    last: Option<(i64, i64, usize)>,
+}
+
+impl<'q> MillisWindows<'q> {
+    /// Creates a finder over `query`'s windows.
+    pub fn new(query: &'q UsageQuery) -> Self {
+        Self { query, last: None }
+    }
+
+    /// Returns the index in the query's `windows` of the window holding the instant `ms`.
+    pub fn index_of(&mut self, ms: i64) -> Option<usize> {
+        if let Some((lo, hi, idx)) = self.last
+            && lo <= ms
+            && ms < hi
+        {
+            return Some(idx);
+        }
+        let idx = self
+            .query
+            .window_index_of(DateTime::from_timestamp_millis(ms)?)?;
+        let w = self.query.windows[idx];
+        self.last = Some((ceil_ms(w.start), ceil_ms(w.end), idx));
+        Some(idx)
+    }
+}
+
+/// Rounds up to the millisecond: an instant of whole milliseconds `t` lies at or after `x` iff
+/// `t >= ceil_ms(x)`.
+pub fn ceil_ms(t: DateTime<Utc>) -> i64 {
+    let ms = t.timestamp_millis();
+    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        ms
+    } else {
+        ms.saturating_add(1)
     }
 }
 
@@ -407,5 +457,44 @@ impl UsageBatch {
         std::mem::size_of::<Self>()
             + self.points.len() * std::mem::size_of::<UsagePoint>()
             + strings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    #[test]
+    fn millis_windows_agree_with_window_of_in_any_order() {
+        let base = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let sub = chrono::Duration::microseconds(500);
+        let w = |a: i64, b: i64| {
+            Window::new(
+                base + chrono::Duration::milliseconds(a),
+                base + chrono::Duration::milliseconds(b),
+            )
+        };
+        // Adjacent windows, a gap, and edges that fall between two milliseconds.
+        let mut third = w(30, 40);
+        third.start += sub;
+        third.end += sub;
+        let q = UsageQuery::new(vec![w(0, 10), w(10, 20), third], BTreeSet::new());
+        let b = base.timestamp_millis();
+        let mut times: Vec<i64> = (-5..50).map(|d| b + d).collect();
+        let reversed: Vec<i64> = times.iter().rev().copied().collect();
+        times.extend(reversed);
+        times.extend([b + 35, b + 5, b + 30, b + 31, b + 40, b + 41, b + 15]);
+        let mut finder = MillisWindows::new(&q);
+        for ms in times {
+            let want = q.window_of(at(ms));
+            let got = finder.index_of(ms).map(|i| q.windows[i]);
+            assert_eq!(got, want, "at {} ms", ms - b);
+        }
+        assert_eq!(finder.index_of(i64::MAX), None);
     }
 }

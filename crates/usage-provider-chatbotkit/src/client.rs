@@ -6,10 +6,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 use usage_core::budget::{Budget, BudgetError};
@@ -89,14 +91,16 @@ impl Client {
         &self.source_name
     }
 
-    /// `GET /v1/usage/list?take&order=desc[&cursor][&botId][&contactId][&type]`.
-    pub(crate) async fn list_usage(
+    /// `GET /v1/usage/list?take&order=desc[&cursor][&botId][&contactId][&type]`; `read` gets
+    /// the page while it still borrows the body.
+    pub(crate) async fn list_usage<R>(
         &self,
         take: u32,
         cursor: Option<&str>,
         filter: &RecordFilter,
         calls: &AtomicU64,
-    ) -> Result<UsageListResponse, Error> {
+        read: impl FnOnce(UsageListResponse<'_>) -> R,
+    ) -> Result<R, Error> {
         let mut query = vec![("take", take.to_string()), ("order", "desc".to_owned())];
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
@@ -110,7 +114,9 @@ impl Client {
         if let Some(t) = &filter.usage_type {
             query.push(("type", t.clone()));
         }
-        self.get_json(&["v1", "usage", "list"], &query, calls).await
+        let segments = ["v1", "usage", "list"];
+        let (status, body) = self.get(&segments, &query, calls).await?;
+        Ok(read(self.decode(status, &segments, &body)?))
     }
 
     /// `GET /v1/bot/list?take&order=desc[&cursor]`.
@@ -176,6 +182,17 @@ impl Client {
         query: &[(&str, String)],
         calls: &AtomicU64,
     ) -> Result<T, Error> {
+        let (status, body) = self.get(segments, query, calls).await?;
+        self.decode(status, segments, &body)
+    }
+
+    /// Sends a GET and returns a successful response's status and body.
+    async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        calls: &AtomicU64,
+    ) -> Result<(StatusCode, Bytes), Error> {
         let url = self.url(segments)?;
         let _slot = self.budget.admit().await.map_err(|e| self.refused(&e))?;
         let started = Instant::now();
@@ -214,7 +231,17 @@ impl Client {
             }
             return Err(self.err(kind));
         }
-        usage_core::http::json(&body).map_err(|e| {
+        Ok((status, body))
+    }
+
+    /// Decodes a successful response's body.
+    fn decode<'a, T: Deserialize<'a>>(
+        &self,
+        status: StatusCode,
+        segments: &[&str],
+        body: &'a [u8],
+    ) -> Result<T, Error> {
+        usage_core::http::json(body).map_err(|e| {
             self.err(ErrorKind::Decode {
                 message: truncate(&format!("{} {}: {e}", status.as_u16(), segments.join("/"))),
             })

@@ -1,7 +1,45 @@
 //! ChatBotKit wire types, exactly as loose as the vendor: every field is optional so that an
 //! absent or `null` field never fails a whole page; the mapping code decides what is usable.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+
+/// A string as sent, borrowed from the body when it holds no escapes (nearly always), so that
+/// reading a page allocates only for what the provider keeps.
+///
+/// `Option<Cow<str>>` would always copy: serde borrows only a bare `Cow` field.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Text<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+impl Text<'_> {
+    /// The string.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// A JSON number as ChatBotKit may send it: integer, float or numeric string.
 ///
@@ -98,12 +136,13 @@ impl CursorWire {
     }
 }
 
-/// `GET /v1/usage/list` 200 body.
+/// `GET /v1/usage/list` 200 body, borrowing its strings from the body.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct UsageListResponse {
+pub(crate) struct UsageListResponse<'a> {
     /// The page's records.
-    pub items: Option<Vec<UsageRecordWire>>,
+    #[serde(borrow)]
+    pub items: Option<Vec<UsageRecordWire<'a>>>,
     /// The cursor of the next page.
     pub cursor: Option<CursorWire>,
 }
@@ -111,22 +150,26 @@ pub(crate) struct UsageListResponse {
 /// One usage record.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-pub(crate) struct UsageRecordWire {
+pub(crate) struct UsageRecordWire<'a> {
     /// Record id.
-    pub id: Option<String>,
+    #[serde(borrow)]
+    pub id: Option<Text<'a>>,
     /// Creation time, epoch milliseconds.
     pub created_at: Option<Num>,
     /// The usage type (`BASE`, …).
-    #[serde(rename = "type")]
-    pub usage_type: Option<String>,
+    #[serde(rename = "type", borrow)]
+    pub usage_type: Option<Text<'a>>,
     /// The usage count (credit tokens for token types).
     pub count: Option<Num>,
     /// The bot, when there is one.
-    pub bot_id: Option<String>,
+    #[serde(borrow)]
+    pub bot_id: Option<Text<'a>>,
     /// The contact (end user), when there is one.
-    pub contact_id: Option<String>,
+    #[serde(borrow)]
+    pub contact_id: Option<Text<'a>>,
     /// The conversation, when there is one.
-    pub conversation_id: Option<String>,
+    #[serde(borrow)]
+    pub conversation_id: Option<Text<'a>>,
 }
 
 /// `GET /v1/bot/list` 200 body.
@@ -223,7 +266,7 @@ mod tests {
         .unwrap();
         let items = page.items.unwrap();
         assert_eq!(items.len(), 3);
-        assert_eq!(items[0].usage_type.as_deref(), Some("BASE"));
+        assert_eq!(items[0].usage_type.as_ref().map(Text::as_str), Some("BASE"));
         assert_eq!(items[0].count.as_ref().and_then(Num::as_u64), Some(1287));
         assert_eq!(
             items[0].created_at.as_ref().and_then(Num::as_i64),
@@ -281,6 +324,18 @@ mod tests {
         // Not an object at all: a decode error, not a panic.
         assert!(serde_json::from_str::<UsageListResponse>("[1,2]").is_err());
         assert!(serde_json::from_str::<UsageListResponse>(r#"{"items":[1]}"#).is_err());
+    }
+
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let body = r#"{"items":[{"id":"plain","botId":"b\u0031","type":null}]}"#;
+        let page: UsageListResponse<'_> = serde_json::from_str(body).unwrap();
+        let r = &page.items.unwrap()[0];
+        assert!(matches!(r.id.as_ref().unwrap().0, Cow::Borrowed("plain")));
+        assert!(matches!(&r.bot_id.as_ref().unwrap().0, Cow::Owned(s) if s == "b1"));
+        assert!(r.usage_type.is_none() && r.contact_id.is_none());
+        // A string field holding something else fails the page, as a `String` field did.
+        assert!(serde_json::from_str::<UsageListResponse<'_>>(r#"{"items":[{"id":7}]}"#).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use usage_core::budget::Budget;
+use usage_core::model::{MillisWindows, ceil_ms};
 use usage_core::{
     Agent, Attribution, Counters, Dimension, PointKey, ProviderError, ProviderKind, SourceInfo,
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
@@ -411,17 +412,29 @@ pub(crate) fn records_to_points<'r>(
     // Records are summed per window and projected key while still borrowed: a scan holds up to
     // hundreds of thousands of records, and most queries keep one or two dimensions, so strings
     // are copied once per point, not once per record.
+    // Keyed by the window's index: hashing a `Window` (two dates) cost more than the rest of
+    // the key.
     type Borrowed<'r> = (
-        Window,
+        usize,
         Option<&'r str>,
         Option<&'r str>,
         Option<&'r str>,
         Option<&'r str>,
     );
-    let keep = |d: Dimension, v: Option<&'r str>| v.filter(|_| cx.keep.contains(&d));
+    // Which dimensions are kept, looked up once rather than four times per record.
+    let [agent_kept, user_kept, conversation_kept, type_kept] = [
+        Dimension::Agent,
+        Dimension::User,
+        Dimension::Conversation,
+        Dimension::UsageType,
+    ]
+    .map(|d| cx.keep.contains(&d));
+    let keep = |kept: bool, v: Option<&'r str>| v.filter(|_| kept);
     // foldhash: the default SipHash made hashing the keys a fifth of mapping a large scan.
     let mut sums: foldhash::HashMap<Borrowed<'r>, u64> = foldhash::HashMap::default();
     let mut skipped = Skipped::default();
+    // Records come in time order: most share the window of the record before.
+    let mut windows = MillisWindows::new(query);
     for r in records {
         let agent = r.bot_id.as_deref().unwrap_or(UNATTRIBUTED_AGENT);
         if cx.agents.is_some_and(|a| !a.contains(agent))
@@ -429,9 +442,7 @@ pub(crate) fn records_to_points<'r>(
         {
             continue;
         }
-        let Some(window) =
-            DateTime::from_timestamp_millis(r.created_ms).and_then(|t| query.window_of(t))
-        else {
+        let Some(window) = windows.index_of(r.created_ms) else {
             continue;
         };
         if cx.record_types == RecordTypes::Base && r.usage_type.as_deref() != Some(BASE_TYPE) {
@@ -441,10 +452,10 @@ pub(crate) fn records_to_points<'r>(
         }
         let key = (
             window,
-            keep(Dimension::Agent, Some(agent)),
-            keep(Dimension::User, r.contact_id.as_deref()),
-            keep(Dimension::Conversation, r.conversation_id.as_deref()),
-            keep(Dimension::UsageType, r.usage_type.as_deref()),
+            keep(agent_kept, Some(agent)),
+            keep(user_kept, r.contact_id.as_deref()),
+            keep(conversation_kept, r.conversation_id.as_deref()),
+            keep(type_kept, r.usage_type.as_deref()),
         );
         let sum = sums.entry(key).or_insert(0);
         *sum = sum.saturating_add(r.count);
@@ -459,7 +470,7 @@ pub(crate) fn records_to_points<'r>(
                 conversation: owned(conversation),
                 usage_type: owned(usage_type),
             };
-            point(window, key, cx, count)
+            point(query.windows[window], key, cx, count)
         })
         .collect();
     // The map's order is random; answers are not.
@@ -514,16 +525,6 @@ fn broader_filters(filter: &RecordFilter) -> Vec<RecordFilter> {
         ..filter.clone()
     });
     out
-}
-
-/// Rounds up to the millisecond: a record at `t` ms lies at or after `x` iff `t >= ceil_ms(x)`.
-pub(crate) fn ceil_ms(t: DateTime<Utc>) -> i64 {
-    let ms = t.timestamp_millis();
-    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
-        ms
-    } else {
-        ms.saturating_add(1)
-    }
 }
 
 /// Formats epoch milliseconds as ISO 8601 with milliseconds (`2026-11-01T00:00:00.000Z`).
@@ -626,6 +627,7 @@ mod tests {
 
     use super::*;
     use crate::model::UsageListResponse;
+    use crate::scan::Interner;
 
     fn t(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(ms).unwrap()
@@ -643,12 +645,13 @@ mod tests {
             include_str!("../../../fixtures/chatbotkit/usage_list_page1.json"),
             include_str!("../../../fixtures/chatbotkit/usage_list_page2.json"),
         ] {
-            let page: UsageListResponse = serde_json::from_str(s).unwrap();
+            let page: UsageListResponse<'_> = serde_json::from_str(s).unwrap();
+            let labels = &mut Interner::default();
             out.extend(
                 page.items
                     .unwrap()
-                    .into_iter()
-                    .filter_map(Record::from_wire),
+                    .iter()
+                    .filter_map(|w| Record::from_wire(w, labels)),
             );
         }
         out
@@ -746,7 +749,7 @@ mod tests {
         let end = start + 3_600_000;
         let rec = |ms: i64, count: u64| Record {
             created_ms: ms,
-            id: format!("r{ms}"),
+            id: format!("r{ms}").into(),
             usage_type: Some("BASE".into()),
             count,
             bot_id: Some("b".into()),

@@ -24,7 +24,7 @@ use chrono::Utc;
 
 use crate::client::{Client, RecordFilter};
 use crate::error::{Error, ErrorKind};
-use crate::model::UsageRecordWire;
+use crate::model::{Text, UsageRecordWire};
 
 /// The most filters kept at once; the least recently used idle one is dropped beyond it.
 const MAX_KEYS: usize = 64;
@@ -32,22 +32,26 @@ const MAX_KEYS: usize = 64;
 const MAX_PAGES: usize = 50_000;
 
 /// One usage record, reduced to what the provider maps.
+///
+/// The labels are shared with every other record of the same scan that carries the same value
+/// ([`Interner`]): a scan holds up to hundreds of thousands of records, but a few types and
+/// bots, and conversations of several records each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
     /// `createdAt`, epoch milliseconds.
     pub created_ms: i64,
     /// `id` (or a stand-in built from the content when absent).
-    pub id: String,
+    pub id: Box<str>,
     /// `type`.
-    pub usage_type: Option<String>,
+    pub usage_type: Option<Arc<str>>,
     /// `count`.
     pub count: u64,
     /// `botId`.
-    pub bot_id: Option<String>,
+    pub bot_id: Option<Arc<str>>,
     /// `contactId`.
-    pub contact_id: Option<String>,
+    pub contact_id: Option<Arc<str>>,
     /// `conversationId`.
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<Arc<str>>,
 }
 
 impl Record {
@@ -57,32 +61,56 @@ impl Record {
     }
 
     /// Maps a wire record; `None` when it has no usable `createdAt` or `count`.
-    pub(crate) fn from_wire(w: UsageRecordWire) -> Option<Self> {
+    pub(crate) fn from_wire(w: &UsageRecordWire<'_>, labels: &mut Interner) -> Option<Self> {
         let created_ms = w.created_at.as_ref()?.as_i64()?;
         let count = w.count.as_ref()?.as_u64()?;
-        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
-        let bot_id = nonempty(w.bot_id);
-        let contact_id = nonempty(w.contact_id);
-        let conversation_id = nonempty(w.conversation_id);
-        let usage_type = w.usage_type;
-        let id = nonempty(w.id).unwrap_or_else(|| {
-            format!(
+        let (bot_id, contact_id, conversation_id) = (
+            nonempty(w.bot_id.as_ref()),
+            nonempty(w.contact_id.as_ref()),
+            nonempty(w.conversation_id.as_ref()),
+        );
+        let usage_type = w.usage_type.as_ref().map(Text::as_str);
+        let id: Box<str> = match nonempty(w.id.as_ref()) {
+            Some(id) => id.into(),
+            None => format!(
                 "~{}|{count}|{}|{}|{}",
-                usage_type.as_deref().unwrap_or(""),
-                bot_id.as_deref().unwrap_or(""),
-                contact_id.as_deref().unwrap_or(""),
-                conversation_id.as_deref().unwrap_or("")
+                usage_type.unwrap_or(""),
+                bot_id.unwrap_or(""),
+                contact_id.unwrap_or(""),
+                conversation_id.unwrap_or("")
             )
-        });
+            .into(),
+        };
         Some(Self {
             created_ms,
             id,
-            usage_type,
+            usage_type: usage_type.map(|s| labels.get(s)),
             count,
-            bot_id,
-            contact_id,
-            conversation_id,
+            bot_id: bot_id.map(|s| labels.get(s)),
+            contact_id: contact_id.map(|s| labels.get(s)),
+            conversation_id: conversation_id.map(|s| labels.get(s)),
         })
+    }
+}
+
+/// A string field's value, unless absent or empty.
+fn nonempty<'s>(field: Option<&'s Text<'_>>) -> Option<&'s str> {
+    field.map(Text::as_str).filter(|s| !s.is_empty())
+}
+
+/// One shared copy of each label value a scan meets (types, bots, contacts, conversations).
+#[derive(Debug, Default)]
+pub(crate) struct Interner(foldhash::HashSet<Arc<str>>);
+
+impl Interner {
+    /// Returns the shared copy of `s`, making it on first sight.
+    pub(crate) fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(s) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.0.insert(Arc::clone(&shared));
+        shared
     }
 }
 
@@ -141,6 +169,8 @@ enum ScanEnd {
 #[derive(Debug, Default)]
 struct Progress {
     records: Vec<Record>,
+    /// The shared label values of `records`.
+    labels: Interner,
     min_ms: Option<i64>,
     /// The cursor after the last page read, when the list goes on.
     next: Option<String>,
@@ -191,26 +221,26 @@ async fn scan(
                 },
             ));
         }
-        let page = client
-            .list_usage(take, cursor.as_deref(), filter, calls)
+        let (raw_len, next) = client
+            .list_usage(take, cursor.as_deref(), filter, calls, |page| {
+                let items = page.items.unwrap_or_default();
+                for item in &items {
+                    match Record::from_wire(item, &mut progress.labels) {
+                        Some(r) => {
+                            progress.min_ms = Some(
+                                progress
+                                    .min_ms
+                                    .map_or(r.created_ms, |m| m.min(r.created_ms)),
+                            );
+                            progress.records.push(r);
+                        }
+                        None => progress.skipped += 1,
+                    }
+                }
+                (items.len(), page.cursor.and_then(|c| c.as_token()))
+            })
             .await?;
         progress.pages += 1;
-        let items = page.items.unwrap_or_default();
-        let raw_len = items.len();
-        for item in items {
-            match Record::from_wire(item) {
-                Some(r) => {
-                    progress.min_ms = Some(
-                        progress
-                            .min_ms
-                            .map_or(r.created_ms, |m| m.min(r.created_ms)),
-                    );
-                    progress.records.push(r);
-                }
-                None => progress.skipped += 1,
-            }
-        }
-        let next = page.cursor.and_then(|c| c.as_token());
         let short = u32::try_from(raw_len).is_ok_and(|n| n < take);
         let repeated = next.as_ref().is_some_and(|n| seen.contains(n));
         if raw_len == 0 || short || repeated {
@@ -506,26 +536,57 @@ impl ScanCache {
 mod tests {
     use super::*;
 
-    fn wire(json: &str) -> UsageRecordWire {
-        serde_json::from_str(json).unwrap()
+    fn record(json: &str, labels: &mut Interner) -> Option<Record> {
+        let w: UsageRecordWire<'_> = serde_json::from_str(json).unwrap();
+        Record::from_wire(&w, labels)
     }
 
     #[test]
     fn records_need_time_and_count() {
-        assert!(Record::from_wire(wire(r#"{"count":3}"#)).is_none());
-        assert!(Record::from_wire(wire(r#"{"createdAt":5}"#)).is_none());
-        assert!(Record::from_wire(wire(r#"{"createdAt":5,"count":-1}"#)).is_none());
-        let r = Record::from_wire(wire(
+        let labels = &mut Interner::default();
+        assert!(record(r#"{"count":3}"#, labels).is_none());
+        assert!(record(r#"{"createdAt":5}"#, labels).is_none());
+        assert!(record(r#"{"createdAt":5,"count":-1}"#, labels).is_none());
+        let r = record(
             r#"{"createdAt":5,"count":3,"type":"BASE","botId":""}"#,
-        ))
+            labels,
+        )
         .unwrap();
         assert_eq!(r.bot_id, None, "an empty botId is no bot");
-        assert!(r.id.starts_with('~'));
-        let r = Record::from_wire(wire(
+        assert_eq!(&*r.id, "~BASE|3|||");
+        let r = record(
             r#"{"id":"r1","createdAt":5,"count":3,"contactId":"c"}"#,
-        ))
+            labels,
+        )
         .unwrap();
-        assert_eq!((r.id.as_str(), r.contact_id.as_deref()), ("r1", Some("c")));
+        assert_eq!((&*r.id, r.contact_id.as_deref()), ("r1", Some("c")));
+    }
+
+    #[test]
+    fn records_share_their_labels() {
+        let labels = &mut Interner::default();
+        let page =
+            r#"{"id":"a","createdAt":1,"count":1,"type":"BASE","botId":"b","conversationId":"c"}"#;
+        let a = record(page, labels).unwrap();
+        let b = record(&page.replace(r#""id":"a""#, r#""id":"b""#), labels).unwrap();
+        assert_eq!((&*a.id, &*b.id), ("a", "b"));
+        for (x, y) in [
+            (&a.usage_type, &b.usage_type),
+            (&a.bot_id, &b.bot_id),
+            (&a.conversation_id, &b.conversation_id),
+        ] {
+            assert!(Arc::ptr_eq(x.as_ref().unwrap(), y.as_ref().unwrap()));
+        }
+        // The bot id and the conversation id differ, so do their copies.
+        let c = record(
+            r#"{"createdAt":1,"count":1,"botId":"x","conversationId":"y"}"#,
+            labels,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.bot_id.as_deref(), c.conversation_id.as_deref()),
+            (Some("x"), Some("y"))
+        );
     }
 
     #[test]
@@ -613,7 +674,7 @@ mod tests {
             rec(20, "d"),
             rec(10, "b"),
         ]);
-        let ids: Vec<&str> = s.records(10, 20).map(|r| r.id.as_str()).collect();
+        let ids: Vec<&str> = s.records(10, 20).map(|r| &*r.id).collect();
         assert_eq!(ids, ["b", "c"]);
     }
 
@@ -639,7 +700,7 @@ mod tests {
         ]);
         let got: Vec<(i64, &str, u64)> = s
             .records(0, 100)
-            .map(|r| (r.created_ms, r.id.as_str(), r.count))
+            .map(|r| (r.created_ms, &*r.id, r.count))
             .collect();
         assert_eq!(
             got,
