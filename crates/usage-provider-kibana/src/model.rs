@@ -252,16 +252,15 @@ pub(crate) struct ConsumptionResponse {
     pub search_after: LenientVec<Value>,
 }
 
-/// One conversation's lifetime consumption.
+/// One conversation's lifetime consumption: the fields the provider uses. Others (`created_at`,
+/// `title`, `round_count`, `llm_calls`, the user's profile `id`) are skipped unread.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConversationConsumption {
     /// The conversation id (ES `_id`).
     pub conversation_id: Leaf<String>,
-    /// The owner; `id` may be absent.
+    /// The owner.
     pub user: Lenient<ConsumptionUser>,
-    /// ISO-8601 string from the conversation document.
-    pub created_at: Leaf<DateTime<Utc>>,
     /// ISO-8601 string from the conversation document; where the totals are placed.
     pub updated_at: Leaf<DateTime<Utc>>,
     /// Lifetime token totals.
@@ -274,8 +273,6 @@ pub(crate) struct ConversationConsumption {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConsumptionUser {
-    /// The user's profile id; absent for some users.
-    pub id: Leaf<String>,
     /// The username, the value `usernames` filters on.
     pub username: Leaf<String>,
 }
