@@ -61,26 +61,42 @@ pub struct CpuSample {
     /// `utime + stime` of `/proc/<pid>/stat`: counts threads that have exited, but in clock
     /// ticks (10 ms here, a twentieth of a cold query of scenario 4).
     ticks: Duration,
+    /// One clock tick.
+    tick: Duration,
     /// Each live thread's time on a CPU in nanoseconds (first field of its `schedstat`), when
     /// the kernel keeps it.
     threads: Option<BTreeMap<u32, u64>>,
 }
 
 impl CpuSample {
-    /// Returns the CPU time used between `earlier` and this sample: to the nanosecond when no
-    /// thread alive at `earlier` has exited since (threads started since count from zero),
-    /// otherwise in clock ticks.
+    /// Returns the CPU time used between `earlier` and this sample: to the nanosecond from the
+    /// threads' own clocks (threads started since count from zero), or in clock ticks when
+    /// those miss time: a thread alive at `earlier` has exited, a thread id was reused (its
+    /// clock went back), or the ticks moved more than two ticks beyond the nanoseconds (a
+    /// thread started and exited in between).
     pub fn since(&self, earlier: &Self) -> Duration {
-        if let (Some(now), Some(then)) = (&self.threads, &earlier.threads)
-            && then.keys().all(|tid| now.contains_key(tid))
-        {
-            let ns = now
-                .iter()
-                .map(|(tid, ns)| ns.saturating_sub(then.get(tid).copied().unwrap_or(0)))
-                .sum();
-            return Duration::from_nanos(ns);
+        let ticks = self.ticks.saturating_sub(earlier.ticks);
+        let (Some(now), Some(then)) = (&self.threads, &earlier.threads) else {
+            return ticks;
+        };
+        let mut ns: u64 = 0;
+        for (tid, &before) in then {
+            match now.get(tid) {
+                Some(&after) if after >= before => ns += after - before,
+                _ => return ticks,
+            }
         }
-        self.ticks.saturating_sub(earlier.ticks)
+        ns += now
+            .iter()
+            .filter(|(tid, _)| !then.contains_key(tid))
+            .map(|(_, ns)| ns)
+            .sum::<u64>();
+        let precise = Duration::from_nanos(ns);
+        if ticks > precise + 2 * self.tick {
+            ticks
+        } else {
+            precise
+        }
     }
 }
 
@@ -88,6 +104,7 @@ impl CpuSample {
 pub fn cpu_sample(pid: u32, ticks_per_second: u64) -> io::Result<CpuSample> {
     Ok(CpuSample {
         ticks: cpu_time(pid, ticks_per_second)?,
+        tick: ticks_to_duration(1, ticks_per_second),
         threads: thread_times(pid),
     })
 }
@@ -185,6 +202,7 @@ mod tests {
         assert!(cpu_time(pid, clock_ticks_per_second()).unwrap() > Duration::ZERO);
         let zero = CpuSample {
             ticks: Duration::ZERO,
+            tick: Duration::from_secs(1),
             threads: Some(BTreeMap::new()),
         };
         let now = cpu_sample(pid, clock_ticks_per_second()).unwrap();
@@ -196,6 +214,7 @@ mod tests {
         let ms = Duration::from_millis;
         let sample = |ticks: u64, threads: Option<&[(u32, u64)]>| CpuSample {
             ticks: ms(ticks),
+            tick: ms(10),
             threads: threads.map(|t| t.iter().copied().collect()),
         };
         let before = sample(100, Some(&[(1, 5_000_000), (2, 1_000_000)]));
@@ -206,6 +225,12 @@ mod tests {
         let exited = sample(120, Some(&[(1, 9_000_000)]));
         assert_eq!(exited.since(&before), ms(20));
         assert_eq!(sample(130, None).since(&before), ms(30));
+        // A thread id reused by a younger thread: its clock went back.
+        let reused = sample(140, Some(&[(1, 9_000_000), (2, 500_000)]));
+        assert_eq!(reused.since(&before), ms(40));
+        // A thread that came and went in between: the ticks saw 50 ms, the threads 8.
+        let came_and_went = sample(150, Some(&[(1, 10_000_000), (2, 4_000_000)]));
+        assert_eq!(came_and_went.since(&before), ms(50));
         assert_eq!(
             parse_schedstat("246150957 21568138 705\n"),
             Some(246_150_957)
