@@ -287,9 +287,17 @@ impl<'q> MillisWindows<'q> {
 
 /// Rounds up to the millisecond: an instant of whole milliseconds `t` lies at or after `x` iff
 /// `t >= ceil_ms(x)`.
+///
+/// An instant inside a leap second (`23:59:60.5`, which `parse_instant` accepts) sorts after
+/// every instant of the second before and before the next second's start, so it rounds up to
+/// that start; `timestamp_millis` would count its extra second and land half a second late.
 pub fn ceil_ms(t: DateTime<Utc>) -> i64 {
+    let nanos = t.timestamp_subsec_nanos();
+    if nanos >= 1_000_000_000 {
+        return t.timestamp().saturating_add(1).saturating_mul(1000);
+    }
     let ms = t.timestamp_millis();
-    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+    if nanos.is_multiple_of(1_000_000) {
         ms
     } else {
         ms.saturating_add(1)
@@ -496,5 +504,30 @@ mod tests {
             assert_eq!(got, want, "at {} ms", ms - b);
         }
         assert_eq!(finder.index_of(i64::MAX), None);
+    }
+
+    #[test]
+    fn a_bound_inside_a_leap_second_rounds_up_to_the_next_second() {
+        let midnight = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        let leap = crate::time::parse_instant("2026-12-31T23:59:60.5Z", chrono_tz::UTC).unwrap();
+        assert!(leap < midnight && leap > midnight - chrono::Duration::seconds(1));
+        assert_eq!(ceil_ms(leap), midnight.timestamp_millis());
+        let q = UsageQuery::new(
+            vec![
+                Window::new(midnight - chrono::Duration::hours(1), leap),
+                Window::new(leap, midnight + chrono::Duration::hours(1)),
+            ],
+            BTreeSet::new(),
+        );
+        let m = midnight.timestamp_millis();
+        let mut finder = MillisWindows::new(&q);
+        for ms in [m - 1, m + 200, m - 1, m, m - 2_000] {
+            assert_eq!(
+                finder.index_of(ms),
+                q.window_index_of(at(ms)),
+                "at {} ms",
+                ms - m
+            );
+        }
     }
 }

@@ -241,7 +241,6 @@ impl CbkData {
     }
 }
 
-/// Rounds an instant up to whole epoch milliseconds.
-pub(crate) fn ceil_ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
-    t.timestamp_millis() + i64::from(!t.timestamp_subsec_nanos().is_multiple_of(1_000_000))
-}
+/// Rounds an instant up to whole epoch milliseconds (leap seconds included), as the provider
+/// does.
+pub(crate) use usage_core::model::ceil_ms;
