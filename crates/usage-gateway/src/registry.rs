@@ -8,7 +8,9 @@ use crate::config::{Config, ConfigError, SourceCommon, from_toml, split_source};
 use crate::fetch::SourceSpec;
 use crate::resilience::ResilienceConfig;
 
-/// Builds the HTTP client a source uses: its own timeouts, no redirects, no proxy surprises.
+/// Builds the HTTP client a source uses: its own timeouts and no redirects. Like the JWKS
+/// client it honours the standard egress proxy variables (`HTTPS_PROXY`, `HTTP_PROXY`,
+/// `ALL_PROXY`, `NO_PROXY`), as vendor APIs are often reached through one; the README says so.
 pub fn http_client(common: &SourceCommon) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
         .timeout(common.timeout)
