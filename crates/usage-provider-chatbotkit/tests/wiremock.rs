@@ -612,6 +612,59 @@ async fn a_failed_page_keeps_the_pages_before_it() {
 }
 
 #[tokio::test]
+async fn a_page_that_fails_part_way_keeps_none_of_its_records() {
+    // The failing page's first record is older than the next page would be (out of order):
+    // kept, it would make the scan look complete down to it.
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/usage/list"))
+        .and(query_param_is_missing("cursor"))
+        .respond_with(page(
+            &[
+                rec("r4", ms(hours(4)), 1, Some("b"), None),
+                rec("r3", ms(hours(3)), 2, Some("b"), None),
+            ],
+            Some("c2"),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/usage/list"))
+        .and(query_param("cursor", "c2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "items": [rec("r1", ms(hours(1)), 8, Some("b"), None), 1],
+            "cursor": "c3"
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/usage/list"))
+        .and(query_param("cursor", "c2"))
+        .respond_with(page(
+            &[
+                rec("r2", ms(hours(2)), 4, Some("b"), None),
+                rec("r1", ms(hours(1)), 8, Some("b"), None),
+            ],
+            None,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = provider_with(&server, |c| c.page_size = 2);
+    let from = hours(1) + chrono::Duration::milliseconds(1);
+    let q = UsageQuery::new(vec![Window::new(from, hours(24))], BTreeSet::new());
+    let e = p.usage(&q).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Decode { .. }), "{e:?}");
+    let b = p.usage(&q).await.unwrap();
+    assert_eq!(
+        (b.upstream_requests, total(&b)),
+        (1, 7),
+        "reads the failed page again and counts r2"
+    );
+}
+
+#[tokio::test]
 async fn discovery_follows_cursors_and_is_cached() {
     let server = MockServer::start().await;
     Mock::given(path("/v1/bot/list"))
