@@ -33,8 +33,8 @@ const MAX_PAGES: usize = 50_000;
 
 /// One usage record, reduced to what the provider maps.
 ///
-/// The labels are shared with every other record of the same scan that carries the same value
-/// ([`Interner`]): a scan holds up to hundreds of thousands of records, but a few types and
+/// The labels are shared with every other record of the same scan pass that carries the same
+/// value ([`Interner`]): a scan holds up to hundreds of thousands of records, but a few types and
 /// bots, and conversations of several records each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
@@ -428,7 +428,7 @@ impl ScanState {
             self.records.sort_by(|a, b| a.key().cmp(&b.key()));
         }
         // Of each run of equal keys keep the last, the newest copy.
-        let same = |a: &Record, b: &Record| a.created_ms == b.created_ms && a.id == b.id;
+        let same = |a: &Record, b: &Record| a.key() == b.key();
         let mut kept = 0;
         for i in 0..self.records.len() {
             if i + 1 < self.records.len() && same(&self.records[i], &self.records[i + 1]) {
