@@ -563,9 +563,13 @@ async fn unit_comes_from_config_and_never_touches_input_or_output() {
     }
 }
 
-#[tokio::test]
-async fn a_failed_page_keeps_the_pages_before_it() {
-    let server = MockServer::start().await;
+/// Serves a first page (r4 at 4 h, r3 at 3 h, cursor `c2`) once, then `failure` for the first
+/// request of page `c2` and `retry` for the next one.
+async fn second_page_fails_once(
+    server: &MockServer,
+    failure: ResponseTemplate,
+    retry: ResponseTemplate,
+) {
     Mock::given(path("/v1/usage/list"))
         .and(query_param_is_missing("cursor"))
         .respond_with(page(
@@ -576,25 +580,34 @@ async fn a_failed_page_keeps_the_pages_before_it() {
             Some("c2"),
         ))
         .expect(1)
-        .mount(&server)
+        .mount(server)
         .await;
     Mock::given(path("/v1/usage/list"))
         .and(query_param("cursor", "c2"))
-        .respond_with(
-            ResponseTemplate::new(500)
-                .set_body_json(json!({"message": "boom", "code": "INTERNAL_SERVER_ERROR"})),
-        )
+        .respond_with(failure)
         .up_to_n_times(1)
         .with_priority(1)
         .expect(1)
-        .mount(&server)
+        .mount(server)
         .await;
     Mock::given(path("/v1/usage/list"))
         .and(query_param("cursor", "c2"))
-        .respond_with(page(&[rec("r2", ms(hours(2)), 4, Some("b"), None)], None))
+        .respond_with(retry)
         .expect(1)
-        .mount(&server)
+        .mount(server)
         .await;
+}
+
+#[tokio::test]
+async fn a_failed_page_keeps_the_pages_before_it() {
+    let server = MockServer::start().await;
+    second_page_fails_once(
+        &server,
+        ResponseTemplate::new(500)
+            .set_body_json(json!({"message": "boom", "code": "INTERNAL_SERVER_ERROR"})),
+        page(&[rec("r2", ms(hours(2)), 4, Some("b"), None)], None),
+    )
+    .await;
     let p = provider_with(&server, |c| c.page_size = 2);
     let q = UsageQuery::new(vec![Window::new(t0(), hours(24))], BTreeSet::new());
     let e = p.usage(&q).await.unwrap_err();
@@ -616,41 +629,21 @@ async fn a_page_that_fails_part_way_keeps_none_of_its_records() {
     // The failing page's first record is older than the next page would be (out of order):
     // kept, it would make the scan look complete down to it.
     let server = MockServer::start().await;
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param_is_missing("cursor"))
-        .respond_with(page(
-            &[
-                rec("r4", ms(hours(4)), 1, Some("b"), None),
-                rec("r3", ms(hours(3)), 2, Some("b"), None),
-            ],
-            Some("c2"),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param("cursor", "c2"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+    second_page_fails_once(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({
             "items": [rec("r1", ms(hours(1)), 8, Some("b"), None), 1],
             "cursor": "c3"
-        })))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param("cursor", "c2"))
-        .respond_with(page(
+        })),
+        page(
             &[
                 rec("r2", ms(hours(2)), 4, Some("b"), None),
                 rec("r1", ms(hours(1)), 8, Some("b"), None),
             ],
             None,
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+        ),
+    )
+    .await;
     let p = provider_with(&server, |c| c.page_size = 2);
     let from = hours(1) + chrono::Duration::milliseconds(1);
     let q = UsageQuery::new(vec![Window::new(from, hours(24))], BTreeSet::new());
