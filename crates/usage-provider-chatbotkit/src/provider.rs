@@ -436,16 +436,14 @@ pub(crate) fn records_to_points<'r>(
     // Records come in time order: most share the window of the record before.
     let mut windows = MillisWindows::new(query);
     for r in records {
-        let agent = r.bot_id.as_deref().unwrap_or(UNATTRIBUTED_AGENT);
-        if cx.agents.is_some_and(|a| !a.contains(agent))
-            || !query.wants_user(r.contact_id.as_deref())
-        {
+        let agent = r.bot_id().unwrap_or(UNATTRIBUTED_AGENT);
+        if cx.agents.is_some_and(|a| !a.contains(agent)) || !query.wants_user(r.contact_id()) {
             continue;
         }
         let Some(window) = windows.index_of(r.created_ms) else {
             continue;
         };
-        if cx.record_types == RecordTypes::Base && r.usage_type.as_deref() != Some(BASE_TYPE) {
+        if cx.record_types == RecordTypes::Base && r.usage_type() != Some(BASE_TYPE) {
             skipped.other_types += 1;
             skipped.other_type_count = skipped.other_type_count.saturating_add(r.count);
             continue;
@@ -453,9 +451,9 @@ pub(crate) fn records_to_points<'r>(
         let key = (
             window,
             keep(agent_kept, Some(agent)),
-            keep(user_kept, r.contact_id.as_deref()),
-            keep(conversation_kept, r.conversation_id.as_deref()),
-            keep(type_kept, r.usage_type.as_deref()),
+            keep(user_kept, r.contact_id()),
+            keep(conversation_kept, r.conversation_id()),
+            keep(type_kept, r.usage_type()),
         );
         let sum = sums.entry(key).or_insert(0);
         *sum = sum.saturating_add(r.count);
@@ -627,7 +625,6 @@ mod tests {
 
     use super::*;
     use crate::model::UsageListResponse;
-    use crate::scan::Interner;
 
     fn t(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(ms).unwrap()
@@ -646,13 +643,7 @@ mod tests {
             include_str!("../../../fixtures/chatbotkit/usage_list_page2.json"),
         ] {
             let page: UsageListResponse<'_> = serde_json::from_str(s).unwrap();
-            let labels = &mut Interner::default();
-            out.extend(
-                page.items
-                    .unwrap()
-                    .iter()
-                    .filter_map(|w| Record::from_wire(w, labels)),
-            );
+            out.extend(page.items.unwrap().iter().filter_map(Record::from_wire));
         }
         out
     }
@@ -747,14 +738,14 @@ mod tests {
         // Records at start, end - 1ms, end: the last one belongs to the next window.
         let start = 1_800_000_000_000;
         let end = start + 3_600_000;
-        let rec = |ms: i64, count: u64| Record {
-            created_ms: ms,
-            id: format!("r{ms}").into(),
-            usage_type: Some("BASE".into()),
-            count,
-            bot_id: Some("b".into()),
-            contact_id: None,
-            conversation_id: None,
+        let rec = |ms: i64, count: u64| {
+            Record::new(
+                ms,
+                count,
+                &format!("r{ms}"),
+                [Some("BASE"), Some("b"), None, None],
+            )
+            .unwrap()
         };
         let records = [
             rec(start - 1, 1),

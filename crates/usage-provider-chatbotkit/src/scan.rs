@@ -33,85 +33,143 @@ const MAX_PAGES: usize = 50_000;
 
 /// One usage record, reduced to what the provider maps.
 ///
-/// The labels are shared with every other record of the same scan pass that carries the same
-/// value ([`Interner`]): a scan holds up to hundreds of thousands of records, but a few types and
-/// bots, and conversations of several records each.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its five strings (id, type, bot, contact, conversation) share one allocation. A scan holds
+/// up to hundreds of thousands of records. Sharing one copy of each distinct label between
+/// records instead cost a hash lookup per label, most of them cache misses on the tens of
+/// thousands of conversations: 9 % of a large cold query, for little memory saved.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Record {
     /// `createdAt`, epoch milliseconds.
     pub created_ms: i64,
-    /// `id` (or a stand-in built from the content when absent).
-    pub id: Box<str>,
-    /// `type`.
-    pub usage_type: Option<Arc<str>>,
     /// `count`.
     pub count: u64,
-    /// `botId`.
-    pub bot_id: Option<Arc<str>>,
-    /// `contactId`.
-    pub contact_id: Option<Arc<str>>,
-    /// `conversationId`.
-    pub conversation_id: Option<Arc<str>>,
+    /// The id, then the type, bot, contact and conversation, back to back.
+    text: Box<str>,
+    /// Where each label starts in `text`, which is where the string before it ends; the
+    /// conversation runs to the end of `text`.
+    starts: [u32; 4],
+    /// Bit `i` set: label `i` (type, bot, contact, conversation) is present.
+    present: u8,
 }
 
+/// The labels of a record, in the order [`Record::new`] takes them.
+const TYPE: usize = 0;
+const BOT: usize = 1;
+const CONTACT: usize = 2;
+const CONVERSATION: usize = 3;
+
 impl Record {
+    /// A record with `id` and the labels `[type, bot, contact, conversation]`; `None` only
+    /// when its strings together exceed 4 GiB, which no vendor body reaches.
+    pub(crate) fn new(
+        created_ms: i64,
+        count: u64,
+        id: &str,
+        labels: [Option<&str>; 4],
+    ) -> Option<Self> {
+        let len = id.len() + labels.iter().flatten().map(|l| l.len()).sum::<usize>();
+        u32::try_from(len).ok()?;
+        let mut text = String::with_capacity(len);
+        text.push_str(id);
+        // Label `i` starts where the text ends before it is added.
+        let mut starts = [0u32; 4];
+        let mut present = 0u8;
+        for (i, label) in labels.iter().enumerate() {
+            starts[i] = text.len() as u32;
+            if let Some(l) = label {
+                text.push_str(l);
+                present |= 1 << i;
+            }
+        }
+        Some(Self {
+            created_ms,
+            count,
+            text: text.into_boxed_str(),
+            starts,
+            present,
+        })
+    }
+
+    /// The id (or a stand-in built from the content when the vendor sent none).
+    pub(crate) fn id(&self) -> &str {
+        &self.text[..self.starts[0] as usize]
+    }
+
+    fn label(&self, i: usize) -> Option<&str> {
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = self.starts[i] as usize;
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.text.len(), |&e| e as usize);
+        Some(&self.text[start..end])
+    }
+
+    /// `type`.
+    pub(crate) fn usage_type(&self) -> Option<&str> {
+        self.label(TYPE)
+    }
+
+    /// `botId`.
+    pub(crate) fn bot_id(&self) -> Option<&str> {
+        self.label(BOT)
+    }
+
+    /// `contactId`.
+    pub(crate) fn contact_id(&self) -> Option<&str> {
+        self.label(CONTACT)
+    }
+
+    /// `conversationId`.
+    pub(crate) fn conversation_id(&self) -> Option<&str> {
+        self.label(CONVERSATION)
+    }
+
     /// The order records are kept in: `(createdAt, id)`.
     fn key(&self) -> (i64, &str) {
-        (self.created_ms, &self.id)
+        (self.created_ms, self.id())
     }
 
     /// Maps a wire record; `None` when it has no usable `createdAt` or `count`.
-    pub(crate) fn from_wire(w: &UsageRecordWire<'_>, labels: &mut Interner) -> Option<Self> {
-        let created_ms = w.created_at.as_ref()?.as_i64()?;
-        let count = w.count.as_ref()?.as_u64()?;
-        let (bot_id, contact_id, conversation_id) = (
-            nonempty(w.bot_id.as_ref()),
-            nonempty(w.contact_id.as_ref()),
-            nonempty(w.conversation_id.as_ref()),
-        );
-        let usage_type = w.usage_type.as_ref().map(Text::as_str);
-        let id: Box<str> = match nonempty(w.id.as_ref()) {
-            Some(id) => id.into(),
-            None => format!(
-                "~{}|{count}|{}|{}|{}",
-                usage_type.unwrap_or(""),
-                bot_id.unwrap_or(""),
-                contact_id.unwrap_or(""),
-                conversation_id.unwrap_or("")
-            )
-            .into(),
-        };
-        Some(Self {
-            created_ms,
-            id,
-            usage_type: usage_type.map(|s| labels.get(s)),
-            count,
-            bot_id: bot_id.map(|s| labels.get(s)),
-            contact_id: contact_id.map(|s| labels.get(s)),
-            conversation_id: conversation_id.map(|s| labels.get(s)),
-        })
+    pub(crate) fn from_wire(wire: &UsageRecordWire<'_>) -> Option<Self> {
+        let created_ms = wire.created_at.as_ref()?.as_i64()?;
+        let count = wire.count.as_ref()?.as_u64()?;
+        let usage_type = wire.usage_type.as_ref().map(Text::as_str);
+        let labels = [
+            usage_type,
+            nonempty(wire.bot_id.as_ref()),
+            nonempty(wire.contact_id.as_ref()),
+            nonempty(wire.conversation_id.as_ref()),
+        ];
+        if let Some(id) = nonempty(wire.id.as_ref()) {
+            return Self::new(created_ms, count, id, labels);
+        }
+        let [kind, bot, contact, conversation] = labels.map(|l| l.unwrap_or(""));
+        let stand_in = format!("~{kind}|{count}|{bot}|{contact}|{conversation}");
+        Self::new(created_ms, count, &stand_in, labels)
+    }
+}
+
+/// The record's fields, not its layout.
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("created_ms", &self.created_ms)
+            .field("id", &self.id())
+            .field("usage_type", &self.usage_type())
+            .field("count", &self.count)
+            .field("bot_id", &self.bot_id())
+            .field("contact_id", &self.contact_id())
+            .field("conversation_id", &self.conversation_id())
+            .finish_non_exhaustive()
     }
 }
 
 /// A string field's value, unless absent or empty.
 fn nonempty<'s>(field: Option<&'s Text<'_>>) -> Option<&'s str> {
     field.map(Text::as_str).filter(|s| !s.is_empty())
-}
-
-/// One shared copy of each label value a scan meets (types, bots, contacts, conversations).
-#[derive(Debug, Default)]
-pub(crate) struct Interner(foldhash::HashSet<Arc<str>>);
-
-impl Interner {
-    /// Returns the shared copy of `s`, making it on first sight.
-    pub(crate) fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(shared) = self.0.get(s) {
-            return Arc::clone(shared);
-        }
-        let shared: Arc<str> = Arc::from(s);
-        self.0.insert(Arc::clone(&shared));
-        shared
-    }
 }
 
 /// Cache timing, from the source config.
@@ -169,8 +227,6 @@ enum ScanEnd {
 #[derive(Debug, Default)]
 struct Progress {
     records: Vec<Record>,
-    /// The shared label values of `records`.
-    labels: Interner,
     min_ms: Option<i64>,
     /// The cursor after the last page read, when the list goes on.
     next: Option<String>,
@@ -225,7 +281,7 @@ async fn scan(
             .list_usage(take, cursor.as_deref(), filter, calls, |page| {
                 let items = page.items.unwrap_or_default();
                 for item in &items {
-                    match Record::from_wire(item, &mut progress.labels) {
+                    match Record::from_wire(item) {
                         Some(r) => {
                             progress.min_ms = Some(
                                 progress
@@ -536,56 +592,67 @@ impl ScanCache {
 mod tests {
     use super::*;
 
-    fn record(json: &str, labels: &mut Interner) -> Option<Record> {
+    fn record(json: &str) -> Option<Record> {
         let w: UsageRecordWire<'_> = serde_json::from_str(json).unwrap();
-        Record::from_wire(&w, labels)
+        Record::from_wire(&w)
     }
 
     #[test]
     fn records_need_time_and_count() {
-        let labels = &mut Interner::default();
-        assert!(record(r#"{"count":3}"#, labels).is_none());
-        assert!(record(r#"{"createdAt":5}"#, labels).is_none());
-        assert!(record(r#"{"createdAt":5,"count":-1}"#, labels).is_none());
-        let r = record(
-            r#"{"createdAt":5,"count":3,"type":"BASE","botId":""}"#,
-            labels,
-        )
-        .unwrap();
-        assert_eq!(r.bot_id, None, "an empty botId is no bot");
-        assert_eq!(&*r.id, "~BASE|3|||");
-        let r = record(
-            r#"{"id":"r1","createdAt":5,"count":3,"contactId":"c"}"#,
-            labels,
-        )
-        .unwrap();
-        assert_eq!((&*r.id, r.contact_id.as_deref()), ("r1", Some("c")));
+        assert!(record(r#"{"count":3}"#).is_none());
+        assert!(record(r#"{"createdAt":5}"#).is_none());
+        assert!(record(r#"{"createdAt":5,"count":-1}"#).is_none());
+        let r = record(r#"{"createdAt":5,"count":3,"type":"BASE","botId":""}"#).unwrap();
+        assert_eq!(r.bot_id(), None, "an empty botId is no bot");
+        assert_eq!(r.id(), "~BASE|3|||");
+        let r = record(r#"{"id":"r1","createdAt":5,"count":3,"contactId":"c"}"#).unwrap();
+        assert_eq!((r.id(), r.contact_id()), ("r1", Some("c")));
     }
 
     #[test]
-    fn records_share_their_labels() {
-        let labels = &mut Interner::default();
-        let page =
-            r#"{"id":"a","createdAt":1,"count":1,"type":"BASE","botId":"b","conversationId":"c"}"#;
-        let a = record(page, labels).unwrap();
-        let b = record(&page.replace(r#""id":"a""#, r#""id":"b""#), labels).unwrap();
-        assert_eq!((&*a.id, &*b.id), ("a", "b"));
-        for (x, y) in [
-            (&a.usage_type, &b.usage_type),
-            (&a.bot_id, &b.bot_id),
-            (&a.conversation_id, &b.conversation_id),
-        ] {
-            assert!(Arc::ptr_eq(x.as_ref().unwrap(), y.as_ref().unwrap()));
-        }
-        // The bot id and the conversation id differ, so do their copies.
-        let c = record(
-            r#"{"createdAt":1,"count":1,"botId":"x","conversationId":"y"}"#,
-            labels,
+    fn records_keep_each_string_apart() {
+        let r = record(
+            r#"{"id":"rid","createdAt":1,"count":2,"type":"BASE","botId":"bot","contactId":"ct","conversationId":"conv"}"#,
         )
         .unwrap();
         assert_eq!(
-            (c.bot_id.as_deref(), c.conversation_id.as_deref()),
-            (Some("x"), Some("y"))
+            (
+                r.id(),
+                r.usage_type(),
+                r.bot_id(),
+                r.contact_id(),
+                r.conversation_id()
+            ),
+            ("rid", Some("BASE"), Some("bot"), Some("ct"), Some("conv"))
+        );
+        assert_eq!((r.created_ms, r.count), (1, 2));
+        // Every combination of present and absent labels, with an empty type (kept: only
+        // empty ids, bots, contacts and conversations count as absent).
+        for mask in 0u8..16 {
+            let pick = |i: u8, v: &'static str| (mask & (1 << i) != 0).then_some(v);
+            let labels = [pick(0, ""), pick(1, "b"), pick(2, "cc"), pick(3, "ddd")];
+            let r = Record::new(7, 1, "x", labels).unwrap();
+            assert_eq!(
+                [
+                    r.usage_type(),
+                    r.bot_id(),
+                    r.contact_id(),
+                    r.conversation_id()
+                ],
+                labels,
+                "mask {mask:04b}"
+            );
+            assert_eq!(r.id(), "x");
+        }
+        // Equal content, equal records; a label moved to another field is another record.
+        let a = Record::new(1, 1, "i", [None, Some("x"), None, None]).unwrap();
+        let b = Record::new(1, 1, "i", [None, None, Some("x"), None]).unwrap();
+        assert_eq!(a, a.clone());
+        assert_ne!(a, b);
+        assert_eq!(
+            format!("{a:?}"),
+            "Record { created_ms: 1, id: \"i\", usage_type: None, count: 1, bot_id: \
+             Some(\"x\"), contact_id: None, conversation_id: None, .. }"
         );
     }
 
@@ -658,15 +725,7 @@ mod tests {
     #[test]
     fn range_reads_half_open() {
         let mut s = ScanState::default();
-        let rec = |ms, id: &str| Record {
-            created_ms: ms,
-            id: id.into(),
-            usage_type: None,
-            count: 1,
-            bot_id: None,
-            contact_id: None,
-            conversation_id: None,
-        };
+        let rec = |ms, id: &str| Record::new(ms, 1, id, [None; 4]).unwrap();
         s.insert(vec![
             rec(9, "a"),
             rec(10, "b"),
@@ -674,22 +733,14 @@ mod tests {
             rec(20, "d"),
             rec(10, "b"),
         ]);
-        let ids: Vec<&str> = s.records(10, 20).map(|r| &*r.id).collect();
+        let ids: Vec<&str> = s.records(10, 20).map(Record::id).collect();
         assert_eq!(ids, ["b", "c"]);
     }
 
     #[test]
     fn a_newer_copy_replaces_the_cached_record() {
         let mut s = ScanState::default();
-        let rec = |ms, id: &str, count| Record {
-            created_ms: ms,
-            id: id.into(),
-            usage_type: None,
-            count,
-            bot_id: None,
-            contact_id: None,
-            conversation_id: None,
-        };
+        let rec = |ms, id: &str, count| Record::new(ms, count, id, [None; 4]).unwrap();
         // As read: newest first.
         s.insert(vec![rec(30, "c", 1), rec(20, "b", 1), rec(10, "a", 1)]);
         s.insert(vec![
@@ -700,7 +751,7 @@ mod tests {
         ]);
         let got: Vec<(i64, &str, u64)> = s
             .records(0, 100)
-            .map(|r| (r.created_ms, &*r.id, r.count))
+            .map(|r| (r.created_ms, r.id(), r.count))
             .collect();
         assert_eq!(
             got,
