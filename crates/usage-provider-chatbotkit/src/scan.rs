@@ -132,7 +132,8 @@ impl Record {
         (self.created_ms, self.id())
     }
 
-    /// Maps a wire record; `None` when it has no usable `createdAt` or `count`.
+    /// Maps a wire record; `None` when it has no usable `createdAt` or `count` (or, as
+    /// [`Record::new`], when its strings exceed 4 GiB).
     pub(crate) fn from_wire(wire: &UsageRecordWire<'_>) -> Option<Self> {
         let created_ms = wire.created_at.as_ref()?.as_i64()?;
         let count = wire.count.as_ref()?.as_u64()?;
@@ -607,6 +608,44 @@ mod tests {
         assert_eq!(r.id(), "~BASE|3|||");
         let r = record(r#"{"id":"r1","createdAt":5,"count":3,"contactId":"c"}"#).unwrap();
         assert_eq!((r.id(), r.contact_id()), ("r1", Some("c")));
+        // An empty type is a type; an empty id, contact or conversation is none.
+        let r = record(
+            r#"{"id":"","createdAt":5,"count":3,"type":"","botId":"b","contactId":"","conversationId":""}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.usage_type(), r.contact_id(), r.conversation_id()),
+            (Some(""), None, None)
+        );
+        assert_eq!(
+            r.id(),
+            "~|3|b||",
+            "the stand-in id for a record without one"
+        );
+        let r = record(
+            r#"{"createdAt":5,"count":3,"type":"T","botId":"b","contactId":"c","conversationId":"v"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.id(), "~T|3|b|c|v");
+    }
+
+    /// A record's id and labels: type, bot, contact, conversation.
+    type Strings<'r> = (
+        &'r str,
+        Option<&'r str>,
+        Option<&'r str>,
+        Option<&'r str>,
+        Option<&'r str>,
+    );
+
+    fn strings(r: &Record) -> Strings<'_> {
+        (
+            r.id(),
+            r.usage_type(),
+            r.bot_id(),
+            r.contact_id(),
+            r.conversation_id(),
+        )
     }
 
     #[test]
@@ -616,14 +655,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (
-                r.id(),
-                r.usage_type(),
-                r.bot_id(),
-                r.contact_id(),
-                r.conversation_id()
-            ),
+            strings(&r),
             ("rid", Some("BASE"), Some("bot"), Some("ct"), Some("conv"))
+        );
+        // Multi-byte text is cut only between whole strings.
+        let r = record(
+            r#"{"id":"é","createdAt":1,"count":2,"type":"日本","botId":"ü","conversationId":"\u00e9x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            strings(&r),
+            ("é", Some("日本"), Some("ü"), None, Some("éx"))
         );
         assert_eq!((r.created_ms, r.count), (1, 2));
         // Every combination of present and absent labels, with an empty type (kept: only
