@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Map, Value, json};
+use usage_core::model::ceil_ms;
 
 use crate::data::{BASE_TYPE, CbkBot, CbkRecord};
 use crate::faults::CursorEnd;
@@ -321,7 +322,7 @@ fn fetch_bot_usage(st: &SimState, req: &HttpRequest) -> Reply {
         return Vendor::ChatBotKit.error(404, Some("Bot not found"));
     }
     // `from <= createdAt <= to`, with `to` inclusive at millisecond precision.
-    let from_ms = from.map_or(i64::MIN, crate::data::chatbotkit::ceil_ms);
+    let from_ms = from.map_or(i64::MIN, ceil_ms);
     let to_ms = to.map_or(i64::MAX, |t| t.timestamp_millis());
     let records = data.records();
     let mut tokens = 0u64;

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use usage_core::model::ceil_ms;
 use usage_core::{UNATTRIBUTED_AGENT, Window};
 
 use super::{DataSpec, TruthFilter, pooled_name, random_cuid, random_ms};
@@ -240,7 +241,3 @@ impl CbkData {
             .sum()
     }
 }
-
-/// Rounds an instant up to whole epoch milliseconds (leap seconds included), as the provider
-/// does.
-pub(crate) use usage_core::model::ceil_ms;
