@@ -674,17 +674,12 @@ mod tests {
             let pick = |i: u8, v: &'static str| (mask & (1 << i) != 0).then_some(v);
             let labels = [pick(0, ""), pick(1, "b"), pick(2, "cc"), pick(3, "ddd")];
             let r = Record::new(7, 1, "x", labels).unwrap();
+            let [kind, bot, contact, conversation] = labels;
             assert_eq!(
-                [
-                    r.usage_type(),
-                    r.bot_id(),
-                    r.contact_id(),
-                    r.conversation_id()
-                ],
-                labels,
+                strings(&r),
+                ("x", kind, bot, contact, conversation),
                 "mask {mask:04b}"
             );
-            assert_eq!(r.id(), "x");
         }
         // Equal content, equal records; a label moved to another field is another record.
         let a = Record::new(1, 1, "i", [None, Some("x"), None, None]).unwrap();
