@@ -2,8 +2,9 @@
 //! (which also keeps the `X-RateLimit-*` pause) and the one function ([`parse_error`]) that turns
 //! a status and body into an error.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,6 +24,25 @@ use crate::model::{BotListResponse, BotUsageResponse, ErrorBody, UsageListRespon
 const MAX_RESET: Duration = Duration::from_secs(3600);
 /// Vendor messages are cut to this many characters.
 const MAX_MESSAGE_CHARS: usize = 200;
+/// The `take` list requests fall back to when the server refuses a larger one.
+pub(crate) const FALLBACK_TAKE: u32 = 100;
+
+/// The cursor to read after a list page of `items` items that returned `next`, or `None` when
+/// the list ended: an empty page, or an absent, empty or repeated cursor (`seen` holds the
+/// cursors already followed and gets `next`).
+///
+/// A short page (fewer items than `take`) does not end the list: a server may serve fewer items
+/// than asked for without saying so (the contract gives `take` no maximum), and stopping there
+/// would drop the rest. Where the last page carries a cursor, this costs one request that comes
+/// back empty.
+pub(crate) fn next_cursor(
+    items: usize,
+    next: Option<String>,
+    seen: &mut HashSet<String>,
+) -> Option<String> {
+    let next = next.filter(|_| items > 0)?;
+    seen.insert(next.clone()).then_some(next)
+}
 
 /// Server-side filters sent to `/v1/usage/list` (the spec documents none; the server may ignore
 /// them, so the caller filters again).
@@ -45,6 +65,8 @@ pub(crate) struct Client {
     /// The source's outbound budget; a spent `X-RateLimit-*` budget or a 429 pauses it.
     budget: Budget,
     max_body: usize,
+    /// `take` for list requests: the configured page size until the server refuses it.
+    take: AtomicU32,
 }
 
 impl fmt::Debug for Client {
@@ -54,6 +76,7 @@ impl fmt::Debug for Client {
             .field("token", &"[redacted]")
             .field("source_name", &self.source_name)
             .field("budget", &self.budget)
+            .field("take", &self.take())
             .finish_non_exhaustive()
     }
 }
@@ -72,7 +95,19 @@ impl Client {
             source_name,
             budget: Budget::new(None, crate::config::DEFAULT_MAX_CONCURRENCY),
             max_body: usage_core::http::DEFAULT_MAX_BODY_BYTES,
+            take: AtomicU32::new(crate::config::DEFAULT_PAGE_SIZE),
         }
+    }
+
+    /// Asks for `take` items per list page.
+    pub(crate) fn with_take(self, take: u32) -> Self {
+        self.take.store(take, Ordering::Relaxed);
+        self
+    }
+
+    /// The `take` list requests send now.
+    pub(crate) fn take(&self) -> u32 {
+        self.take.load(Ordering::Relaxed)
     }
 
     /// Sends every request through `budget`.
@@ -95,13 +130,12 @@ impl Client {
     /// the page while it still borrows the body.
     pub(crate) async fn list_usage<R>(
         &self,
-        take: u32,
         cursor: Option<&str>,
         filter: &RecordFilter,
         calls: &AtomicU64,
         read: impl FnOnce(UsageListResponse<'_>) -> R,
     ) -> Result<R, Error> {
-        let mut query = vec![("take", take.to_string()), ("order", "desc".to_owned())];
+        let mut query = vec![("order", "desc".to_owned())];
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
         }
@@ -115,22 +149,56 @@ impl Client {
             query.push(("type", t.clone()));
         }
         let segments = ["v1", "usage", "list"];
-        let (status, body) = self.get(&segments, &query, calls).await?;
+        let (status, body) = self.get_list(&segments, query, calls).await?;
         Ok(read(self.decode(status, &segments, &body)?))
     }
 
     /// `GET /v1/bot/list?take&order=desc[&cursor]`.
     pub(crate) async fn list_bots(
         &self,
-        take: u32,
         cursor: Option<&str>,
         calls: &AtomicU64,
     ) -> Result<BotListResponse, Error> {
-        let mut query = vec![("take", take.to_string()), ("order", "desc".to_owned())];
+        let mut query = vec![("order", "desc".to_owned())];
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
         }
-        self.get_json(&["v1", "bot", "list"], &query, calls).await
+        let segments = ["v1", "bot", "list"];
+        let (status, body) = self.get_list(&segments, query, calls).await?;
+        self.decode(status, &segments, &body)
+    }
+
+    /// Sends a list request with the source's `take` in front of `query`. When the server
+    /// refuses a `take` above [`FALLBACK_TAKE`] (400/422), the request is sent once more with
+    /// [`FALLBACK_TAKE`]; if that one is accepted, the source keeps it from then on.
+    async fn get_list(
+        &self,
+        segments: &[&str],
+        mut query: Vec<(&str, String)>,
+        calls: &AtomicU64,
+    ) -> Result<(StatusCode, Bytes), Error> {
+        let take = self.take();
+        query.insert(0, ("take", take.to_string()));
+        match self.get(segments, &query, calls).await {
+            Err(Error {
+                kind: ErrorKind::BadRequest { message, .. },
+                ..
+            }) if take > FALLBACK_TAKE => {
+                query[0].1 = FALLBACK_TAKE.to_string();
+                let answer = self.get(segments, &query, calls).await?;
+                if self.take.swap(FALLBACK_TAKE, Ordering::Relaxed) != FALLBACK_TAKE {
+                    tracing::warn!(
+                        source = %self.source_name,
+                        refused = take,
+                        take = FALLBACK_TAKE,
+                        vendor_message = %message,
+                        "ChatBotKit refused the configured page_size; list requests use the fallback from now on"
+                    );
+                }
+                Ok(answer)
+            }
+            other => other,
+        }
     }
 
     /// `GET /v1/bot/{botId}/usage/fetch?from&to` with both ends inclusive, as sent.
@@ -535,6 +603,19 @@ mod tests {
         assert_eq!(spent_budget_delay(&h, n), None);
         let h = headers(&[("x-ratelimit-limit", "100")]);
         assert_eq!(spent_budget_delay(&h, n), None);
+    }
+
+    #[test]
+    fn a_list_ends_at_an_empty_page_or_a_missing_or_repeated_cursor_only() {
+        let mut seen = HashSet::new();
+        let c = |s: &str| Some(s.to_owned());
+        assert_eq!(next_cursor(3, c("a"), &mut seen), c("a"));
+        // A short page with a fresh cursor goes on.
+        assert_eq!(next_cursor(1, c("b"), &mut seen), c("b"));
+        assert_eq!(next_cursor(3, c("a"), &mut seen), None, "repeated");
+        assert_eq!(next_cursor(0, c("z"), &mut seen), None, "empty page");
+        assert_eq!(next_cursor(3, None, &mut seen), None, "no cursor");
+        assert!(!seen.contains("z"));
     }
 
     #[test]

@@ -10,6 +10,8 @@ use usage_core::Unit;
 
 /// Vendor requests in flight at once for the source.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// Items asked for per list page by default (`take`).
+pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 
 /// The ChatBotKit source configuration.
 ///
@@ -19,7 +21,7 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
 /// unit = "credits"                           # or "tokens"
 /// agents = ["cmb1y7r0d000008jv2h6c4wq9"]     # optional; otherwise `GET /v1/bot/list`
 /// record_types = "base"                      # or "all"
-/// page_size = 100
+/// page_size = 1000
 /// open_ttl = "1m"
 /// closed_ttl = "1h"
 /// settle = "5m"
@@ -46,7 +48,9 @@ pub struct Config {
     /// count, so range and record answers agree) or `all` (every type; always scans records).
     #[serde(default)]
     pub record_types: RecordTypes,
-    /// Items per page (`take`) for `/v1/usage/list` and `/v1/bot/list`.
+    /// Items per page (`take`) for `/v1/usage/list` and `/v1/bot/list`. The contract gives `take`
+    /// no maximum: a server that serves fewer items quietly costs nothing but more pages, and one
+    /// that refuses a `take` above 100 (400) makes the source fall back to 100.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// How long scanned records younger than `settle` are trusted.
@@ -170,7 +174,7 @@ fn default_unit() -> Unit {
 }
 
 fn default_page_size() -> u32 {
-    100
+    DEFAULT_PAGE_SIZE
 }
 
 fn default_open_ttl() -> Duration {
@@ -207,7 +211,7 @@ mod tests {
         assert_eq!(c.base_url.as_str(), "https://api.chatbotkit.com/");
         assert_eq!(c.unit, Unit::Credits);
         assert_eq!(c.record_types, RecordTypes::Base);
-        assert_eq!(c.page_size, 100);
+        assert_eq!(c.page_size, DEFAULT_PAGE_SIZE);
         assert_eq!(c.max_concurrency, 4);
         assert_eq!(c.rate_limit_per_minute, None);
         assert_eq!(c.settle, Duration::from_secs(300));

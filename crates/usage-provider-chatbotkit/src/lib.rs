@@ -27,9 +27,18 @@
 //!   asked), `contactId` (one user asked) and `type=BASE` (see below) as filters, and always
 //!   filtering again client-side, since the spec documents none of them. `createdAt` is epoch
 //!   milliseconds; a record at `t` belongs to the window `[start, end)` holding `t`.
-//!   Paging stops at an empty page, an absent/empty/repeated cursor, a short page
-//!   (`items < take`), or once a record older than the oldest instant needed shows up.
-//!   Because of the short-page rule, `page_size` must not exceed the server's largest `take`.
+//!   Paging stops at an empty page, an absent/empty/repeated cursor, or once a record older
+//!   than the oldest instant needed shows up.
+//!
+//! # Page size
+//! Both lists ask for `take = page_size` (1000 by default). The contract gives `take` no
+//! maximum, so the provider copes with each way a server may treat a large one:
+//! - served in full: the fewest requests;
+//! - quietly served in part (fewer items, with a cursor): a short page does not end the list,
+//!   so nothing is lost. The price is one request that comes back empty where the last page
+//!   carries a cursor;
+//! - refused (400/422) while above 100: the request is sent again with `take=100`, and the
+//!   source keeps 100 from then on (logged once as a warning).
 //!
 //! # Which mode answers
 //! Range mode answers when the query keeps no `user`, `conversation` or `usage_type` dimension,

@@ -18,7 +18,7 @@ use usage_core::{
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
 };
 
-use crate::client::{Client, RecordFilter};
+use crate::client::{Client, RecordFilter, next_cursor};
 use crate::config::{Config, RecordTypes};
 use crate::error::{Error, ErrorKind};
 use crate::model::BotUsageResponse;
@@ -76,6 +76,7 @@ impl ChatbotkitProvider {
             name.clone(),
         )
         .with_max_body(config.max_body_bytes)
+        .with_take(config.page_size)
         .with_budget(Budget::new(
             config.rate_limit_per_minute.and_then(NonZeroU32::new),
             config.max_concurrency,
@@ -121,16 +122,12 @@ impl ChatbotkitProvider {
         {
             return Ok(Arc::clone(list));
         }
-        let take = self.config.page_size;
         let mut out: Vec<Agent> = Vec::new();
         let mut ids: HashSet<String> = HashSet::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self
-                .client
-                .list_bots(take, cursor.as_deref(), calls)
-                .await?;
+            let page = self.client.list_bots(cursor.as_deref(), calls).await?;
             let items = page.items.unwrap_or_default();
             let raw_len = items.len();
             for bot in items {
@@ -144,11 +141,9 @@ impl ChatbotkitProvider {
                     });
                 }
             }
-            let next = page.cursor.and_then(|c| c.as_token());
-            let short = u32::try_from(raw_len).is_ok_and(|n| n < take);
-            match next {
-                Some(n) if raw_len > 0 && !short && seen.insert(n.clone()) => cursor = Some(n),
-                _ => break,
+            match next_cursor(raw_len, page.cursor.and_then(|c| c.as_token()), &mut seen) {
+                Some(n) => cursor = Some(n),
+                None => break,
             }
         }
         out.sort();
@@ -247,7 +242,6 @@ impl ChatbotkitProvider {
         let scan = ScanCtx {
             client: &self.client,
             filter,
-            take: self.config.page_size,
             calls,
         };
         state.ensure(scan, from_ms, to_ms, self.timing()).await?;

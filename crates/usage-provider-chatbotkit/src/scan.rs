@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::client::{Client, RecordFilter};
+use crate::client::{Client, RecordFilter, next_cursor};
 use crate::error::{Error, ErrorKind};
 use crate::model::{Text, UsageRecordWire};
 
@@ -218,7 +218,7 @@ pub(crate) struct ScanState {
 /// How one pass over `/v1/usage/list` ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ScanEnd {
-    /// An end rule fired: empty page, absent/empty/repeated cursor, or a short page.
+    /// An end rule fired: an empty page or an absent/empty/repeated cursor.
     Exhausted,
     /// A record older than the watermark was read; the pass stopped after that page.
     Stopped { min_ms: i64, resume: String },
@@ -244,13 +244,12 @@ impl Progress {
     }
 }
 
-/// What every pass of one call needs: the client, the filter sent, the page size and the
-/// call's request counter.
+/// What every pass of one call needs: the client, the filter sent and the call's request
+/// counter.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ScanCtx<'a> {
     pub client: &'a Client,
     pub filter: &'a RecordFilter,
-    pub take: u32,
     pub calls: &'a AtomicU64,
 }
 
@@ -264,7 +263,6 @@ async fn scan(
     let ScanCtx {
         client,
         filter,
-        take,
         calls,
     } = cx;
     let mut seen: HashSet<String> = cursor.iter().cloned().collect();
@@ -279,7 +277,7 @@ async fn scan(
             ));
         }
         let (raw_len, next) = client
-            .list_usage(take, cursor.as_deref(), filter, calls, |page| {
+            .list_usage(cursor.as_deref(), filter, calls, |page| {
                 let items = page.items.unwrap_or_default();
                 for item in &items {
                     match Record::from_wire(item) {
@@ -298,12 +296,7 @@ async fn scan(
             })
             .await?;
         progress.pages += 1;
-        let short = u32::try_from(raw_len).is_ok_and(|n| n < take);
-        let repeated = next.as_ref().is_some_and(|n| seen.contains(n));
-        if raw_len == 0 || short || repeated {
-            return Ok(ScanEnd::Exhausted);
-        }
-        let Some(next) = next else {
+        let Some(next) = next_cursor(raw_len, next, &mut seen) else {
             return Ok(ScanEnd::Exhausted);
         };
         progress.next = Some(next.clone());
@@ -313,7 +306,6 @@ async fn scan(
                 resume: next,
             });
         }
-        seen.insert(next.clone());
         cursor = Some(next);
     }
 }

@@ -15,7 +15,7 @@ use usage_core::{
     Window,
 };
 use usage_provider_chatbotkit::{ChatbotkitProvider, Config, RecordTypes};
-use usage_sim::{BASE_TYPE, CursorEnd, DataSpec, Dataset, SimHandle, TruthFilter};
+use usage_sim::{BASE_TYPE, CursorEnd, DataSpec, Dataset, SimHandle, TakeLimit, TruthFilter};
 
 struct Sim {
     data: Arc<Dataset>,
@@ -330,9 +330,19 @@ async fn conformance_suite() {
     .await;
 }
 
-#[tokio::test]
-async fn every_cursor_end_ends_the_scan_with_the_same_totals() {
-    let s = sim().await;
+fn base_records(s: &Sim) -> u64 {
+    s.data
+        .chatbotkit
+        .records()
+        .iter()
+        .filter(|r| r.usage_type == BASE_TYPE)
+        .count() as u64
+}
+
+/// Scans every record under each cursor-end mode with `page_size`, when the server serves
+/// `served` items per page: the totals equal the truth, in at most two pages more than needed.
+/// Discovery pages the same way and names every bot.
+async fn scan_under_every_cursor_end(s: &Sim, page_size: u32, served: u64) {
     let ws = vec![Window::new(
         s.now - Duration::days(100),
         s.now - Duration::hours(1),
@@ -344,34 +354,85 @@ async fn every_cursor_end_ends_the_scan_with_the_same_totals() {
         CursorEnd::LastItem,
     ] {
         s.handle.faults().set_cursor_end(end);
-        for take in [100, 7] {
-            let p = provider(&s, |c| c.page_size = take);
-            let before = s.handle.calls("cbk.usage_list");
-            let b = p
-                .usage(&UsageQuery::new(ws.clone(), dims(&[Dimension::User])))
-                .await
-                .unwrap();
-            assert_truth(
-                &s,
-                &b,
-                &ws,
-                &base(TruthFilter::default()),
-                &format!("{end:?} take {take}"),
-            );
-            let pages = s.handle.calls("cbk.usage_list") - before;
-            let base_records = s
-                .data
-                .chatbotkit
-                .records()
-                .iter()
-                .filter(|r| r.usage_type == BASE_TYPE)
-                .count() as u64;
-            assert!(
-                pages <= base_records / u64::from(take) + 2,
-                "{end:?}: {pages} pages"
-            );
-        }
+        let p = provider(s, |c| c.page_size = page_size);
+        let before = s.handle.calls("cbk.usage_list");
+        let b = p
+            .usage(&UsageQuery::new(ws.clone(), dims(&[Dimension::User])))
+            .await
+            .unwrap();
+        let what = format!("{end:?} page_size {page_size}");
+        assert_truth(s, &b, &ws, &base(TruthFilter::default()), &what);
+        let pages = s.handle.calls("cbk.usage_list") - before;
+        assert!(
+            pages <= base_records(s) / served + 2,
+            "{what}: {pages} pages"
+        );
+        let agents = p.agents().await.unwrap();
+        assert_eq!(agents.len(), s.data.chatbotkit.bots().len(), "{what}");
     }
+}
+
+#[tokio::test]
+async fn every_cursor_end_ends_the_scan_with_the_same_totals() {
+    let s = sim().await;
+    for take in [100, 7] {
+        scan_under_every_cursor_end(&s, take, u64::from(take)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_server_serving_fewer_items_than_asked_loses_nothing() {
+    let s = sim().await;
+    // Enough pages of 10 that a provider stopping at the first short page would miss most.
+    s.handle.faults().set_take_limit(TakeLimit {
+        max: 10,
+        reject: false,
+    });
+    scan_under_every_cursor_end(&s, 25, 10).await;
+}
+
+#[tokio::test]
+async fn a_refused_page_size_falls_back_to_100_once() {
+    let s = sim().await;
+    s.handle.faults().set_take_limit(TakeLimit {
+        max: 100,
+        reject: true,
+    });
+    let ws = vec![Window::new(
+        s.now - Duration::days(100),
+        s.now - Duration::hours(1),
+    )];
+    let p = provider(&s, |c| c.page_size = 500);
+    let b = p
+        .usage(&UsageQuery::new(ws.clone(), dims(&[Dimension::User])))
+        .await
+        .unwrap();
+    assert_truth(&s, &b, &ws, &base(TruthFilter::default()), "fallback");
+    let pages = base_records(&s).div_ceil(100);
+    // One refused request, then pages of 100.
+    let usage_calls = s.handle.calls("cbk.usage_list");
+    assert!(
+        (pages + 1..=pages + 2).contains(&usage_calls),
+        "{usage_calls} usage calls for {pages} pages"
+    );
+    assert_eq!(b.upstream_requests, usage_calls);
+    // The source keeps 100: the bot list is asked with it, and nothing is refused again.
+    let agents = p.agents().await.unwrap();
+    assert_eq!(agents.len(), s.data.chatbotkit.bots().len());
+    assert_eq!(
+        s.handle.calls("cbk.bots"),
+        u64::try_from(s.data.chatbotkit.bots().len().div_ceil(100)).unwrap()
+    );
+    // A page size the server refuses even at 100 is an error, not a loop.
+    s.handle.faults().set_take_limit(TakeLimit {
+        max: 50,
+        reject: true,
+    });
+    let e = provider(&s, |c| c.page_size = 500)
+        .usage(&UsageQuery::new(ws.clone(), BTreeSet::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::Config { .. }), "{e:?}");
 }
 
 #[tokio::test]

@@ -13,8 +13,9 @@ use crate::server::{Reply, SimState, Vendor, bearer, query_get, query_pairs};
 
 /// Items per page when `take` is absent.
 pub const DEFAULT_TAKE: usize = 25;
-/// The largest `take` honoured; larger values are clamped.
-pub const MAX_TAKE: usize = 100;
+/// The largest `take` served by default; larger values are clamped (see
+/// [`crate::TakeLimit`] for the other behaviours a client must cope with).
+pub const MAX_TAKE: usize = 1000;
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     for prefix in ["/v1", "/api/v1"] {
@@ -77,13 +78,19 @@ struct ListParams<'a> {
     cursor: Option<&'a str>,
 }
 
-fn list_params(q: &[(String, String)]) -> Result<ListParams<'_>, Reply> {
+fn list_params<'a>(st: &SimState, q: &'a [(String, String)]) -> Result<ListParams<'a>, Reply> {
+    let limit = st.faults.take_limit();
     let take = match query_get(q, "take") {
         None | Some("") => DEFAULT_TAKE,
-        Some(t) => t
-            .parse::<usize>()
-            .map_err(|_| bad_request("take must be a positive integer"))?
-            .clamp(1, MAX_TAKE),
+        Some(t) => {
+            let t = t
+                .parse::<usize>()
+                .map_err(|_| bad_request("take must be a positive integer"))?;
+            if limit.reject && t > limit.max {
+                return Err(bad_request(&format!("take must be at most {}", limit.max)));
+            }
+            t.clamp(1, limit.max)
+        }
     };
     let desc = match query_get(q, "order") {
         None | Some("" | "desc") => true,
@@ -191,7 +198,7 @@ fn bot_json(b: &CbkBot) -> Value {
 
 fn list_bots(st: &SimState, req: &HttpRequest) -> Reply {
     let q = query_pairs(req);
-    let p = match list_params(&q) {
+    let p = match list_params(st, &q) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -242,7 +249,7 @@ fn record_json(r: &CbkRecord) -> Value {
 fn list_usage(st: &SimState, req: &HttpRequest) -> Reply {
     let data = &st.data.chatbotkit;
     let q = query_pairs(req);
-    let p = match list_params(&q) {
+    let p = match list_params(st, &q) {
         Ok(p) => p,
         Err(r) => return r,
     };

@@ -24,6 +24,32 @@ pub enum CursorEnd {
     LastItem,
 }
 
+/// What the ChatBotKit list routes do with a `take` above their limit.
+///
+/// CONTRACTS.md §3.2 gives `take` no maximum, so the real server's limit and what it does above
+/// it are unknown; clients must give correct answers under each of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakeLimit {
+    /// The largest `take` served.
+    pub max: usize,
+    /// Above `max`: `false` serves `max` items without saying so, `true` answers 400.
+    pub reject: bool,
+}
+
+impl TakeLimit {
+    /// The simulators' default: up to [`crate::CBK_MAX_TAKE`] items, larger values clamped.
+    pub const DEFAULT: Self = Self {
+        max: crate::CBK_MAX_TAKE,
+        reject: false,
+    };
+}
+
+impl Default for TakeLimit {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// A forced answer queued by [`Faults::force_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Forced {
@@ -50,6 +76,7 @@ struct State {
     malformed: bool,
     truncated: bool,
     cursor_end: CursorEnd,
+    take_limit: TakeLimit,
 }
 
 /// The faults of one simulator; every setter takes `&self` and applies to the next request on
@@ -138,13 +165,21 @@ impl Faults {
         lock(&self.state).cursor_end = mode;
     }
 
-    /// Removes every fault (and releases hung requests); keeps the cursor-end mode.
+    /// Chooses the largest `take` ChatBotKit list routes serve and what they do above it (not a
+    /// fault either: the contract leaves the limit open).
+    pub fn set_take_limit(&self, limit: TakeLimit) {
+        lock(&self.state).take_limit = limit;
+    }
+
+    /// Removes every fault (and releases hung requests); keeps the cursor-end mode and the take
+    /// limit.
     pub fn clear(&self) {
         {
             let mut s = lock(&self.state);
-            let cursor_end = s.cursor_end;
+            let (cursor_end, take_limit) = (s.cursor_end, s.take_limit);
             *s = State {
                 cursor_end,
+                take_limit,
                 ..State::default()
             };
         }
@@ -153,6 +188,10 @@ impl Faults {
 
     pub(crate) fn cursor_end(&self) -> CursorEnd {
         lock(&self.state).cursor_end
+    }
+
+    pub(crate) fn take_limit(&self) -> TakeLimit {
+        lock(&self.state).take_limit
     }
 
     pub(crate) fn body_faults(&self) -> (bool, bool) {

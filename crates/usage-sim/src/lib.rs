@@ -38,7 +38,7 @@ pub use data::{
     TruthFilter,
 };
 pub use digitalocean::ZERO_TIME;
-pub use faults::{CursorEnd, Faults};
+pub use faults::{CursorEnd, Faults, TakeLimit};
 pub use server::{
     DoOptions, SimHandle, Simulators, start_all, start_chatbotkit, start_digitalocean, start_kibana,
 };

@@ -7,7 +7,7 @@ use chrono::Duration;
 use serde_json::{Value, json};
 use usage_core::{UNATTRIBUTED_AGENT, Window};
 use usage_sim::{
-    BASE_TYPE, CBK_TOKEN, CursorEnd, Dataset, EMBEDDING_TYPE, SimHandle, TruthFilter,
+    BASE_TYPE, CBK_TOKEN, CursorEnd, Dataset, EMBEDDING_TYPE, SimHandle, TakeLimit, TruthFilter,
     start_chatbotkit,
 };
 
@@ -128,6 +128,45 @@ async fn usage_list_defaults_to_desc_with_epoch_ms_timestamps() {
         v["items"].as_array().unwrap().len(),
         usage_sim::CBK_DEFAULT_TAKE
     );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn take_above_the_limit_is_clamped_or_refused() {
+    let (d, sim) = sim().await;
+    let n = d.chatbotkit.records().len();
+    assert!(n > 200, "the data must fill more than two small pages");
+    let len = |v: &Value| v["items"].as_array().unwrap().len();
+    // By default up to CBK_MAX_TAKE items come back.
+    let (s, v) = get(&sim, "/v1/usage/list?take=100000").await;
+    assert_eq!(s, 200);
+    assert_eq!(len(&v), n.min(usage_sim::CBK_MAX_TAKE));
+    // Clamped quietly: fewer items than asked, with a cursor to go on.
+    sim.faults().set_take_limit(TakeLimit {
+        max: 100,
+        reject: false,
+    });
+    let (s, v) = get(&sim, "/v1/usage/list?take=500").await;
+    assert_eq!((s, len(&v)), (200, 100));
+    assert!(v["cursor"].is_string());
+    let (s, v) = get(&sim, "/v1/bot/list?take=500").await;
+    assert_eq!((s, len(&v)), (200, d.chatbotkit.bots().len().min(100)));
+    // Refused: a 400 in the vendor's error shape; a take within the limit still works.
+    sim.faults().set_take_limit(TakeLimit {
+        max: 100,
+        reject: true,
+    });
+    for path in ["/v1/usage/list", "/v1/bot/list"] {
+        let (s, v) = get(&sim, &format!("{path}?take=101")).await;
+        assert_eq!(s, 400, "{path}");
+        assert_eq!(v["message"], "take must be at most 100", "{path}: {v}");
+        let (s, _) = get(&sim, &format!("{path}?take=100")).await;
+        assert_eq!(s, 200, "{path}");
+    }
+    // `clear` keeps the limit, like the cursor-end mode.
+    sim.faults().clear();
+    let (s, _) = get(&sim, "/v1/usage/list?take=101").await;
+    assert_eq!(s, 400);
     sim.stop().await;
 }
 
