@@ -37,9 +37,26 @@ impl BodyError {
 /// does not fail the page. Types may borrow strings from `body` (see
 /// `usage-provider-chatbotkit`'s records).
 pub fn json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_json::Error> {
+    json_seed(body, std::marker::PhantomData::<T>)
+}
+
+/// Decodes a vendor's JSON body with `seed` (as [`json`] does for a type), e.g. to hand each
+/// item of a large page on as it is read instead of collecting the page first.
+pub fn json_seed<'a, S: serde::de::DeserializeSeed<'a>>(
+    body: &'a [u8],
+    seed: S,
+) -> Result<S::Value, serde_json::Error> {
+    fn run<'a, R: serde_json::de::Read<'a>, S: serde::de::DeserializeSeed<'a>>(
+        mut de: serde_json::Deserializer<R>,
+        seed: S,
+    ) -> Result<S::Value, serde_json::Error> {
+        let value = seed.deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
     match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(body),
+        Ok(text) => run(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => run(serde_json::Deserializer::from_slice(body), seed),
     }
 }
 

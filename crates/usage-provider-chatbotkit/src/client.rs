@@ -18,7 +18,9 @@ use url::Url;
 use usage_core::budget::{Budget, BudgetError};
 
 use crate::error::{Error, ErrorKind};
-use crate::model::{BotListResponse, BotUsageResponse, ErrorBody, UsageListResponse};
+use crate::model::{
+    BotListResponse, BotUsageResponse, ErrorBody, PageEnd, UsagePage, UsageRecordWire,
+};
 
 /// The longest reset delay believed from a header.
 const MAX_RESET: Duration = Duration::from_secs(3600);
@@ -126,15 +128,15 @@ impl Client {
         &self.source_name
     }
 
-    /// `GET /v1/usage/list?take&order=desc[&cursor][&botId][&contactId][&type]`; `read` gets
-    /// the page while it still borrows the body.
-    pub(crate) async fn list_usage<R>(
+    /// `GET /v1/usage/list?take&order=desc[&cursor][&botId][&contactId][&type]`; `each` gets
+    /// every record as it is decoded, while it still borrows the body.
+    pub(crate) async fn list_usage(
         &self,
         cursor: Option<&str>,
         filter: &RecordFilter,
         calls: &AtomicU64,
-        read: impl FnOnce(UsageListResponse<'_>) -> R,
-    ) -> Result<R, Error> {
+        each: impl FnMut(UsageRecordWire<'_>),
+    ) -> Result<PageEnd, Error> {
         let mut query = vec![("order", "desc".to_owned())];
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
@@ -150,7 +152,8 @@ impl Client {
         }
         let segments = ["v1", "usage", "list"];
         let (status, body) = self.get_list(&segments, query, calls).await?;
-        Ok(read(self.decode(status, &segments, &body)?))
+        usage_core::http::json_seed(&body, UsagePage(each))
+            .map_err(|e| self.decode_error(status, &segments, &e))
     }
 
     /// `GET /v1/bot/list?take&order=desc[&cursor]`.
@@ -309,10 +312,12 @@ impl Client {
         segments: &[&str],
         body: &'a [u8],
     ) -> Result<T, Error> {
-        usage_core::http::json(body).map_err(|e| {
-            self.err(ErrorKind::Decode {
-                message: truncate(&format!("{} {}: {e}", status.as_u16(), segments.join("/"))),
-            })
+        usage_core::http::json(body).map_err(|e| self.decode_error(status, segments, &e))
+    }
+
+    fn decode_error(&self, status: StatusCode, segments: &[&str], e: &serde_json::Error) -> Error {
+        self.err(ErrorKind::Decode {
+            message: truncate(&format!("{} {}: {e}", status.as_u16(), segments.join("/"))),
         })
     }
 }

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// A string as sent, borrowed from the body when it holds no escapes (nearly always), so that
 /// reading a page allocates only for what the provider keeps.
@@ -136,15 +137,117 @@ impl CursorWire {
     }
 }
 
-/// `GET /v1/usage/list` 200 body, borrowing its strings from the body.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct UsageListResponse<'a> {
-    /// The page's records.
-    #[serde(borrow)]
-    pub items: Option<Vec<UsageRecordWire<'a>>>,
+/// What is left of a `GET /v1/usage/list` page once [`UsagePage`] has handed on its records.
+#[derive(Debug, Default)]
+pub(crate) struct PageEnd {
+    /// How many items the page held.
+    pub items: usize,
     /// The cursor of the next page.
     pub cursor: Option<CursorWire>,
+}
+
+/// Decodes a `GET /v1/usage/list` 200 body, `{items: [UsageRecord], cursor}`, handing each
+/// record to the function as soon as it is read (its strings borrowed from the body), so that a
+/// page of records is never collected first. Like every wire type here, `items` and `cursor`
+/// may be absent or `null`, and other keys are skipped; anything but an object fails.
+pub(crate) struct UsagePage<F>(pub F);
+
+impl<'de, F: FnMut(UsageRecordWire<'de>)> DeserializeSeed<'de> for UsagePage<F> {
+    type Value = PageEnd;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<PageEnd, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(UsageRecordWire<'de>)> Visitor<'de> for UsagePage<F> {
+    type Value = PageEnd;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a usage list page (an object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<PageEnd, A::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Items,
+            Cursor,
+            #[serde(other)]
+            Other,
+        }
+        let mut end = PageEnd::default();
+        let (mut items, mut cursor) = (false, false);
+        while let Some(key) = map.next_key::<Field>()? {
+            match key {
+                Field::Items if items => return Err(de::Error::duplicate_field("items")),
+                Field::Items => {
+                    items = true;
+                    end.items = map.next_value_seed(Items(&mut self.0))?;
+                }
+                Field::Cursor if cursor => return Err(de::Error::duplicate_field("cursor")),
+                Field::Cursor => {
+                    cursor = true;
+                    end.cursor = map.next_value()?;
+                }
+                Field::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(end)
+    }
+}
+
+/// The `items` array (or `null`) of a usage page: each record goes to the function; the value is
+/// how many there were.
+struct Items<'f, F>(&'f mut F);
+
+impl<'de, F: FnMut(UsageRecordWire<'de>)> DeserializeSeed<'de> for Items<'_, F> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, F: FnMut(UsageRecordWire<'de>)> Visitor<'de> for Items<'_, F> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of usage records")
+    }
+
+    fn visit_none<E>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_unit<E>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while let Some(record) = seq.next_element()? {
+            (self.0)(record);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Reads a whole usage page into a `Vec` (tests look at pages this way).
+#[cfg(test)]
+pub(crate) fn read_page(
+    body: &str,
+) -> Result<(Vec<UsageRecordWire<'_>>, PageEnd), serde_json::Error> {
+    let mut records = Vec::new();
+    let end = usage_core::http::json_seed(body.as_bytes(), UsagePage(|r| records.push(r)))?;
+    Ok((records, end))
 }
 
 /// One usage record.
@@ -260,12 +363,11 @@ mod tests {
 
     #[test]
     fn usage_page_fixture_decodes() {
-        let page: UsageListResponse = serde_json::from_str(include_str!(
+        let (items, page) = read_page(include_str!(
             "../../../fixtures/chatbotkit/usage_list_page1.json"
         ))
         .unwrap();
-        let items = page.items.unwrap();
-        assert_eq!(items.len(), 3);
+        assert_eq!((items.len(), page.items), (3, 3));
         assert_eq!(items[0].usage_type.as_ref().map(Text::as_str), Some("BASE"));
         assert_eq!(items[0].count.as_ref().and_then(Num::as_u64), Some(1287));
         assert_eq!(
@@ -296,12 +398,12 @@ mod tests {
 
     #[test]
     fn partial_and_odd_payloads_never_fail_the_page() {
-        let page: UsageListResponse = serde_json::from_str(
+        let (items, page) = read_page(
             r#"{"items":[{}, {"id":null,"createdAt":"1751022334512","count":12.0,"type":null},
                 {"createdAt":1.7510223345129e12,"count":-5}], "cursor": null, "extra": [1,2]}"#,
         )
         .unwrap();
-        let items = page.items.unwrap();
+        assert_eq!(page.items, 3);
         assert!(items[0].created_at.is_none() && items[0].count.is_none());
         assert_eq!(
             items[1].created_at.as_ref().and_then(Num::as_i64),
@@ -310,8 +412,10 @@ mod tests {
         assert_eq!(items[1].count.as_ref().and_then(Num::as_u64), Some(12));
         assert_eq!(items[2].count.as_ref().and_then(Num::as_u64), None);
         assert!(page.cursor.is_none());
-        let empty: UsageListResponse = serde_json::from_str("{}").unwrap();
-        assert!(empty.items.is_none());
+        for empty in ["{}", r#"{"items":null}"#, r#"{"items":[]}"#] {
+            let (items, page) = read_page(empty).unwrap();
+            assert!(items.is_empty() && page.items == 0 && page.cursor.is_none());
+        }
         let n: Num = serde_json::from_str("\"abc\"").unwrap();
         assert_eq!(n.as_i64(), None);
         let n: Num = serde_json::from_str("1e300").unwrap();
@@ -322,20 +426,28 @@ mod tests {
         let c: CursorWire = serde_json::from_str("{\"a\":1}").unwrap();
         assert_eq!(c.as_token(), None);
         // Not an object at all: a decode error, not a panic.
-        assert!(serde_json::from_str::<UsageListResponse>("[1,2]").is_err());
-        assert!(serde_json::from_str::<UsageListResponse>(r#"{"items":[1]}"#).is_err());
+        for bad in [
+            "[1,2]",
+            r#"{"items":[1]}"#,
+            r#"{"items":{}}"#,
+            r#"{"items":[],"items":[]}"#,
+            r#"{"cursor":"a","cursor":"b"}"#,
+            r#"{"items":[]} trailing"#,
+        ] {
+            assert!(read_page(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn strings_are_borrowed_unless_escaped() {
         let body = r#"{"items":[{"id":"plain","botId":"b\u0031","type":null}]}"#;
-        let page: UsageListResponse<'_> = serde_json::from_str(body).unwrap();
-        let r = &page.items.unwrap()[0];
+        let (items, _) = read_page(body).unwrap();
+        let r = &items[0];
         assert!(matches!(r.id.as_ref().unwrap().0, Cow::Borrowed("plain")));
         assert!(matches!(&r.bot_id.as_ref().unwrap().0, Cow::Owned(s) if s == "b1"));
         assert!(r.usage_type.is_none() && r.contact_id.is_none());
         // A string field holding something else fails the page, as a `String` field did.
-        assert!(serde_json::from_str::<UsageListResponse<'_>>(r#"{"items":[{"id":7}]}"#).is_err());
+        assert!(read_page(r#"{"items":[{"id":7}]}"#).is_err());
     }
 
     #[test]

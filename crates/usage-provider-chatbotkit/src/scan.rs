@@ -276,27 +276,33 @@ async fn scan(
                 },
             ));
         }
-        let (raw_len, next) = client
-            .list_usage(cursor.as_deref(), filter, calls, |page| {
-                let items = page.items.unwrap_or_default();
-                for item in &items {
-                    match Record::from_wire(item) {
-                        Some(r) => {
-                            progress.min_ms = Some(
-                                progress
-                                    .min_ms
-                                    .map_or(r.created_ms, |m| m.min(r.created_ms)),
-                            );
-                            progress.records.push(r);
-                        }
-                        None => progress.skipped += 1,
+        let before = (progress.records.len(), progress.min_ms, progress.skipped);
+        let page = client
+            .list_usage(
+                cursor.as_deref(),
+                filter,
+                calls,
+                |item| match Record::from_wire(&item) {
+                    Some(r) => {
+                        progress.min_ms = Some(
+                            progress
+                                .min_ms
+                                .map_or(r.created_ms, |m| m.min(r.created_ms)),
+                        );
+                        progress.records.push(r);
                     }
-                }
-                (items.len(), page.cursor.and_then(|c| c.as_token()))
-            })
-            .await?;
+                    None => progress.skipped += 1,
+                },
+            )
+            .await
+            .inspect_err(|_| {
+                // A page that fails part-way through decoding counts for nothing.
+                progress.records.truncate(before.0);
+                (progress.min_ms, progress.skipped) = (before.1, before.2);
+            })?;
         progress.pages += 1;
-        let Some(next) = next_cursor(raw_len, next, &mut seen) else {
+        let next = page.cursor.and_then(|c| c.as_token());
+        let Some(next) = next_cursor(page.items, next, &mut seen) else {
             return Ok(ScanEnd::Exhausted);
         };
         progress.next = Some(next.clone());

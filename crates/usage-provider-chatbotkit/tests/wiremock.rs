@@ -352,6 +352,50 @@ async fn concurrent_queries_share_one_scan() {
 }
 
 #[tokio::test]
+async fn a_page_that_fails_part_way_counts_its_skipped_records_once() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/usage/list"))
+        .and(query_param_is_missing("cursor"))
+        .respond_with(page(
+            &[rec("r3", ms(hours(5)), 1, Some("b"), None)],
+            Some("c2"),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The second page breaks after a record without a count (skipped) and a good one.
+    let no_count = json!({"id": "r2", "type": "BASE", "createdAt": ms(hours(4))});
+    let good = rec("r1", ms(hours(3)), 4, Some("b"), None);
+    Mock::given(path("/v1/usage/list"))
+        .and(query_param("cursor", "c2"))
+        .respond_with(page(
+            &[no_count.clone(), good.clone(), json!({"id": 7})],
+            Some("c3"),
+        ))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    let p = provider_with(&server, |c| c.page_size = 3);
+    let q = UsageQuery::new(vec![Window::new(t0(), hours(24))], BTreeSet::new());
+    let e = p.usage(&q).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Decode { .. }), "{e:?}");
+    // Read again, the page is whole: its records count once, the skipped one too.
+    Mock::given(path("/v1/usage/list"))
+        .and(query_param("cursor", "c2"))
+        .respond_with(page(&[no_count, good], None))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let b = p.usage(&q).await.unwrap();
+    assert_eq!(b.upstream_requests, 1, "resumes at the failed page");
+    assert_eq!(total(&b), 5);
+    assert_eq!(
+        b.notes,
+        ["1 usage records without a usable createdAt or count were skipped"]
+    );
+}
+
+#[tokio::test]
 async fn range_mode_asks_per_bot_and_window_with_inclusive_millisecond_bounds() {
     let server = MockServer::start().await;
     // The fixture's page carries a cursor, so it is asked for again; the repeated cursor ends

@@ -10,6 +10,7 @@
 //! `updated_at`.
 
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -32,36 +33,54 @@ pub(crate) struct Conversation {
 }
 
 /// Conversations, at most one per id (the most recently updated copy wins).
+///
+/// A table keyed by each conversation's own id: one hash per insert and no copy of the id.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ConversationSet {
-    by_id: foldhash::HashMap<String, Conversation>,
+    by_id: hashbrown::HashTable<Conversation>,
+    hasher: foldhash::fast::RandomState,
     anonymous: Vec<Conversation>,
+}
+
+/// The hash of a held conversation's id, as [`ConversationSet::insert`] computed it (only
+/// conversations with an id are in the table).
+fn rehash(hasher: &foldhash::fast::RandomState, c: &Conversation) -> u64 {
+    hasher.hash_one(c.id.as_deref().unwrap_or_default())
 }
 
 impl ConversationSet {
     /// Adds a conversation, keeping the later copy when the id is already known.
     pub(crate) fn insert(&mut self, c: Conversation) {
-        match &c.id {
-            Some(id) => match self.by_id.get_mut(id) {
-                Some(old) if old.updated_at >= c.updated_at => {}
-                Some(old) => *old = c,
-                None => {
-                    self.by_id.insert(id.clone(), c);
-                }
-            },
-            None => self.anonymous.push(c),
+        let Some(id) = c.id.as_deref() else {
+            self.anonymous.push(c);
+            return;
+        };
+        let hash = self.hasher.hash_one(id);
+        match self.by_id.find_mut(hash, |o| o.id.as_deref() == Some(id)) {
+            Some(old) if old.updated_at >= c.updated_at => {}
+            Some(old) => *old = c,
+            None => {
+                let hasher = &self.hasher;
+                self.by_id.insert_unique(hash, c, |o| rehash(hasher, o));
+            }
         }
+    }
+
+    /// Makes room for `n` more conversations.
+    fn reserve(&mut self, n: usize) {
+        let hasher = &self.hasher;
+        self.by_id.reserve(n, |o| rehash(hasher, o));
     }
 
     /// Keeps only the conversations `keep` accepts.
     fn retain(&mut self, mut keep: impl FnMut(&Conversation) -> bool) {
-        self.by_id.retain(|_, c| keep(c));
+        self.by_id.retain(|c| keep(c));
         self.anonymous.retain(|c| keep(c));
     }
 
     /// Iterates over every conversation, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Conversation> {
-        self.by_id.values().chain(&self.anonymous)
+        self.by_id.iter().chain(&self.anonymous)
     }
 
     /// Returns how many conversations are held.
@@ -165,7 +184,7 @@ impl ScanState {
     /// claims no reach (no page with a placeable conversation) covers nothing.
     pub(crate) fn from_walk(walk: Walk, at: DateTime<Utc>, started: Instant) -> Self {
         let mut conversations = ConversationSet::default();
-        conversations.by_id.reserve(walk.conversations.len());
+        conversations.reserve(walk.conversations.len());
         for c in walk.conversations {
             conversations.insert(c);
         }
@@ -482,5 +501,24 @@ mod tests {
             ..conv("x", 0, 1)
         });
         assert_eq!(set.len(), 2, "conversations without an id are never merged");
+    }
+
+    #[test]
+    fn a_growing_set_still_finds_every_id() {
+        // Inserted one by one (the table grows and rehashes many times), then each id again:
+        // newer copies replace, older ones are ignored, nothing is added.
+        let mut set = ConversationSet::default();
+        for i in 0..5000 {
+            set.insert(conv(&format!("c{i}"), -10, 1));
+        }
+        for i in 0..5000 {
+            let (minutes, input) = if i % 2 == 0 { (-5, 2) } else { (-20, 7) };
+            set.insert(conv(&format!("c{i}"), minutes, input));
+        }
+        set.retain(|c| c.id.as_deref() != Some("c0"));
+        set.insert(conv("c0", -30, 5));
+        assert_eq!(set.len(), 5000);
+        let sum: u64 = set.iter().map(|c| c.counters.input).sum();
+        assert_eq!(sum, 2499 * 2 + 2500 + 5);
     }
 }
