@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +26,8 @@ use crate::model::{
 const MAX_RESET: Duration = Duration::from_secs(3600);
 /// Vendor messages are cut to this many characters.
 const MAX_MESSAGE_CHARS: usize = 200;
+/// A list that has not ended after this many pages is abandoned (a server looping cursors).
+pub(crate) const MAX_PAGES: usize = 50_000;
 /// The `take` list requests fall back to when the server refuses a larger one.
 pub(crate) const FALLBACK_TAKE: u32 = 100;
 
@@ -69,6 +71,8 @@ pub(crate) struct Client {
     max_body: usize,
     /// `take` for list requests: the configured page size until the server refuses it.
     take: AtomicU32,
+    /// Whether the server has accepted `take` once: after that, a 400 is never a refusal of it.
+    take_accepted: AtomicBool,
 }
 
 impl fmt::Debug for Client {
@@ -98,6 +102,7 @@ impl Client {
             budget: Budget::new(None, crate::config::DEFAULT_MAX_CONCURRENCY),
             max_body: usage_core::http::DEFAULT_MAX_BODY_BYTES,
             take: AtomicU32::new(crate::config::DEFAULT_PAGE_SIZE),
+            take_accepted: AtomicBool::new(false),
         }
     }
 
@@ -171,9 +176,11 @@ impl Client {
         self.decode(status, &segments, &body)
     }
 
-    /// Sends a list request with the source's `take` in front of `query`. When the server
-    /// refuses a `take` above [`FALLBACK_TAKE`] (400/422), the request is sent once more with
-    /// [`FALLBACK_TAKE`]; if that one is accepted, the source keeps it from then on.
+    /// Sends a list request with the source's `take` in front of `query`. Until the server has
+    /// accepted a `take` above [`FALLBACK_TAKE`] once, a 400/422 answer to it may be a refusal of
+    /// that `take`: the request is sent once more with [`FALLBACK_TAKE`], and if that one is
+    /// accepted, the source keeps it from then on. Once the larger `take` was accepted, a 400
+    /// means something else (a stale cursor) and is returned as it is.
     async fn get_list(
         &self,
         segments: &[&str],
@@ -183,10 +190,17 @@ impl Client {
         let take = self.take();
         query.insert(0, ("take", take.to_string()));
         match self.get(segments, &query, calls).await {
+            Ok(answer) => {
+                self.take_accepted.store(true, Ordering::Relaxed);
+                Ok(answer)
+            }
             Err(Error {
-                kind: ErrorKind::BadRequest { message, .. },
+                kind: ErrorKind::BadRequest { status, message },
                 ..
-            }) if take > FALLBACK_TAKE => {
+            }) if take > FALLBACK_TAKE
+                && status != 0
+                && !self.take_accepted.load(Ordering::Relaxed) =>
+            {
                 query[0].1 = FALLBACK_TAKE.to_string();
                 let answer = self.get(segments, &query, calls).await?;
                 if self.take.swap(FALLBACK_TAKE, Ordering::Relaxed) != FALLBACK_TAKE {

@@ -49,8 +49,10 @@ pub struct Config {
     #[serde(default)]
     pub record_types: RecordTypes,
     /// Items per page (`take`) for `/v1/usage/list` and `/v1/bot/list`. The contract gives `take`
-    /// no maximum: a server that serves fewer items quietly costs nothing but more pages, and one
-    /// that refuses a `take` above 100 (400) makes the source fall back to 100.
+    /// no maximum: a server that serves fewer items quietly costs nothing but more pages. When
+    /// the first list request with a `take` above 100 is answered 400 or 422, it is sent again
+    /// with 100; if that is accepted, the source uses 100 from then on (also when the server's
+    /// real limit lies between 100 and `page_size`: set `page_size` to it).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// How long scanned records younger than `settle` are trusted.

@@ -38,7 +38,11 @@
 //!   so nothing is lost. The price is one request that comes back empty where the last page
 //!   carries a cursor;
 //! - refused (400/422) while above 100: the request is sent again with `take=100`, and the
-//!   source keeps 100 from then on (logged once as a warning).
+//!   source keeps 100 from then on (logged once per source as a warning). Only until the server
+//!   has accepted the larger `take` once: after that a 400 (e.g. a stale cursor) is an error.
+//!
+//! A list that has not ended after 50 000 pages fails the request (a server sending a fresh
+//! cursor forever).
 //!
 //! # Which mode answers
 //! Range mode answers when the query keeps no `user`, `conversation` or `usage_type` dimension,

@@ -18,7 +18,7 @@ use usage_core::{
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
 };
 
-use crate::client::{Client, RecordFilter, next_cursor};
+use crate::client::{Client, MAX_PAGES, RecordFilter, next_cursor};
 use crate::config::{Config, RecordTypes};
 use crate::error::{Error, ErrorKind};
 use crate::model::BotUsageResponse;
@@ -126,7 +126,15 @@ impl ChatbotkitProvider {
         let mut ids: HashSet<String> = HashSet::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut cursor: Option<String> = None;
-        loop {
+        for pages in 0.. {
+            if pages >= MAX_PAGES {
+                return Err(Error::new(
+                    &self.name,
+                    ErrorKind::Decode {
+                        message: format!("bot/list paging did not end after {MAX_PAGES} pages"),
+                    },
+                ));
+            }
             let page = self.client.list_bots(cursor.as_deref(), calls).await?;
             let items = page.items.unwrap_or_default();
             let raw_len = items.len();

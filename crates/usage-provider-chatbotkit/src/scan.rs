@@ -22,14 +22,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::client::{Client, RecordFilter, next_cursor};
+use crate::client::{Client, MAX_PAGES, RecordFilter, next_cursor};
 use crate::error::{Error, ErrorKind};
 use crate::model::{Text, UsageRecordWire};
 
 /// The most filters kept at once; the least recently used idle one is dropped beyond it.
 const MAX_KEYS: usize = 64;
-/// A scan that has not ended after this many pages is abandoned (a server looping cursors).
-const MAX_PAGES: usize = 50_000;
 
 /// One usage record, reduced to what the provider maps.
 ///

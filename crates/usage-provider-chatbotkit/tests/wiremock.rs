@@ -56,6 +56,22 @@ fn provider_with(server: &MockServer, f: impl FnOnce(&mut Config)) -> Chatbotkit
     ChatbotkitProvider::new("cbk", c, reqwest::Client::new()).unwrap()
 }
 
+/// Answers `/v1/usage/list` requests carrying `cursor` (`None`: the first page) with `answer`,
+/// expected `times` times.
+async fn list_answer(
+    server: &MockServer,
+    cursor: Option<&str>,
+    answer: ResponseTemplate,
+    times: u64,
+) {
+    let mock = Mock::given(path("/v1/usage/list"));
+    let mock = match cursor {
+        Some(c) => mock.and(query_param("cursor", c)),
+        None => mock.and(query_param_is_missing("cursor")),
+    };
+    mock.respond_with(answer).expect(times).mount(server).await;
+}
+
 fn dims(d: &[Dimension]) -> BTreeSet<Dimension> {
     d.iter().copied().collect()
 }
@@ -354,45 +370,90 @@ async fn concurrent_queries_share_one_scan() {
 #[tokio::test]
 async fn a_page_that_fails_part_way_counts_its_skipped_records_once() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param_is_missing("cursor"))
-        .respond_with(page(
-            &[rec("r3", ms(hours(5)), 1, Some("b"), None)],
-            Some("c2"),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
     // The second page breaks after a record without a count (skipped) and a good one.
-    let no_count = json!({"id": "r2", "type": "BASE", "createdAt": ms(hours(4))});
-    let good = rec("r1", ms(hours(3)), 4, Some("b"), None);
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param("cursor", "c2"))
-        .respond_with(page(
+    let no_count = json!({"id": "r2", "type": "BASE", "createdAt": ms(hours(2))});
+    let good = rec("r1", ms(hours(1)), 4, Some("b"), None);
+    second_page_fails_once(
+        &server,
+        page(
             &[no_count.clone(), good.clone(), json!({"id": 7})],
             Some("c3"),
-        ))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    let p = provider_with(&server, |c| c.page_size = 3);
+        ),
+        page(&[no_count, good], None),
+    )
+    .await;
+    let p = provider_with(&server, |c| c.page_size = 2);
     let q = UsageQuery::new(vec![Window::new(t0(), hours(24))], BTreeSet::new());
     let e = p.usage(&q).await.unwrap_err();
     assert!(matches!(e, ProviderError::Decode { .. }), "{e:?}");
     // Read again, the page is whole: its records count once, the skipped one too.
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param("cursor", "c2"))
-        .respond_with(page(&[no_count, good], None))
-        .expect(1)
-        .mount(&server)
-        .await;
     let b = p.usage(&q).await.unwrap();
     assert_eq!(b.upstream_requests, 1, "resumes at the failed page");
-    assert_eq!(total(&b), 5);
+    assert_eq!(total(&b), 7);
     assert_eq!(
         b.notes,
         ["1 usage records without a usable createdAt or count were skipped"]
     );
+}
+
+#[tokio::test]
+async fn a_refused_page_size_is_asked_again_with_100_and_kept() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/usage/list"))
+        .and(query_param("take", "1000"))
+        .respond_with(
+            ResponseTemplate::new(422)
+                .set_body_json(json!({"message": "take is too large", "code": "BAD_REQUEST"})),
+        )
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let one = page(&[rec("r1", ms(hours(2)), 8, Some("b"), None)], None);
+    list_answer(&server, None, one, 1).await;
+    Mock::given(path("/v1/bot/list"))
+        .and(query_param("take", "100"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [{"id": "b"}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = provider_with(&server, |_| {});
+    let q = UsageQuery::new(vec![Window::new(t0(), hours(24))], BTreeSet::new());
+    let b = p.usage(&q).await.unwrap();
+    assert_eq!((b.upstream_requests, total(&b)), (2, 8));
+    // The source keeps 100: the bot list is asked with it at once.
+    assert_eq!(p.agents().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_request_after_the_page_size_was_accepted_is_not_a_refusal() {
+    let server = MockServer::start().await;
+    // Any request with take=100 would be a wrong fallback.
+    Mock::given(path("/v1/usage/list"))
+        .and(query_param("take", "100"))
+        .respond_with(page(&[], None))
+        .with_priority(1)
+        .expect(0)
+        .mount(&server)
+        .await;
+    let first = page(
+        &[
+            rec("r2", ms(hours(5)), 1, Some("b"), None),
+            rec("r1", ms(hours(-30)), 2, Some("b"), None),
+        ],
+        Some("c2"),
+    );
+    list_answer(&server, None, first, 1).await;
+    // The saved cursor is no longer accepted.
+    let stale = ResponseTemplate::new(400)
+        .set_body_json(json!({"message": "Invalid cursor", "code": "BAD_REQUEST"}));
+    list_answer(&server, Some("c2"), stale, 1).await;
+    let p = provider_with(&server, |_| {});
+    let q = UsageQuery::new(vec![Window::new(t0(), hours(24))], BTreeSet::new());
+    assert_eq!(total(&p.usage(&q).await.unwrap()), 1);
+    let older = UsageQuery::new(vec![Window::new(hours(-48), hours(24))], BTreeSet::new());
+    let e = p.usage(&older).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Config { .. }), "{e:?}");
 }
 
 #[tokio::test]
@@ -619,18 +680,14 @@ async fn second_page_fails_once(
     failure: ResponseTemplate,
     retry: ResponseTemplate,
 ) {
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param_is_missing("cursor"))
-        .respond_with(page(
-            &[
-                rec("r4", ms(hours(4)), 1, Some("b"), None),
-                rec("r3", ms(hours(3)), 2, Some("b"), None),
-            ],
-            Some("c2"),
-        ))
-        .expect(1)
-        .mount(server)
-        .await;
+    let first = page(
+        &[
+            rec("r4", ms(hours(4)), 1, Some("b"), None),
+            rec("r3", ms(hours(3)), 2, Some("b"), None),
+        ],
+        Some("c2"),
+    );
+    list_answer(server, None, first, 1).await;
     Mock::given(path("/v1/usage/list"))
         .and(query_param("cursor", "c2"))
         .respond_with(failure)

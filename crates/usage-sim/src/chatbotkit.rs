@@ -89,7 +89,7 @@ fn list_params<'a>(st: &SimState, q: &'a [(String, String)]) -> Result<ListParam
             if limit.reject && t > limit.max {
                 return Err(bad_request(&format!("take must be at most {}", limit.max)));
             }
-            t.clamp(1, limit.max)
+            t.min(limit.max).max(1)
         }
     };
     let desc = match query_get(q, "order") {
