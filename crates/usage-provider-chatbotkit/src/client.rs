@@ -19,7 +19,7 @@ use usage_core::budget::{Budget, BudgetError};
 
 use crate::error::{Error, ErrorKind};
 use crate::model::{
-    BotListResponse, BotUsageResponse, ErrorBody, PageEnd, UsagePage, UsageRecordWire,
+    BotListResponse, BotUsageResponse, CursorWire, ErrorBody, PageEnd, UsagePage, UsageRecordWire,
 };
 
 /// The longest reset delay believed from a header.
@@ -31,21 +31,46 @@ pub(crate) const MAX_PAGES: usize = 50_000;
 /// The `take` list requests fall back to when the server refuses a larger one.
 pub(crate) const FALLBACK_TAKE: u32 = 100;
 
-/// The cursor to read after a list page of `items` items that returned `next`, or `None` when
-/// the list ended: an empty page, or an absent, empty or repeated cursor (`seen` holds the
-/// cursors already followed and gets `next`).
+/// One pass over a cursor-paged list (`/v1/usage/list`, `/v1/bot/list`): the cursors followed so
+/// far and the rules that end the pass.
 ///
-/// A short page (fewer items than `take`) does not end the list: a server may serve fewer items
-/// than asked for without saying so (the contract gives `take` no maximum), and stopping there
-/// would drop the rest. Where the last page carries a cursor, this costs one request that comes
-/// back empty.
-pub(crate) fn next_cursor(
-    items: usize,
-    next: Option<String>,
-    seen: &mut HashSet<String>,
-) -> Option<String> {
-    let next = next.filter(|_| items > 0)?;
-    seen.insert(next.clone()).then_some(next)
+/// The list ends at an empty page, or an absent, empty or repeated cursor. A short page (fewer
+/// items than `take`) does not end it: a server may serve fewer items than asked for without
+/// saying so (the contract gives `take` no maximum), and stopping there would drop the rest.
+/// Where the last page carries a cursor, this costs one request that comes back empty.
+#[derive(Debug, Default)]
+pub(crate) struct Pager {
+    seen: HashSet<String>,
+    pages: usize,
+}
+
+impl Pager {
+    /// A pass that starts at `cursor` (`None`: the first page).
+    pub(crate) fn starting_at(cursor: Option<&str>) -> Self {
+        Self {
+            seen: cursor.iter().map(|c| (*c).to_owned()).collect(),
+            pages: 0,
+        }
+    }
+
+    /// Counts a page about to be asked for `list`; past [`MAX_PAGES`] the pass fails instead
+    /// (a server sending a fresh cursor forever).
+    pub(crate) fn admit(&mut self, client: &Client, list: &str) -> Result<(), Error> {
+        if self.pages >= MAX_PAGES {
+            return Err(client.err(ErrorKind::Decode {
+                message: format!("{list} paging did not end after {MAX_PAGES} pages"),
+            }));
+        }
+        self.pages += 1;
+        Ok(())
+    }
+
+    /// The cursor to read after a page of `items` items that carried `cursor`, or `None` when
+    /// the list ended.
+    pub(crate) fn next(&mut self, items: usize, cursor: Option<CursorWire>) -> Option<String> {
+        let next = cursor.filter(|_| items > 0)?.as_token()?;
+        self.seen.insert(next.clone()).then_some(next)
+    }
 }
 
 /// Server-side filters sent to `/v1/usage/list` (the spec documents none; the server may ignore
@@ -127,10 +152,6 @@ impl Client {
     pub(crate) fn with_max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
-    }
-
-    pub(crate) fn source_name(&self) -> &str {
-        &self.source_name
     }
 
     /// `GET /v1/usage/list?take&order=desc[&cursor][&botId][&contactId][&type]`; `each` gets
@@ -626,25 +647,51 @@ mod tests {
 
     #[test]
     fn a_list_ends_at_an_empty_page_or_a_missing_or_repeated_cursor_only() {
-        let mut seen = HashSet::new();
-        let c = |s: &str| Some(s.to_owned());
-        assert_eq!(next_cursor(3, c("a"), &mut seen), c("a"));
+        let mut pager = Pager::starting_at(Some("s"));
+        let c = |s: &str| Some(CursorWire::S(s.to_owned()));
+        assert_eq!(pager.next(3, c("a")).as_deref(), Some("a"));
         // A short page with a fresh cursor goes on.
-        assert_eq!(next_cursor(1, c("b"), &mut seen), c("b"));
-        assert_eq!(next_cursor(3, c("a"), &mut seen), None, "repeated");
-        assert_eq!(next_cursor(0, c("z"), &mut seen), None, "empty page");
-        assert_eq!(next_cursor(3, None, &mut seen), None, "no cursor");
-        assert!(!seen.contains("z"));
+        assert_eq!(pager.next(1, c("b")).as_deref(), Some("b"));
+        assert_eq!(pager.next(3, c("a")), None, "repeated");
+        assert_eq!(
+            pager.next(3, c("s")),
+            None,
+            "the cursor the pass started at"
+        );
+        assert_eq!(pager.next(0, c("z")), None, "empty page");
+        assert_eq!(pager.next(3, None), None, "no cursor");
+        assert_eq!(pager.next(3, c(" ")), None, "an empty cursor");
+        assert_eq!(pager.next(3, c("z")).as_deref(), Some("z"));
+    }
+
+    /// A client that is never asked to send anything, with the token `t`.
+    fn client(base: &str) -> Client {
+        Client::new(
+            reqwest::Client::new(),
+            Url::parse(base).unwrap(),
+            SecretString::from("t"),
+            "s".into(),
+        )
+    }
+
+    #[test]
+    fn a_pass_gives_up_after_max_pages() {
+        let client = client("http://127.0.0.1:1/");
+        let mut pager = Pager::default();
+        for _ in 0..MAX_PAGES {
+            pager.admit(&client, "bot/list").unwrap();
+        }
+        let e = pager.admit(&client, "bot/list").unwrap_err();
+        assert!(
+            matches!(&e.kind, ErrorKind::Decode { message }
+                if message == "bot/list paging did not end after 50000 pages"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn url_keeps_a_base_path_and_escapes_ids() {
-        let c = Client::new(
-            reqwest::Client::new(),
-            Url::parse("http://127.0.0.1:1/api/").unwrap(),
-            SecretString::from("t"),
-            "s".into(),
-        );
+        let c = client("http://127.0.0.1:1/api/");
         let u = c.url(&["v1", "bot", "a/b c", "usage", "fetch"]).unwrap();
         assert_eq!(
             u.as_str(),

@@ -18,7 +18,7 @@ use usage_core::{
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
 };
 
-use crate::client::{Client, MAX_PAGES, RecordFilter, next_cursor};
+use crate::client::{Client, Pager, RecordFilter};
 use crate::config::{Config, RecordTypes};
 use crate::error::{Error, ErrorKind};
 use crate::model::BotUsageResponse;
@@ -124,17 +124,10 @@ impl ChatbotkitProvider {
         }
         let mut out: Vec<Agent> = Vec::new();
         let mut ids: HashSet<String> = HashSet::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut pager = Pager::default();
         let mut cursor: Option<String> = None;
-        for pages in 0.. {
-            if pages >= MAX_PAGES {
-                return Err(Error::new(
-                    &self.name,
-                    ErrorKind::Decode {
-                        message: format!("bot/list paging did not end after {MAX_PAGES} pages"),
-                    },
-                ));
-            }
+        loop {
+            pager.admit(&self.client, "bot/list")?;
             let page = self.client.list_bots(cursor.as_deref(), calls).await?;
             let items = page.items.unwrap_or_default();
             let raw_len = items.len();
@@ -149,7 +142,7 @@ impl ChatbotkitProvider {
                     });
                 }
             }
-            match next_cursor(raw_len, page.cursor.and_then(|c| c.as_token()), &mut seen) {
+            match pager.next(raw_len, page.cursor) {
                 Some(n) => cursor = Some(n),
                 None => break,
             }

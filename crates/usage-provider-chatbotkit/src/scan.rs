@@ -14,7 +14,7 @@
 //! A scan holds its filter's lock, so concurrent queries for the same filter wait for it and
 //! then answer from the cache: concurrent scans are coalesced.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::client::{Client, MAX_PAGES, RecordFilter, next_cursor};
+use crate::client::{Client, Pager, RecordFilter};
 use crate::error::{Error, ErrorKind};
 use crate::model::{Text, UsageRecordWire};
 
@@ -229,7 +229,6 @@ struct Progress {
     min_ms: Option<i64>,
     /// The cursor after the last page read, when the list goes on.
     next: Option<String>,
-    pages: usize,
     skipped: u64,
 }
 
@@ -263,17 +262,10 @@ async fn scan(
         filter,
         calls,
     } = cx;
-    let mut seen: HashSet<String> = cursor.iter().cloned().collect();
+    let mut pager = Pager::starting_at(cursor.as_deref());
     let mut cursor = cursor;
     loop {
-        if progress.pages >= MAX_PAGES {
-            return Err(Error::new(
-                client.source_name(),
-                ErrorKind::Decode {
-                    message: format!("usage/list paging did not end after {MAX_PAGES} pages"),
-                },
-            ));
-        }
+        pager.admit(client, "usage/list")?;
         let before = (progress.records.len(), progress.min_ms, progress.skipped);
         let page = client
             .list_usage(
@@ -298,9 +290,7 @@ async fn scan(
                 progress.records.truncate(before.0);
                 (progress.min_ms, progress.skipped) = (before.1, before.2);
             })?;
-        progress.pages += 1;
-        let next = page.cursor.and_then(|c| c.as_token());
-        let Some(next) = next_cursor(page.items, next, &mut seen) else {
+        let Some(next) = pager.next(page.items, page.cursor) else {
             return Ok(ScanEnd::Exhausted);
         };
         progress.next = Some(next.clone());

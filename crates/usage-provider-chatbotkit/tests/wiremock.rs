@@ -209,18 +209,14 @@ enum End {
 
 async fn end_rule(end: End) {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param_is_missing("cursor"))
-        .respond_with(page(
-            &[
-                rec("r4", ms(hours(5)), 1, Some("b"), None),
-                rec("r3", ms(hours(4)), 2, Some("b"), None),
-            ],
-            Some("c2"),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let first = page(
+        &[
+            rec("r4", ms(hours(5)), 1, Some("b"), None),
+            rec("r3", ms(hours(4)), 2, Some("b"), None),
+        ],
+        Some("c2"),
+    );
+    list_answer(&server, None, first, 1).await;
     let full = vec![
         rec("r2", ms(hours(3)), 4, Some("b"), None),
         rec("r1", ms(hours(2)), 8, Some("b"), None),
@@ -235,18 +231,9 @@ async fn end_rule(end: End) {
         End::ShortPage => page(&[rec("r2", ms(hours(3)), 4, Some("b"), None)], Some("c3")),
     };
     let short = matches!(end, End::ShortPage);
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param("cursor", "c2"))
-        .respond_with(second)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/usage/list"))
-        .and(query_param("cursor", "c3"))
-        .respond_with(page(&[rec("r0", ms(hours(1)), 16, Some("b"), None)], None))
-        .expect(u64::from(short))
-        .mount(&server)
-        .await;
+    list_answer(&server, Some("c2"), second, 1).await;
+    let third = page(&[rec("r0", ms(hours(1)), 16, Some("b"), None)], None);
+    list_answer(&server, Some("c3"), third, u64::from(short)).await;
     let p = provider_with(&server, |c| c.page_size = 2);
     // The range starts before every record, so only an end rule can stop the scan.
     let q = UsageQuery::new(vec![Window::new(t0(), hours(24))], BTreeSet::new());

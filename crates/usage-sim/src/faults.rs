@@ -36,17 +36,13 @@ pub struct TakeLimit {
     pub reject: bool,
 }
 
-impl TakeLimit {
-    /// The simulators' default: up to [`crate::CBK_MAX_TAKE`] items, larger values clamped.
-    pub const DEFAULT: Self = Self {
-        max: crate::CBK_MAX_TAKE,
-        reject: false,
-    };
-}
-
+/// The simulators' default: up to [`crate::CBK_MAX_TAKE`] items, larger values clamped.
 impl Default for TakeLimit {
     fn default() -> Self {
-        Self::DEFAULT
+        Self {
+            max: crate::CBK_MAX_TAKE,
+            reject: false,
+        }
     }
 }
 
