@@ -58,6 +58,21 @@ where
     M: Fn(u64) -> reqwest::RequestBuilder,
     C: Fn(&Answer) -> bool,
 {
+    let check = &check;
+    closed_loop_with(concurrency, bound, |i| {
+        let request = make(i);
+        async move { send(request).await.is_some_and(|a| check(&a)) }
+    })
+    .await
+}
+
+/// [`closed_loop`] for any operation: `op(i)` is one timed unit of work (for example several
+/// requests at once), and it failed when it resolves to `false`.
+pub async fn closed_loop_with<O, F>(concurrency: usize, bound: Bound, op: O) -> Summary
+where
+    O: Fn(u64) -> F,
+    F: Future<Output = bool>,
+{
     let next = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
     let started = Instant::now();
@@ -73,7 +88,7 @@ where
                 break;
             }
             let t = Instant::now();
-            let ok = send(make(i)).await.is_some_and(|a| check(&a));
+            let ok = op(i).await;
             samples.push(t.elapsed());
             if !ok {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -83,6 +98,18 @@ where
     });
     let samples: Vec<Duration> = join_all(workers).await.into_iter().flatten().collect();
     Summary::from_samples(samples, errors.into_inner(), started.elapsed())
+}
+
+/// Sends every request at once and reports whether all of them answered and passed `check`;
+/// one unit of [`closed_loop_with`] when a unit is a fan-out.
+pub async fn all_of<C>(requests: Vec<reqwest::RequestBuilder>, check: C) -> bool
+where
+    C: Fn(&Answer) -> bool,
+{
+    join_all(requests.into_iter().map(send))
+        .await
+        .iter()
+        .all(|a| a.as_ref().is_some_and(&check))
 }
 
 /// Opens `n` keep-alive connections by sending `n` simultaneous requests to `url`.
@@ -207,6 +234,35 @@ mod tests {
         )
         .await;
         assert_eq!((s.requests, s.errors), (6, 3));
+        handle.stop(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_loop_with_times_a_fan_out_as_one_unit() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (base, handle) = start(hits.clone());
+        let c = client().unwrap();
+        // Unit i asks for 3i, 3i + 1 and 3i + 2 at once; it fails when one of them does.
+        let s = closed_loop_with(
+            3,
+            Bound {
+                requests: 10,
+                time: Duration::from_secs(30),
+            },
+            |i| {
+                all_of(
+                    (3 * i..3 * i + 3)
+                        .map(|n| c.get(format!("{base}/n/{n}")))
+                        .collect(),
+                    |a| a.status.is_success(),
+                )
+            },
+        )
+        .await;
+        // Of 0..30, 6, 13, 20 and 27 fail: units 2, 4, 6 and 9.
+        assert_eq!((s.requests, s.errors), (10, 4));
+        assert_eq!(hits.load(Ordering::Relaxed), 30);
+        assert!(s.p50 >= Duration::from_millis(5));
         handle.stop(false).await;
     }
 

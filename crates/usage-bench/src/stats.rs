@@ -60,6 +60,14 @@ pub fn ms(d: Duration) -> String {
     }
 }
 
+/// Formats `a - b` as [`ms`] does, with its sign (`+2.40 ms`, `-0.31 ms`).
+pub fn signed_ms(a: Duration, b: Duration) -> String {
+    match a.checked_sub(b) {
+        Some(d) => format!("+{}", ms(d)),
+        None => format!("-{}", ms(b.saturating_sub(a))),
+    }
+}
+
 /// Formats bytes as MiB with one decimal.
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -68,6 +76,13 @@ pub fn mib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_ms_shows_the_sign() {
+        assert_eq!(signed_ms(ms_(55), ms_(52)), "+3.00 ms");
+        assert_eq!(signed_ms(ms_(52), ms_(55)), "-3.00 ms");
+        assert_eq!(signed_ms(ms_(52), ms_(52)), "+0.00 ms");
+    }
 
     fn ms_(n: u64) -> Duration {
         Duration::from_millis(n)
