@@ -116,6 +116,25 @@ async fn metrics_series_move() {
     assert!(after.contains("http_requests_in_flight"));
 }
 
+/// The usual harness (sources `alpha` and `beta`) plus `extra`, with its own resilience.
+fn harness_with(extra: SourceSpec) -> Harness {
+    let config = Config::parse(&config_text("2s"), &|k| {
+        (k == "SECRET").then(|| SECRET.to_owned())
+    })
+    .unwrap();
+    let (a, b) = (Arc::new(alpha()), Arc::new(beta()));
+    let specs = vec![
+        SourceSpec::from(a.clone() as usage_core::DynUsageProvider),
+        SourceSpec::from(b.clone() as usage_core::DynUsageProvider),
+        extra,
+    ];
+    Harness {
+        alpha: a,
+        beta: b,
+        state: web::Data::new(AppState::new(config, specs).unwrap()),
+    }
+}
+
 /// The value of one exact series line (`name{labels}`), if the scrape has it.
 fn gauge(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -127,29 +146,15 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
     // Its own source name: the registry is shared by every test of this process.
     let name = "ops-circuit";
     let flaky = Arc::new(StaticProvider::new(name).with_agents(&[("f1", "Flaky")]));
-    let config = Config::parse(&config_text("2s"), &|k| {
-        (k == "SECRET").then(|| SECRET.to_owned())
-    })
-    .unwrap();
-    let (a, b) = (Arc::new(alpha()), Arc::new(beta()));
-    let specs = vec![
-        SourceSpec::from(a.clone() as usage_core::DynUsageProvider),
-        SourceSpec::from(b.clone() as usage_core::DynUsageProvider),
-        SourceSpec {
-            provider: flaky.clone(),
-            resilience: ResilienceConfig {
-                max_attempts: 1,
-                breaker_failures: 1,
-                breaker_cooldown: Duration::from_millis(400),
-                ..ResilienceConfig::default()
-            },
+    let h = harness_with(SourceSpec {
+        provider: flaky.clone(),
+        resilience: ResilienceConfig {
+            max_attempts: 1,
+            breaker_failures: 1,
+            breaker_cooldown: Duration::from_millis(400),
+            ..ResilienceConfig::default()
         },
-    ];
-    let h = Harness {
-        alpha: a,
-        beta: b,
-        state: web::Data::new(AppState::new(config, specs).unwrap()),
-    };
+    });
     let app = app(&h).await;
     let scrape = || async {
         let resp =
@@ -193,6 +198,70 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
     flaky.set_failure(None);
     assert_eq!(usage().await, 200);
     assert_eq!(gauge(&scrape().await, &series), Some(0.0), "closed");
+}
+
+#[actix_web::test]
+async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
+    // Its own source name: the registry is shared by every test of this process.
+    let name = "ops-requests";
+    let source = Arc::new(StaticProvider::new(name).with_agents(&[("r1", "Requests")]));
+    let h = harness_with(SourceSpec {
+        provider: source.clone(),
+        resilience: ResilienceConfig {
+            max_attempts: 2,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            breaker_failures: 100,
+            ..ResilienceConfig::default()
+        },
+    });
+    let app = app(&h).await;
+    let requests = || async {
+        let resp =
+            test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+        let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+        let of = |outcome: &str| {
+            series_value(
+                &text,
+                "upstream_requests_total",
+                &[
+                    &format!("source=\"{name}\""),
+                    &format!("outcome=\"{outcome}\""),
+                ],
+            )
+        };
+        (of("ok"), of("upstream_error"))
+    };
+    let get = |uri: String| {
+        let app = &app;
+        async move {
+            let req = test::TestRequest::get()
+                .uri(&uri)
+                .insert_header(("Authorization", format!("Bearer {}", token("admin"))))
+                .to_request();
+            test::call_service(app, req).await.status().as_u16()
+        }
+    };
+    assert_eq!(requests().await, (0.0, 0.0));
+
+    // A transient fault, tried twice: both requests count, under the failure's outcome.
+    source.set_failure(Some(ProviderError::Upstream {
+        source_name: name.into(),
+        status: 503,
+        message: "down".into(),
+    }));
+    assert_eq!(get(format!("/v1/usage?{RANGE}&source={name}")).await, 502);
+    assert_eq!(source.calls(), 2);
+    assert_eq!(requests().await, (0.0, 2.0));
+
+    // An answered call counts its request as `ok`.
+    source.set_failure(None);
+    assert_eq!(get(format!("/v1/usage?{RANGE}&source={name}")).await, 200);
+    assert_eq!(requests().await, (1.0, 2.0));
+
+    // So does listing the agents.
+    assert_eq!(get(format!("/v1/agents?source={name}")).await, 200);
+    assert_eq!(requests().await, (2.0, 2.0));
 }
 
 #[actix_web::test]

@@ -184,13 +184,18 @@ impl Budget {
         }
     }
 
-    /// Takes a concurrency slot, waiting at most until the request deadline.
+    /// Takes a concurrency slot, waiting at most until the request deadline. Every vendor
+    /// request takes one right before it is sent, and is noted for [`crate::requests`] then.
     pub async fn slot(&self) -> Result<Permit<'_>, BudgetError> {
         let refused = BudgetError::RateLimited {
             retry_after: SLOT_RETRY_AFTER,
         };
         match tokio::time::timeout_at(deadline(), self.slots.acquire()).await {
-            Ok(Ok(permit)) => Ok(Permit { _slot: permit }),
+            Ok(Ok(permit)) => {
+                // The request is sent right after its slot is taken.
+                crate::requests::note();
+                Ok(Permit { _slot: permit })
+            }
             // The semaphore is never closed; a closed one refuses like a full one.
             Ok(Err(_)) | Err(_) => Err(refused),
         }

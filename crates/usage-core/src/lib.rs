@@ -9,6 +9,8 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod provider;
+#[cfg(any(feature = "http", feature = "test-util"))]
+pub mod requests;
 pub mod time;
 
 #[cfg(feature = "test-util")]

@@ -151,6 +151,8 @@ impl UsageProvider for StaticProvider {
     }
 
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
+        // One vendor request, answered (or failed) after the latency.
+        crate::requests::note();
         let latency = *self.latency.lock().unwrap();
         tokio::time::sleep(latency).await;
         if let Some(e) = self.failure.lock().unwrap().clone() {
@@ -161,6 +163,8 @@ impl UsageProvider for StaticProvider {
 
     async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        // One vendor request, as `upstream_requests` below reports.
+        crate::requests::note();
         let latency = *self.latency.lock().unwrap();
         tokio::time::sleep(latency).await;
         if let Some(e) = self.failure.lock().unwrap().clone() {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
 use usage_core::budget::with_deadline;
+use usage_core::requests;
 use usage_core::{Agent, DynUsageProvider, ProviderError, UsageBatch, UsageQuery};
 
 /// Retry and breaker settings of one source.
@@ -188,7 +189,6 @@ impl Resilient {
                 windows: q.windows.len(),
             },
             || self.provider.usage(q),
-            |b| b.upstream_requests,
         )
         .await
     }
@@ -197,7 +197,7 @@ impl Resilient {
     ///
     /// [`usage`]: Self::usage
     pub async fn agents(&self, deadline: Instant) -> Result<Vec<Agent>, ProviderError> {
-        self.call(deadline, Call::Agents, || self.provider.agents(), |_| 0)
+        self.call(deadline, Call::Agents, || self.provider.agents())
             .await
     }
 
@@ -206,7 +206,6 @@ impl Resilient {
         deadline: Instant,
         what: Call,
         op: F,
-        upstream_requests: fn(&T) -> u64,
     ) -> Result<T, ProviderError>
     where
         F: Fn() -> Fut,
@@ -227,13 +226,9 @@ impl Resilient {
         let mut attempt = 1_usize;
         loop {
             let started = Instant::now();
-            let result = with_deadline(deadline, op()).await;
-            self.observe(
-                what,
-                attempt,
-                started,
-                result.as_ref().map(upstream_requests),
-            );
+            // Every vendor request the attempt sent, whether it then succeeded or not.
+            let (result, sent) = requests::counting(with_deadline(deadline, op())).await;
+            self.observe(what, attempt, started, sent, result.as_ref().err());
             let err = match result {
                 Ok(value) => {
                     self.record(Ok(()));
@@ -265,22 +260,18 @@ impl Resilient {
         what: Call,
         attempt: usize,
         started: Instant,
-        result: Result<u64, &ProviderError>,
+        sent: u64,
+        error: Option<&ProviderError>,
     ) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
+        let outcome = error.map_or("ok", ProviderError::kind);
         let elapsed = started.elapsed();
         let source = self.name.clone();
         metrics::counter!("upstream_calls_total", "source" => source.clone(), "outcome" => outcome)
             .increment(1);
         metrics::histogram!("upstream_call_duration_seconds", "source" => source.clone(), "outcome" => outcome)
             .record(elapsed.as_secs_f64());
-        if let Ok(n) = result {
-            metrics::counter!("upstream_requests_total", "source" => source.clone(), "outcome" => outcome)
-                .increment(n);
-        }
+        metrics::counter!("upstream_requests_total", "source" => source.clone(), "outcome" => outcome)
+            .increment(sent);
         let (call, windows) = match what {
             Call::Usage { windows } => ("usage", windows),
             Call::Agents => ("agents", 0),
@@ -291,7 +282,7 @@ impl Resilient {
             outcome,
             attempt,
             windows,
-            upstream_requests = result.unwrap_or(0),
+            upstream_requests = sent,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "upstream call"
         );
