@@ -73,31 +73,111 @@ where
     O: Fn(u64) -> F,
     F: Future<Output = bool>,
 {
-    let next = AtomicU64::new(0);
-    let errors = AtomicU64::new(0);
-    let started = Instant::now();
-    let deadline = started + bound.time;
-    let workers = (0..concurrency).map(|_| async {
-        let mut samples = Vec::new();
-        loop {
-            if Instant::now() >= deadline {
-                break;
-            }
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= bound.requests {
-                break;
-            }
-            let t = Instant::now();
-            let ok = op(i).await;
-            samples.push(t.elapsed());
-            if !ok {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
+    let shared = Shared::new(bound);
+    let samples = shared.run(concurrency, op).await;
+    shared.summary(samples)
+}
+
+/// [`closed_loop_with`] spread over `threads` OS threads, each with its own current-thread
+/// runtime and its own `op` (made by `make` on that thread, e.g. with its own HTTP client),
+/// sharing one unit count and one bound: the shape of a server with one single-threaded runtime
+/// per worker, as actix-web has. Blocks the calling thread until the run ends.
+pub fn closed_loop_threads<M, O, F>(
+    threads: usize,
+    concurrency: usize,
+    bound: Bound,
+    make: M,
+) -> Result<Summary, String>
+where
+    M: Fn() -> Result<O, String> + Sync,
+    O: Fn(u64) -> F,
+    F: Future<Output = bool>,
+{
+    let threads = threads.max(1);
+    let shared = Shared::new(bound);
+    let per_thread: Vec<Vec<Duration>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let n = concurrency / threads + usize::from(t < concurrency % threads);
+                let (shared, make) = (&shared, &make);
+                s.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("cannot start a load thread's runtime: {e}"))?;
+                    let op = make()?;
+                    Ok(runtime.block_on(shared.run(n, op)))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a load thread panicked".into()))
+            })
+            .collect::<Result<_, String>>()
+    })?;
+    Ok(shared.summary(per_thread.concat()))
+}
+
+/// What the workers of one closed-loop run share: the next unit's number, the failures and
+/// the bound.
+struct Shared {
+    next: AtomicU64,
+    errors: AtomicU64,
+    started: Instant,
+    deadline: Instant,
+    requests: u64,
+}
+
+impl Shared {
+    fn new(bound: Bound) -> Self {
+        let started = Instant::now();
+        Self {
+            next: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            started,
+            deadline: started + bound.time,
+            requests: bound.requests,
         }
-        samples
-    });
-    let samples: Vec<Duration> = join_all(workers).await.into_iter().flatten().collect();
-    Summary::from_samples(samples, errors.into_inner(), started.elapsed())
+    }
+
+    /// Runs `concurrency` workers until the bound; returns their latency samples.
+    async fn run<O, F>(&self, concurrency: usize, op: O) -> Vec<Duration>
+    where
+        O: Fn(u64) -> F,
+        F: Future<Output = bool>,
+    {
+        let workers = (0..concurrency).map(|_| async {
+            let mut samples = Vec::new();
+            loop {
+                if Instant::now() >= self.deadline {
+                    break;
+                }
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                if i >= self.requests {
+                    break;
+                }
+                let t = Instant::now();
+                let ok = op(i).await;
+                samples.push(t.elapsed());
+                if !ok {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            samples
+        });
+        join_all(workers).await.into_iter().flatten().collect()
+    }
+
+    fn summary(&self, samples: Vec<Duration>) -> Summary {
+        Summary::from_samples(
+            samples,
+            self.errors.load(Ordering::Relaxed),
+            self.started.elapsed(),
+        )
+    }
 }
 
 /// Sends every request at once and reports whether all of them answered and passed `check`;
@@ -234,6 +314,38 @@ mod tests {
         )
         .await;
         assert_eq!((s.requests, s.errors), (6, 3));
+        handle.stop(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_loop_threads_shares_one_count_and_bound() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (base, handle) = start(hits.clone());
+        let base2 = base.clone();
+        let s = tokio::task::spawn_blocking(move || {
+            closed_loop_threads(
+                2,
+                3,
+                Bound {
+                    requests: 14,
+                    time: Duration::from_secs(30),
+                },
+                || {
+                    let c = client()?;
+                    let base = base2.clone();
+                    Ok(move |i: u64| {
+                        let r = c.get(format!("{base}/n/{i}"));
+                        async move { send(r).await.is_some_and(|a| a.status.is_success()) }
+                    })
+                },
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        // Units 0..14 once each, whichever thread took them: 6 and 13 fail.
+        assert_eq!((s.requests, s.errors), (14, 2));
+        assert_eq!(hits.load(Ordering::Relaxed), 14);
         handle.stop(false).await;
     }
 

@@ -467,51 +467,66 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
     // The fan-out reference: the vendor calls the gateway sends for one request (one per
     // DigitalOcean agent, one per ChatBotKit bot, for a day's range), sent at once by the
     // bench's own client; a unit takes as long as its slowest call. Not a strict floor (the
-    // sender costs CPU on the same two cores), but what seven calls to the simulators take on
-    // this machine whoever sends them.
+    // sender costs CPU on the same two cores, and it does none of the gateway's other work),
+    // but what seven calls to the simulators take on this machine with a plain HTTP client.
     let agents: Vec<String> = data
         .digitalocean
         .agents()
         .iter()
         .map(|a| a.uuid.clone())
         .collect();
-    let reference = load::closed_loop_with(
-        32,
-        Bound {
-            requests: 50_000,
-            time: Duration::from_secs(3),
-        },
-        |i| {
-            let start = origin - chrono::Duration::days(1)
-                + chrono::Duration::minutes(i64::try_from(i).unwrap_or(i64::MAX));
-            let end = start + chrono::Duration::days(1);
-            let ms = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let do_calls = agents.iter().map(|a| {
-                client
-                    .get(format!(
-                        "{}/v2/gen-ai/agents/{a}/usage?start={}&stop={}",
-                        do_sim.base_url,
-                        rfc3339(start),
-                        rfc3339(end - chrono::Duration::seconds(1))
-                    ))
-                    .bearer_auth(usage_sim::DO_TOKEN)
-            });
-            let cbk_calls = bots.iter().map(|b| {
-                client
-                    .get(format!(
-                        "{}/v1/bot/{b}/usage/fetch?from={}&to={}",
-                        cbk_sim.base_url,
-                        ms(start),
-                        ms(end - chrono::Duration::milliseconds(1))
-                    ))
-                    .bearer_auth(usage_sim::CBK_TOKEN)
-            });
-            load::all_of(do_calls.chain(cbk_calls).collect(), |a| {
-                a.status.is_success()
-            })
-        },
-    )
-    .await;
+    let (do_base, cbk_base) = (do_sim.base_url.clone(), cbk_sim.base_url.clone());
+    let reference = {
+        let (agents, bots) = (agents.clone(), bots.clone());
+        tokio::task::spawn_blocking(move || {
+            // Two threads with a single-threaded runtime and a client each, as the gateway's
+            // two actix workers; the days the measured run asks for.
+            load::closed_loop_threads(
+                2,
+                32,
+                Bound {
+                    requests: 50_000,
+                    time: Duration::from_secs(3),
+                },
+                || {
+                    let client = load::client()?;
+                    let (agents, bots) = (&agents, &bots);
+                    let (do_base, cbk_base) = (&do_base, &cbk_base);
+                    Ok(move |i: u64| {
+                        let start = origin
+                            + chrono::Duration::minutes(i64::try_from(i).unwrap_or(i64::MAX));
+                        let end = start + chrono::Duration::days(1);
+                        let ms = |t: DateTime<Utc>| {
+                            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                        };
+                        let do_calls = agents.iter().map(|a| {
+                            client
+                                .get(format!(
+                                    "{do_base}/v2/gen-ai/agents/{a}/usage?start={}&stop={}",
+                                    rfc3339(start),
+                                    rfc3339(end - chrono::Duration::seconds(1))
+                                ))
+                                .bearer_auth(usage_sim::DO_TOKEN)
+                        });
+                        let cbk_calls = bots.iter().map(|b| {
+                            client
+                                .get(format!(
+                                    "{cbk_base}/v1/bot/{b}/usage/fetch?from={}&to={}",
+                                    ms(start),
+                                    ms(end - chrono::Duration::milliseconds(1))
+                                ))
+                                .bearer_auth(usage_sim::CBK_TOKEN)
+                        });
+                        load::all_of(do_calls.chain(cbk_calls).collect(), |a| {
+                            a.status.is_success()
+                        })
+                    })
+                },
+            )
+        })
+        .await
+        .map_err(|e| format!("the reference load failed: {e}"))??
+    };
     for s in [&do_sim, &kb_sim, &cbk_sim] {
         s.reset_calls();
     }
