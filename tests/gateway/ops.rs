@@ -116,9 +116,10 @@ async fn metrics_series_move() {
     assert!(after.contains("http_requests_in_flight"));
 }
 
-/// The usual harness (sources `alpha` and `beta`) plus `extra`, with its own resilience.
-fn harness_with(extra: SourceSpec) -> Harness {
-    let config = Config::parse(&config_text("2s"), &|k| {
+/// The usual harness (sources `alpha` and `beta`) plus `extra`, with its own resilience, and
+/// `request_timeout`.
+fn harness_with(request_timeout: &str, extra: SourceSpec) -> Harness {
+    let config = Config::parse(&config_text(request_timeout), &|k| {
         (k == "SECRET").then(|| SECRET.to_owned())
     })
     .unwrap();
@@ -146,15 +147,18 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
     // Its own source name: the registry is shared by every test of this process.
     let name = "ops-circuit";
     let flaky = Arc::new(StaticProvider::new(name).with_agents(&[("f1", "Flaky")]));
-    let h = harness_with(SourceSpec {
-        provider: flaky.clone(),
-        resilience: ResilienceConfig {
-            max_attempts: 1,
-            breaker_failures: 1,
-            breaker_cooldown: Duration::from_millis(400),
-            ..ResilienceConfig::default()
+    let h = harness_with(
+        "2s",
+        SourceSpec {
+            provider: flaky.clone(),
+            resilience: ResilienceConfig {
+                max_attempts: 1,
+                breaker_failures: 1,
+                breaker_cooldown: Duration::from_millis(400),
+                ..ResilienceConfig::default()
+            },
         },
-    });
+    );
     let app = app(&h).await;
     let scrape = || async {
         let resp =
@@ -205,16 +209,19 @@ async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
     // Its own source name: the registry is shared by every test of this process.
     let name = "ops-requests";
     let source = Arc::new(StaticProvider::new(name).with_agents(&[("r1", "Requests")]));
-    let h = harness_with(SourceSpec {
-        provider: source.clone(),
-        resilience: ResilienceConfig {
-            max_attempts: 2,
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(2),
-            breaker_failures: 100,
-            ..ResilienceConfig::default()
+    let h = harness_with(
+        "2s",
+        SourceSpec {
+            provider: source.clone(),
+            resilience: ResilienceConfig {
+                max_attempts: 2,
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(2),
+                breaker_failures: 100,
+                ..ResilienceConfig::default()
+            },
         },
-    });
+    );
     let app = app(&h).await;
     let requests = || async {
         let resp =
@@ -262,6 +269,45 @@ async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
     // So does listing the agents.
     assert_eq!(get(format!("/v1/agents?source={name}")).await, 200);
     assert_eq!(requests().await, (2.0, 2.0));
+}
+
+#[actix_web::test]
+async fn a_call_cut_off_by_the_deadline_still_counts_its_requests() {
+    let name = "ops-cancelled";
+    let slow = Arc::new(StaticProvider::new(name).with_agents(&[("s1", "Slow")]));
+    slow.set_latency(Duration::from_secs(5));
+    let h = harness_with(
+        "300ms",
+        SourceSpec {
+            provider: slow.clone(),
+            resilience: ResilienceConfig::default(),
+        },
+    );
+    let app = app(&h).await;
+    let req = test::TestRequest::get()
+        .uri(&format!("/v1/agents?source={name}"))
+        .insert_header(("Authorization", format!("Bearer {}", token("admin"))))
+        .to_request();
+    let resp = test::call_service(&app, req).await;
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = test::read_body_json(resp).await;
+    assert_eq!(body["sources"][0]["status"], "timeout", "{body}");
+    let resp =
+        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let cancelled = [
+        &format!("source=\"{name}\"") as &str,
+        "outcome=\"cancelled\"",
+    ];
+    // The attempt's one request, and the attempt itself.
+    assert_eq!(
+        (
+            series_value(&text, "upstream_requests_total", &cancelled),
+            series_value(&text, "upstream_calls_total", &cancelled)
+        ),
+        (1.0, 1.0),
+        "{text}"
+    );
 }
 
 #[actix_web::test]

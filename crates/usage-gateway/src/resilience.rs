@@ -225,10 +225,19 @@ impl Resilient {
             .build();
         let mut attempt = 1_usize;
         loop {
-            let started = Instant::now();
-            // Every vendor request the attempt sent, whether it then succeeded or not.
-            let (result, sent) = requests::counting(with_deadline(deadline, op())).await;
-            self.observe(what, attempt, started, sent, result.as_ref().err());
+            // Every vendor request the attempt sends, whether it then succeeds or not; also
+            // when the caller stops waiting for it (the guard reports it as `cancelled`).
+            let sent = requests::Counter::default();
+            let guard = Attempt {
+                source: self,
+                what,
+                number: attempt,
+                started: Instant::now(),
+                sent: sent.clone(),
+                open: true,
+            };
+            let result = sent.scope(with_deadline(deadline, op())).await;
+            guard.finish(result.as_ref().err());
             let err = match result {
                 Ok(value) => {
                     self.record(Ok(()));
@@ -261,9 +270,8 @@ impl Resilient {
         attempt: usize,
         started: Instant,
         sent: u64,
-        error: Option<&ProviderError>,
+        outcome: &'static str,
     ) {
-        let outcome = error.map_or("ok", ProviderError::kind);
         let elapsed = started.elapsed();
         let source = self.name.clone();
         metrics::counter!("upstream_calls_total", "source" => source.clone(), "outcome" => outcome)
@@ -286,6 +294,48 @@ impl Resilient {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "upstream call"
         );
+    }
+}
+
+/// One attempt of a provider call, observed once: with its outcome when it ends, or as
+/// `cancelled` when its future is dropped first (a caller that stopped waiting, such as
+/// `/v1/agents` at its deadline), so that the requests it sent are still counted.
+struct Attempt<'a> {
+    source: &'a Resilient,
+    what: Call,
+    /// 1 for the first attempt.
+    number: usize,
+    started: Instant,
+    sent: requests::Counter,
+    open: bool,
+}
+
+impl Attempt<'_> {
+    /// Observes the attempt's end.
+    fn finish(mut self, error: Option<&ProviderError>) {
+        self.open = false;
+        let outcome = error.map_or("ok", ProviderError::kind);
+        self.source.observe(
+            self.what,
+            self.number,
+            self.started,
+            self.sent.get(),
+            outcome,
+        );
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.source.observe(
+                self.what,
+                self.number,
+                self.started,
+                self.sent.get(),
+                "cancelled",
+            );
+        }
     }
 }
 

@@ -703,8 +703,8 @@ async fn a_failed_page_keeps_the_pages_before_it() {
     .await;
     let p = provider_with(&server, |c| c.page_size = 2);
     let q = UsageQuery::new(vec![Window::new(t0(), hours(24))], BTreeSet::new());
-    let (result, sent) = usage_core::requests::counting(p.usage(&q)).await;
-    let e = result.unwrap_err();
+    let sent = usage_core::requests::Counter::default();
+    let e = sent.scope(p.usage(&q)).await.unwrap_err();
     assert!(
         matches!(e, ProviderError::Upstream { status: 500, .. }),
         "{e:?}"
@@ -712,7 +712,7 @@ async fn a_failed_page_keeps_the_pages_before_it() {
     assert!(e.is_transient());
     // The failed call still reports what it sent (for `upstream_requests_total`).
     let received = server.received_requests().await.unwrap().len() as u64;
-    assert_eq!((sent, received), (2, 2));
+    assert_eq!((sent.get(), received), (2, 2));
     let b = p.usage(&q).await.unwrap();
     assert_eq!(
         (b.upstream_requests, total(&b)),

@@ -154,6 +154,28 @@ async fn discovery_pages_through_many_agents() {
 }
 
 #[tokio::test]
+async fn every_request_is_noted_once_for_the_gateways_count() {
+    // Discovery and a planned fan-out (`reserve(n)` for all, then one slot per request).
+    let s = setup().await;
+    let range = Window::new(
+        Utc.with_ymd_and_hms(2026, 2, 10, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2026, 2, 13, 0, 0, 0).unwrap(),
+    );
+    let windows = buckets(range, parse_tz("UTC").unwrap(), Bucket::Day, 1000).unwrap();
+    let sent = usage_core::requests::Counter::default();
+    let b = sent
+        .scope(s.provider.usage(&UsageQuery::new(windows, all_dims())))
+        .await
+        .unwrap();
+    assert!(s.sim.calls("do.agents") >= 1 && s.sim.calls("do.usage") >= 3);
+    assert_eq!(
+        (sent.get(), b.upstream_requests),
+        (s.sim.total_calls(), s.sim.total_calls())
+    );
+    s.sim.stop().await;
+}
+
+#[tokio::test]
 async fn daily_buckets_in_several_zones_equal_truth() {
     let s = setup().await;
     for tz in ["UTC", "Asia/Kolkata", "America/New_York"] {
