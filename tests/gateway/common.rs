@@ -13,6 +13,7 @@ use usage_core::test_util::{StaticEvent, StaticProvider};
 use usage_core::{Dimension, DynUsageProvider, ProviderKind};
 use usage_gateway::app::{configure, not_found};
 use usage_gateway::config::Config;
+use usage_gateway::fetch::SourceSpec;
 use usage_gateway::obs::observe;
 use usage_gateway::state::AppState;
 
@@ -104,11 +105,18 @@ pub fn harness(request_timeout: &str) -> Harness {
 
 /// A harness on a config text of its own (`${SECRET}` is the test secret).
 pub fn harness_from(text: &str) -> Harness {
+    harness_with(text, Vec::new())
+}
+
+/// [`harness_from`] with `extra` sources (each with its own resilience) after `alpha` and
+/// `beta`.
+pub fn harness_with(text: &str, extra: Vec<SourceSpec>) -> Harness {
     let config = Config::parse(text, &|k| (k == "SECRET").then(|| SECRET.to_owned())).unwrap();
     let alpha = Arc::new(alpha());
     let beta = Arc::new(beta());
     let providers: Vec<DynUsageProvider> = vec![alpha.clone(), beta.clone()];
-    let state = web::Data::new(AppState::new(config, providers).unwrap());
+    let specs = providers.into_iter().map(SourceSpec::from).chain(extra);
+    let state = web::Data::new(AppState::new(config, specs).unwrap());
     Harness { alpha, beta, state }
 }
 

@@ -3,21 +3,43 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{test, web};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::test;
 use usage_core::ProviderError;
 use usage_core::test_util::StaticProvider;
-use usage_gateway::config::Config;
 use usage_gateway::fetch::SourceSpec;
 use usage_gateway::resilience::ResilienceConfig;
-use usage_gateway::state::AppState;
 
-use crate::common::{Harness, RANGE, SECRET, alpha, app, beta, config_text, harness, token};
+use crate::common::{RANGE, app, config_text, get, harness, harness_with, json_of, token};
 
 fn series_value(text: &str, name: &str, must_contain: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && must_contain.iter().all(|m| l.contains(m)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// `GET /metrics` (no token: it is not under `/v1`): the Prometheus text, after checking the
+/// status and content type.
+async fn scrape(
+    app: &impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+) -> String {
+    let (status, headers, body) = get(app, "/metrics", None, &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    String::from_utf8(body).unwrap()
 }
 
 #[actix_web::test]
@@ -65,27 +87,13 @@ async fn request_ids_are_kept_or_made_and_named_in_problems() {
 async fn metrics_series_move() {
     let h = harness("2s");
     let app = app(&h).await;
-    let scrape = || async {
-        let resp =
-            test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-        assert_eq!(resp.status(), 200);
-        assert!(
-            resp.headers()
-                .get("content-type")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("text/plain")
-        );
-        String::from_utf8(test::read_body(resp).await.to_vec()).unwrap()
-    };
-    let before = scrape().await;
+    let before = scrape(&app).await;
     let req = test::TestRequest::get()
         .uri(&format!("/v1/usage?{RANGE}&bucket=day"))
         .insert_header(("Authorization", format!("Bearer {}", token("admin"))))
         .to_request();
     assert_eq!(test::call_service(&app, req).await.status(), 200);
-    let after = scrape().await;
+    let after = scrape(&app).await;
     let route = ["route=\"/v1/usage\"", "status=\"200\""];
     assert!(
         series_value(&after, "http_requests_total", &route)
@@ -116,26 +124,6 @@ async fn metrics_series_move() {
     assert!(after.contains("http_requests_in_flight"));
 }
 
-/// The usual harness (sources `alpha` and `beta`) plus `extra`, with its own resilience, and
-/// `request_timeout`.
-fn harness_with(request_timeout: &str, extra: SourceSpec) -> Harness {
-    let config = Config::parse(&config_text(request_timeout), &|k| {
-        (k == "SECRET").then(|| SECRET.to_owned())
-    })
-    .unwrap();
-    let (a, b) = (Arc::new(alpha()), Arc::new(beta()));
-    let specs = vec![
-        SourceSpec::from(a.clone() as usage_core::DynUsageProvider),
-        SourceSpec::from(b.clone() as usage_core::DynUsageProvider),
-        extra,
-    ];
-    Harness {
-        alpha: a,
-        beta: b,
-        state: web::Data::new(AppState::new(config, specs).unwrap()),
-    }
-}
-
 /// The value of one exact series line (`name{labels}`), if the scrape has it.
 fn gauge(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -148,8 +136,8 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
     let name = "ops-circuit";
     let flaky = Arc::new(StaticProvider::new(name).with_agents(&[("f1", "Flaky")]));
     let h = harness_with(
-        "2s",
-        SourceSpec {
+        &config_text("2s"),
+        vec![SourceSpec {
             provider: flaky.clone(),
             resilience: ResilienceConfig {
                 max_attempts: 1,
@@ -157,15 +145,9 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
                 breaker_cooldown: Duration::from_millis(400),
                 ..ResilienceConfig::default()
             },
-        },
+        }],
     );
     let app = app(&h).await;
-    let scrape = || async {
-        let resp =
-            test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-        assert_eq!(resp.status(), 200);
-        String::from_utf8(test::read_body(resp).await.to_vec()).unwrap()
-    };
     let usage = || async {
         let req = test::TestRequest::get()
             .uri(&format!("/v1/usage?{RANGE}&source={name}"))
@@ -176,7 +158,7 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
     let series = format!("circuit_state{{source=\"{name}\"}}");
 
     // Before any call: every source has the series, closed.
-    let text = scrape().await;
+    let text = scrape(&app).await;
     assert_eq!(gauge(&text, &series), Some(0.0), "{text}");
     for other in ["alpha", "beta"] {
         let s = format!("circuit_state{{source=\"{other}\"}}");
@@ -190,18 +172,18 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
         message: "down".into(),
     }));
     assert_eq!(usage().await, 502);
-    assert_eq!(gauge(&scrape().await, &series), Some(2.0), "open");
+    assert_eq!(gauge(&scrape(&app).await, &series), Some(2.0), "open");
 
     // After the cool-down the scrape shows half-open before any probe is sent.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let calls = flaky.calls();
-    assert_eq!(gauge(&scrape().await, &series), Some(1.0), "half-open");
+    assert_eq!(gauge(&scrape(&app).await, &series), Some(1.0), "half-open");
     assert_eq!(flaky.calls(), calls, "a scrape never probes");
 
     // A successful probe closes it again.
     flaky.set_failure(None);
     assert_eq!(usage().await, 200);
-    assert_eq!(gauge(&scrape().await, &series), Some(0.0), "closed");
+    assert_eq!(gauge(&scrape(&app).await, &series), Some(0.0), "closed");
 }
 
 #[actix_web::test]
@@ -210,8 +192,8 @@ async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
     let name = "ops-requests";
     let source = Arc::new(StaticProvider::new(name).with_agents(&[("r1", "Requests")]));
     let h = harness_with(
-        "2s",
-        SourceSpec {
+        &config_text("2s"),
+        vec![SourceSpec {
             provider: source.clone(),
             resilience: ResilienceConfig {
                 max_attempts: 2,
@@ -220,13 +202,11 @@ async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
                 breaker_failures: 100,
                 ..ResilienceConfig::default()
             },
-        },
+        }],
     );
     let app = app(&h).await;
     let requests = || async {
-        let resp =
-            test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-        let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+        let text = scrape(&app).await;
         let of = |outcome: &str| {
             series_value(
                 &text,
@@ -239,15 +219,10 @@ async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
         };
         (of("ok"), of("upstream_error"))
     };
-    let get = |uri: String| {
-        let app = &app;
-        async move {
-            let req = test::TestRequest::get()
-                .uri(&uri)
-                .insert_header(("Authorization", format!("Bearer {}", token("admin"))))
-                .to_request();
-            test::call_service(app, req).await.status().as_u16()
-        }
+    let admin = token("admin");
+    let status_of = |uri: String| {
+        let (app, admin) = (&app, &admin);
+        async move { get(app, &uri, Some(admin), &[]).await.0 }
     };
     assert_eq!(requests().await, (0.0, 0.0));
 
@@ -257,17 +232,23 @@ async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
         status: 503,
         message: "down".into(),
     }));
-    assert_eq!(get(format!("/v1/usage?{RANGE}&source={name}")).await, 502);
+    assert_eq!(
+        status_of(format!("/v1/usage?{RANGE}&source={name}")).await,
+        502
+    );
     assert_eq!(source.calls(), 2);
     assert_eq!(requests().await, (0.0, 2.0));
 
     // An answered call counts its request as `ok`.
     source.set_failure(None);
-    assert_eq!(get(format!("/v1/usage?{RANGE}&source={name}")).await, 200);
+    assert_eq!(
+        status_of(format!("/v1/usage?{RANGE}&source={name}")).await,
+        200
+    );
     assert_eq!(requests().await, (1.0, 2.0));
 
     // So does listing the agents.
-    assert_eq!(get(format!("/v1/agents?source={name}")).await, 200);
+    assert_eq!(status_of(format!("/v1/agents?source={name}")).await, 200);
     assert_eq!(requests().await, (2.0, 2.0));
 }
 
@@ -277,24 +258,19 @@ async fn a_call_cut_off_by_the_deadline_still_counts_its_requests() {
     let slow = Arc::new(StaticProvider::new(name).with_agents(&[("s1", "Slow")]));
     slow.set_latency(Duration::from_secs(5));
     let h = harness_with(
-        "300ms",
-        SourceSpec {
+        &config_text("300ms"),
+        vec![SourceSpec {
             provider: slow.clone(),
             resilience: ResilienceConfig::default(),
-        },
+        }],
     );
     let app = app(&h).await;
-    let req = test::TestRequest::get()
-        .uri(&format!("/v1/agents?source={name}"))
-        .insert_header(("Authorization", format!("Bearer {}", token("admin"))))
-        .to_request();
-    let resp = test::call_service(&app, req).await;
-    assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = test::read_body_json(resp).await;
+    let uri = format!("/v1/agents?source={name}");
+    let (status, _, body) = get(&app, &uri, Some(&token("admin")), &[]).await;
+    assert_eq!(status, 200);
+    let body = json_of(&body);
     assert_eq!(body["sources"][0]["status"], "timeout", "{body}");
-    let resp =
-        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
-    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    let text = scrape(&app).await;
     let cancelled = [
         &format!("source=\"{name}\"") as &str,
         "outcome=\"cancelled\"",
