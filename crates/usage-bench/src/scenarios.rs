@@ -52,6 +52,12 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// Scenario 2's range for request `i`: the day starting `i` minutes after `from`.
+fn day_after(from: DateTime<Utc>, i: u64) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = from + chrono::Duration::minutes(i64::try_from(i).unwrap_or(i64::MAX));
+    (start, start + chrono::Duration::days(1))
+}
+
 fn midnight(d: NaiveDate) -> DateTime<Utc> {
     d.and_time(chrono::NaiveTime::MIN).and_utc()
 }
@@ -411,8 +417,7 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let client = load::client()?;
     // Request i asks for the day starting i minutes after `from`.
     let make = |from: DateTime<Utc>, i: u64| {
-        let start = from + chrono::Duration::minutes(i64::try_from(i).unwrap_or(i64::MAX));
-        let end = start + chrono::Duration::days(1);
+        let (start, end) = day_after(from, i);
         client
             .get(format!(
                 "{}/v1/usage?start={}&end={}&group_by=source,agent",
@@ -475,58 +480,52 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
         .iter()
         .map(|a| a.uuid.clone())
         .collect();
+    let calls_per_request = agents.len() + bots.len();
     let (do_base, cbk_base) = (do_sim.base_url.clone(), cbk_sim.base_url.clone());
-    let reference = {
-        let (agents, bots) = (agents.clone(), bots.clone());
-        tokio::task::spawn_blocking(move || {
-            // Two threads with a single-threaded runtime and a client each, as the gateway's
-            // two actix workers; the days the measured run asks for.
-            load::closed_loop_threads(
-                2,
-                32,
-                Bound {
-                    requests: 50_000,
-                    time: Duration::from_secs(3),
-                },
-                || {
-                    let client = load::client()?;
-                    let (agents, bots) = (&agents, &bots);
-                    let (do_base, cbk_base) = (&do_base, &cbk_base);
-                    Ok(move |i: u64| {
-                        let start = origin
-                            + chrono::Duration::minutes(i64::try_from(i).unwrap_or(i64::MAX));
-                        let end = start + chrono::Duration::days(1);
-                        let ms = |t: DateTime<Utc>| {
-                            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                        };
-                        let do_calls = agents.iter().map(|a| {
-                            client
-                                .get(format!(
-                                    "{do_base}/v2/gen-ai/agents/{a}/usage?start={}&stop={}",
-                                    rfc3339(start),
-                                    rfc3339(end - chrono::Duration::seconds(1))
-                                ))
-                                .bearer_auth(usage_sim::DO_TOKEN)
-                        });
-                        let cbk_calls = bots.iter().map(|b| {
-                            client
-                                .get(format!(
-                                    "{cbk_base}/v1/bot/{b}/usage/fetch?from={}&to={}",
-                                    ms(start),
-                                    ms(end - chrono::Duration::milliseconds(1))
-                                ))
-                                .bearer_auth(usage_sim::CBK_TOKEN)
-                        });
-                        load::all_of(do_calls.chain(cbk_calls).collect(), |a| {
-                            a.status.is_success()
-                        })
+    let reference = tokio::task::spawn_blocking(move || {
+        // Two threads with a single-threaded runtime and a client each, as the gateway's
+        // two actix workers; the days the measured run asks for.
+        load::closed_loop_threads(
+            2,
+            32,
+            Bound {
+                requests: 50_000,
+                time: Duration::from_secs(3),
+            },
+            || {
+                let client = load::client()?;
+                let (agents, bots) = (&agents, &bots);
+                let (do_base, cbk_base) = (&do_base, &cbk_base);
+                Ok(move |i: u64| {
+                    let (start, end) = day_after(origin, i);
+                    let ms = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+                    let do_calls = agents.iter().map(|a| {
+                        client
+                            .get(format!(
+                                "{do_base}/v2/gen-ai/agents/{a}/usage?start={}&stop={}",
+                                rfc3339(start),
+                                rfc3339(end - chrono::Duration::seconds(1))
+                            ))
+                            .bearer_auth(usage_sim::DO_TOKEN)
+                    });
+                    let cbk_calls = bots.iter().map(|b| {
+                        client
+                            .get(format!(
+                                "{cbk_base}/v1/bot/{b}/usage/fetch?from={}&to={}",
+                                ms(start),
+                                ms(end - chrono::Duration::milliseconds(1))
+                            ))
+                            .bearer_auth(usage_sim::CBK_TOKEN)
+                    });
+                    load::all_of(do_calls.chain(cbk_calls).collect(), |a| {
+                        a.status.is_success()
                     })
-                },
-            )
-        })
-        .await
-        .map_err(|e| format!("the reference load failed: {e}"))??
-    };
+                })
+            },
+        )
+    })
+    .await
+    .map_err(|e| format!("the reference load failed: {e}"))??;
     for s in [&do_sim, &kb_sim, &cbk_sim] {
         s.reset_calls();
     }
@@ -581,8 +580,7 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
         ),
         Row::info(
             format!(
-                "2 reference: a request's {} vendor calls sent at once by the bench, 32 concurrent",
-                agents.len() + bots.len()
+                "2 reference: a request's {calls_per_request} vendor calls sent at once by the bench, 32 concurrent"
             ),
             Some(reference.clone()),
             format!(
