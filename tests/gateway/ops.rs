@@ -96,38 +96,68 @@ async fn metrics_series_move() {
     let after = scrape(&app).await;
     let route = ["route=\"/v1/usage\"", "status=\"200\""];
     assert!(
-        series_value(&after, "http_requests_total", &route)
-            >= series_value(&before, "http_requests_total", &route) + 1.0,
+        series_value(&after, "usage_gateway_http_requests_total", &route)
+            >= series_value(&before, "usage_gateway_http_requests_total", &route) + 1.0,
         "{after}"
     );
-    assert!(after.contains("http_request_duration_seconds_bucket"));
+    assert!(after.contains("usage_gateway_http_request_duration_seconds_bucket"));
     // Other tests share the process-wide registry and the source names: compare before/after.
     let alpha_ok = ["source=\"alpha\"", "outcome=\"ok\""];
     assert!(
-        series_value(&after, "upstream_calls_total", &alpha_ok)
-            >= series_value(&before, "upstream_calls_total", &alpha_ok) + 1.0,
+        series_value(&after, "usage_gateway_upstream_calls_total", &alpha_ok)
+            >= series_value(&before, "usage_gateway_upstream_calls_total", &alpha_ok) + 1.0,
         "{after}"
     );
     let alpha = ["source=\"alpha\""];
     assert!(
-        series_value(&after, "upstream_requests_total", &alpha)
-            >= series_value(&before, "upstream_requests_total", &alpha) + 1.0,
+        series_value(&after, "usage_gateway_upstream_requests_total", &alpha)
+            >= series_value(&before, "usage_gateway_upstream_requests_total", &alpha) + 1.0,
         "{after}"
     );
-    assert!(after.contains("upstream_call_duration_seconds_bucket"));
+    assert!(after.contains("usage_gateway_upstream_call_duration_seconds_bucket"));
     assert!(
-        series_value(&after, "cache_lookups_total", &["result=\"miss\""])
-            >= series_value(&before, "cache_lookups_total", &["result=\"miss\""]) + 4.0
+        series_value(
+            &after,
+            "usage_gateway_cache_lookups_total",
+            &["result=\"miss\""]
+        ) >= series_value(
+            &before,
+            "usage_gateway_cache_lookups_total",
+            &["result=\"miss\""]
+        ) + 4.0
     );
-    assert!(after.contains("cache_entries{cache=\"windows\"}"));
-    assert!(after.contains("cache_weighted_bytes{cache=\"windows\"}"));
-    assert!(after.contains("http_requests_in_flight"));
+    assert!(after.contains("usage_gateway_cache_entries{cache=\"windows\"}"));
+    assert!(after.contains("usage_gateway_cache_weighted_bytes{cache=\"windows\"}"));
+    assert!(after.contains("usage_gateway_http_requests_in_flight"));
 }
 
 /// The value of one exact series line (`name{labels}`), if the scrape has it.
 fn gauge(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The circuit state a scrape shows for `source`: the one `state` label whose
+/// `usage_gateway_circuit_state` series is 1, after checking that each of the three states has
+/// a series and the other two are 0.
+fn circuit(text: &str, source: &str) -> &'static str {
+    let values: Vec<(&'static str, Option<f64>)> = ["closed", "half_open", "open"]
+        .into_iter()
+        .map(|state| {
+            let series =
+                format!("usage_gateway_circuit_state{{source=\"{source}\",state=\"{state}\"}}");
+            (state, gauge(text, &series))
+        })
+        .collect();
+    let on: Vec<_> = values.iter().filter(|(_, v)| *v == Some(1.0)).collect();
+    assert!(
+        on.len() == 1
+            && values
+                .iter()
+                .all(|(_, v)| *v == Some(0.0) || *v == Some(1.0)),
+        "{source}: {values:?} in {text}"
+    );
+    on[0].0
 }
 
 #[actix_web::test]
@@ -155,14 +185,12 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
             .to_request();
         test::call_service(&app, req).await.status().as_u16()
     };
-    let series = format!("circuit_state{{source=\"{name}\"}}");
 
     // Before any call: every source has the series, closed.
     let text = scrape(&app).await;
-    assert_eq!(gauge(&text, &series), Some(0.0), "{text}");
+    assert_eq!(circuit(&text, name), "closed");
     for other in ["alpha", "beta"] {
-        let s = format!("circuit_state{{source=\"{other}\"}}");
-        assert!(gauge(&text, &s).is_some(), "{s} missing: {text}");
+        circuit(&text, other);
     }
 
     // One vendor fault opens the circuit (breaker_failures = 1).
@@ -172,18 +200,117 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
         message: "down".into(),
     }));
     assert_eq!(usage().await, 502);
-    assert_eq!(gauge(&scrape(&app).await, &series), Some(2.0), "open");
+    assert_eq!(circuit(&scrape(&app).await, name), "open");
 
     // After the cool-down the scrape shows half-open before any probe is sent.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let calls = flaky.calls();
-    assert_eq!(gauge(&scrape(&app).await, &series), Some(1.0), "half-open");
+    assert_eq!(circuit(&scrape(&app).await, name), "half_open");
     assert_eq!(flaky.calls(), calls, "a scrape never probes");
 
     // A successful probe closes it again.
     flaky.set_failure(None);
     assert_eq!(usage().await, 200);
-    assert_eq!(gauge(&scrape(&app).await, &series), Some(0.0), "closed");
+    assert_eq!(circuit(&scrape(&app).await, name), "closed");
+}
+
+/// What `promtool check metrics` would object to in a scrape, and the naming rules of this
+/// gateway: every family has `# HELP` and `# TYPE`; it is the gateway's own
+/// (`usage_gateway_`) or a standard process metric (`process_`); counters and only counters
+/// end in `_total`.
+fn exposition_findings(text: &str) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut help = std::collections::BTreeSet::new();
+    let mut kinds = BTreeMap::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("#"), Some("HELP"), Some(name), Some(_)) => {
+                help.insert(name.to_owned());
+            }
+            (Some("#"), Some("TYPE"), Some(name), Some(kind)) => {
+                kinds.insert(name.to_owned(), kind.to_owned());
+            }
+            _ => {}
+        }
+    }
+    let mut findings = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                (kinds.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+            })
+            .unwrap_or(name);
+        if !seen.insert(family.to_owned()) {
+            continue;
+        }
+        if !help.contains(family) {
+            findings.push(format!("{family}: no HELP"));
+        }
+        match kinds.get(family).map(String::as_str) {
+            None => findings.push(format!("{family}: no TYPE")),
+            Some("counter") if !family.ends_with("_total") => {
+                findings.push(format!("{family}: a counter without `_total`"));
+            }
+            Some(kind) if kind != "counter" && family.ends_with("_total") => {
+                findings.push(format!("{family}: a {kind} named `_total`"));
+            }
+            _ => {}
+        }
+        if !family.starts_with("usage_gateway_") && !family.starts_with("process_") {
+            findings.push(format!("{family}: neither `usage_gateway_` nor `process_`"));
+        }
+    }
+    findings
+}
+
+#[actix_web::test]
+async fn every_family_has_help_and_the_gateway_prefix() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let (status, ..) = get(
+        &app,
+        &format!("/v1/usage?{RANGE}"),
+        Some(&token("admin")),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = scrape(&app).await;
+    assert_eq!(exposition_findings(&text), Vec::<String>::new(), "{text}");
+    // The checker sees what it must: an unprefixed family without HELP is a finding.
+    assert_eq!(
+        exposition_findings("# TYPE circuit_state gauge\ncircuit_state{source=\"a\"} 0\n"),
+        [
+            "circuit_state: no HELP",
+            "circuit_state: neither `usage_gateway_` nor `process_`"
+        ]
+    );
+    for family in [
+        "usage_gateway_http_requests_total",
+        "usage_gateway_upstream_calls_total",
+        "usage_gateway_circuit_state",
+        "usage_gateway_cache_lookups_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "{family}: {text}"
+        );
+    }
+    let build = format!(
+        "usage_gateway_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(gauge(&text, &build), Some(1.0), "{text}");
 }
 
 #[actix_web::test]
@@ -210,7 +337,7 @@ async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
         let of = |outcome: &str| {
             series_value(
                 &text,
-                "upstream_requests_total",
+                "usage_gateway_upstream_requests_total",
                 &[
                     &format!("source=\"{name}\""),
                     &format!("outcome=\"{outcome}\""),
@@ -278,8 +405,8 @@ async fn a_call_cut_off_by_the_deadline_still_counts_its_requests() {
     // The attempt's one request, and the attempt itself.
     assert_eq!(
         (
-            series_value(&text, "upstream_requests_total", &cancelled),
-            series_value(&text, "upstream_calls_total", &cancelled)
+            series_value(&text, "usage_gateway_upstream_requests_total", &cancelled),
+            series_value(&text, "usage_gateway_upstream_calls_total", &cancelled)
         ),
         (1.0, 1.0),
         "{text}"
@@ -439,4 +566,87 @@ token = "cli-test-token"
             "{name}: `{key}` not named in: {stderr}"
         );
     }
+}
+
+/// Writes `text` to a scratch config file named after the test and `name`.
+fn scratch_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "usage-gateway-ops-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_fresh_process_shows_retries_and_jwks_refreshes_at_zero() {
+    // A process of its own: this test binary's registry has seen retries and JWKS fetches.
+    let path = scratch_config(
+        "zero",
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[auth]
+algorithms = ["HS256", "RS256"]
+hs256_secret = "0123456789abcdef0123456789abcdef-zero"
+jwks_url = "http://127.0.0.1:9/jwks.json"
+[[access]]
+claim = "sub"
+value = "admin"
+sources = ["*"]
+[[sources]]
+name = "do-zero"
+provider = "digitalocean"
+base_url = "http://127.0.0.1:9"
+token = "zero-test-token"
+"#,
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_usage-gateway"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the gateway logs its address");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["message"] == "usage-gateway listening"
+        {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    for series in [
+        "usage_gateway_upstream_retries_total{source=\"do-zero\"}",
+        "usage_gateway_jwks_refreshes_total{outcome=\"ok\"}",
+        "usage_gateway_jwks_refreshes_total{outcome=\"error\"}",
+    ] {
+        assert_eq!(gauge(&text, series), Some(0.0), "{series}: {text}");
+    }
+    assert_eq!(exposition_findings(&text), Vec::<String>::new(), "{text}");
 }

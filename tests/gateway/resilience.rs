@@ -222,11 +222,11 @@ async fn retries_after_429_and_serves_stale_when_the_vendor_fails() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("upstream_retries_total{source=\"do\"}")),
+            .any(|l| l.starts_with("usage_gateway_upstream_retries_total{source=\"do\"}")),
         "{metrics}"
     );
     assert!(
-        metrics.contains("circuit_state{source=\"do\"} 0"),
+        metrics.contains("usage_gateway_circuit_state{source=\"do\",state=\"closed\"} 1"),
         "{metrics}"
     );
 

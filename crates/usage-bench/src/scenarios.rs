@@ -254,7 +254,9 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
     if same != body {
         return Err("the baseline does not answer the gateway's bytes".into());
     }
-    let lookups = gw.metric(&ctx.client, "cache_lookups_total", "").await?;
+    let lookups = gw
+        .metric(&ctx.client, "usage_gateway_cache_lookups_total", "")
+        .await?;
     println!(
         "  body {} bytes; 1 s warm-up each, then {ROUNDS} rounds of gateway and baseline runs of {} s",
         body.len(),
@@ -300,7 +302,9 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
         );
         pairs.push((g, b));
     }
-    let lookups_after = gw.metric(&ctx.client, "cache_lookups_total", "").await?;
+    let lookups_after = gw
+        .metric(&ctx.client, "usage_gateway_cache_lookups_total", "")
+        .await?;
     base.stop().await;
     gw.stop();
     sims.stop().await;
@@ -1036,7 +1040,9 @@ pub async fn footprint(ctx: &Ctx) -> Result<Vec<Row>, String> {
         samples.push(t.elapsed());
         errors += u64::from(!ok);
         i += 1;
-        weighted = gw.metric(&client, "cache_weighted_bytes", "").await?;
+        weighted = gw
+            .metric(&client, "usage_gateway_cache_weighted_bytes", "")
+            .await?;
         match filled_at {
             None if weighted >= goal => filled_at = Some(i),
             Some(at) if i >= at + at / 2 => break,
@@ -1047,13 +1053,23 @@ pub async fn footprint(ctx: &Ctx) -> Result<Vec<Row>, String> {
     // Let moka finish pending evictions before reading the figures.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let windows = gw
-        .metric(&client, "cache_weighted_bytes", "cache=\"windows\"")
+        .metric(
+            &client,
+            "usage_gateway_cache_weighted_bytes",
+            "cache=\"windows\"",
+        )
         .await?;
     let responses = gw
-        .metric(&client, "cache_weighted_bytes", "cache=\"responses\"")
+        .metric(
+            &client,
+            "usage_gateway_cache_weighted_bytes",
+            "cache=\"responses\"",
+        )
         .await?;
     weighted = windows + responses;
-    let entries = gw.metric(&client, "cache_entries", "").await?;
+    let entries = gw
+        .metric(&client, "usage_gateway_cache_entries", "")
+        .await?;
     let filled = gw.memory()?;
     gw.stop();
     sims.stop().await;

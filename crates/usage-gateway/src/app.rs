@@ -91,8 +91,8 @@ pub async fn openapi_json() -> HttpResponse {
     path = "/metrics",
     tag = "operations",
     operation_id = "metrics",
-    description = "Served on the main listener, or only on `server.metrics_listen` when that is set.",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String, example = "# TYPE http_requests_total counter\nhttp_requests_total{route=\"/v1/usage\",method=\"GET\",status=\"200\"} 1042\n# TYPE circuit_state gauge\ncircuit_state{source=\"do-prod\"} 0\n"))
+    description = "Served on the main listener, or only on `server.metrics_listen` when that is set. Every family has `# HELP`; the gateway's own are prefixed `usage_gateway_`, process metrics keep their standard `process_` names.",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String, example = "# HELP usage_gateway_http_requests_total HTTP requests answered, by route, method and status\n# TYPE usage_gateway_http_requests_total counter\nusage_gateway_http_requests_total{route=\"/v1/usage\",method=\"GET\",status=\"200\"} 1042\n# HELP usage_gateway_circuit_state Circuit breaker state per source: 1 for the current state (closed, half_open, open), 0 for the others\n# TYPE usage_gateway_circuit_state gauge\nusage_gateway_circuit_state{source=\"do-prod\",state=\"closed\"} 1\nusage_gateway_circuit_state{source=\"do-prod\",state=\"half_open\"} 0\nusage_gateway_circuit_state{source=\"do-prod\",state=\"open\"} 0\n# HELP usage_gateway_build_info Always 1; the version label is the gateway's version\n# TYPE usage_gateway_build_info gauge\nusage_gateway_build_info{version=\"0.1.0\"} 1\n"))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

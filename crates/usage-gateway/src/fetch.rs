@@ -268,9 +268,9 @@ impl UsageCache {
 
     /// Publishes entry counts and weighted bytes as gauges.
     pub fn publish_gauges(&self) {
-        metrics::gauge!("cache_entries", "cache" => "windows")
+        metrics::gauge!(crate::obs::names::CACHE_ENTRIES, "cache" => "windows")
             .set(self.windows.entry_count() as f64);
-        metrics::gauge!("cache_weighted_bytes", "cache" => "windows")
+        metrics::gauge!(crate::obs::names::CACHE_BYTES, "cache" => "windows")
             .set(self.windows.weighted_size() as f64);
     }
 
@@ -313,11 +313,13 @@ impl UsageCache {
             };
             match self.windows.get(&key).await {
                 Some(e) if !refresh && self.ttl.is_fresh(&e, now) => {
-                    metrics::counter!("cache_lookups_total", "result" => "hit").increment(1);
+                    metrics::counter!(crate::obs::names::CACHE_LOOKUPS, "result" => "hit")
+                        .increment(1);
                     entries[i] = Some(e);
                 }
                 old => {
-                    metrics::counter!("cache_lookups_total", "result" => "miss").increment(1);
+                    metrics::counter!(crate::obs::names::CACHE_LOOKUPS, "result" => "miss")
+                        .increment(1);
                     expired[i] = old;
                     missing.push(i);
                 }

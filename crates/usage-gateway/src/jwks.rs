@@ -156,7 +156,8 @@ impl JwksCache {
         match fetched {
             Ok(keys) => {
                 tracing::info!(url = %self.url, keys = keys.len(), "JWKS refreshed");
-                metrics::counter!("jwks_refreshes_total", "outcome" => "ok").increment(1);
+                metrics::counter!(crate::obs::names::JWKS_REFRESHES, "outcome" => "ok")
+                    .increment(1);
                 let snap = Arc::new(Snapshot {
                     keys,
                     fetched_at: Some(Instant::now()),
@@ -167,7 +168,8 @@ impl JwksCache {
                 }
             }
             Err(e) => {
-                metrics::counter!("jwks_refreshes_total", "outcome" => "error").increment(1);
+                metrics::counter!(crate::obs::names::JWKS_REFRESHES, "outcome" => "error")
+                    .increment(1);
                 tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; known keys stay in use");
             }
         }

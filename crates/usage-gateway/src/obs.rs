@@ -32,6 +32,44 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// The names of the gateway's own metric families, all prefixed `usage_gateway_` (process
+/// metrics keep their standard `process_` names).
+pub mod names {
+    /// Counter: HTTP requests answered, by route, method and status.
+    pub const HTTP_REQUESTS: &str = "usage_gateway_http_requests_total";
+    /// Histogram: HTTP request latency.
+    pub const HTTP_DURATION: &str = "usage_gateway_http_request_duration_seconds";
+    /// Gauge: HTTP requests being answered.
+    pub const HTTP_IN_FLIGHT: &str = "usage_gateway_http_requests_in_flight";
+    /// Counter: provider call attempts, by source and outcome.
+    pub const UPSTREAM_CALLS: &str = "usage_gateway_upstream_calls_total";
+    /// Counter: vendor HTTP requests sent, by source and outcome.
+    pub const UPSTREAM_REQUESTS: &str = "usage_gateway_upstream_requests_total";
+    /// Histogram: provider call latency, by source and outcome.
+    pub const UPSTREAM_DURATION: &str = "usage_gateway_upstream_call_duration_seconds";
+    /// Counter: retries after transient failures, by source.
+    pub const UPSTREAM_RETRIES: &str = "usage_gateway_upstream_retries_total";
+    /// Gauge: 1 for each source's current circuit state, 0 for its other states.
+    pub const CIRCUIT_STATE: &str = "usage_gateway_circuit_state";
+    /// Counter: window cache lookups, by result.
+    pub const CACHE_LOOKUPS: &str = "usage_gateway_cache_lookups_total";
+    /// Gauge: entries in the gateway caches, by cache.
+    pub const CACHE_ENTRIES: &str = "usage_gateway_cache_entries";
+    /// Gauge: approximate bytes held by the gateway caches, by cache.
+    pub const CACHE_BYTES: &str = "usage_gateway_cache_weighted_bytes";
+    /// Counter: JWKS fetches, by outcome.
+    pub const JWKS_REFRESHES: &str = "usage_gateway_jwks_refreshes_total";
+    /// Gauge: 1, labelled with the gateway's version.
+    pub const BUILD_INFO: &str = "usage_gateway_build_info";
+}
+
+/// Collects the process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// ...) at every scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -45,6 +83,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // handle then renders only what this recorder saw, which is still correct output.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        process_collector().describe();
+        metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
 }
@@ -52,41 +92,68 @@ pub fn prometheus() -> &'static PrometheusHandle {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
-        "http_requests_total",
+        names::HTTP_REQUESTS,
         "HTTP requests answered, by route, method and status"
     );
-    describe_histogram!(
-        "http_request_duration_seconds",
-        Unit::Seconds,
-        "HTTP request latency"
-    );
-    describe_gauge!("http_requests_in_flight", "HTTP requests being answered");
+    describe_histogram!(names::HTTP_DURATION, Unit::Seconds, "HTTP request latency");
+    describe_gauge!(names::HTTP_IN_FLIGHT, "HTTP requests being answered");
     describe_counter!(
-        "upstream_calls_total",
-        "Provider calls (one or more vendor HTTP requests each), by source and outcome"
+        names::UPSTREAM_CALLS,
+        "Provider call attempts (one or more vendor HTTP requests each), by source and outcome"
     );
     describe_counter!(
-        "upstream_requests_total",
+        names::UPSTREAM_REQUESTS,
         "Vendor HTTP requests sent, by source and outcome"
     );
     describe_histogram!(
-        "upstream_call_duration_seconds",
+        names::UPSTREAM_DURATION,
         Unit::Seconds,
         "Provider call latency, by source and outcome"
     );
     describe_counter!(
-        "cache_lookups_total",
+        names::UPSTREAM_RETRIES,
+        "Provider call retries after transient failures, by source"
+    );
+    describe_gauge!(
+        names::CIRCUIT_STATE,
+        "Circuit breaker state per source: 1 for the current state (closed, half_open, open), 0 for the others"
+    );
+    describe_counter!(
+        names::CACHE_LOOKUPS,
         "Window cache lookups, by result (hit, miss)"
     );
-    describe_gauge!("cache_entries", "Entries in the gateway caches, by cache");
+    describe_gauge!(
+        names::CACHE_ENTRIES,
+        "Entries in the gateway caches, by cache"
+    );
     describe_counter!(
-        "jwks_refreshes_total",
+        names::JWKS_REFRESHES,
         "JWKS fetches from the identity provider, by outcome (ok, error)"
     );
     describe_gauge!(
-        "cache_weighted_bytes",
+        names::CACHE_BYTES,
+        Unit::Bytes,
         "Approximate bytes held by the gateway caches, by cache"
     );
+    describe_gauge!(
+        names::BUILD_INFO,
+        "Always 1; the version label is the gateway's version"
+    );
+}
+
+/// Registers at 0 the counters that would otherwise appear only with their first event, so
+/// that rates and alerts see them from start-up: retries per source, and JWKS refreshes per
+/// outcome when a JWKS is configured. Counters that already exist keep their value.
+pub fn register_series<'a>(sources: impl IntoIterator<Item = &'a String>, jwks: bool) {
+    prometheus();
+    for name in sources {
+        metrics::counter!(names::UPSTREAM_RETRIES, "source" => name.clone()).increment(0);
+    }
+    if jwks {
+        for outcome in ["ok", "error"] {
+            metrics::counter!(names::JWKS_REFRESHES, "outcome" => outcome).increment(0);
+        }
+    }
 }
 
 /// Keeps a caller's id when it is short and made of safe characters, else makes one.
@@ -119,7 +186,7 @@ fn in_flight() -> &'static metrics::Gauge {
     // A handle taken before the recorder is installed would be a no-op for good.
     GAUGE.get_or_init(|| {
         prometheus();
-        metrics::gauge!("http_requests_in_flight")
+        metrics::gauge!(names::HTTP_IN_FLIGHT)
     })
 }
 
@@ -150,8 +217,8 @@ fn http_series(route: &str, method: &str, status: u16) -> (metrics::Counter, met
             ("method", method.to_owned()),
             ("status", status.to_string()),
         ];
-        let c = metrics::counter!("http_requests_total", &labels);
-        let h = metrics::histogram!("http_request_duration_seconds", &labels);
+        let c = metrics::counter!(names::HTTP_REQUESTS, &labels);
+        let h = metrics::histogram!(names::HTTP_DURATION, &labels);
         if series.len() < MAX_CACHED_SERIES {
             series.push((
                 route.to_owned(),
@@ -296,34 +363,34 @@ fn access_log(
     );
 }
 
-/// Renders the Prometheus text exposition, refreshing the cache gauges first.
+/// Renders the Prometheus text exposition, refreshing the cache gauges, the circuit states and
+/// the process metrics first.
 pub fn render(state: &crate::state::AppState) -> String {
     let handle = prometheus();
     state.cache.publish_gauges();
-    metrics::gauge!("cache_entries", "cache" => "responses")
+    metrics::gauge!(names::CACHE_ENTRIES, "cache" => "responses")
         .set(state.responses.entry_count() as f64);
-    metrics::gauge!("cache_weighted_bytes", "cache" => "responses")
+    metrics::gauge!(names::CACHE_BYTES, "cache" => "responses")
         .set(state.responses.weighted_size() as f64);
     publish_circuit_states(state);
+    process_collector().collect();
     handle.render()
 }
 
-/// Sets `circuit_state` of every source from its breaker as it is now, so that the series
-/// exists from start-up and an open circuit reads half-open once its cool-down has passed
-/// (the breaker itself only publishes when a call ends).
+/// Sets `usage_gateway_circuit_state` of every source from its breaker as it is now, so that
+/// the series exist from start-up and an open circuit reads half-open once its cool-down has
+/// passed (the breaker itself changes state only when a call comes or ends).
 fn publish_circuit_states(state: &crate::state::AppState) {
-    for (name, source) in &state.sources {
-        metrics::gauge!("circuit_state", "source" => name.clone())
-            .set(circuit_value(source.resilient.circuit()));
-    }
-}
-
-/// The `circuit_state` value: 0 closed, 1 half-open, 2 open.
-fn circuit_value(state: crate::resilience::CircuitState) -> f64 {
     use crate::resilience::CircuitState;
-    match state {
-        CircuitState::Closed => 0.0,
-        CircuitState::HalfOpen => 1.0,
-        CircuitState::Open => 2.0,
+    for (name, source) in &state.sources {
+        let now = source.resilient.circuit();
+        for s in [
+            CircuitState::Closed,
+            CircuitState::HalfOpen,
+            CircuitState::Open,
+        ] {
+            metrics::gauge!(names::CIRCUIT_STATE, "source" => name.clone(), "state" => s.as_str())
+                .set(if s == now { 1.0 } else { 0.0 });
+        }
     }
 }

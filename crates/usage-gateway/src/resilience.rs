@@ -166,12 +166,6 @@ impl Resilient {
             (Err(_), Breaker::HalfOpen { .. }) => *b = Breaker::HalfOpen { probing: false },
             (Err(_), _) => {}
         }
-        drop(b);
-        metrics::gauge!("circuit_state", "source" => self.name.clone()).set(match self.circuit() {
-            CircuitState::Closed => 0.0,
-            CircuitState::HalfOpen => 1.0,
-            CircuitState::Open => 2.0,
-        });
     }
 
     /// Asks the provider for usage: refused at once while the circuit is open, retried on
@@ -258,7 +252,8 @@ impl Resilient {
             if self.admit().is_err() {
                 return Err(err);
             }
-            metrics::counter!("upstream_retries_total", "source" => self.name.clone()).increment(1);
+            metrics::counter!(crate::obs::names::UPSTREAM_RETRIES, "source" => self.name.clone())
+                .increment(1);
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -272,13 +267,14 @@ impl Resilient {
         sent: u64,
         outcome: &'static str,
     ) {
+        use crate::obs::names;
         let elapsed = started.elapsed();
         let source = self.name.clone();
-        metrics::counter!("upstream_calls_total", "source" => source.clone(), "outcome" => outcome)
+        metrics::counter!(names::UPSTREAM_CALLS, "source" => source.clone(), "outcome" => outcome)
             .increment(1);
-        metrics::histogram!("upstream_call_duration_seconds", "source" => source.clone(), "outcome" => outcome)
+        metrics::histogram!(names::UPSTREAM_DURATION, "source" => source.clone(), "outcome" => outcome)
             .record(elapsed.as_secs_f64());
-        metrics::counter!("upstream_requests_total", "source" => source.clone(), "outcome" => outcome)
+        metrics::counter!(names::UPSTREAM_REQUESTS, "source" => source.clone(), "outcome" => outcome)
             .increment(sent);
         let (call, windows) = match what {
             Call::Usage { windows } => ("usage", windows),

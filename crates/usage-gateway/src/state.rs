@@ -92,6 +92,7 @@ impl AppState {
             }
         }
         crate::config::check_access(&config.access, &sources.keys().cloned().collect())?;
+        crate::obs::register_series(sources.keys(), config.auth.jwks_url.is_some());
         // Three quarters of the byte budget hold upstream answers, one quarter rendered bodies.
         let budget = config.cache.max_bytes;
         let cache = UsageCache::new(&config.cache, budget / 4 * 3);
