@@ -650,3 +650,150 @@ token = "zero-test-token"
     }
     assert_eq!(exposition_findings(&text), Vec::<String>::new(), "{text}");
 }
+
+/// Runs `usage-gateway token --config <path> <args>` with `SECRET` set to `secret` (or unset).
+fn mint(path: &std::path::Path, args: &[&str], secret: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_usage-gateway"));
+    cmd.arg("token")
+        .arg("--config")
+        .arg(path)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env_remove("SECRET")
+        .env_remove("OPS_UNSET_LISTEN")
+        .env_remove("OPS_UNSET_TOKEN");
+    if let Some(s) = secret {
+        cmd.env("SECRET", s);
+    }
+    cmd.output().unwrap()
+}
+
+/// The claims of a token minted by the binary, verified with the test secret, issuer and
+/// audience.
+fn minted_claims(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout.clone()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.set_issuer(&["https://idp.test"]);
+    v.set_audience(&["usage-gateway"]);
+    jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(crate::common::SECRET.as_bytes()),
+        &v,
+    )
+    .unwrap()
+    .claims
+}
+
+#[actix_web::test]
+async fn token_mints_claims_and_scopes_from_the_auth_table_alone() {
+    // The harness's config, with a `[server]` and a source that reference unset variables and
+    // a provider that does not exist: only `[auth]` must be valid for `token`.
+    let text = config_text("2s").replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"${OPS_UNSET_LISTEN}\"",
+    ) + "[[sources]]\nname = \"x\"\nprovider = \"nope\"\ntoken = \"${OPS_UNSET_TOKEN}\"\n";
+    let path = scratch_config("token", &text);
+    let check = check_config("token-broken", &text);
+    assert_eq!(
+        check.status.code(),
+        Some(2),
+        "the file is broken outside [auth]"
+    );
+    let secret = Some(crate::common::SECRET);
+
+    // Without extras: `sub` and the configured scope.
+    let plain = minted_claims(&mint(&path, &["--sub", "svc"], secret));
+    assert_eq!(plain["sub"], "svc");
+    assert_eq!(plain["scope"], "usage:read");
+
+    // Claims are strings; a repeated key is an array; scopes are space-joined.
+    let claims = minted_claims(&mint(
+        &path,
+        &[
+            "--sub",
+            "svc",
+            "--claim",
+            "team=ops",
+            "--claim",
+            "level=3",
+            "--claim",
+            "team=cx",
+            "--claim",
+            "note=a=b",
+            "--scope",
+            "usage:read",
+            "--scope",
+            "extra",
+        ],
+        secret,
+    ));
+    assert_eq!(claims["team"], serde_json::json!(["ops", "cx"]));
+    assert_eq!(claims["level"], "3");
+    assert_eq!(claims["note"], "a=b");
+    assert_eq!(claims["scope"], "usage:read extra");
+
+    // The gateway applies the access rules to them: team ops sees beta only, ops and cx both.
+    let h = harness("2s");
+    let app = app(&h).await;
+    let sources = |args: &'static [&'static str]| {
+        let out = mint(&path, args, secret);
+        let app = &app;
+        async move {
+            let token = String::from_utf8(out.stdout).unwrap();
+            let (status, _, body) = get(app, "/v1/sources", Some(token.trim()), &[]).await;
+            let names: Vec<String> = json_of(&body)["sources"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|s| s["source"].as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (status, names)
+        }
+    };
+    assert_eq!(
+        sources(&["--sub", "svc", "--claim", "team=ops"]).await,
+        (200, vec!["beta".to_owned()])
+    );
+    assert_eq!(
+        sources(&["--sub", "svc", "--claim", "team=ops", "--claim", "team=cx"]).await,
+        (200, vec!["alpha".to_owned(), "beta".to_owned()])
+    );
+    // Without the required scope the token is refused.
+    assert_eq!(
+        sources(&["--sub", "admin", "--scope", "other"]).await.0,
+        403
+    );
+
+    // Reserved claims are refused, naming the claim.
+    for reserved in ["sub", "scope", "iss", "aud", "exp", "iat", "nbf"] {
+        let arg = format!("{reserved}=x");
+        let out = mint(&path, &["--sub", "svc", "--claim", &arg], secret);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{reserved}: {stderr}");
+        assert!(
+            stderr.contains(&format!("`{reserved}`")),
+            "{reserved}: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // A claim without `=` is a usage error.
+    let out = mint(&path, &["--sub", "svc", "--claim", "team"], secret);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key=value"));
+
+    // A broken `[auth]` still fails, naming its key.
+    let out = mint(&path, &["--sub", "svc"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("auth.hs256_secret"), "{stderr}");
+    assert!(!stderr.contains("server.listen"), "{stderr}");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -204,16 +204,77 @@ impl JwtVerifier {
     }
 }
 
+/// Claims `usage-gateway token` sets itself and so refuses from `--claim`.
+pub const RESERVED_CLAIMS: [&str; 7] = ["sub", "iss", "aud", "exp", "iat", "nbf", "scope"];
+
+/// What a development token carries besides `sub` and the time claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevClaims {
+    /// The scopes, space-joined into `scope`; empty means the configured `required_scope`.
+    pub scopes: Vec<String>,
+    /// Extra claims, in order. Every value is a JSON string; a key given more than once
+    /// becomes an array of its strings (as an identity provider's group list).
+    pub claims: Vec<(String, String)>,
+}
+
 /// Mints a token with the configured HS256 secret (for `usage-gateway token` and the demo).
 pub fn mint_dev_token(cfg: &AuthConfig, sub: &str, now: i64) -> Result<String, String> {
+    mint_token(cfg, sub, &DevClaims::default(), now)
+}
+
+/// Mints a token with the configured HS256 secret carrying `extra`'s scopes and claims; a
+/// reserved claim ([`RESERVED_CLAIMS`]) or an empty claim name or scope list is refused.
+pub fn mint_token(
+    cfg: &AuthConfig,
+    sub: &str,
+    extra: &DevClaims,
+    now: i64,
+) -> Result<String, String> {
     let secret = cfg
         .hs256_secret
         .as_ref()
         .filter(|_| cfg.algorithms.contains(&JwtAlgorithm::HS256))
         .ok_or("this configuration has no HS256 secret (only public keys): tokens must come from your identity provider")?;
     let mut claims = Map::new();
+    for (key, value) in &extra.claims {
+        if key.trim().is_empty() {
+            return Err("--claim needs a name before `=` (key=value)".to_owned());
+        }
+        if RESERVED_CLAIMS.contains(&key.as_str()) {
+            return Err(format!(
+                "--claim {key}=…: `{key}` is set by the command itself{}",
+                match key.as_str() {
+                    "sub" => " (use --sub)",
+                    "scope" => " (use --scope)",
+                    "iss" => " (from auth.issuer)",
+                    "aud" => " (from auth.audience)",
+                    _ => " (from the current time and auth.dev_token_ttl)",
+                }
+            ));
+        }
+        match claims.get_mut(key) {
+            Some(Value::Array(values)) => values.push(Value::from(value.clone())),
+            Some(first) => *first = Value::from(vec![first.take(), Value::from(value.clone())]),
+            None => {
+                claims.insert(key.clone(), Value::from(value.clone()));
+            }
+        }
+    }
+    let scope = if extra.scopes.is_empty() {
+        cfg.required_scope.clone()
+    } else {
+        let scopes: Vec<&str> = extra
+            .scopes
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+            .collect();
+        if scopes.is_empty() {
+            return Err("--scope needs a non-empty scope".to_owned());
+        }
+        scopes.join(" ")
+    };
     claims.insert("sub".into(), Value::from(sub));
-    claims.insert("scope".into(), Value::from(cfg.required_scope.clone()));
+    claims.insert("scope".into(), Value::from(scope));
     claims.insert("iat".into(), Value::from(now));
     claims.insert("nbf".into(), Value::from(now));
     claims.insert(

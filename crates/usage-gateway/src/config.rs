@@ -492,12 +492,7 @@ impl Config {
 
     /// Parses TOML text with `${VAR}` looked up by `lookup`, then validates it.
     pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
-            ConfigError::one(
-                "(toml)",
-                e.message().to_owned() + &span_hint(text, e.span()),
-            )
-        })?;
+        let mut value = parse_toml(text)?;
         let mut errors = Vec::new();
         interpolate(&mut value, "", lookup, &mut errors);
         if !errors.is_empty() {
@@ -507,12 +502,44 @@ impl Config {
         config.validate()?;
         Ok(config)
     }
+}
 
-    /// Checks cross-field rules and reports every violation with its key path.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl AuthConfig {
+    /// Reads only the `[auth]` table of a config file, interpolating only its `${VAR}`s, and
+    /// validates it: `usage-gateway token` needs nothing else, so a file whose other sections
+    /// are broken or reference unset variables still serves.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        Self::parse(&text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses the `[auth]` table of TOML text with `${VAR}` looked up by `lookup`, then
+    /// validates it.
+    pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut auth = parse_toml(text)?
+            .as_table_mut()
+            .and_then(|t| t.remove("auth"))
+            .ok_or_else(|| ConfigError::one("auth", "missing: the file has no [auth] table"))?;
         let mut errors = Vec::new();
+        interpolate(&mut auth, "auth", lookup, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigError { errors });
+        }
+        let auth: Self = from_toml("auth", auth)?;
+        auth.check(&mut errors);
+        if errors.is_empty() {
+            Ok(auth)
+        } else {
+            Err(ConfigError { errors })
+        }
+    }
+
+    /// Adds every violation of the `[auth]` rules to `errors`, with its key path.
+    fn check(&self, errors: &mut Vec<(String, String)>) {
         let mut push = |p: &str, m: String| errors.push((p.to_owned(), m));
-        let a = &self.auth;
+        let a = self;
         if a.algorithms.is_empty() {
             push(
                 "auth.algorithms",
@@ -592,6 +619,15 @@ impl Config {
         if a.required_scope.trim().is_empty() {
             push("auth.required_scope", "must not be empty".into());
         }
+    }
+}
+
+impl Config {
+    /// Checks cross-field rules and reports every violation with its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        self.auth.check(&mut errors);
+        let mut push = |p: &str, m: String| errors.push((p.to_owned(), m));
         let s = &self.server;
         if s.request_timeout.is_zero() {
             push("server.request_timeout", "must be positive".into());
@@ -693,6 +729,16 @@ fn errors_extend(push: &mut impl FnMut(&str, String), e: ConfigError) {
     for (p, m) in e.errors {
         push(&p, m);
     }
+}
+
+/// Parses TOML text, naming the line of a syntax error.
+fn parse_toml(text: &str) -> Result<toml::Value, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        ConfigError::one(
+            "(toml)",
+            e.message().to_owned() + &span_hint(text, e.span()),
+        )
+    })
 }
 
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {

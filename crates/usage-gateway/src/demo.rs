@@ -73,12 +73,16 @@ pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
         for s in [&sims.digitalocean, &sims.kibana, &sims.chatbotkit] {
             s.faults().set_latency(sim_latency, Duration::ZERO);
         }
-        // A fresh secret per run: demo tokens are worthless outside this process.
-        let secret = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
+        // A fresh secret per run, so demo tokens are worthless outside this process, unless
+        // `DEMO_JWT_SECRET` is set: then `usage-gateway token --config config/demo.toml` with
+        // the same variable mints tokens (other claims, other scopes) for this demo.
+        let secret = std::env::var("DEMO_JWT_SECRET").unwrap_or_else(|_| {
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+        });
         let config = demo_config(&demo_values(&sims, listen, &secret))?;
         let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp())?;
         let providers = registry::build_providers(&config).map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use usage_gateway::config::Config;
+use usage_gateway::config::{AuthConfig, Config};
 use usage_gateway::state::AppState;
 use usage_gateway::{auth, openapi, registry, server};
 
@@ -57,7 +57,8 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
-    /// Mints a short-lived development token with the configured HS256 secret.
+    /// Mints a short-lived development token with the configured HS256 secret. Only the file's
+    /// `[auth]` table (and the environment variables it references) must be valid.
     Token {
         /// The TOML configuration file.
         #[arg(long, short, env = "USAGE_GATEWAY_CONFIG")]
@@ -65,7 +66,23 @@ enum Command {
         /// The `sub` claim.
         #[arg(long)]
         sub: String,
+        /// An extra claim `key=value`, repeatable. The value is always a JSON string (`3`,
+        /// `true` or `[1]` included); a key given twice or more becomes an array of strings.
+        /// `sub`, `scope`, `iss`, `aud`, `exp`, `iat` and `nbf` are refused.
+        #[arg(long = "claim", value_name = "KEY=VALUE", value_parser = claim_arg)]
+        claims: Vec<(String, String)>,
+        /// A scope, repeatable; all are space-joined into `scope`. Default: `auth.required_scope`.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
+}
+
+/// Parses one `--claim key=value` (split at the first `=`).
+fn claim_arg(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected key=value".to_owned()),
+    }
 }
 
 /// Installs the log subscriber. Lines are batched in memory and written every 100 ms or per
@@ -172,15 +189,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Token { config, sub } => {
-            let c = match Config::load(&config) {
-                Ok(c) => c,
+        Command::Token {
+            config,
+            sub,
+            claims,
+            scopes,
+        } => {
+            let auth = match AuthConfig::load(&config) {
+                Ok(a) => a,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            match auth::mint_dev_token(&c.auth, &sub, chrono::Utc::now().timestamp()) {
+            let extra = auth::DevClaims { scopes, claims };
+            match auth::mint_token(&auth, &sub, &extra, chrono::Utc::now().timestamp()) {
                 Ok(t) => {
                     println!("{t}");
                     ExitCode::SUCCESS
