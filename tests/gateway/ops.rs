@@ -501,11 +501,7 @@ async fn one_json_line_per_request_and_per_upstream_call_with_the_request_id() {
 
 /// Runs `usage-gateway check-config` on `text` written to a scratch file.
 fn check_config(name: &str, text: &str) -> std::process::Output {
-    let path = std::env::temp_dir().join(format!(
-        "usage-gateway-check-config-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, text).unwrap();
+    let path = scratch_config(&format!("check-config-{name}"), text);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_usage-gateway"))
         .arg("check-config")
         .arg(&path)

@@ -484,20 +484,12 @@ pub fn interpolate(
 impl Config {
     /// Reads, interpolates (from the process environment) and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::one(path.display().to_string(), format!("cannot read: {e}"))
-        })?;
-        Self::parse(&text, &|k| std::env::var(k).ok())
+        Self::parse(&read(path)?, &|k| std::env::var(k).ok())
     }
 
     /// Parses TOML text with `${VAR}` looked up by `lookup`, then validates it.
     pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut value = parse_toml(text)?;
-        let mut errors = Vec::new();
-        interpolate(&mut value, "", lookup, &mut errors);
-        if !errors.is_empty() {
-            return Err(ConfigError { errors });
-        }
+        let value = interpolated(parse_toml(text)?, "", lookup)?;
         let config: Config = from_toml("", value)?;
         config.validate()?;
         Ok(config)
@@ -509,25 +501,18 @@ impl AuthConfig {
     /// validates it: `usage-gateway token` needs nothing else, so a file whose other sections
     /// are broken or reference unset variables still serves.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::one(path.display().to_string(), format!("cannot read: {e}"))
-        })?;
-        Self::parse(&text, &|k| std::env::var(k).ok())
+        Self::parse(&read(path)?, &|k| std::env::var(k).ok())
     }
 
     /// Parses the `[auth]` table of TOML text with `${VAR}` looked up by `lookup`, then
     /// validates it.
     pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut auth = parse_toml(text)?
+        let auth = parse_toml(text)?
             .as_table_mut()
             .and_then(|t| t.remove("auth"))
             .ok_or_else(|| ConfigError::one("auth", "missing: the file has no [auth] table"))?;
+        let auth: Self = from_toml("auth", interpolated(auth, "auth", lookup)?)?;
         let mut errors = Vec::new();
-        interpolate(&mut auth, "auth", lookup, &mut errors);
-        if !errors.is_empty() {
-            return Err(ConfigError { errors });
-        }
-        let auth: Self = from_toml("auth", auth)?;
         auth.check(&mut errors);
         if errors.is_empty() {
             Ok(auth)
@@ -728,6 +713,27 @@ pub fn check_access(access: &[AccessEntry], names: &BTreeSet<String>) -> Result<
 fn errors_extend(push: &mut impl FnMut(&str, String), e: ConfigError) {
     for (p, m) in e.errors {
         push(&p, m);
+    }
+}
+
+/// Reads a config file, naming it when it cannot be read.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one(path.display().to_string(), format!("cannot read: {e}")))
+}
+
+/// Replaces every `${VAR}` in `value` (found at `path`), or names every unset variable.
+fn interpolated(
+    mut value: toml::Value,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<toml::Value, ConfigError> {
+    let mut errors = Vec::new();
+    interpolate(&mut value, path, lookup, &mut errors);
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(ConfigError { errors })
     }
 }
 
