@@ -802,6 +802,41 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_detail_says_what_fits_this_query() {
+        let parse = |raw: &str| {
+            query::parse(raw, &crate::config::ServerConfig::default(), Utc::now()).expect(raw)
+        };
+        let limit = |needed, agents, windows| CallLimit {
+            needed,
+            max: 250,
+            setting: "max_upstream_calls",
+            agents,
+            windows,
+        };
+        // 14 days by hour: 336 windows; by day 14 × 20 agents = 280 is still too many, by week
+        // (3 windows, the range starting mid-week) 60 fits.
+        let req = parse("start=2026-11-04&end=2026-11-18&bucket=hour");
+        assert_eq!(
+            limit_detail(&limit(6720, 20, 336), &req),
+            "this query needs 6720 vendor calls (20 agents × 336 hourly windows), above \
+             max_upstream_calls = 250 per query: use bucket=week, or a range of at most 12 hours"
+        );
+        // Cached windows are not counted; more agents than calls: no bucket or range fits.
+        assert_eq!(
+            limit_detail(&limit(300, 300, 1), &req),
+            "this query needs 300 vendor calls (300 agents × 1 uncached hourly window), above \
+             max_upstream_calls = 250 per query: use at most 250 agents (an `agent` filter)"
+        );
+        // Without buckets only fewer agents fit.
+        let req = parse("start=2026-11-04&end=2026-11-18");
+        assert_eq!(
+            limit_detail(&limit(300, 300, 1), &req),
+            "this query needs 300 vendor calls (300 agents × 1 window), above \
+             max_upstream_calls = 250 per query: use at most 250 agents (an `agent` filter)"
+        );
+    }
+
+    #[test]
     fn remembered_hits_stay_within_their_count_and_bytes() {
         let mut hits = Hits::default();
         for slot in 0..(MAX_REMEMBERED as u64 * 3) {
