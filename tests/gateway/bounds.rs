@@ -11,13 +11,14 @@ use usage_gateway::registry::build_providers;
 use usage_gateway::state::AppState;
 use usage_sim::DataSpec;
 
-struct Running {
+pub(crate) struct Running {
     base: String,
     token: String,
-    sims: usage_sim::Simulators,
+    pub(crate) sims: usage_sim::Simulators,
 }
 
-async fn start() -> Running {
+/// Starts the demo configuration on a free port over fresh simulators.
+pub(crate) async fn start() -> Running {
     let sims = usage_sim::start_all(&DataSpec::small(Utc::now()))
         .await
         .unwrap();
@@ -44,7 +45,7 @@ fn vendor_calls(r: &Running) -> u64 {
 
 /// Sends `GET /v1/usage?{query}` with the demo token and extra headers/body; returns status,
 /// content type and JSON body (`Null` when the body is not JSON).
-async fn send(
+pub(crate) async fn send(
     r: &Running,
     query: &str,
     headers: HeaderMap,

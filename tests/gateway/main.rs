@@ -19,5 +19,6 @@ mod jwt;
 mod jwt_matrix;
 mod openapi_drift;
 mod ops;
+mod per_source;
 mod resilience;
 mod secrets;

@@ -95,6 +95,18 @@ pub enum ProviderError {
         /// Which parameter and why.
         message: String,
     },
+    /// The query needs more vendor requests than the source allows per query (e.g.
+    /// DigitalOcean's `max_upstream_calls`); a coarser bucket, a shorter range or fewer agents
+    /// fit. Other sources may still answer the same query.
+    #[error("{source_name}: {message}")]
+    SourceLimit {
+        /// The source.
+        source_name: String,
+        /// The limit and what would fit, in the provider's terms.
+        message: String,
+        /// The numbers behind it, so that callers can say what fits in their own terms.
+        calls: CallLimit,
+    },
     /// The gateway stopped calling the source after repeated failures; it probes again later.
     #[error("{source_name}: circuit open after repeated failures; next attempt in {}s", retry_after.as_secs())]
     CircuitOpen {
@@ -113,6 +125,22 @@ pub enum ProviderError {
     },
 }
 
+/// Why a query exceeds a source's per-query limit of vendor requests: `agents × windows`
+/// requests were needed, `max` are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimit {
+    /// Vendor requests the query needs.
+    pub needed: u64,
+    /// Vendor requests allowed per query.
+    pub max: u64,
+    /// The configuration key that sets `max` (e.g. `max_upstream_calls`).
+    pub setting: &'static str,
+    /// Agents the query covers (one request per agent and window).
+    pub agents: u64,
+    /// Windows to fetch per agent.
+    pub windows: u64,
+}
+
 impl ProviderError {
     /// Reports whether retrying the same request later may succeed.
     pub fn is_transient(&self) -> bool {
@@ -125,6 +153,7 @@ impl ProviderError {
             | Self::QuotaExceeded { .. }
             | Self::Decode { .. }
             | Self::InvalidQuery { .. }
+            | Self::SourceLimit { .. }
             | Self::CircuitOpen { .. }
             | Self::Config { .. } => false,
         }
@@ -179,6 +208,7 @@ impl ProviderError {
             | Self::Timeout { .. }
             | Self::Decode { .. }
             | Self::InvalidQuery { .. }
+            | Self::SourceLimit { .. }
             | Self::CircuitOpen { .. } => self.to_string(),
         }
     }
@@ -206,6 +236,7 @@ impl ProviderError {
             Self::Timeout { .. } => "timeout",
             Self::Decode { .. } => "upstream_decode",
             Self::InvalidQuery { .. } => "invalid_query",
+            Self::SourceLimit { .. } => "source_limit",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::Config { .. } => "source_config",
         }

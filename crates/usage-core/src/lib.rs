@@ -16,7 +16,7 @@ pub mod time;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-pub use error::ProviderError;
+pub use error::{CallLimit, ProviderError};
 pub use model::{
     Agent, Attribution, Counters, Dimension, PointKey, ProviderKind, SourceInfo,
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageQuery, Window,

@@ -208,6 +208,10 @@ pub struct UsageQuery {
     pub agents: Option<BTreeSet<String>>,
     /// Only these users, when set (only asked of sources that can filter by user).
     pub users: Option<BTreeSet<String>>,
+    /// A refresh (`Cache-Control: no-cache`): the provider answers from the vendor, not from any
+    /// cache of its own (scans, agent lists), so that a failing vendor shows; what it fetches
+    /// refills those caches.
+    pub refresh: bool,
 }
 
 impl UsageQuery {
@@ -218,6 +222,7 @@ impl UsageQuery {
             dimensions,
             agents: None,
             users: None,
+            refresh: false,
         }
     }
 
@@ -408,6 +413,9 @@ pub struct UsageBatch {
     /// Remarks on data the answer lacks although the call succeeded (e.g. an agent the vendor no
     /// longer knows); shown to callers in the source's entry.
     pub notes: Vec<String>,
+    /// Set when the answer lacks data the source holds (e.g. agents on an agent list page that
+    /// could not be read; `notes` say which): the gateway's answer is then not `complete`.
+    pub partial: bool,
 }
 
 impl UsageBatch {

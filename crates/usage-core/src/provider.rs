@@ -1,11 +1,12 @@
 //! The trait every vendor integration implements.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::error::ProviderError;
-use crate::model::{Agent, SourceInfo, UsageBatch, UsageQuery};
+use crate::model::{Agent, Dimension, SourceInfo, UsageBatch, UsageQuery};
 
 /// A configured connection to one vendor account (a "source").
 ///
@@ -15,6 +16,15 @@ use crate::model::{Agent, SourceInfo, UsageBatch, UsageQuery};
 pub trait UsageProvider: Send + Sync + std::fmt::Debug + 'static {
     /// Describes the source: its name, provider kind and what it can answer.
     fn describe(&self) -> SourceInfo;
+
+    /// Returns the vendor dimensions to ask for (and to cache answers under) when a query keeps
+    /// `dims`: `dims` widened by every dimension the vendor requests split by anyway, so that
+    /// queries which differ only in dimensions aggregated afterwards send the same vendor
+    /// requests once and share one cached answer. The answer keeps more labels than asked; the
+    /// gateway's aggregation groups them away. The default keeps `dims`.
+    fn fetch_dimensions(&self, dims: &BTreeSet<Dimension>) -> BTreeSet<Dimension> {
+        dims.clone()
+    }
 
     /// Lists the agents the source can see.
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError>;

@@ -207,6 +207,7 @@ impl UsageProvider for StaticProvider {
             upstream_requests: 1,
             warnings: None,
             notes: Vec::new(),
+            partial: false,
         }
         .compact())
     }

@@ -99,6 +99,7 @@ impl Problem {
             ProviderError::Config { .. } => ("Source misconfigured", 502),
             ProviderError::CircuitOpen { .. } => ("Source circuit open", 503),
             ProviderError::InvalidQuery { .. } => ("Query not answerable by this source", 400),
+            ProviderError::SourceLimit { .. } => ("Query exceeds a limit of this source", 400),
             _ => ("Vendor request failed", 502),
         };
         let mut p = Self::new(e.kind(), title, status, e.public_detail());

@@ -18,10 +18,13 @@ use crate::config::CacheConfig;
 use crate::error::Problem;
 use crate::resilience::{ResilienceConfig, Resilient};
 
-/// What a query asks of one source beyond the windows: the dimensions kept and the filters.
+/// What a query asks of one source beyond the windows: the dimensions fetched and the filters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Shape {
-    /// Vendor dimensions to keep (already intersected with what the source has).
+    /// Vendor dimensions to fetch: the query's (intersected with what the source has), widened
+    /// by the provider to those its vendor requests split by anyway
+    /// ([`usage_core::UsageProvider::fetch_dimensions`]), so that groupings the aggregation
+    /// derives from the same vendor requests share one cache entry.
     pub dims: BTreeSet<Dimension>,
     /// Agent filter (from the query and the access policy).
     pub agents: Option<BTreeSet<String>>,
@@ -60,6 +63,9 @@ pub struct WindowEntry {
     pub warnings: Option<u64>,
     /// Remarks from the provider.
     pub notes: Vec<String>,
+    /// The provider's answer lacked data the source holds (`notes` say what); such an entry
+    /// lives only `open_ttl`, so that the next query asks again soon.
+    pub partial: bool,
 }
 
 /// What one cached window costs besides its points and strings: its key, the
@@ -362,6 +368,8 @@ impl UsageCache {
                     let mut q = UsageQuery::new(missing_windows.clone(), shape.dims.clone());
                     q.agents.clone_from(&shape.agents);
                     q.users.clone_from(&shape.users);
+                    // A refresh reaches the provider's own caches too (scans, agent lists).
+                    q.refresh = refresh;
                     let result = src.resilient.usage(&q, deadline).await;
                     src.record(result.as_ref().map(|_| ()));
                     let batch = result?;
@@ -382,12 +390,13 @@ impl UsageCache {
                             fetched_at: now,
                             // Under conversation attribution a past window changes whenever one of
                             // its conversations continues, so no window of such a source is closed.
-                            closed: exact && this.is_closed(w, now),
+                            closed: exact && !batch.partial && this.is_closed(w, now),
                             warnings: batch
                                 .warnings
                                 .as_ref()
                                 .map(|m| m.get(w).copied().unwrap_or(0)),
                             notes: batch.notes.clone(),
+                            partial: batch.partial,
                         });
                         let key = WindowKey {
                             source: src_name.clone(),

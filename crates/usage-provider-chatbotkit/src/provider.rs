@@ -103,8 +103,9 @@ impl ChatbotkitProvider {
         }
     }
 
-    /// Lists the bots: the fixed list, or `GET /v1/bot/list` (cached for `discovery_ttl`).
-    async fn discover(&self, calls: &AtomicU64) -> Result<Arc<Vec<Agent>>, Error> {
+    /// Lists the bots: the fixed list, or `GET /v1/bot/list` (cached for `discovery_ttl`; a
+    /// `refresh` lists again).
+    async fn discover(&self, refresh: bool, calls: &AtomicU64) -> Result<Arc<Vec<Agent>>, Error> {
         if let Some(fixed) = &self.scope {
             return Ok(Arc::new(
                 fixed
@@ -118,6 +119,7 @@ impl ChatbotkitProvider {
         }
         let mut cached = self.discovery.lock().await;
         if let Some((at, list)) = cached.as_ref()
+            && !refresh
             && at.elapsed() < self.config.discovery_ttl
         {
             return Ok(Arc::clone(list));
@@ -232,7 +234,9 @@ impl ChatbotkitProvider {
         cx: &MapCtx<'_>,
         calls: &AtomicU64,
     ) -> Result<Mapped, Error> {
-        if let Some(m) = self.answer_from_cache(filter, query, cx) {
+        if !query.refresh
+            && let Some(m) = self.answer_from_cache(filter, query, cx)
+        {
             return Ok(m);
         }
         let Some((from_ms, to_ms)) = span_ms(&query.windows) else {
@@ -245,7 +249,9 @@ impl ChatbotkitProvider {
             filter,
             calls,
         };
-        state.ensure(scan, from_ms, to_ms, self.timing()).await?;
+        state
+            .ensure(scan, (from_ms, to_ms), self.timing(), query.refresh)
+            .await?;
         Ok(map_state(&state, from_ms, to_ms, query, cx))
     }
 
@@ -547,9 +553,26 @@ impl UsageProvider for ChatbotkitProvider {
         }
     }
 
+    /// Totals per bot come from the same requests as totals over bots: the per-bot totals are
+    /// asked per bot, and a record scan reads every bot's records; so `agent` is fetched
+    /// whenever the query stays above record level (with `user`, `conversation` or `usage_type`
+    /// the record scan answers, and its scan cache serves every grouping of those).
+    fn fetch_dimensions(&self, dims: &BTreeSet<Dimension>) -> BTreeSet<Dimension> {
+        let mut out = dims.clone();
+        if !dims.iter().any(|d| {
+            matches!(
+                d,
+                Dimension::User | Dimension::Conversation | Dimension::UsageType
+            )
+        }) {
+            out.insert(Dimension::Agent);
+        }
+        out
+    }
+
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
         let calls = AtomicU64::new(0);
-        Ok(self.discover(&calls).await?.as_ref().clone())
+        Ok(self.discover(false, &calls).await?.as_ref().clone())
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {
@@ -565,7 +588,7 @@ impl UsageProvider for ChatbotkitProvider {
         let mut names: HashMap<String, String> = HashMap::new();
         if plan != Plan::Empty && keep.contains(&Dimension::Agent) && self.scope.is_none() {
             // Names only ride along: without them the numbers are still right.
-            match self.discover(&calls).await {
+            match self.discover(query.refresh, &calls).await {
                 Ok(bots) => {
                     names = bots
                         .iter()
@@ -586,8 +609,14 @@ impl UsageProvider for ChatbotkitProvider {
                     unit: self.config.unit,
                     record_types: self.config.record_types,
                 };
-                // A cached record scan answers too: both modes count the same records.
-                match self.answer_from_cache(filter, query, &cx) {
+                // A cached record scan answers too (both modes count the same records), but not
+                // a refresh.
+                let cached = if query.refresh {
+                    None
+                } else {
+                    self.answer_from_cache(filter, query, &cx)
+                };
+                match cached {
                     Some(m) => m,
                     None => self.range_mode(bots, query, &cx, &calls).await?,
                 }
@@ -609,6 +638,7 @@ impl UsageProvider for ChatbotkitProvider {
             upstream_requests: calls.load(Ordering::Relaxed),
             warnings: None,
             notes,
+            partial: false,
         }
         .compact())
     }

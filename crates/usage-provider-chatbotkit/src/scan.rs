@@ -322,13 +322,15 @@ impl ScanState {
         bottom_ok && top_ok
     }
 
-    /// Reads whatever `[from_ms, to_ms)` needs that the cache lacks or holds too long.
+    /// Reads whatever `[from_ms, to_ms)` needs that the cache lacks or holds too long; a
+    /// `refresh` (`Cache-Control: no-cache`) rereads the range from the top whatever the cache
+    /// holds (a failed reread of the top changes nothing).
     pub(crate) async fn ensure(
         &mut self,
         cx: ScanCtx<'_>,
-        from_ms: i64,
-        to_ms: i64,
+        (from_ms, to_ms): (i64, i64),
         t: Timing,
+        refresh: bool,
     ) -> Result<(), Error> {
         if self
             .coverage
@@ -341,7 +343,10 @@ impl ScanState {
             return self.first_scan(cx, from_ms).await;
         };
         let open_from = cov.top_ms.saturating_sub(t.settle_ms());
-        if to_ms > open_from && cov.top_at.elapsed() >= t.open_ttl {
+        if refresh {
+            // Down to the range's start, and at least the open part, which the reread makes fresh.
+            self.refresh_top(cx, from_ms.min(open_from)).await?;
+        } else if to_ms > open_from && cov.top_at.elapsed() >= t.open_ttl {
             self.refresh_top(cx, open_from).await?;
         }
         if let Some(Coverage {

@@ -28,6 +28,11 @@ pub(crate) enum DoError {
     Decode { message: String },
     /// The query cannot be answered as asked.
     InvalidQuery { message: String },
+    /// The query needs more usage calls than `max_upstream_calls`.
+    SourceLimit {
+        message: String,
+        calls: usage_core::CallLimit,
+    },
 }
 
 /// A [`DoError`] with the name of the source it happened in.
@@ -96,6 +101,11 @@ impl From<SourcedError> for ProviderError {
             DoError::InvalidQuery { message } => Self::InvalidQuery {
                 source_name,
                 message,
+            },
+            DoError::SourceLimit { message, calls } => Self::SourceLimit {
+                source_name,
+                message,
+                calls,
             },
         }
     }

@@ -34,6 +34,9 @@ pub const INPUT_USAGE_TYPE: &str = "INPUT";
 /// The usage type name of every output-like type (`OUTPUT`, `output*`, `completion*`).
 pub const OUTPUT_USAGE_TYPE: &str = "OUTPUT";
 
+/// The vendor dimensions DigitalOcean fills.
+const DIMENSIONS: [Dimension; 2] = [Dimension::Agent, Dimension::UsageType];
+
 /// Upper bound on agent list pages (200 agents each) followed in one discovery.
 const MAX_DISCOVERY_PAGES: usize = 1000;
 
@@ -52,6 +55,39 @@ pub struct DigitaloceanProvider {
     discovery_ttl: Duration,
     /// The last discovery; the lock also makes concurrent refreshes wait for one listing.
     discovery: tokio::sync::Mutex<Option<Discovered>>,
+}
+
+/// An agent listing.
+struct Listing<A> {
+    agents: A,
+    /// Upstream requests it took.
+    calls: u64,
+    /// Set when a page after the first could not be read: the note saying which, as shown to
+    /// callers (the agents of that page and later ones are missing).
+    broken: Option<String>,
+}
+
+/// Describes the agent list page `n` (1-based) at `at` that could not be read.
+fn broken_page(n: usize, at: &str, e: &DoError) -> String {
+    let why = match e {
+        DoError::NotFound { .. } => "HTTP 404".to_owned(),
+        DoError::Unauthenticated { .. } => "HTTP 401".to_owned(),
+        DoError::Forbidden { .. } => "HTTP 403".to_owned(),
+        DoError::BadRequest { status, .. } | DoError::Upstream { status, .. } => {
+            format!("HTTP {status}")
+        }
+        DoError::Decode { message } => message.clone(),
+        DoError::RateLimited { .. }
+        | DoError::Transport { .. }
+        | DoError::Timeout { .. }
+        | DoError::InvalidQuery { .. }
+        | DoError::SourceLimit { .. } => "the request failed".to_owned(),
+    };
+    format!(
+        "the agent listing stopped at page {n} ({}): {why}; agents listed there or on later \
+         pages are missing from this answer",
+        crate::client::truncate(at)
+    )
 }
 
 struct Discovered {
@@ -120,29 +156,52 @@ impl DigitaloceanProvider {
         e.at(&self.name).into()
     }
 
-    /// Returns the agents (fixed or discovered, cached for `discovery_ttl`) and how many upstream
-    /// requests getting them took.
-    async fn agent_list(&self) -> Result<(Arc<Vec<Agent>>, u64), DoError> {
+    /// Returns the agents (fixed or discovered, cached for `discovery_ttl`; a `refresh` lists
+    /// again), how many upstream requests getting them took, and why the listing stopped short
+    /// when it did (see [`Listing::broken`]). A listing stopped short is not cached, so the next
+    /// query lists again.
+    async fn agent_list(&self, refresh: bool) -> Result<Listing<Arc<Vec<Agent>>>, DoError> {
         if let Some(fixed) = &self.fixed_agents {
-            return Ok((Arc::clone(fixed), 0));
+            return Ok(Listing {
+                agents: Arc::clone(fixed),
+                calls: 0,
+                broken: None,
+            });
         }
         let mut cached = self.discovery.lock().await;
         if let Some(d) = cached.as_ref()
+            && !refresh
             && d.at.elapsed() < self.discovery_ttl
         {
-            return Ok((Arc::clone(&d.agents), 0));
+            return Ok(Listing {
+                agents: Arc::clone(&d.agents),
+                calls: 0,
+                broken: None,
+            });
         }
-        let (agents, calls) = self.discover().await?;
-        let agents = Arc::new(agents);
-        *cached = Some(Discovered {
-            at: Instant::now(),
-            agents: Arc::clone(&agents),
-        });
-        Ok((agents, calls))
+        let listing = self.discover().await?;
+        let agents = Arc::new(listing.agents);
+        if listing.broken.is_none() {
+            *cached = Some(Discovered {
+                at: Instant::now(),
+                agents: Arc::clone(&agents),
+            });
+        }
+        Ok(Listing {
+            agents,
+            calls: listing.calls,
+            broken: listing.broken,
+        })
     }
 
     /// Lists every agent, following `links.pages.next` only.
-    async fn discover(&self) -> Result<(Vec<Agent>, u64), DoError> {
+    ///
+    /// A page after the first that cannot be had for good (its `next` link is not a URL or
+    /// leaves `base_url`, or the page answers 404 or another non-transient error) ends the
+    /// listing with the agents found so far and a note naming the page; with no agent found it
+    /// is the source's error. Transient failures (transport, timeouts, 5xx, 429) fail the
+    /// listing, so that the resilience layer retries the call.
+    async fn discover(&self) -> Result<Listing<Vec<Agent>>, DoError> {
         let mut url = self.client.first_agents_page(self.only_deployed);
         let mut visited = HashSet::from([url.clone()]);
         let mut seen_ids = HashSet::new();
@@ -156,7 +215,17 @@ impl DigitaloceanProvider {
             }
             self.client.admit(1).await?;
             calls += 1;
-            let page = self.client.list_agents(url.clone()).await?;
+            let page = match self.client.list_agents(url.clone()).await {
+                Ok(page) => page,
+                Err(e) if !agents.is_empty() && !self.err(e.clone()).is_transient() => {
+                    return Ok(Listing {
+                        broken: Some(broken_page(visited.len(), url.as_str(), &e)),
+                        agents,
+                        calls,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             for a in page.agents.into_iter().flatten().flatten() {
                 let Some(id) = a
                     .uuid
@@ -180,7 +249,17 @@ impl DigitaloceanProvider {
             let Some(next) = next else {
                 break;
             };
-            let next = self.client.next_page(&url, next.trim())?;
+            let next = match self.client.next_page(&url, next.trim()) {
+                Ok(next) => next,
+                Err(e) if !agents.is_empty() => {
+                    return Ok(Listing {
+                        broken: Some(broken_page(visited.len() + 1, next.trim(), &e)),
+                        agents,
+                        calls,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             if !visited.insert(next.clone()) {
                 return Err(DoError::Decode {
                     message: format!("links.pages.next loops back to {next}"),
@@ -188,7 +267,11 @@ impl DigitaloceanProvider {
             }
             url = next;
         }
-        Ok((agents, calls))
+        Ok(Listing {
+            agents,
+            calls,
+            broken: None,
+        })
     }
 
     async fn forget_discovery(&self) {
@@ -219,12 +302,29 @@ impl DigitaloceanProvider {
             });
         }
 
-        let (agents, discovery_calls) = self.agent_list().await?;
+        let Listing {
+            agents,
+            calls: discovery_calls,
+            broken,
+        } = self.agent_list(query.refresh).await?;
+        let partial = broken.is_some();
+        notes.extend(broken);
         let agents: Vec<&Agent> = agents.iter().filter(|a| query.wants_agent(&a.id)).collect();
         let needed = agents.len().saturating_mul(plans.len());
         if needed > self.max_calls as usize {
-            return Err(DoError::InvalidQuery {
+            return Err(DoError::SourceLimit {
                 message: self.too_many_calls(needed, agents.len(), plans.len()),
+                calls: usage_core::CallLimit {
+                    needed: needed as u64,
+                    max: u64::from(self.max_calls),
+                    setting: if self.max_calls < self.max_calls_configured {
+                        "rate_limit_per_minute"
+                    } else {
+                        "max_upstream_calls"
+                    },
+                    agents: agents.len() as u64,
+                    windows: plans.len() as u64,
+                },
             });
         }
         let needed = u32::try_from(needed).unwrap_or(u32::MAX);
@@ -324,6 +424,7 @@ impl DigitaloceanProvider {
             upstream_requests: discovery_calls + sent.into_inner(),
             warnings: None,
             notes,
+            partial,
         }
         .compact())
     }
@@ -354,14 +455,20 @@ impl UsageProvider for DigitaloceanProvider {
             name: self.name.clone(),
             provider: ProviderKind::Digitalocean,
             attribution: Attribution::Exact,
-            dimensions: BTreeSet::from([Dimension::Agent, Dimension::UsageType]),
+            dimensions: DIMENSIONS.into_iter().collect(),
             filters: BTreeSet::from([Dimension::Agent]),
         }
     }
 
+    /// Every usage request is one agent's, and answers per usage type: both dimensions come with
+    /// any query.
+    fn fetch_dimensions(&self, _dims: &BTreeSet<Dimension>) -> BTreeSet<Dimension> {
+        DIMENSIONS.into_iter().collect()
+    }
+
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
-        let (agents, _) = self.agent_list().await.map_err(|e| self.err(e))?;
-        Ok(agents.as_ref().clone())
+        let listing = self.agent_list(false).await.map_err(|e| self.err(e))?;
+        Ok(listing.agents.as_ref().clone())
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {

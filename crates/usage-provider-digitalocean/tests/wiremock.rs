@@ -183,22 +183,114 @@ async fn only_deployed_is_sent() {
     assert_eq!(p.agents().await.unwrap().len(), 1);
 }
 
+/// Mounts a first agents page listing `agents` whose `links.pages.next` is `next`.
+async fn mount_first_page(server: &MockServer, agents: &[&str], next: &str, times: u64) {
+    let agents: Vec<serde_json::Value> = agents
+        .iter()
+        .map(|a| serde_json::json!({"uuid": a}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/v2/gen-ai/agents"))
+        .and(query_param_is_missing("page"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "agents": agents,
+            "links": {"pages": {"next": next}}
+        })))
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
 #[tokio::test]
 async fn discovery_refuses_next_links_to_another_host() {
     let server = MockServer::start().await;
+    mount_first_page(
+        &server,
+        &[A],
+        "https://evil.example/v2/gen-ai/agents?page=2",
+        1,
+    )
+    .await;
+    // Only the first page is asked (the mock server is the only host that sees a request).
+    let p = provider(&server, |_| {});
+    assert_eq!(p.agents().await.unwrap().len(), 1, "the agents listed stay");
+
+    // With no agent listed, the link is the source's error.
+    let server = MockServer::start().await;
+    mount_first_page(
+        &server,
+        &[],
+        "https://evil.example/v2/gen-ai/agents?page=2",
+        1,
+    )
+    .await;
+    let e = provider(&server, |_| {}).agents().await.unwrap_err();
+    assert!(matches!(e, ProviderError::Decode { .. }), "{e}");
+    assert!(e.to_string().contains("evil.example"), "{e}");
+}
+
+#[tokio::test]
+async fn a_broken_agents_page_keeps_the_agents_already_listed() {
+    for (next, page2, why) in [
+        ("?page=2&per_page=200", Some(404), "HTTP 404"),
+        ("http://[broken", None, "not a URL"),
+    ] {
+        let server = MockServer::start().await;
+        // Not cached: the second query lists again.
+        mount_first_page(&server, &[A, B], next, 2).await;
+        if let Some(status) = page2 {
+            Mock::given(method("GET"))
+                .and(path("/v2/gen-ai/agents"))
+                .and(query_param("page", "2"))
+                .respond_with(ResponseTemplate::new(status).set_body_json(
+                    serde_json::json!({"id": "not_found", "message": "The resource was not found."}),
+                ))
+                .expect(2)
+                .mount(&server)
+                .await;
+        }
+        for (agent, input) in [(A, 10), (B, 20)] {
+            Mock::given(method("GET"))
+                .and(path(usage_path(agent)))
+                .respond_with(ResponseTemplate::new(200).set_body_json(usage_body(agent, input, 1)))
+                .expect(2)
+                .mount(&server)
+                .await;
+        }
+        let p = provider(&server, |_| {});
+        for _ in 0..2 {
+            let b = p.usage(&one_day()).await.unwrap();
+            assert!(b.partial, "{next}: {b:?}");
+            assert_eq!(totals(&b).input, 30, "{next}: both agents listed answer");
+            let pages = if page2.is_some() { 2 } else { 1 };
+            assert_eq!(b.upstream_requests, pages + 2, "{next}");
+            assert_eq!(b.notes.len(), 1, "{next}: {:?}", b.notes);
+            let note = &b.notes[0];
+            assert!(
+                note.contains("stopped at page 2") && note.contains(why),
+                "{next}: {note}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_transient_failure_of_a_later_agents_page_fails_the_listing() {
+    let server = MockServer::start().await;
+    mount_first_page(&server, &[A], "?page=2&per_page=200", 1).await;
     Mock::given(method("GET"))
         .and(path("/v2/gen-ai/agents"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "agents": [{"uuid": A}],
-            "links": {"pages": {"next": "https://evil.example/v2/gen-ai/agents?page=2"}}
-        })))
+        .and(query_param("page", "2"))
+        .respond_with(ResponseTemplate::new(503))
         .expect(1)
         .mount(&server)
         .await;
-    let p = provider(&server, |_| {});
-    let e = p.agents().await.unwrap_err();
-    assert!(matches!(e, ProviderError::Decode { .. }), "{e}");
-    assert!(e.to_string().contains("evil.example"), "{e}");
+    // The resilience layer retries the call, from the first page.
+    let e = provider(&server, |_| {})
+        .usage(&one_day())
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
 }
 
 #[tokio::test]
@@ -330,9 +422,14 @@ async fn call_count_guard_rejects_before_any_call() {
         .usage(&UsageQuery::new(hours.clone(), dims()))
         .await
         .unwrap_err();
-    let ProviderError::InvalidQuery { message, .. } = &e else {
+    let ProviderError::SourceLimit { message, calls, .. } = &e else {
         panic!("{e:?}")
     };
+    assert_eq!(
+        (calls.needed, calls.max, calls.agents, calls.windows),
+        (300, 200, 3, 100)
+    );
+    assert_eq!(e.kind(), "source_limit");
     assert!(message.contains("300"), "{message}");
     assert!(message.contains("200"), "{message}");
     assert!(message.contains("coarser bucket"), "{message}");
@@ -366,7 +463,7 @@ async fn the_maximum_is_capped_by_the_rate_budget() {
         .collect();
     let e = p.usage(&UsageQuery::new(w, dims())).await.unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, ProviderError::InvalidQuery { .. }), "{msg}");
+    assert!(matches!(e, ProviderError::SourceLimit { .. }), "{msg}");
     assert!(
         msg.contains("needs 5") && msg.contains("maximum of 4"),
         "{msg}"

@@ -129,17 +129,19 @@ impl KibanaProvider {
 
     /// Returns the agents to consider for a range ending at `end`: the fixed list, or the
     /// discovered one. A discovered list serves `open_ttl`, and `closed_ttl` for ranges that
-    /// ended before it was fetched (agents created later have no conversations there).
+    /// ended before it was fetched (agents created later have no conversations there); a
+    /// `refresh` lists again.
     async fn agents_for(
         &self,
         end: DateTime<Utc>,
+        refresh: bool,
         sent: &AtomicU64,
     ) -> Result<Arc<Vec<Agent>>, Error> {
         if let Some(fixed) = &self.fixed_agents {
             return Ok(Arc::clone(fixed));
         }
         let mut cached = self.agent_list.lock().await;
-        if let Some(list) = cached.as_ref() {
+        if let Some(list) = cached.as_ref().filter(|_| !refresh) {
             let age = list.fetched.elapsed();
             if age < self.ttl.open || (end <= list.fetched_at && age < self.ttl.closed) {
                 return Ok(Arc::clone(&list.agents));
@@ -259,18 +261,29 @@ impl KibanaProvider {
 
     /// Brings `slot` up to date for `[start, end)`, walking only what the cached scan lacks:
     /// nothing, the open top of the list, the part older than the scan reached, or everything.
-    /// Walks further back keep the pages they got even when a later page fails.
+    /// A `refresh` walks from the top down to `start` whatever the scan holds. Walks further
+    /// back keep the pages they got even when a later page fails.
     async fn ensure(
         &self,
         slot: &mut Option<ScanState>,
         who: (&str, Option<&[String]>),
         (start, end): (DateTime<Utc>, DateTime<Utc>),
+        refresh: bool,
         tally: &CallStats,
     ) -> Result<(), Error> {
         let now = Instant::now();
         let step = slot
             .as_ref()
-            .and_then(|s| s.next_step(start, end, now, &self.ttl));
+            .and_then(|s| s.next_step(start, end, now, &self.ttl))
+            // The same walk a stale top takes, reaching back to `start`: it replaces every
+            // conversation of the range (merged only when complete).
+            .map(|step| {
+                if refresh {
+                    Step::FromTop { stop_before: start }
+                } else {
+                    step
+                }
+            });
         let state = match (step, slot.as_mut()) {
             (Some(Step::Serve), _) => return Ok(()),
             (Some(Step::FromTop { stop_before }), Some(state)) => {
@@ -335,7 +348,7 @@ impl KibanaProvider {
         let (start, end) = (first.start, last.end);
         let usernames: Option<Vec<String>> =
             query.users.as_ref().map(|u| u.iter().cloned().collect());
-        if usernames.is_some() {
+        if usernames.is_some() && !query.refresh {
             // An unfiltered scan that already covers the range answers a user filter too.
             if let Some(slot) = self.scans.get(&(agent.id.clone(), None)).await
                 && let Ok(guard) = slot.try_lock()
@@ -359,6 +372,7 @@ impl KibanaProvider {
             &mut guard,
             (&agent.id, key.1.as_deref()),
             (start, end),
+            query.refresh,
             tally,
         )
         .await?;
@@ -476,9 +490,18 @@ impl UsageProvider for KibanaProvider {
         }
     }
 
+    /// Every scan is per agent: per-agent totals come from the same walks.
+    fn fetch_dimensions(&self, dims: &BTreeSet<Dimension>) -> BTreeSet<Dimension> {
+        let mut out = dims.clone();
+        out.insert(Dimension::Agent);
+        out
+    }
+
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
         let sent = AtomicU64::new(0);
-        let agents = self.agents_for(DateTime::<Utc>::MAX_UTC, &sent).await?;
+        let agents = self
+            .agents_for(DateTime::<Utc>::MAX_UTC, false, &sent)
+            .await?;
         Ok(agents.as_ref().clone())
     }
 
@@ -496,7 +519,9 @@ impl UsageProvider for KibanaProvider {
                 ..UsageBatch::default()
             });
         }
-        let agents = self.agents_for(last.end, &tally.sent).await?;
+        let agents = self
+            .agents_for(last.end, query.refresh, &tally.sent)
+            .await?;
         // Futures are built before the stream, so that no closure sits in the stream's type
         // (which keeps the returned future `Send` for `async_trait`).
         let scans: Vec<_> = agents
@@ -530,6 +555,7 @@ impl UsageProvider for KibanaProvider {
             upstream_requests: tally.sent.load(Ordering::Relaxed),
             warnings: Some(warnings),
             notes,
+            partial: false,
         }
         .compact())
     }

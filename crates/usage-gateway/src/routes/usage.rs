@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use chrono::Utc;
 use usage_core::aggregate::{self, SourcePoints};
-use usage_core::{Dimension, ProviderError};
+use usage_core::{Bucket, CallLimit, Dimension, ProviderError};
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::auth::{AgentScope, Caller};
@@ -121,13 +121,15 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
             (!req.users.is_empty()).then(|| req.users.iter().cloned().collect::<BTreeSet<_>>());
         let can_filter_users = source.info.filters.contains(&Dimension::User);
         let shape = (users.is_none() || can_filter_users).then(|| {
+            let dims: BTreeSet<Dimension> = req
+                .group_by
+                .iter()
+                .copied()
+                .filter(|d| source.info.dimensions.contains(d))
+                .collect();
             Arc::new(Shape {
-                dims: req
-                    .group_by
-                    .iter()
-                    .copied()
-                    .filter(|d| source.info.dimensions.contains(d))
-                    .collect(),
+                // Cached by what the vendor requests depend on; the aggregation regroups.
+                dims: source.provider.fetch_dimensions(&dims),
                 agents,
                 users,
             })
@@ -145,7 +147,11 @@ struct Outcome {
     source: Arc<Source>,
     entry: SourceEntry,
     points: Vec<Arc<WindowEntry>>,
+    /// Why the source refused the query as asked (an invalid query, or one above a limit of
+    /// the source): a 400 when every touched source refused, the source's error otherwise.
     invalid: Option<String>,
+    /// The source answered without part of its data (its notes say what).
+    partial: bool,
 }
 
 /// `GET /v1/usage`.
@@ -156,11 +162,13 @@ struct Outcome {
     operation_id = "getUsage",
     summary = "Token usage across every source the caller may see",
     description = "Fans out to the caller's sources concurrently, normalizes and aggregates. \
-A single source failing is reported in `sources[]` (and `complete: false`), not as an HTTP error.",
+A single source failing, or unable to serve the query as asked (e.g. above its per-query limit of \
+vendor calls: a `source_limit` problem saying what fits), is reported in `sources[]` (and \
+`complete: false`), not as an HTTP error.",
     params(
         crate::query::UsageParams,
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer; 304 when unchanged."),
-        ("Cache-Control" = Option<String>, Header, description = "`no-cache` refetches from the vendors (still coalesced)."),
+        ("Cache-Control" = Option<String>, Header, description = "`no-cache` refetches from the vendors (still coalesced), bypassing the providers' own caches (scans, agent lists) too."),
     ),
     responses(
         (status = 200, description = "Usage rows, totals and per-source status", headers(
@@ -177,7 +185,7 @@ A single source failing is reported in `sources[]` (and `complete: false`), not 
             (String = "text/csv", example = "source,agent,agent_name,unit,input_tokens,output_tokens,other_tokens,total_tokens\ndo-prod,c441bf77-81d6-11ef-bf8f-4e013e2ddde4,support-agent,tokens,1000,250,0,1250\n"),
         )),
         (status = 304, description = "Not modified (If-None-Match matched)"),
-        (status = 400, description = "Invalid parameters, each named in `errors`", content((crate::error::Problem = "application/problem+json", examples(
+        (status = 400, description = "Invalid parameters, each named in `errors`; also a query that every touched source refuses (e.g. above each one's call limit)", content((crate::error::Problem = "application/problem+json", examples(
             ("invalid_parameters" = (summary = "Several bad parameters, each named", value = json!({
                 "type": "urn:usage-gateway:problem:invalid_parameter",
                 "title": "Invalid query parameter",
@@ -269,16 +277,23 @@ pub async fn get_usage(
     )
     .await;
 
-    let invalid: Vec<ParamError> = outcomes
-        .iter()
-        .filter_map(|o| {
-            o.invalid
-                .as_ref()
-                .map(|m| ParamError::new("bucket", format!("{}: {m}", o.entry.source)))
-        })
-        .collect();
-    if !invalid.is_empty() {
-        return Err(ApiError::BadRequest(invalid));
+    // A source that cannot serve the query as asked is data (its entry says why, `complete`
+    // turns false); only a query that no touched source can serve is a 400.
+    let refused_by_all = outcomes.iter().any(|o| o.invalid.is_some())
+        && outcomes
+            .iter()
+            .all(|o| o.invalid.is_some() || o.entry.status == SourceStatus::Skipped);
+    if refused_by_all {
+        return Err(ApiError::BadRequest(
+            outcomes
+                .iter()
+                .filter_map(|o| {
+                    o.invalid
+                        .as_ref()
+                        .map(|m| ParamError::new("bucket", format!("{}: {m}", o.entry.source)))
+                })
+                .collect(),
+        ));
     }
 
     let touched = outcomes.len();
@@ -301,7 +316,10 @@ pub async fn get_usage(
             sources: entries,
         });
     }
-    let complete = outcomes.iter().all(|o| o.entry.status == SourceStatus::Ok);
+    // A source that answered without part of its data leaves the answer incomplete too.
+    let complete = outcomes
+        .iter()
+        .all(|o| o.entry.status == SourceStatus::Ok && !o.partial);
 
     let bucketed = req.bucket != usage_core::Bucket::None;
     let agg = aggregate::aggregate(
@@ -393,6 +411,7 @@ async fn run(
         },
         points: Vec::new(),
         invalid: None,
+        partial: false,
     };
     let Some(shape) = plan.shape else {
         outcome.entry.status = SourceStatus::Skipped;
@@ -440,11 +459,21 @@ async fn run(
             notes.sort();
             notes.dedup();
             outcome.entry.notes = notes;
+            outcome.partial = answer.entries.iter().any(|e| e.partial);
             outcome.points = answer.entries;
         }
         Err(e) => {
-            if let ProviderError::InvalidQuery { message, .. } = &e {
-                outcome.invalid = Some(message.clone());
+            let mut problem = Problem::from_provider(&e);
+            match &e {
+                ProviderError::InvalidQuery { message, .. } => {
+                    outcome.invalid = Some(message.clone());
+                }
+                ProviderError::SourceLimit { calls, .. } => {
+                    let detail = limit_detail(calls, req);
+                    problem.detail = format!("{}: {detail}", src.info.name);
+                    outcome.invalid = Some(detail);
+                }
+                _ => {}
             }
             tracing::warn!(source = %src.info.name, kind = e.kind(), error = %e, "source failed");
             outcome.entry.status = if matches!(e, ProviderError::Timeout { .. }) {
@@ -453,10 +482,74 @@ async fn run(
             } else {
                 SourceStatus::Error
             };
-            outcome.entry.error = Some(Problem::from_provider(&e));
+            outcome.entry.error = Some(problem);
         }
     }
     outcome
+}
+
+/// Says why a query exceeds a source's per-query limit of vendor calls and what would fit,
+/// worked out for this query: the first coarser bucket whose windows fit, the longest range of
+/// the same bucket, and the most agents.
+fn limit_detail(calls: &CallLimit, req: &UsageRequest) -> String {
+    let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    let (unit, adjective) = match req.bucket {
+        Bucket::Hour => (Some("hour"), "hourly "),
+        Bucket::Day => (Some("day"), "daily "),
+        Bucket::Week => (Some("week"), "weekly "),
+        Bucket::Month => (Some("month"), "monthly "),
+        Bucket::None => (None, ""),
+    };
+    // The provider counts the windows it was asked for: those not in the gateway's cache.
+    let uncached = if (calls.windows as usize) < req.windows.len() {
+        "uncached "
+    } else {
+        ""
+    };
+    let windows_per_agent = calls.max / calls.agents.max(1);
+    let mut fits = Vec::new();
+    let coarser: &[Bucket] = match req.bucket {
+        Bucket::Hour => &[Bucket::Day, Bucket::Week, Bucket::Month, Bucket::None],
+        Bucket::Day => &[Bucket::Week, Bucket::Month, Bucket::None],
+        Bucket::Week => &[Bucket::Month, Bucket::None],
+        Bucket::Month => &[Bucket::None],
+        Bucket::None => &[],
+    };
+    let max_windows = usize::try_from(windows_per_agent).unwrap_or(usize::MAX);
+    if let Some(b) = coarser
+        .iter()
+        .find(|b| usage_core::time::buckets(req.range, req.tz, **b, max_windows).is_ok())
+    {
+        fits.push(format!("bucket={}", b.as_str()));
+    }
+    if let Some(unit) = unit
+        && windows_per_agent >= 1
+    {
+        fits.push(format!(
+            "a range of at most {}",
+            plural(windows_per_agent, unit)
+        ));
+    }
+    let agents_that_fit = calls.max / calls.windows.max(1);
+    if agents_that_fit >= 1 && agents_that_fit < calls.agents {
+        fits.push(format!(
+            "at most {} (an `agent` filter)",
+            plural(agents_that_fit, "agent")
+        ));
+    }
+    let advice = match fits.as_slice() {
+        [] => "narrow the query".to_owned(),
+        [one] => format!("use {one}"),
+        [first @ .., last] => format!("use {}, or {last}", first.join(", ")),
+    };
+    format!(
+        "this query needs {} vendor calls ({} × {}), above {} = {} per query: {advice}",
+        calls.needed,
+        plural(calls.agents, "agent"),
+        plural(calls.windows, &format!("{uncached}{adjective}window")),
+        calls.setting,
+        calls.max,
+    )
 }
 
 /// Reports whether the request asks for a refetch (`Cache-Control: no-cache`).
@@ -706,6 +799,41 @@ mod tests {
         // Still alive (a response being written holds it), but replaced by a refresh.
         rendered.superseded.store(true, Ordering::Release);
         assert!(fast_hit(&http, &state).is_none());
+    }
+
+    #[test]
+    fn a_limit_detail_says_what_fits_this_query() {
+        let parse = |raw: &str| {
+            query::parse(raw, &crate::config::ServerConfig::default(), Utc::now()).expect(raw)
+        };
+        let limit = |needed, agents, windows| CallLimit {
+            needed,
+            max: 250,
+            setting: "max_upstream_calls",
+            agents,
+            windows,
+        };
+        // 14 days by hour: 336 windows; by day 14 × 20 agents = 280 is still too many, by week
+        // (3 windows, the range starting mid-week) 60 fits.
+        let req = parse("start=2026-11-04&end=2026-11-18&bucket=hour");
+        assert_eq!(
+            limit_detail(&limit(6720, 20, 336), &req),
+            "this query needs 6720 vendor calls (20 agents × 336 hourly windows), above \
+             max_upstream_calls = 250 per query: use bucket=week, or a range of at most 12 hours"
+        );
+        // Cached windows are not counted; more agents than calls: no bucket or range fits.
+        assert_eq!(
+            limit_detail(&limit(300, 300, 1), &req),
+            "this query needs 300 vendor calls (300 agents × 1 uncached hourly window), above \
+             max_upstream_calls = 250 per query: use at most 250 agents (an `agent` filter)"
+        );
+        // Without buckets only fewer agents fit.
+        let req = parse("start=2026-11-04&end=2026-11-18");
+        assert_eq!(
+            limit_detail(&limit(300, 300, 1), &req),
+            "this query needs 300 vendor calls (300 agents × 1 window), above \
+             max_upstream_calls = 250 per query: use at most 250 agents (an `agent` filter)"
+        );
     }
 
     #[test]
