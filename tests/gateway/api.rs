@@ -25,7 +25,7 @@ async fn happy_path_two_sources() {
     assert_eq!(v["complete"], true);
     assert_eq!(
         v["query"],
-        json!({"start": "2026-10-01T00:00:00Z", "end": "2026-10-05T00:00:00Z", "tz": "UTC", "bucket": "none", "group_by": ["source", "agent"], "filters": {}})
+        json!({"start": "2026-10-01T00:00:00Z", "end": "2026-10-05T00:00:00Z", "tz": "UTC", "bucket": "none", "group_by": ["source", "agent"], "filters": {}, "fill": "none", "bucket_edges": "utc"})
     );
     assert_eq!(
         v["totals"],

@@ -276,6 +276,21 @@ fn terminate(child: &Child) {
 #[tokio::test]
 async fn demo_binary_answers_401_then_200() {
     let (mut child, base, token) = spawn_demo(&[]);
+    // Every line of the banner's `curl` examples works as printed (the token from `export`).
+    let examples = usage_gateway::demo::EXAMPLES;
+    assert!(
+        examples.iter().any(|(path, _)| path.contains("end=now")),
+        "one query includes today"
+    );
+    for &(path, authorized) in examples {
+        let url = format!("{base}{path}");
+        let mut r = reqwest::Client::new().get(&url);
+        if authorized {
+            r = r.bearer_auth(&token);
+        }
+        let status = r.send().await.unwrap().status();
+        assert_eq!(status, if authorized { 200 } else { 401 }, "{url}");
+    }
     let client = reqwest::Client::new();
     let r = client.get(format!("{base}/v1/usage")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -366,4 +381,222 @@ async fn the_healthcheck_command_follows_the_gateway() {
         !check(addr.clone()).success(),
         "nothing answers at {addr} any more"
     );
+}
+
+/// Runs `usage-gateway serve` on the demo configuration against already running simulators, on
+/// a free port; returns the process and its base URL ([`until_healthy`] waits for it).
+fn spawn_serve(sims: &usage_sim::Simulators, secret: &str) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let values = demo_values(sims, listen.parse().unwrap(), secret);
+    let child = Command::new(env!("CARGO_BIN_EXE_usage-gateway"))
+        .args([
+            "serve",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/demo.toml"),
+        ])
+        .envs(values)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, format!("http://{listen}"))
+}
+
+/// Waits until a gateway answers `/healthz` (at most a minute).
+async fn until_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/healthz")).await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`serve` at {base} did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two gateway processes over the same vendors answer the same data with the same ETag,
+/// although their bodies differ in fetch metadata (`fetched_at`, `duration_ms`), so that
+/// `If-None-Match` gives 304 behind a load balancer.
+#[actix_web::test]
+async fn replicas_give_the_same_etag_for_the_same_data() {
+    let now = Utc::now();
+    let sims = usage_sim::start_all(&DataSpec::small(now)).await.unwrap();
+    let secret = "replica-secret-0123456789abcdef0123456789";
+    let (mut a, base_a) = spawn_serve(&sims, secret);
+    let (mut b, base_b) = spawn_serve(&sims, secret);
+    until_healthy(&base_a).await;
+    until_healthy(&base_b).await;
+    let config = demo_config(&demo_values(&sims, "127.0.0.1:0".parse().unwrap(), secret)).unwrap();
+    let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp()).unwrap();
+    let today = now.duration_trunc(CDuration::days(1)).unwrap();
+    let client = reqwest::Client::new();
+    let get = |base: &str, query: &str, etag: Option<&str>| {
+        let mut r = client
+            .get(format!("{base}/v1/usage?{query}"))
+            .bearer_auth(&token);
+        if let Some(etag) = etag {
+            r = r.header("if-none-match", etag);
+        }
+        r.send()
+    };
+    let range = format!(
+        "start={}&end={}",
+        (today - CDuration::days(7)).format("%Y-%m-%d"),
+        today.format("%Y-%m-%d")
+    );
+    for extra in [
+        "bucket=day",
+        "bucket=day&format=csv",
+        "group_by=user,usage_type",
+    ] {
+        let query = format!("{range}&{extra}");
+        let ra = get(&base_a, &query, None).await.unwrap();
+        let rb = get(&base_b, &query, None).await.unwrap();
+        assert_eq!(
+            (ra.status().as_u16(), rb.status().as_u16()),
+            (200, 200),
+            "{query}"
+        );
+        let tag = |r: &reqwest::Response| r.headers()["etag"].to_str().unwrap().to_owned();
+        let (tag_a, tag_b) = (tag(&ra), tag(&rb));
+        assert_eq!(tag_a, tag_b, "{query}");
+        if !extra.contains("csv") {
+            let (va, vb): (Value, Value) = (ra.json().await.unwrap(), rb.json().await.unwrap());
+            assert_eq!(va["rows"], vb["rows"]);
+            assert_eq!(va["complete"], true);
+        }
+        // A tag from one replica revalidates at the other.
+        let r = get(&base_b, &query, Some(&tag_a)).await.unwrap();
+        assert_eq!(r.status(), 304, "{query}");
+        // Other data, other tag.
+        let other = get(&base_b, &format!("{query}&source=do-prod"), None)
+            .await
+            .unwrap();
+        assert_ne!(tag(&other), tag_a, "{query}");
+    }
+    for child in [&a, &b] {
+        terminate(child);
+    }
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+}
+
+/// CSV answers are attachments named after the range, and text cells from vendors that a
+/// spreadsheet would run as formulas (the simulated agent `=sales-assistant`) are quoted with
+/// a leading `'`.
+#[actix_web::test]
+async fn csv_is_an_attachment_and_guards_formulas() {
+    let r = start(Utc::now()).await;
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/usage?start=2026-01-01T00:00:00Z&end=now&format=csv&group_by=source,agent,user,usage_type",
+            r.base
+        ))
+        .bearer_auth(&r.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let disposition = resp.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\"usage-20260101T000000Z-")
+            && disposition.ends_with("Z.csv\""),
+        "{disposition}"
+    );
+    let body = resp.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let name_col = header.iter().position(|h| h == "agent_name").unwrap();
+    let mut guarded = 0;
+    for rec in reader.records() {
+        let rec = rec.unwrap();
+        for (i, cell) in rec.iter().enumerate() {
+            let numeric = cell.parse::<u64>().is_ok();
+            assert!(
+                numeric || !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "cell {i} `{cell}` would run as a formula"
+            );
+        }
+        if &rec[name_col] == "'=sales-assistant" {
+            guarded += 1;
+        }
+    }
+    assert!(
+        guarded > 0,
+        "the simulated `=sales-assistant` appears, guarded:\n{body}"
+    );
+}
+
+/// `fill=zero` gives every bucket of every group a row and changes no total; `bucket_edges=local`
+/// writes a Berlin day's edges with their offset.
+#[actix_web::test]
+async fn fill_zero_and_local_edges() {
+    let now = Utc::now();
+    let r = start(now).await;
+    let today = now.duration_trunc(CDuration::days(1)).unwrap();
+    let range = format!(
+        "start={}&end={}&tz=Europe/Berlin&group_by=source,agent",
+        (today - CDuration::days(3)).format("%Y-%m-%d"),
+        today.format("%Y-%m-%d")
+    );
+    let sparse = usage(&r, &format!("{range}&bucket=hour")).await;
+    let filled = usage(&r, &format!("{range}&bucket=hour&fill=zero")).await;
+    assert_eq!(filled["query"]["fill"], "zero");
+    assert_eq!(filled["totals"], sparse["totals"]);
+    let rows = |v: &Value| v["rows"].as_array().unwrap().clone();
+    let group = |row: &Value| {
+        (
+            row["source"].to_string(),
+            row["agent"].to_string(),
+            row["unit"].to_string(),
+        )
+    };
+    let groups: std::collections::BTreeSet<_> = rows(&sparse).iter().map(group).collect();
+    let buckets: std::collections::BTreeSet<_> = rows(&filled)
+        .iter()
+        .map(|row| row["bucket_start"].as_str().unwrap().to_owned())
+        .collect();
+    // Three Berlin days, whatever DST did to them: 71, 72 or 73 hours.
+    assert!((71..=73).contains(&buckets.len()), "{}", buckets.len());
+    assert_eq!(rows(&filled).len(), groups.len() * buckets.len());
+    assert!(
+        rows(&filled).len() > rows(&sparse).len(),
+        "some hours had no usage"
+    );
+    // Every sparse row is in the filled answer unchanged.
+    for row in rows(&sparse) {
+        assert!(rows(&filled).contains(&row), "{row}");
+    }
+
+    let local = usage(&r, &format!("{range}&bucket=day&bucket_edges=local")).await;
+    let utc = usage(&r, &format!("{range}&bucket=day")).await;
+    assert_eq!(local["query"]["bucket_edges"], "local");
+    assert_eq!(rows(&local).len(), rows(&utc).len());
+    for (l, u) in rows(&local).iter().zip(rows(&utc)) {
+        let start = l["bucket_start"].as_str().unwrap();
+        assert!(
+            start.ends_with("T00:00:00+01:00") || start.ends_with("T00:00:00+02:00"),
+            "{start}"
+        );
+        // The same instants, written with the offset.
+        let instant = |v: &Value| DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+        assert_eq!(instant(&l["bucket_start"]), instant(&u["bucket_start"]));
+        assert_eq!(instant(&l["bucket_end"]), instant(&u["bucket_end"]));
+        assert!(u["bucket_start"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(l["total_tokens"], u["total_tokens"]);
+    }
 }

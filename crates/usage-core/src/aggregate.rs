@@ -39,6 +39,7 @@ pub struct SourcePoints<'a> {
 }
 
 type RowKey = (Option<Window>, Vec<Option<String>>, Unit);
+type RowKeyRef<'a> = (Option<Window>, &'a [Option<String>], Unit);
 
 /// Groups points by `group_by` (and by bucket when `bucketed`), summing counters per unit.
 /// Rows whose counters are all zero are left out; totals never mix units.
@@ -87,6 +88,47 @@ pub fn aggregate<'a>(
             .collect(),
         totals: totals.into_iter().collect(),
     }
+}
+
+/// Gives a bucketed aggregation a row for every bucket in `buckets` and every group (dimension
+/// values and unit) that has a row in any bucket, with zero counters where the group had no
+/// usage; rows stay sorted by bucket, then dimensions, then unit, and totals do not change.
+/// Refuses (returning the rows it would need) when that is more than `max_rows`.
+pub fn fill_zero(agg: &mut Aggregation, buckets: &[Window], max_rows: usize) -> Result<(), usize> {
+    // Each group once, with the agent name its first row carries.
+    let mut groups: BTreeMap<(&[Option<String>], Unit), &Option<String>> = BTreeMap::new();
+    for r in &agg.rows {
+        groups
+            .entry((r.dims.as_slice(), r.unit))
+            .or_insert(&r.agent_name);
+    }
+    let needed = groups.len().saturating_mul(buckets.len());
+    if needed > max_rows {
+        return Err(needed);
+    }
+    let present: std::collections::BTreeSet<RowKeyRef<'_>> = agg
+        .rows
+        .iter()
+        .map(|r| (r.bucket, r.dims.as_slice(), r.unit))
+        .collect();
+    let mut zeros = Vec::with_capacity(needed.saturating_sub(agg.rows.len()));
+    for bucket in buckets {
+        for (&(dims, unit), &agent_name) in &groups {
+            if !present.contains(&(Some(*bucket), dims, unit)) {
+                zeros.push(Row {
+                    bucket: Some(*bucket),
+                    dims: dims.to_vec(),
+                    agent_name: agent_name.clone(),
+                    unit,
+                    counters: Counters::default(),
+                });
+            }
+        }
+    }
+    agg.rows.extend(zeros);
+    agg.rows
+        .sort_by(|a, b| (a.bucket, &a.dims, a.unit).cmp(&(b.bucket, &b.dims, b.unit)));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -181,6 +223,66 @@ mod tests {
         );
         assert_eq!(by_user.rows[0].dims, vec![None]);
         assert_eq!(by_user.rows[0].agent_name, None);
+    }
+
+    #[test]
+    fn fill_zero_gives_every_bucket_of_every_group() {
+        let day = |d| Window::new(t0() + Duration::days(d), t0() + Duration::days(d + 1));
+        let c = |n| Counters {
+            input: n,
+            output: 0,
+            other: 0,
+        };
+        let src = info("s");
+        // Agent x has usage on days 0 and 2 (tokens), y on day 1 (credits); day 3 has none.
+        let points = vec![
+            point(day(0), "x", None, Unit::Tokens, c(1)),
+            point(day(2), "x", None, Unit::Tokens, c(2)),
+            point(day(1), "y", None, Unit::Credits, c(3)),
+        ];
+        let input = || {
+            aggregate(
+                [SourcePoints {
+                    info: &src,
+                    points: &points,
+                }],
+                &[Dimension::Agent],
+                true,
+            )
+        };
+        let buckets: Vec<Window> = (0..4).map(day).collect();
+        let mut agg = input();
+        let before = agg.clone();
+        fill_zero(&mut agg, &buckets, 8).unwrap();
+        let got: Vec<(Window, &str, Unit, u64)> = agg
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.bucket.unwrap(),
+                    r.dims[0].as_deref().unwrap(),
+                    r.unit,
+                    r.counters.input,
+                )
+            })
+            .collect();
+        let mut want = Vec::new();
+        for (d, x, y) in [(0, 1, 0), (1, 0, 3), (2, 2, 0), (3, 0, 0)] {
+            want.push((day(d), "x", Unit::Tokens, x));
+            want.push((day(d), "y", Unit::Credits, y));
+        }
+        assert_eq!(got, want);
+        // Names ride along on zero rows; totals are unchanged.
+        assert!(agg.rows.iter().all(|r| r.agent_name.is_some()));
+        assert_eq!(agg.totals, before.totals);
+        // Above the row limit: refused with the rows needed, nothing changed.
+        let mut agg = input();
+        assert_eq!(fill_zero(&mut agg, &buckets, 7), Err(8));
+        assert_eq!(agg, before);
+        // No usage at all: no groups, no rows.
+        let mut empty = Aggregation::default();
+        fill_zero(&mut empty, &buckets, 8).unwrap();
+        assert!(empty.rows.is_empty());
     }
 
     /// The range the property samples: ten months, starting and ending off any local midnight,

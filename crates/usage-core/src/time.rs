@@ -88,6 +88,85 @@ pub fn parse_instant(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     ))
 }
 
+/// A `start`/`end` value resolved against the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// The instant the value names.
+    pub at: DateTime<Utc>,
+    /// Whether the value names a moment relative to `now` (`now`, `today`, `yesterday`, `-24h`),
+    /// so that the same text means another instant later.
+    pub relative: bool,
+}
+
+/// The longest relative duration accepted (`-<n><unit>`), in digits of `n`.
+const MAX_RELATIVE_DIGITS: usize = 7;
+
+/// Parses a `start`/`end` value at `now`: everything [`parse_instant`] accepts, plus the keywords
+/// `now`, `today` (today's local midnight in `tz`), `yesterday` (the local midnight before it)
+/// and relative durations before now: `-90m` and `-24h` are exact minutes and hours, `-30d` and
+/// `-2w` are calendar days and weeks in `tz` (the same wall-clock time that many local days ago,
+/// so a DST change in between does not shift it by an hour).
+pub fn parse_bound(s: &str, tz: Tz, now: DateTime<Utc>) -> Result<Bound, String> {
+    let relative = |at| Ok(Bound { at, relative: true });
+    let local_days_back = |days: i64| -> Option<DateTime<Utc>> {
+        let local = now.with_timezone(&tz).naive_local();
+        Some(local_to_utc(
+            local.checked_sub_signed(Duration::try_days(days)?)?,
+            tz,
+        ))
+    };
+    let midnight_days_back = |days: i64| -> Option<DateTime<Utc>> {
+        let today = now.with_timezone(&tz).date_naive();
+        let day = today.checked_sub_signed(Duration::try_days(days)?)?;
+        Some(local_to_utc(day.and_time(NaiveTime::MIN), tz))
+    };
+    match s {
+        "now" => return relative(now),
+        "today" => return midnight_days_back(0).map_or_else(|| Err(out_of_range(s)), relative),
+        "yesterday" => {
+            return midnight_days_back(1).map_or_else(|| Err(out_of_range(s)), relative);
+        }
+        _ => {}
+    }
+    if let Some(rest) = s.strip_prefix('-')
+        && let Some(unit) = rest.chars().last()
+        && matches!(unit, 'm' | 'h' | 'd' | 'w')
+    {
+        let digits = &rest[..rest.len() - 1];
+        if digits.is_empty()
+            || digits.len() > MAX_RELATIVE_DIGITS
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(format!(
+                "`{s}` is not a relative duration: expected `-` then up to {MAX_RELATIVE_DIGITS} digits and m, h, d or w (e.g. `-24h`, `-30d`)"
+            ));
+        }
+        let n: i64 = digits.parse().map_err(|_| out_of_range(s))?;
+        let at = match unit {
+            'm' => Duration::try_minutes(n).and_then(|d| now.checked_sub_signed(d)),
+            'h' => Duration::try_hours(n).and_then(|d| now.checked_sub_signed(d)),
+            'd' => local_days_back(n),
+            _ => n.checked_mul(7).and_then(local_days_back),
+        };
+        return at.map_or_else(|| Err(out_of_range(s)), relative);
+    }
+    parse_instant(s, tz)
+        .map(|at| Bound {
+            at,
+            relative: false,
+        })
+        .map_err(|_| {
+            format!(
+                "`{s}` is not an RFC 3339 date-time (2026-11-01T00:00:00Z), a date (2026-11-01), \
+                 `now`, `today`, `yesterday` or a duration before now (`-24h`, `-30d`)"
+            )
+        })
+}
+
+fn out_of_range(s: &str) -> String {
+    format!("`{s}` is outside the supported range of dates")
+}
+
 /// Resolves a local wall-clock time to an instant: the earlier of two on a fall-back overlap, and
 /// the first existing instant after a spring-forward gap.
 pub fn local_to_utc(naive: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
@@ -233,6 +312,56 @@ mod tests {
         assert!(parse_instant("2026-13-01", berlin).is_err());
         assert!(parse_instant("yesterday", berlin).is_err());
         assert!(parse_tz("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn keywords_and_relative_durations_resolve_in_the_zone() {
+        let berlin = parse_tz("Europe/Berlin").unwrap();
+        // 2026-03-30 10:00 in Berlin (CEST), the day after the change to summer time.
+        let now = utc("2026-03-30T08:00:00Z");
+        let at = |s: &str| parse_bound(s, berlin, now).unwrap();
+        assert_eq!(
+            at("now"),
+            Bound {
+                at: now,
+                relative: true
+            }
+        );
+        assert_eq!(at("today").at, utc("2026-03-29T22:00:00Z"));
+        // Yesterday's midnight was still winter time.
+        assert_eq!(at("yesterday").at, utc("2026-03-28T23:00:00Z"));
+        assert_eq!(at("-24h").at, utc("2026-03-29T08:00:00Z"));
+        assert_eq!(at("-90m").at, utc("2026-03-30T06:30:00Z"));
+        // One local day back is 10:00 local on the 29th (after the change, CEST): 23 hours;
+        // two days back is 10:00 CET on the 28th: 47 hours.
+        assert_eq!(at("-1d").at, utc("2026-03-29T08:00:00Z"));
+        assert_eq!(at("-2d").at, utc("2026-03-28T09:00:00Z"));
+        assert_eq!(at("-1w").at, utc("2026-03-23T09:00:00Z"));
+        assert!(at("-1w").relative);
+        // Fixed values are not relative, and mean the same at any time.
+        assert_eq!(
+            parse_bound("2026-03-29", berlin, now).unwrap(),
+            Bound {
+                at: utc("2026-03-28T23:00:00Z"),
+                relative: false
+            }
+        );
+        for bad in [
+            "-",
+            "-h",
+            "-1y",
+            "-1.5h",
+            "--1h",
+            "-1 h",
+            "+1h",
+            "-12345678d",
+            "Today",
+            "tomorrow",
+        ] {
+            assert!(parse_bound(bad, berlin, now).is_err(), "{bad}");
+        }
+        // The largest accepted count still resolves (far back, but a valid instant).
+        assert!(parse_bound("-9999999w", berlin, now).is_ok());
     }
 
     #[test]

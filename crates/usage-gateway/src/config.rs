@@ -97,9 +97,8 @@ pub struct ServerConfig {
     /// Overall deadline of one `/v1/usage` request; late sources are reported `timeout`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// The longest `[start, end)` range a query may ask for.
-    #[serde(with = "humantime_serde")]
-    pub max_range: Duration,
+    /// The longest `[start, end)` range a query may ask for (quoted as written in messages).
+    pub max_range: WrittenDuration,
     /// The most buckets a query may ask for.
     pub max_buckets: usize,
     /// The most values a filter parameter (`source`, `agent`, ...) may list.
@@ -126,7 +125,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: None,
             request_timeout: Duration::from_secs(10),
-            max_range: Duration::from_secs(366 * 24 * 3600),
+            max_range: WrittenDuration::new(Duration::from_secs(366 * 24 * 3600), "366d"),
             max_buckets: 2000,
             max_filter_values: 100,
             metrics_listen: None,
@@ -136,6 +135,45 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 16 * 1024,
         }
+    }
+}
+
+/// A configured duration together with the text it was written as, so that messages quote the
+/// operator's own value (`366d`) rather than a normalized one (`1year 1month 4days 7h 26m 24s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenDuration {
+    value: Duration,
+    written: Box<str>,
+}
+
+impl WrittenDuration {
+    /// A duration and how it is written (for defaults and tests).
+    pub fn new(value: Duration, written: &str) -> Self {
+        Self {
+            value,
+            written: written.into(),
+        }
+    }
+
+    /// The duration.
+    pub fn get(&self) -> Duration {
+        self.value
+    }
+}
+
+impl fmt::Display for WrittenDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+impl<'de> Deserialize<'de> for WrittenDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let written = text.trim();
+        humantime::parse_duration(written)
+            .map(|value| Self::new(value, written))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -620,7 +658,7 @@ impl Config {
         if s.max_buckets == 0 {
             push("server.max_buckets", "must be at least 1".into());
         }
-        if s.max_range.is_zero() {
+        if s.max_range.get().is_zero() {
             push("server.max_range", "must be positive".into());
         }
         if s.workers == Some(0) {

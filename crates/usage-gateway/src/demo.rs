@@ -103,9 +103,40 @@ pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
     })
 }
 
+/// The requests the banner suggests: path and query, and whether they send the token (the
+/// last one shows the 401 without it). A test sends each as printed.
+pub const EXAMPLES: &[(&str, bool)] = &[
+    ("/v1/usage", true),
+    ("/v1/usage?bucket=day&group_by=source,agent", true),
+    (
+        "/v1/usage?group_by=source,user&source=kibana-default,chatbotkit",
+        true,
+    ),
+    ("/v1/usage?bucket=week&tz=Europe/Berlin&format=csv", true),
+    // Today so far, hour by hour in Berlin time, every hour present, edges with the offset.
+    (
+        "/v1/usage?start=today&end=now&bucket=hour&fill=zero&tz=Europe/Berlin&bucket_edges=local",
+        true,
+    ),
+    ("/v1/agents", true),
+    ("/v1/sources", true),
+    ("/v1/usage", false),
+];
+
 fn banner(base: &str, token: &str, sims: &usage_sim::Simulators) -> String {
+    let examples: Vec<String> = EXAMPLES
+        .iter()
+        .map(|(path, authorized)| {
+            if *authorized {
+                format!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}{path}'")
+            } else {
+                format!("  curl -si '{base}{path}'        # 401 without a token")
+            }
+        })
+        .collect();
+    let examples = examples.join("\n");
     format!(
-        r#"
+        r"
 usage-gateway demo is running at {base}
   simulated vendors: DigitalOcean {do_url}, Kibana {kb_url}, ChatBotKit {cbk_url}
   API docs (Swagger UI): {base}/docs/
@@ -115,16 +146,10 @@ A development token (sub=demo, scope usage:read, valid 12h for this run only):
 export TOKEN='{token}'
 
 Try:
-  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/usage'
-  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/usage?bucket=day&group_by=source,agent'
-  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/usage?group_by=source,user&source=kibana-default,chatbotkit'
-  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/usage?bucket=week&tz=Europe/Berlin&format=csv'
-  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/agents'
-  curl -s -H "Authorization: Bearer $TOKEN" '{base}/v1/sources'
-  curl -si '{base}/v1/usage'        # 401 without a token
+{examples}
 
 Stop with Ctrl-C.
-"#,
+",
         do_url = sims.digitalocean.base_url,
         kb_url = sims.kibana.base_url,
         cbk_url = sims.chatbotkit.base_url,

@@ -99,16 +99,23 @@ pub struct QueryEcho {
     pub group_by: Vec<String>,
     /// The filters given (`source`, `provider`, `agent`, `user`).
     pub filters: BTreeMap<String, Vec<String>>,
+    /// `none` or `zero`: rows for buckets without usage.
+    #[schema(example = "none")]
+    pub fill: String,
+    /// `utc` or `local`: how bucket edges are written.
+    #[schema(example = "utc")]
+    pub bucket_edges: String,
 }
 
 /// One row of `rows`. Only the `group_by` dimensions appear (null where a source has no such
-/// dimension); bucket edges appear only when `bucket` is not `none`.
+/// dimension); bucket edges appear only when `bucket` is not `none`, written in UTC, or with the
+/// offset of `tz` when `bucket_edges=local`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UsageRowSchema {
-    /// Bucket start, UTC.
+    /// Bucket start (UTC, or with the zone's offset when `bucket_edges=local`).
     #[schema(value_type = Option<String>, format = DateTime, example = "2026-11-01T00:00:00Z")]
     pub bucket_start: Option<String>,
-    /// Bucket end (exclusive), UTC.
+    /// Bucket end (exclusive; UTC, or with the zone's offset when `bucket_edges=local`).
     #[schema(value_type = Option<String>, format = DateTime, example = "2026-11-02T00:00:00Z")]
     pub bucket_end: Option<String>,
     /// Source name.

@@ -19,6 +19,16 @@ pub enum Format {
     Csv,
 }
 
+/// What a bucketed answer shows for buckets without usage (`fill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Fill {
+    /// Only buckets with usage have rows (the default).
+    #[default]
+    None,
+    /// Every bucket of every group has a row, with zero counters where there was no usage.
+    Zero,
+}
+
 /// A validated `/v1/usage` query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UsageRequest {
@@ -42,6 +52,10 @@ pub struct UsageRequest {
     pub users: Vec<String>,
     /// Explicit `format`, if given.
     pub format: Option<Format>,
+    /// Rows for empty buckets (`fill`).
+    pub fill: Fill,
+    /// Bucket edges written with the zone's UTC offset instead of `Z` (`bucket_edges=local`).
+    pub local_edges: bool,
     /// Whether `end` was given, so that the same query string parses the same way at any time
     /// (nothing depends on "now").
     pub timeless: bool,
@@ -50,8 +64,19 @@ pub struct UsageRequest {
 /// The longest single filter value (`source`, `agent`, `user`, ... after splitting comma lists).
 pub const MAX_VALUE_CHARS: usize = 256;
 
-const PARAMS: [&str; 10] = [
-    "start", "end", "tz", "bucket", "group_by", "source", "provider", "agent", "user", "format",
+const PARAMS: [&str; 12] = [
+    "start",
+    "end",
+    "tz",
+    "bucket",
+    "group_by",
+    "source",
+    "provider",
+    "agent",
+    "user",
+    "format",
+    "fill",
+    "bucket_edges",
 ];
 
 /// Splits comma lists and repeated parameters into one list, trimming blanks.
@@ -96,7 +121,7 @@ pub fn parse(
         if !PARAMS.contains(&k.as_str()) && !errors.iter().any(|e: &ParamError| e.parameter == *k) {
             errors.push(ParamError::new(
                 k,
-                "unknown parameter; expected start, end, tz, bucket, group_by, source, provider, agent, user, format",
+                format!("unknown parameter; expected {}", PARAMS.join(", ")),
             ));
         }
     }
@@ -118,14 +143,20 @@ pub fn parse(
             Bucket::None
         }),
     };
-    let mut instant = |name: &str| {
+    let mut bound = |name: &str| {
         single(&pairs, name, &mut errors)
-            .map(|s| time::parse_instant(s, tz).map_err(|m| ParamError::new(name, m)))
+            .map(|s| time::parse_bound(s, tz, now).map_err(|m| ParamError::new(name, m)))
     };
-    let start = instant("start");
-    let end = instant("end");
-    // Only a missing `end` makes the range depend on the time ("up to now" or the default).
-    let timeless = end.is_some();
+    let start = bound("start");
+    let end = bound("end");
+    // The range depends on the time when `end` is missing ("up to now" or the default) or when
+    // either bound is relative to now (`now`, `today`, `-24h`).
+    let relative = [&start, &end]
+        .into_iter()
+        .any(|b| matches!(b, Some(Ok(b)) if b.relative));
+    let timeless = end.is_some() && !relative;
+    let start = start.map(|b| b.map(|b| b.at));
+    let end = end.map(|b| b.map(|b| b.at));
     let (start, end) = match (start, end) {
         (None, None) => {
             let default = time::default_range(now, tz);
@@ -142,13 +173,14 @@ pub fn parse(
             None
         }
         (Ok(s), Ok(e)) => {
-            let max = chrono::Duration::from_std(limits.max_range).unwrap_or(chrono::Duration::MAX);
+            let max =
+                chrono::Duration::from_std(limits.max_range.get()).unwrap_or(chrono::Duration::MAX);
             if e - s > max {
                 errors.push(ParamError::new(
                     "end",
                     format!(
-                        "the range is longer than the configured maximum of {}",
-                        humantime::format_duration(limits.max_range)
+                        "the range is longer than the configured maximum of {} (server.max_range)",
+                        limits.max_range
                     ),
                 ));
                 None
@@ -243,6 +275,29 @@ pub fn parse(
         }
     };
 
+    let fill = match single(&pairs, "fill", &mut errors) {
+        None | Some("none") => Fill::None,
+        Some("zero") => Fill::Zero,
+        Some(other) => {
+            errors.push(ParamError::new(
+                "fill",
+                format!("`{other}` is not none or zero"),
+            ));
+            Fill::None
+        }
+    };
+    let local_edges = match single(&pairs, "bucket_edges", &mut errors) {
+        None | Some("utc") => false,
+        Some("local") => true,
+        Some(other) => {
+            errors.push(ParamError::new(
+                "bucket_edges",
+                format!("`{other}` is not utc or local"),
+            ));
+            false
+        }
+    };
+
     match range {
         Some(range) if errors.is_empty() => Ok(UsageRequest {
             range,
@@ -255,6 +310,8 @@ pub fn parse(
             agents,
             users,
             format,
+            fill,
+            local_edges,
             timeless,
         }),
         _ => Err(ApiError::BadRequest(errors)),
@@ -266,6 +323,9 @@ const DIMENSIONS: &str = "source|provider|agent|user|conversation|usage_type";
 
 /// The provider names a `provider` filter accepts.
 const PROVIDERS: &str = "digitalocean|kibana|chatbotkit";
+
+/// The `start`/`end` values relative to now, as the OpenAPI document states them.
+const RELATIVE_PATTERN: &str = "^(now|today|yesterday|-[0-9]{1,7}[mhdw])$";
 
 /// A comma list of `names` (alternatives separated by `|`): blanks around items and empty items
 /// are ignored, exactly as [`parse`] splits lists.
@@ -307,10 +367,13 @@ param_schema!(
         use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, SchemaFormat};
         AnyOfBuilder::new()
             .description(Some(
-                "An RFC 3339 date-time, or a date (YYYY-MM-DD) meaning local midnight in `tz`.",
+                "An RFC 3339 date-time; a date (YYYY-MM-DD) meaning local midnight in `tz`; \
+                 `now`, `today` or `yesterday` (local midnights in `tz`); or a duration before \
+                 now: `-90m`, `-24h` (exact), `-30d`, `-2w` (local days and weeks in `tz`).",
             ))
             .item(string_schema().format(Some(SchemaFormat::KnownFormat(KnownFormat::Date))))
             .item(string_schema().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))))
+            .item(string_schema().pattern(Some(RELATIVE_PATTERN)))
             .into()
     }
 );
@@ -342,6 +405,30 @@ param_schema!(
     string_schema()
         .description(Some("The response format."))
         .enum_values(Some(["json", "csv"]))
+        .into()
+);
+
+param_schema!(
+    /// `fill`.
+    FillParam,
+    "Fill",
+    string_schema()
+        .description(Some(
+            "Rows for buckets without usage: none (only buckets with usage) or zero (every bucket of every group).",
+        ))
+        .enum_values(Some(["none", "zero"]))
+        .into()
+);
+
+param_schema!(
+    /// `bucket_edges`.
+    BucketEdgesParam,
+    "BucketEdges",
+    string_schema()
+        .description(Some(
+            "How bucket edges are written: utc (`2026-11-26T23:00:00Z`) or local (RFC 3339 with the offset of `tz`, `2026-11-27T00:00:00+01:00`).",
+        ))
+        .enum_values(Some(["utc", "local"]))
         .into()
 );
 
@@ -387,13 +474,15 @@ param_schema!(
 #[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageParams {
-    /// Inclusive start: RFC 3339 date-time, or YYYY-MM-DD (local midnight in `tz`). Default: 7
+    /// Inclusive start: RFC 3339 date-time, YYYY-MM-DD (local midnight in `tz`), `now`,
+    /// `today`, `yesterday`, or a duration before now (`-24h`, `-30d`; days and weeks are local
+    /// days in `tz`); the answer's `query.start` gives the instant it resolved to. Default: 7
     /// whole days before today in `tz`, or 7 days before `end` when only `end` is given.
     #[param(value_type = Option<InstantParam>, example = "2026-11-01")]
     pub start: Option<String>,
-    /// Exclusive end, same forms as `start`; must be after `start`, and the range at most the
-    /// configured `max_range` (366 days by default). Default: today's local midnight, or now
-    /// when only `start` is given.
+    /// Exclusive end, same forms as `start` (`end=now` includes today so far); must be after
+    /// `start`, and the range at most the configured `max_range` (366 days by default). Default:
+    /// today's local midnight, or now when only `start` is given.
     #[param(value_type = Option<InstantParam>, example = "2026-11-08")]
     pub end: Option<String>,
     /// IANA time zone for dates and bucket edges (DST-correct). Default: UTC.
@@ -425,6 +514,16 @@ pub struct UsageParams {
     /// json or csv (also chosen by `Accept: text/csv`). Default: json.
     #[param(value_type = Option<FormatParam>, example = "json")]
     pub format: Option<String>,
+    /// With a `bucket`: `zero` gives every bucket of the range a row for every group that has
+    /// usage anywhere in the range (zero counters where it had none), so charts have no gaps;
+    /// `none` gives only buckets with usage. Default: none.
+    #[param(value_type = Option<FillParam>)]
+    pub fill: Option<String>,
+    /// `local` writes `bucket_start`/`bucket_end` as RFC 3339 with the UTC offset of `tz` at that
+    /// instant (`2026-11-27T00:00:00+01:00` for a Berlin day), in JSON and CSV; `utc` with `Z`.
+    /// The instants are the same either way. Default: utc.
+    #[param(value_type = Option<BucketEdgesParam>)]
+    pub bucket_edges: Option<String>,
 }
 
 impl UsageRequest {
@@ -504,6 +603,70 @@ mod tests {
                 parse(raw, &limits, later).unwrap().range,
                 "`{raw}`"
             );
+        }
+    }
+
+    #[test]
+    fn keywords_resolve_at_now_and_are_never_timeless() {
+        let limits = ServerConfig::default();
+        // now() is 2026-11-08T10:00Z: 11:00 in Berlin.
+        let q = parse("start=today&end=now&tz=Europe/Berlin", &limits, now()).unwrap();
+        assert_eq!(
+            q.range,
+            Window::new(Utc.with_ymd_and_hms(2026, 11, 7, 23, 0, 0).unwrap(), now())
+        );
+        assert!(!q.timeless, "`end=now` moves with the clock");
+        let q = parse("start=-24h&end=2026-11-09", &limits, now()).unwrap();
+        assert_eq!(q.range.start, now() - chrono::Duration::hours(24));
+        assert!(!q.timeless, "a relative `start` moves with the clock");
+        let q = parse("start=yesterday&end=today", &limits, now()).unwrap();
+        assert_eq!(q.range.end - q.range.start, chrono::Duration::days(1));
+        assert!(!q.timeless);
+        // Only `start`, relative: up to now.
+        let q = parse("start=-30d&bucket=day", &limits, now()).unwrap();
+        assert_eq!(q.range.end, now());
+        // From 10:00 thirty days ago: that day's rest, 29 whole days and today so far.
+        assert_eq!(q.windows.len(), 31);
+        // A bad keyword is named, with what is accepted.
+        let e = bad("start=tomorrow");
+        assert_eq!(e[0].parameter, "start");
+        assert!(e[0].message.contains("`yesterday`"), "{}", e[0].message);
+        assert_eq!(bad("end=-1y")[0].parameter, "end");
+    }
+
+    #[test]
+    fn fill_and_bucket_edges() {
+        let limits = ServerConfig::default();
+        let q = parse("", &limits, now()).unwrap();
+        assert_eq!((q.fill, q.local_edges), (Fill::None, false));
+        let q = parse("fill=zero&bucket_edges=local", &limits, now()).unwrap();
+        assert_eq!((q.fill, q.local_edges), (Fill::Zero, true));
+        let q = parse("fill=none&bucket_edges=utc", &limits, now()).unwrap();
+        assert_eq!((q.fill, q.local_edges), (Fill::None, false));
+        let e = bad("fill=zeros&bucket_edges=berlin");
+        let names: Vec<_> = e.iter().map(|e| e.parameter.as_str()).collect();
+        assert_eq!(names, ["fill", "bucket_edges"]);
+    }
+
+    #[test]
+    fn the_range_limit_is_quoted_as_configured() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            server: ServerConfig,
+        }
+        let e = bad("start=2025-01-01&end=2026-11-01");
+        assert_eq!(
+            e[0].message,
+            "the range is longer than the configured maximum of 366d (server.max_range)"
+        );
+        let text = "[server]\nmax_range = \" 30 days \"\n";
+        let limits = toml::from_str::<File>(text).unwrap().server;
+        match parse("start=2026-09-01&end=2026-11-01", &limits, now()) {
+            Err(ApiError::BadRequest(e)) => assert_eq!(
+                e[0].message,
+                "the range is longer than the configured maximum of 30 days (server.max_range)"
+            ),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -601,7 +764,8 @@ mod tests {
             let mut limits = ServerConfig::default();
             if small {
                 limits.max_buckets = 5;
-                limits.max_range = std::time::Duration::from_secs(3 * 86_400);
+                limits.max_range =
+                    crate::config::WrittenDuration::new(std::time::Duration::from_secs(3 * 86_400), "3d");
                 limits.max_filter_values = 2;
             }
             match parse(&raw, &limits, now()) {
@@ -610,7 +774,7 @@ mod tests {
                     prop_assert!(!q.windows.is_empty());
                     prop_assert!(q.windows.len() <= limits.max_buckets);
                     prop_assert!(
-                        (q.range.end - q.range.start).to_std().unwrap() <= limits.max_range
+                        (q.range.end - q.range.start).to_std().unwrap() <= limits.max_range.get()
                     );
                     prop_assert!(q.windows.windows(2).all(|w| w[0].end <= w[1].start));
                     for list in [&q.sources, &q.agents, &q.users] {

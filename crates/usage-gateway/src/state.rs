@@ -21,9 +21,12 @@ use crate::query::UsageRequest;
 pub struct Rendered {
     /// `application/json` or `text/csv`.
     pub content_type: &'static str,
+    /// `Content-Disposition` (CSV answers: an attachment named after the range).
+    pub content_disposition: Option<HeaderValue>,
     /// The body.
     pub body: Bytes,
-    /// The `ETag` header (the body's strong entity tag), made once.
+    /// The `ETag` header (a strong entity tag of the answer's data, not of its fetch
+    /// metadata, so replicas agree), made once.
     pub etag_header: HeaderValue,
     /// The `Cache-Control` header (`private, max-age=N`), made once.
     pub cache_control: HeaderValue,

@@ -14,13 +14,13 @@ use bytes::Bytes;
 use chrono::Utc;
 use usage_core::aggregate::{self, SourcePoints};
 use usage_core::{Bucket, CallLimit, Dimension, ProviderError};
-use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::auth::{AgentScope, Caller};
 use crate::error::{ApiError, ParamError, Problem};
 use crate::fetch::{Shape, Source, WindowEntry};
 use crate::model::{QueryEcho, SourceEntry, SourceStatus};
-use crate::query::{self, Format, UsageRequest};
+use crate::query::{self, Fill, Format, UsageRequest};
 use crate::render;
 use crate::state::{AppState, Rendered};
 
@@ -176,7 +176,7 @@ vendor calls: a `source_limit` problem saying what fits), is reported in `source
             ("Cache-Control" = String, description = "private, max-age=N"),
         ), content(
             (crate::model::UsageResponseSchema = "application/json", example = json!({
-                "query": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z", "tz": "UTC", "bucket": "day", "group_by": ["source", "agent"], "filters": {}},
+                "query": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z", "tz": "UTC", "bucket": "day", "group_by": ["source", "agent"], "filters": {}, "fill": "none", "bucket_edges": "utc"},
                 "complete": true,
                 "totals": [{"unit": "tokens", "input_tokens": 1200, "output_tokens": 300, "other_tokens": 0, "total_tokens": 1500}],
                 "rows": [{"bucket_start": "2026-11-01T00:00:00Z", "bucket_end": "2026-11-02T00:00:00Z", "source": "do-prod", "agent": "c441bf77-81d6-11ef-bf8f-4e013e2ddde4", "agent_name": "support-agent", "unit": "tokens", "input_tokens": 1000, "output_tokens": 250, "other_tokens": 0, "total_tokens": 1250}],
@@ -322,7 +322,7 @@ pub async fn get_usage(
         .all(|o| o.entry.status == SourceStatus::Ok && !o.partial);
 
     let bucketed = req.bucket != usage_core::Bucket::None;
-    let agg = aggregate::aggregate(
+    let mut agg = aggregate::aggregate(
         outcomes.iter().flat_map(|o| {
             o.points.iter().map(|e| SourcePoints {
                 info: &o.source.info,
@@ -332,6 +332,17 @@ pub async fn get_usage(
         &req.group_by,
         bucketed,
     );
+    if bucketed && req.fill == Fill::Zero {
+        aggregate::fill_zero(&mut agg, &req.windows, MAX_FILLED_ROWS).map_err(|needed| {
+            ApiError::BadRequest(vec![ParamError::new(
+                "fill",
+                format!(
+                    "fill=zero would give {needed} rows (buckets × groups), above {MAX_FILLED_ROWS}; \
+                     use a coarser bucket, a shorter range, fewer group_by dimensions or filters"
+                ),
+            )])
+        })?;
+    }
 
     let echo = QueryEcho {
         start: render::ts(req.range.start),
@@ -340,18 +351,41 @@ pub async fn get_usage(
         bucket: req.bucket.as_str().to_owned(),
         group_by: req.group_by.iter().map(|d| d.as_str().to_owned()).collect(),
         filters: req.filters(),
+        fill: match req.fill {
+            Fill::None => "none",
+            Fill::Zero => "zero",
+        }
+        .to_owned(),
+        bucket_edges: if req.local_edges { "local" } else { "utc" }.to_owned(),
     };
-    let (content_type, body) = match format {
+    let layout = render::Layout {
+        group_by: &req.group_by,
+        bucketed,
+        local: req.local_edges.then_some(req.tz),
+    };
+    let (content_type, body, disposition) = match format {
         Format::Json => (
             "application/json",
-            render::json(&echo, complete, &agg, &req.group_by, &entries),
+            render::json(&echo, complete, &agg, &layout, &entries),
+            None,
         ),
         Format::Csv => (
             "text/csv; charset=utf-8",
-            render::csv(&agg, &req.group_by, bucketed)
-                .map_err(|e| ApiError::Internal(format!("csv: {e}")))?,
+            render::csv(&agg, &layout).map_err(|e| ApiError::Internal(format!("csv: {e}")))?,
+            Some(csv_disposition(&req)),
         ),
     };
+    let etag = render::etag(
+        match format {
+            Format::Json => "json",
+            Format::Csv => "csv",
+        },
+        &echo,
+        complete,
+        &agg,
+        &layout,
+        &entries,
+    );
     let open = req.windows.iter().any(|w| !state.cache.is_closed(w, now));
     let max_age = if open {
         state.cache_config.open_ttl
@@ -360,9 +394,9 @@ pub async fn get_usage(
     }
     .as_secs()
     .min(state.cache_config.open_ttl.as_secs());
-    let etag = format!("\"{:032x}\"", xxh3_128(&body));
     let rendered = Arc::new(Rendered {
         content_type,
+        content_disposition: disposition,
         etag_header: HeaderValue::from_str(&etag)
             .map_err(|e| ApiError::Internal(format!("etag header: {e}")))?,
         cache_control: HeaderValue::from_str(&format!("private, max-age={max_age}"))
@@ -550,6 +584,24 @@ fn limit_detail(calls: &CallLimit, req: &UsageRequest) -> String {
         calls.setting,
         calls.max,
     )
+}
+
+/// The most rows `fill=zero` may give an answer (buckets × groups); above it the query answers
+/// 400 naming `fill`, so that a fine bucket over many groups cannot make a huge body.
+pub const MAX_FILLED_ROWS: usize = 100_000;
+
+/// `Content-Disposition` of a CSV answer: an attachment named after the range, e.g.
+/// `usage-20261101T000000Z-20261108T000000Z.csv` (basic ISO 8601 in UTC: no `:` for file
+/// systems that refuse it).
+fn csv_disposition(req: &UsageRequest) -> HeaderValue {
+    let basic = |t: chrono::DateTime<Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+    let value = format!(
+        "attachment; filename=\"usage-{}-{}.csv\"",
+        basic(req.range.start),
+        basic(req.range.end)
+    );
+    // Only ASCII digits, letters and punctuation: always a valid header value.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 /// Reports whether the request asks for a refetch (`Cache-Control: no-cache`).
@@ -755,6 +807,9 @@ fn respond(http: &HttpRequest, r: &Rendered) -> HttpResponse {
         return b.finish();
     }
     b.insert_header((header::CONTENT_TYPE, r.content_type));
+    if let Some(d) = &r.content_disposition {
+        b.insert_header((header::CONTENT_DISPOSITION, d.clone()));
+    }
     b.body(r.body.clone())
 }
 
@@ -781,6 +836,7 @@ mod tests {
         let state = AppState::new(config, Vec::<crate::fetch::SourceSpec>::new()).expect("state");
         let rendered = Arc::new(Rendered {
             content_type: "application/json",
+            content_disposition: None,
             body: Bytes::from_static(b"{}"),
             etag_header: HeaderValue::from_static("\"e\""),
             cache_control: HeaderValue::from_static("private, max-age=60"),

@@ -7,11 +7,13 @@ use usage_core::{Counters, Window};
 
 use super::{DataSpec, TruthFilter, ms_to_time, pooled_name, random_ms, random_uuid};
 
+/// Agent names. Vendors accept any text as a name: the fourth starts with `=`, as a name meant
+/// to run as a spreadsheet formula would, so that the gateway's CSV guard is exercised.
 const NAMES: &[&str] = &[
     "support-agent",
     "billing-assistant",
     "docs-helper",
-    "sales-assistant",
+    "=sales-assistant",
     "onboarding-guide",
     "triage-agent",
     "refund-bot",
