@@ -98,41 +98,54 @@ pub async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<
     Ok(buf.freeze())
 }
 
+/// A scripted HTTP server for tests of the send path.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_server {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Answers one connection per entry of `answers`, in order: the head, then each part 20 ms
+    /// apart (so that they arrive as separate chunks), then closes; after the last, stops
+    /// listening. Returns the URL.
+    pub(crate) async fn serve(answers: Vec<(String, Vec<Vec<u8>>)>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for (head, parts) in answers {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(head.as_bytes()).await.unwrap();
+                for p in parts {
+                    s.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if s.write_all(&p).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = s.shutdown().await;
+            }
+        });
+        format!("http://{addr}/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
     use super::*;
 
     /// Serves one response: `head` then each of `parts`, 20 ms apart (so that they arrive as
     /// separate chunks), then closes. Returns the URL.
     async fn serve(head: String, parts: Vec<Vec<u8>>) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            s.write_all(head.as_bytes()).await.unwrap();
-            for p in parts {
-                s.flush().await.unwrap();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                if s.write_all(&p).await.is_err() {
-                    return;
-                }
-            }
-            let _ = s.shutdown().await;
-        });
-        format!("http://{addr}/")
+        test_server::serve(vec![(head, parts)]).await
     }
 
     async fn read(head: String, parts: Vec<Vec<u8>>, limit: usize) -> Result<Bytes, BodyError> {

@@ -12,6 +12,8 @@ pub mod provider;
 #[cfg(any(feature = "http", feature = "test-util"))]
 pub mod requests;
 pub mod time;
+#[cfg(feature = "http")]
+pub mod transport;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;

@@ -1,31 +1,26 @@
-//! HTTP access to the ChatBotKit platform API: one `GET` helper behind the source's budget
-//! (which also keeps the `X-RateLimit-*` pause) and the one function ([`parse_error`]) that turns
-//! a status and body into an error.
+//! HTTP access to the ChatBotKit platform API: request building, the `take` fallback and the
+//! one function ([`parse_error`]) that turns a status and body into an error, on usage-core's
+//! shared [`Transport`] (budget, counting, body cap, the `X-RateLimit-*` pause, transport errors).
 
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
-use usage_core::budget::{Budget, BudgetError};
+use usage_core::transport::{Admission, Refusal, Transport, TransportError, Vendor, truncate};
 
 use crate::error::{Error, ErrorKind};
 use crate::model::{
     BotListResponse, BotUsageResponse, CursorWire, ErrorBody, PageEnd, UsagePage, UsageRecordWire,
 };
 
-/// The longest reset delay believed from a header.
-const MAX_RESET: Duration = Duration::from_secs(3600);
-/// Vendor messages are cut to this many characters.
-const MAX_MESSAGE_CHARS: usize = 200;
 /// A list that has not ended after this many pages is abandoned (a server looping cursors).
 pub(crate) const MAX_PAGES: usize = 50_000;
 /// The `take` list requests fall back to when the server refuses a larger one.
@@ -87,13 +82,10 @@ pub(crate) struct RecordFilter {
 
 /// A ChatBotKit API client bound to one source.
 pub(crate) struct Client {
-    http: reqwest::Client,
+    /// The source's send path; its budget pauses on a spent `X-RateLimit-*` budget or a 429.
+    transport: Transport,
     base: Url,
     token: SecretString,
-    source_name: String,
-    /// The source's outbound budget; a spent `X-RateLimit-*` budget or a 429 pauses it.
-    budget: Budget,
-    max_body: usize,
     /// `take` for list requests: the configured page size until the server refuses it.
     take: AtomicU32,
     /// Whether the server has accepted `take` once: after that, a 400 is never a refusal of it.
@@ -105,53 +97,62 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("base", &self.base.as_str())
             .field("token", &"[redacted]")
-            .field("source_name", &self.source_name)
-            .field("budget", &self.budget)
+            .field("transport", &self.transport)
             .field("take", &self.take())
             .finish_non_exhaustive()
     }
 }
 
-impl Client {
-    pub(crate) fn new(
-        http: reqwest::Client,
-        base: Url,
-        token: SecretString,
-        source_name: String,
-    ) -> Self {
-        Self {
-            http,
-            base,
-            token,
-            source_name,
-            budget: Budget::new(None, crate::config::DEFAULT_MAX_CONCURRENCY),
-            max_body: usage_core::http::DEFAULT_MAX_BODY_BYTES,
-            take: AtomicU32::new(crate::config::DEFAULT_PAGE_SIZE),
-            take_accepted: AtomicBool::new(false),
-        }
+/// ChatBotKit's part of the transport: its error table, with the source's name.
+struct ChatBotKit<'a>(&'a str);
+
+impl Vendor for ChatBotKit<'_> {
+    type Error = Error;
+
+    fn refused(&self, answer: &Refusal<'_>) -> Error {
+        Error::new(
+            self.0,
+            parse_error(answer.status, answer.body, answer.retry_after),
+        )
     }
 
-    /// Asks for `take` items per list page.
-    pub(crate) fn with_take(self, take: u32) -> Self {
-        self.take.store(take, Ordering::Relaxed);
-        self
+    fn failed(&self, error: TransportError) -> Error {
+        let kind = match error {
+            TransportError::Budget(e) => ErrorKind::RateLimited {
+                retry_after: e.retry_after(),
+            },
+            TransportError::Timeout { elapsed } => ErrorKind::Timeout { elapsed },
+            TransportError::Transport { message } => ErrorKind::Transport { message },
+            e @ TransportError::TooLarge { .. } => ErrorKind::Decode {
+                message: e.message(),
+            },
+        };
+        Error::new(self.0, kind)
+    }
+
+    fn pause(&self, error: &Error) -> Option<Duration> {
+        match error.kind {
+            ErrorKind::RateLimited { retry_after } => retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl Client {
+    /// A client of the source `transport` sends for, with the configured page size `take`.
+    pub(crate) fn new(transport: Transport, base: Url, token: SecretString, take: u32) -> Self {
+        Self {
+            transport,
+            base,
+            token,
+            take: AtomicU32::new(take),
+            take_accepted: AtomicBool::new(false),
+        }
     }
 
     /// The `take` list requests send now.
     pub(crate) fn take(&self) -> u32 {
         self.take.load(Ordering::Relaxed)
-    }
-
-    /// Sends every request through `budget`.
-    pub(crate) fn with_budget(mut self, budget: Budget) -> Self {
-        self.budget = budget;
-        self
-    }
-
-    /// Caps response bodies at `bytes`.
-    pub(crate) fn with_max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
     }
 
     /// `GET /v1/usage/list?take&order=desc[&cursor][&botId][&contactId][&type]`; `each` gets
@@ -226,7 +227,7 @@ impl Client {
                 let answer = self.get(segments, &query, calls).await?;
                 if self.take.swap(FALLBACK_TAKE, Ordering::Relaxed) != FALLBACK_TAKE {
                     tracing::warn!(
-                        source = %self.source_name,
+                        source = %self.transport.source(),
                         refused = take,
                         take = FALLBACK_TAKE,
                         vendor_message = %message,
@@ -253,7 +254,7 @@ impl Client {
     }
 
     fn err(&self, kind: ErrorKind) -> Error {
-        Error::new(&self.source_name, kind)
+        Error::new(self.transport.source(), kind)
     }
 
     fn url(&self, segments: &[&str]) -> Result<Url, Error> {
@@ -268,18 +269,6 @@ impl Client {
             .pop_if_empty()
             .extend(segments);
         Ok(url)
-    }
-
-    /// Maps a refusal of the source's budget (every request takes one, so only a spent budget
-    /// is expected).
-    fn refused(&self, e: &BudgetError) -> Error {
-        self.err(ErrorKind::RateLimited {
-            retry_after: e.retry_after(),
-        })
-    }
-
-    fn block_for(&self, d: Duration) {
-        self.budget.block_for(d);
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -300,44 +289,20 @@ impl Client {
         calls: &AtomicU64,
     ) -> Result<(StatusCode, Bytes), Error> {
         let url = self.url(segments)?;
-        let _slot = self.budget.admit().await.map_err(|e| self.refused(&e))?;
-        let started = Instant::now();
-        calls.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(source = %self.source_name, path = url.path(), "chatbotkit request");
-        let resp = self
-            .http
+        tracing::debug!(source = %self.transport.source(), path = url.path(), "chatbotkit request");
+        let request = self
+            .transport
+            .http()
             .get(url)
             .query(query)
             .bearer_auth(self.token.expose_secret())
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| self.err(transport_kind(&e, started)))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = usage_core::http::read_body(resp, self.max_body)
-            .await
-            .map_err(|e| match e {
-                usage_core::http::BodyError::TooLarge { limit } => self.err(ErrorKind::Decode {
-                    message: usage_core::http::BodyError::too_large_message(limit),
-                }),
-                usage_core::http::BodyError::Read(e) => self.err(transport_kind(&e, started)),
-            })?;
-        let now = Utc::now();
-        if let Some(d) = spent_budget_delay(&headers, now) {
-            self.block_for(d);
-        }
-        if !status.is_success() {
-            let kind = parse_error(status, &headers, &body, now);
-            if let ErrorKind::RateLimited {
-                retry_after: Some(d),
-            } = &kind
-            {
-                self.block_for(*d);
-            }
-            return Err(self.err(kind));
-        }
-        Ok((status, body))
+            .header(ACCEPT, "application/json");
+        let vendor = ChatBotKit(self.transport.source());
+        let answer = self
+            .transport
+            .send(&vendor, Admission::Admit, request, Some(calls))
+            .await?;
+        Ok((answer.status, answer.body))
     }
 
     /// Decodes a successful response's body.
@@ -357,32 +322,15 @@ impl Client {
     }
 }
 
-fn transport_kind(e: &reqwest::Error, started: Instant) -> ErrorKind {
-    if e.is_timeout() {
-        return ErrorKind::Timeout {
-            elapsed: started.elapsed(),
-        };
-    }
-    let mut message = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        message = format!("{message}: {s}");
-        src = s.source();
-    }
-    ErrorKind::Transport {
-        message: truncate(&message),
-    }
-}
-
 /// Maps a non-success status, its headers and body to an error kind: the one status table.
 ///
 /// Both error shapes are read (`{message, code}` and `{success:false, error:{code,message}}`);
 /// only the vendor's short message (cut to 200 characters) or its code is kept, never the body.
+/// `retry_after` is the delay the answer's rate-limit headers give (a 429's).
 pub(crate) fn parse_error(
     status: StatusCode,
-    headers: &HeaderMap,
     body: &[u8],
-    now: DateTime<Utc>,
+    retry_after: Option<Duration>,
 ) -> ErrorKind {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let vendor_body = parsed
@@ -405,88 +353,15 @@ pub(crate) fn parse_error(
             message,
             vendor_body,
         },
-        429 => ErrorKind::RateLimited {
-            retry_after: retry_after(headers, now),
-        },
+        429 => ErrorKind::RateLimited { retry_after },
         s @ (400 | 422) => ErrorKind::BadRequest { status: s, message },
         s => ErrorKind::Status { status: s, message },
     }
 }
 
-/// The delay a 429 asks for: `Retry-After` (seconds or HTTP date), else `X-RateLimit-Reset`.
-fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    header_str(headers, RETRY_AFTER.as_str())
-        .and_then(|v| parse_reset(v, now))
-        .or_else(|| header_str(headers, "x-ratelimit-reset").and_then(|v| parse_reset(v, now)))
-}
-
-/// When a response says the budget is spent (`X-RateLimit-Remaining: 0`), how long until
-/// `X-RateLimit-Reset`.
-fn spent_budget_delay(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let remaining: i64 = header_str(headers, "x-ratelimit-remaining")?
-        .trim()
-        .parse()
-        .ok()?;
-    if remaining > 0 {
-        return None;
-    }
-    header_str(headers, "x-ratelimit-reset").and_then(|v| parse_reset(v, now))
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Reads a reset/retry value: delta seconds, epoch seconds, epoch milliseconds, an RFC 3339
-/// date-time or an HTTP date. The result is capped at an hour.
-pub(crate) fn parse_reset(v: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let v = v.trim();
-    let at = if let Ok(n) = v.parse::<f64>() {
-        if !n.is_finite() || n < 0.0 {
-            return None;
-        }
-        if n >= 1e12 {
-            DateTime::from_timestamp_millis(n as i64)?
-        } else if n >= 1e9 {
-            DateTime::from_timestamp(n as i64, 0)?
-        } else {
-            return Some(Duration::from_secs_f64(n).min(MAX_RESET));
-        }
-    } else if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        t.with_timezone(&Utc)
-    } else if let Ok(t) = DateTime::parse_from_rfc2822(v) {
-        t.with_timezone(&Utc)
-    } else {
-        return None;
-    };
-    let d = (at - now).to_std().unwrap_or(Duration::ZERO);
-    Some(d.min(MAX_RESET))
-}
-
-fn truncate(s: &str) -> String {
-    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
-
     use super::*;
-
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
 
     fn status(s: u16) -> StatusCode {
         StatusCode::from_u16(s).unwrap()
@@ -494,33 +369,30 @@ mod tests {
 
     #[test]
     fn status_table() {
-        let h = HeaderMap::new();
         let body = include_bytes!("../../../fixtures/chatbotkit/error_not_authenticated.json");
         assert_eq!(
-            parse_error(status(401), &h, body, now()),
+            parse_error(status(401), body, None),
             ErrorKind::Unauthenticated {
                 message: "Not authenticated".into()
             }
         );
         assert!(matches!(
-            parse_error(status(403), &h, b"{}", now()),
+            parse_error(status(403), b"{}", None),
             ErrorKind::Forbidden { message } if message == "HTTP 403"
         ));
         assert!(matches!(
             parse_error(
                 status(402),
-                &h,
                 br#"{"message":"No subscription","code":"NO_SUBSCRIPTION"}"#,
-                now()
+                None
             ),
             ErrorKind::Forbidden { .. }
         ));
         assert!(matches!(
             parse_error(
                 status(404),
-                &h,
                 br#"{"message":"Not found","code":"NOT_FOUND"}"#,
-                now()
+                None
             ),
             ErrorKind::NotFound {
                 vendor_body: true,
@@ -528,32 +400,31 @@ mod tests {
             }
         ));
         assert!(matches!(
-            parse_error(status(404), &h, b"<html>nginx</html>", now()),
+            parse_error(status(404), b"<html>nginx</html>", None),
             ErrorKind::NotFound { vendor_body: false, message } if message == "HTTP 404"
         ));
         assert!(matches!(
-            parse_error(status(400), &h, br#"{"message":"bad take","code":"BAD_REQUEST"}"#, now()),
+            parse_error(status(400), br#"{"message":"bad take","code":"BAD_REQUEST"}"#, None),
             ErrorKind::BadRequest { status: 400, message } if message == "bad take"
         ));
         assert!(matches!(
-            parse_error(status(502), &h, b"", now()),
+            parse_error(status(502), b"", None),
             ErrorKind::Status { status: 502, .. }
         ));
         assert!(matches!(
-            parse_error(status(500), &h, br#"{"code":"INTERNAL_SERVER_ERROR"}"#, now()),
+            parse_error(status(500), br#"{"code":"INTERNAL_SERVER_ERROR"}"#, None),
             ErrorKind::Status { status: 500, message } if message == "INTERNAL_SERVER_ERROR"
         ));
     }
 
     #[test]
     fn too_many_requests_vs_limits_reached() {
-        let h = headers(&[("retry-after", "7")]);
+        let h = Some(Duration::from_secs(7));
         assert_eq!(
             parse_error(
                 status(429),
-                &h,
                 br#"{"message":"Too many requests","code":"TOO_MANY_REQUESTS"}"#,
-                now()
+                h
             ),
             ErrorKind::RateLimited {
                 retry_after: Some(Duration::from_secs(7))
@@ -561,29 +432,21 @@ mod tests {
         );
         let limits = include_bytes!("../../../fixtures/chatbotkit/error_limits_reached.json");
         assert!(matches!(
-            parse_error(status(429), &h, limits, now()),
+            parse_error(status(429), limits, h),
             ErrorKind::QuotaExceeded { message } if message.contains("limits of your plan")
         ));
         // The alternative shape carries the code in `error`.
         let alt = include_bytes!("../../../fixtures/chatbotkit/error_alt_shape.json");
         assert!(matches!(
-            parse_error(status(429), &HeaderMap::new(), alt, now()),
+            parse_error(status(429), alt, None),
             ErrorKind::RateLimited { retry_after: None }
         ));
         let alt_limits =
             br#"{"success":false,"error":{"code":"LIMITS_REACHED","message":"quota"}}"#;
         assert!(matches!(
-            parse_error(status(429), &HeaderMap::new(), alt_limits, now()),
+            parse_error(status(429), alt_limits, None),
             ErrorKind::QuotaExceeded { .. }
         ));
-        // X-RateLimit-Reset stands in for Retry-After.
-        let h = headers(&[("x-ratelimit-reset", "1800000030")]);
-        assert_eq!(
-            parse_error(status(429), &h, b"{}", now()),
-            ErrorKind::RateLimited {
-                retry_after: Some(Duration::from_secs(30))
-            }
-        );
     }
 
     #[test]
@@ -592,57 +455,17 @@ mod tests {
             r#"{{"message":"{}","code":"BAD_REQUEST"}}"#,
             "x".repeat(1000)
         );
-        let ErrorKind::BadRequest { message, .. } =
-            parse_error(status(400), &HeaderMap::new(), long.as_bytes(), now())
+        let ErrorKind::BadRequest { message, .. } = parse_error(status(400), long.as_bytes(), None)
         else {
             panic!("bad request expected");
         };
         assert!(message.chars().count() <= 201);
-        let ErrorKind::Status { message, .. } = parse_error(
-            status(503),
-            &HeaderMap::new(),
-            b"upstream secret-ish html body",
-            now(),
-        ) else {
+        let ErrorKind::Status { message, .. } =
+            parse_error(status(503), b"upstream secret-ish html body", None)
+        else {
             panic!("status expected");
         };
         assert_eq!(message, "HTTP 503");
-    }
-
-    #[test]
-    fn reset_formats() {
-        let n = now();
-        assert_eq!(parse_reset("12", n), Some(Duration::from_secs(12)));
-        assert_eq!(parse_reset("0.5", n), Some(Duration::from_millis(500)));
-        assert_eq!(parse_reset("1800000010", n), Some(Duration::from_secs(10)));
-        assert_eq!(
-            parse_reset("1800000002500", n),
-            Some(Duration::from_millis(2500))
-        );
-        assert_eq!(parse_reset("1799999990", n), Some(Duration::ZERO));
-        assert_eq!(
-            parse_reset("2027-01-15T08:00:05Z", n),
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            parse_reset("Fri, 15 Jan 2027 08:00:09 GMT", n),
-            Some(Duration::from_secs(9))
-        );
-        assert_eq!(parse_reset("99999999", n), Some(MAX_RESET));
-        assert_eq!(parse_reset("soon", n), None);
-        assert_eq!(parse_reset("-3", n), None);
-        assert_eq!(parse_reset("NaN", n), None);
-    }
-
-    #[test]
-    fn spent_budget_needs_zero_remaining() {
-        let n = now();
-        let h = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "3")]);
-        assert_eq!(spent_budget_delay(&h, n), Some(Duration::from_secs(3)));
-        let h = headers(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", "3")]);
-        assert_eq!(spent_budget_delay(&h, n), None);
-        let h = headers(&[("x-ratelimit-limit", "100")]);
-        assert_eq!(spent_budget_delay(&h, n), None);
     }
 
     #[test]
@@ -666,11 +489,17 @@ mod tests {
 
     /// A client that is never asked to send anything, with the token `t`.
     fn client(base: &str) -> Client {
-        Client::new(
+        let transport = Transport::new(
+            "s",
             reqwest::Client::new(),
+            usage_core::budget::Budget::new(None, 1),
+            usage_core::http::DEFAULT_MAX_BODY_BYTES,
+        );
+        Client::new(
+            transport,
             Url::parse(base).unwrap(),
             SecretString::from("t"),
-            "s".into(),
+            100,
         )
     }
 

@@ -13,6 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use usage_core::budget::Budget;
 use usage_core::model::{MillisWindows, ceil_ms};
+use usage_core::transport::Transport;
 use usage_core::{
     Agent, Attribution, Counters, Dimension, PointKey, ProviderError, ProviderKind, SourceInfo,
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
@@ -69,18 +70,21 @@ impl ChatbotkitProvider {
             source_name: name.clone(),
             message,
         })?;
-        let client = Client::new(
+        let transport = Transport::new(
+            &name,
             http,
+            Budget::new(
+                config.rate_limit_per_minute.and_then(NonZeroU32::new),
+                config.max_concurrency,
+            ),
+            config.max_body_bytes,
+        );
+        let client = Client::new(
+            transport,
             config.base_url.clone(),
             config.token.clone(),
-            name.clone(),
-        )
-        .with_max_body(config.max_body_bytes)
-        .with_take(config.page_size)
-        .with_budget(Budget::new(
-            config.rate_limit_per_minute.and_then(NonZeroU32::new),
-            config.max_concurrency,
-        ));
+            config.page_size,
+        );
         let scope = config
             .agents
             .as_ref()

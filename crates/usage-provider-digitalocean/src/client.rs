@@ -1,16 +1,18 @@
-//! DigitalOcean HTTP: request building, the outbound budget, and the one status→error function.
+//! DigitalOcean HTTP: request building and the one status→error table, on usage-core's shared
+//! [`Transport`] (budget, counting, body cap, rate-limit headers, transport errors).
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, HeaderMap};
+use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
 use usage_core::budget::{Budget, BudgetError};
+use usage_core::transport::{Admission, Refusal, Transport, TransportError, Vendor, truncate};
 
 use crate::error::DoError;
 use crate::model::{ErrorBody, GetAgentUsageOutput, ListAgentsOutput};
@@ -18,17 +20,12 @@ use crate::model::{ErrorBody, GetAgentUsageOutput, ListAgentsOutput};
 /// DigitalOcean's `per_page` maximum for collections.
 const AGENTS_PER_PAGE: &str = "200";
 
-/// Longest vendor message kept in an error.
-const MAX_MESSAGE_CHARS: usize = 200;
-
 /// Talks to one DigitalOcean account: every request passes the source's [`Budget`] (per-minute
-/// rate, concurrency cap, and the pause a 429 asks for).
+/// rate, concurrency cap, and the pause a 429 or a spent `ratelimit-remaining` asks for).
 pub(crate) struct DoClient {
-    http: reqwest::Client,
+    transport: Transport,
     base_url: Url,
     token: SecretString,
-    budget: Budget,
-    max_body: usize,
 }
 
 impl fmt::Debug for DoClient {
@@ -36,33 +33,61 @@ impl fmt::Debug for DoClient {
         f.debug_struct("DoClient")
             .field("base_url", &self.base_url.as_str())
             .field("token", &"[REDACTED]")
-            .field("budget", &self.budget)
-            .finish_non_exhaustive()
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+/// DigitalOcean's part of the transport: its error table.
+struct DigitalOcean;
+
+impl Vendor for DigitalOcean {
+    type Error = DoError;
+
+    fn refused(&self, answer: &Refusal<'_>) -> DoError {
+        parse_error(answer.status, answer.body, answer.retry_after)
+    }
+
+    fn failed(&self, error: TransportError) -> DoError {
+        match error {
+            TransportError::Budget(e) => budget_error(&e),
+            TransportError::Timeout { elapsed } => DoError::Timeout { elapsed },
+            TransportError::Transport { message } => DoError::Transport { message },
+            e @ TransportError::TooLarge { .. } => DoError::Decode {
+                message: e.message(),
+            },
+        }
+    }
+
+    fn pause(&self, error: &DoError) -> Option<Duration> {
+        match error {
+            DoError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
     }
 }
 
 impl DoClient {
     /// Creates a client; `base_url` must be able to be a base (checked by config validation).
     pub(crate) fn new(
+        source: &str,
         http: reqwest::Client,
         base_url: Url,
         token: SecretString,
         per_minute: NonZeroU32,
         max_concurrency: usize,
+        max_body: usize,
     ) -> Self {
         Self {
-            http,
+            transport: Transport::new(
+                source,
+                http,
+                Budget::new(Some(per_minute), max_concurrency),
+                max_body,
+            ),
             base_url,
             token,
-            budget: Budget::new(Some(per_minute), max_concurrency),
-            max_body: usage_core::http::DEFAULT_MAX_BODY_BYTES,
         }
-    }
-
-    /// Caps response bodies at `bytes`.
-    pub(crate) fn with_max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
     }
 
     /// Returns `base_url` with the given path segments appended, each percent-encoded (an agent
@@ -128,54 +153,27 @@ impl DoClient {
     /// the wait ends before the request deadline; otherwise answers `RateLimited` with the wait
     /// the budget needs. Nothing is taken on failure. Each request then takes a concurrency slot.
     pub(crate) async fn admit(&self, n: u32) -> Result<(), DoError> {
-        self.budget.reserve(n).await.map_err(|e| budget_error(&e))
+        self.transport
+            .budget()
+            .reserve(n)
+            .await
+            .map_err(|e| budget_error(&e))
     }
 
-    /// Pauses every call for `d` (keeping the later of an existing pause).
-    fn block_for(&self, d: Duration) {
-        self.budget.block_for(d);
-    }
-
+    /// Sends a GET whose rate budget [`admit`](Self::admit) reserved, and decodes the answer.
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> Result<T, DoError> {
-        let _slot = self.budget.slot().await.map_err(|e| budget_error(&e))?;
-        let started = Instant::now();
-        let response = self
-            .http
+        let request = self
+            .transport
+            .http()
             .get(url)
             .bearer_auth(self.token.expose_secret())
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| request_error(e, started))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = usage_core::http::read_body(response, self.max_body)
-            .await
-            .map_err(|e| match e {
-                usage_core::http::BodyError::TooLarge { limit } => DoError::Decode {
-                    message: usage_core::http::BodyError::too_large_message(limit),
-                },
-                usage_core::http::BodyError::Read(e) => request_error(e, started),
-            })?;
-        if !status.is_success() {
-            let err = parse_error(status, &headers, &body, Utc::now());
-            if let DoError::RateLimited {
-                retry_after: Some(d),
-            } = &err
-            {
-                self.block_for(*d);
-            }
-            return Err(err);
-        }
-        // The last request the token's budget allowed (the hourly 5 000 included, which
-        // `ratelimit-limit` reports): pause until it resets instead of earning a 429.
-        if spent(&headers)
-            && let Some(d) = retry_after(&headers, Utc::now())
-        {
-            self.block_for(d);
-        }
-        usage_core::http::json(&body).map_err(|e| DoError::Decode {
-            message: truncate(&format!("unexpected {status} body: {e}")),
+            .header(ACCEPT, "application/json");
+        let answer = self
+            .transport
+            .send(&DigitalOcean, Admission::Reserved, request, None)
+            .await?;
+        usage_core::http::json(&answer.body).map_err(|e| DoError::Decode {
+            message: truncate(&format!("unexpected {} body: {e}", answer.status)),
         })
     }
 }
@@ -198,14 +196,14 @@ pub(crate) fn rfc3339_seconds(t: DateTime<Utc>) -> String {
 }
 
 /// Maps a non-2xx DigitalOcean answer to an error: the one place statuses are decided.
+/// `retry_after` is the delay the answer's rate-limit headers give (a 429's).
 ///
 /// The body is DigitalOcean's `{id, message, request_id}`, or anything else (a proxy page), in
 /// which case a short prefix of it stands in for the message, as godo's `CheckResponse` does.
 pub(crate) fn parse_error(
     status: StatusCode,
-    headers: &HeaderMap,
     body: &[u8],
-    now: DateTime<Utc>,
+    retry_after: Option<Duration>,
 ) -> DoError {
     let vendor: Option<ErrorBody> = serde_json::from_slice::<ErrorBody>(body)
         .ok()
@@ -224,78 +222,13 @@ pub(crate) fn parse_error(
             vendor: vendor.is_some_and(|b| b.id.is_some()),
             message,
         },
-        429 => DoError::RateLimited {
-            retry_after: retry_after(headers, now),
-        },
+        429 => DoError::RateLimited { retry_after },
         s if (300..400).contains(&s) => DoError::Upstream {
             status: s,
             message: "DigitalOcean answered with a redirect, which is not followed; check base_url"
                 .to_owned(),
         },
         s => DoError::Upstream { status: s, message },
-    }
-}
-
-/// Reports whether `ratelimit-remaining` says the token's budget is spent.
-fn spent(headers: &HeaderMap) -> bool {
-    headers
-        .get("ratelimit-remaining")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        == Some(0)
-}
-
-/// Reads the delay a 429 asks for: `retry-after` (seconds or an HTTP date) first, then
-/// `ratelimit-reset` (Unix seconds when the oldest counted request expires). Header names are
-/// case-insensitive (`HeaderMap` stores them lowercased; DO's docs spell `rateLimit-reset`).
-/// The delay is at least one second.
-pub(crate) fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let until = |t: DateTime<Utc>| (t - now).to_std().unwrap_or(Duration::ZERO);
-    let from_retry_after = text("retry-after").and_then(|v| {
-        v.parse::<u64>()
-            .ok()
-            .map(Duration::from_secs)
-            .or_else(|| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            })
-            .or_else(|| {
-                DateTime::parse_from_rfc2822(v)
-                    .ok()
-                    .map(|t| until(t.with_timezone(&Utc)))
-            })
-    });
-    let from_reset = || {
-        text("ratelimit-reset").and_then(|v| {
-            let secs = v.parse::<i64>().ok().or_else(|| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite())
-                    .map(|s| s.ceil() as i64)
-            })?;
-            DateTime::from_timestamp(secs, 0).map(until)
-        })
-    };
-    from_retry_after
-        .or_else(from_reset)
-        .map(|d| ceil_to_second(d).max(Duration::from_secs(1)))
-}
-
-/// Rounds a delay up to whole seconds (errors report seconds).
-pub(crate) fn ceil_to_second(d: Duration) -> Duration {
-    if d.subsec_nanos() == 0 {
-        d
-    } else {
-        Duration::from_secs(d.as_secs().saturating_add(1))
     }
 }
 
@@ -328,64 +261,14 @@ fn raw_body_message(body: &[u8]) -> String {
     }
 }
 
-/// Keeps at most [`MAX_MESSAGE_CHARS`] characters.
-pub(crate) fn truncate(s: &str) -> String {
-    if s.chars().count() <= MAX_MESSAGE_CHARS {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(MAX_MESSAGE_CHARS).collect();
-        t.push('…');
-        t
-    }
-}
-
-/// Maps a reqwest failure: the client's timeout → `Timeout`, anything else → `Transport` with the
-/// error's cause chain (reqwest's own message alone hides e.g. "connection refused"). The URL is
-/// left out: the cause is what matters, and it must fit the message limit.
-fn request_error(e: reqwest::Error, started: Instant) -> DoError {
-    if e.is_timeout() {
-        return DoError::Timeout {
-            elapsed: started.elapsed(),
-        };
-    }
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    DoError::Transport {
-        message: truncate(&message),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
+    use std::time::Instant;
 
     use super::*;
 
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
     fn err(status: u16, body: &str) -> DoError {
-        parse_error(
-            StatusCode::from_u16(status).unwrap(),
-            &HeaderMap::new(),
-            body.as_bytes(),
-            now(),
-        )
+        parse_error(StatusCode::from_u16(status).unwrap(), body.as_bytes(), None)
     }
 
     #[test]
@@ -479,50 +362,23 @@ mod tests {
         let DoError::Upstream { message, .. } = err(502, &long) else {
             panic!("502 is upstream")
         };
-        assert!(message.chars().count() <= MAX_MESSAGE_CHARS + 1);
-        let DoError::Upstream { message, .. } = parse_error(
-            StatusCode::BAD_GATEWAY,
-            &HeaderMap::new(),
-            &[0xff, 0xfe, 0x00],
-            now(),
-        ) else {
+        assert!(message.chars().count() <= usage_core::transport::MAX_MESSAGE_CHARS + 1);
+        let DoError::Upstream { message, .. } =
+            parse_error(StatusCode::BAD_GATEWAY, &[0xff, 0xfe, 0x00], None)
+        else {
             panic!("502 is upstream")
         };
         assert_eq!(message, "non-text body (3 bytes)");
     }
 
     #[test]
-    fn retry_after_wins_over_reset() {
-        let h = headers(&[("retry-after", "29"), ("ratelimit-reset", "1700000100")]);
-        assert_eq!(retry_after(&h, now()), Some(Duration::from_secs(29)));
-        let h = headers(&[("ratelimit-reset", "1700000100")]);
-        assert_eq!(retry_after(&h, now()), Some(Duration::from_secs(100)));
-        let h = headers(&[("ratelimit-reset", "1600000000")]);
+    fn a_429_carries_the_delay_the_headers_gave() {
         assert_eq!(
-            retry_after(&h, now()),
-            Some(Duration::from_secs(1)),
-            "a past reset still waits a second"
-        );
-        let h = headers(&[("retry-after", "Tue, 14 Nov 2023 22:13:27 GMT")]);
-        assert_eq!(retry_after(&h, now()), Some(Duration::from_secs(7)));
-        let h = headers(&[("retry-after", "0.2")]);
-        assert_eq!(retry_after(&h, now()), Some(Duration::from_secs(1)));
-        let h = headers(&[("retry-after", "soon"), ("ratelimit-reset", "later")]);
-        assert_eq!(retry_after(&h, now()), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now()), None);
-    }
-
-    #[test]
-    fn header_names_are_case_insensitive() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            reqwest::header::HeaderName::from_bytes(b"RateLimit-Reset").unwrap(),
-            HeaderValue::from_static("1700000042"),
-        );
-        assert_eq!(retry_after(&h, now()), Some(Duration::from_secs(42)));
-        let e = parse_error(StatusCode::TOO_MANY_REQUESTS, &h, b"{}", now());
-        assert_eq!(
-            e,
+            parse_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                b"{}",
+                Some(Duration::from_secs(42))
+            ),
             DoError::RateLimited {
                 retry_after: Some(Duration::from_secs(42))
             }
@@ -539,11 +395,13 @@ mod tests {
 
     fn client(base: &str) -> DoClient {
         DoClient::new(
+            "do",
             reqwest::Client::new(),
             Url::parse(base).unwrap(),
             SecretString::from("t"),
             NonZeroU32::new(2).unwrap(),
             1,
+            usage_core::http::DEFAULT_MAX_BODY_BYTES,
         )
     }
 
@@ -612,7 +470,7 @@ mod tests {
     #[tokio::test]
     async fn a_vendor_429_blocks_further_calls() {
         let c = client("http://127.0.0.1:1");
-        c.block_for(Duration::from_secs(29));
+        c.transport.budget().block_for(Duration::from_secs(29));
         let e = c.admit(1).await.unwrap_err();
         assert_eq!(
             e,
@@ -622,7 +480,7 @@ mod tests {
         );
         // A short block is waited out.
         let c = client("http://127.0.0.1:1");
-        c.block_for(Duration::from_millis(100));
+        c.transport.budget().block_for(Duration::from_millis(100));
         c.admit(1).await.unwrap();
     }
 }

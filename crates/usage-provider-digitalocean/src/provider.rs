@@ -86,7 +86,7 @@ fn broken_page(n: usize, at: &str, e: &DoError) -> String {
     format!(
         "the agent listing stopped at page {n} ({}): {why}; agents listed there or on later \
          pages are missing from this answer",
-        crate::client::truncate(at)
+        usage_core::transport::truncate(at)
     )
 }
 
@@ -134,13 +134,14 @@ impl DigitaloceanProvider {
         });
         Ok(Self {
             client: DoClient::new(
+                &name,
                 http,
                 config.base_url,
                 config.token,
                 per_minute,
                 config.max_concurrency,
-            )
-            .with_max_body(config.max_body_bytes),
+                config.max_body_bytes,
+            ),
             name,
             fixed_agents,
             only_deployed: config.only_deployed,

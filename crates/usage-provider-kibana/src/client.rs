@@ -1,17 +1,19 @@
-//! HTTP calls to Kibana, and the one function that turns an error status into an error.
+//! HTTP calls to Kibana (request building and decoding), and the one function that turns an
+//! error status into an error, on usage-core's shared [`Transport`] (budget, counting, body cap,
+//! rate-limit headers, transport errors).
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
-use usage_core::budget::{Budget, BudgetError};
+use usage_core::budget::Budget;
+use usage_core::transport::{Admission, Refusal, Transport, TransportError, Vendor, truncate};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
@@ -21,9 +23,6 @@ use crate::model::{
 
 /// The versioned-route API version every Agent Builder public route has.
 pub(crate) const API_VERSION: &str = "2023-10-31";
-
-/// Longest vendor message kept in an error.
-const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Which route a request went to (it decides what a 404 means).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +56,47 @@ impl fmt::Debug for Auth {
 /// [`Budget`] first.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
-    http: reqwest::Client,
+    transport: Transport,
     base: Url,
     space: Option<String>,
     auth: Auth,
-    source_name: String,
-    max_body: usize,
-    budget: Arc<Budget>,
+}
+
+/// Kibana's part of the transport for one request: its error table, which reads a 404 by the
+/// route it came from and the space.
+struct Kibana<'a> {
+    client: &'a Client,
+    route: Route,
+}
+
+impl Vendor for Kibana<'_> {
+    type Error = Error;
+
+    fn refused(&self, answer: &Refusal<'_>) -> Error {
+        self.client.err(parse_error(
+            self.route,
+            self.client.space.as_deref(),
+            answer.status,
+            answer.body,
+            answer.retry_after,
+        ))
+    }
+
+    fn failed(&self, error: TransportError) -> Error {
+        self.client.err(match error {
+            TransportError::Budget(e) => ErrorKind::RateLimited(e.retry_after()),
+            TransportError::Timeout { elapsed } => ErrorKind::Timeout(elapsed),
+            TransportError::Transport { message } => ErrorKind::Transport(message),
+            e @ TransportError::TooLarge { .. } => ErrorKind::Decode(e.message()),
+        })
+    }
+
+    fn pause(&self, error: &Error) -> Option<Duration> {
+        match error.kind {
+            ErrorKind::RateLimited(retry_after) => retry_after,
+            _ => None,
+        }
+    }
 }
 
 impl Client {
@@ -90,21 +123,23 @@ impl Client {
         base.set_query(None);
         base.set_fragment(None);
         Ok(Self {
-            http,
+            transport: Transport::new(
+                source_name,
+                http,
+                Budget::new(
+                    config.rate_limit_per_minute.and_then(NonZeroU32::new),
+                    config.max_concurrency,
+                ),
+                config.max_body_bytes,
+            ),
             base,
             space: config.space_prefix().map(str::to_owned),
             auth,
-            source_name: source_name.to_owned(),
-            max_body: config.max_body_bytes,
-            budget: Arc::new(Budget::new(
-                config.rate_limit_per_minute.and_then(NonZeroU32::new),
-                config.max_concurrency,
-            )),
         })
     }
 
     fn err(&self, kind: ErrorKind) -> Error {
-        Error::new(&self.source_name, kind)
+        Error::new(self.transport.source(), kind)
     }
 
     /// Builds `{base}[/s/{space}]/api/agent_builder/{tail…}`, percent-encoding each segment.
@@ -164,7 +199,8 @@ impl Client {
         sent: &AtomicU64,
     ) -> Result<T, Error> {
         let mut req = self
-            .http
+            .transport
+            .http()
             .request(method, url)
             .header("kbn-xsrf", "true")
             .header("elastic-api-version", API_VERSION)
@@ -189,57 +225,21 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(json);
         }
-        let _slot = self.budget.admit().await.map_err(|e| self.refused(&e))?;
-        let started = Instant::now();
-        sent.fetch_add(1, Ordering::Relaxed);
-        let resp = req.send().await.map_err(|e| self.transport(&e, started))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = usage_core::http::read_body(resp, self.max_body)
-            .await
-            .map_err(|e| match e {
-                usage_core::http::BodyError::TooLarge { limit } => self.err(ErrorKind::Decode(
-                    usage_core::http::BodyError::too_large_message(limit),
-                )),
-                usage_core::http::BodyError::Read(e) => self.transport(&e, started),
-            })?;
-        if !status.is_success() {
-            let kind = parse_error(route, self.space.as_deref(), status, &headers, &bytes);
-            if let ErrorKind::RateLimited(Some(d)) = &kind {
-                self.budget.block_for(*d);
-            }
-            return Err(self.err(kind));
-        }
+        let vendor = Kibana {
+            client: self,
+            route,
+        };
+        let answer = self
+            .transport
+            .send(&vendor, Admission::Admit, req, Some(sent))
+            .await?;
+        let bytes = answer.body;
         decode_object(&bytes).map_err(|e| {
             self.err(ErrorKind::Decode(format!(
                 "{} answer is not the documented JSON: {e}",
                 route.describe()
             )))
         })
-    }
-
-    /// Maps a refusal of the source's budget (Kibana answers no query that needs more than the
-    /// per-minute budget at once, so only a spent budget is expected).
-    fn refused(&self, e: &BudgetError) -> Error {
-        self.err(ErrorKind::RateLimited(e.retry_after()))
-    }
-
-    fn transport(&self, e: &reqwest::Error, started: Instant) -> Error {
-        if e.is_timeout() {
-            return self.err(ErrorKind::Timeout(started.elapsed()));
-        }
-        // Drop the URL (it is ours, not news) and keep the cause chain, which says what failed.
-        let mut message = e.to_string();
-        if let Some(url) = e.url() {
-            message = message.replace(&format!(" for url ({url})"), "");
-        }
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        self.err(ErrorKind::Transport(short(&message)))
     }
 }
 
@@ -257,12 +257,14 @@ impl Route {
 /// 400 is a configuration error or a bug quoting Kibana's message; 401 and 403 (privilege or
 /// license) are not retried; 404 means the route is absent (Kibana too old, plugin off, or an
 /// unknown space); 5xx stay transient, since Elasticsearch rejections arrive as 500.
+///
+/// `retry_after` is the delay the answer's rate-limit headers give (a 429's).
 pub(crate) fn parse_error(
     route: Route,
     space: Option<&str>,
     status: StatusCode,
-    headers: &HeaderMap,
     body: &[u8],
+    retry_after: Option<Duration>,
 ) -> ErrorKind {
     let boom: BoomError = serde_json::from_slice(body).unwrap_or_default();
     let reason = status.canonical_reason().unwrap_or("no reason phrase");
@@ -271,7 +273,7 @@ pub(crate) fn parse_error(
         .0
         .filter(|m| !m.trim().is_empty())
         .or(boom.error.0)
-        .map_or_else(|| reason.to_owned(), |m| short(&m));
+        .map_or_else(|| reason.to_owned(), |m| truncate(&m));
     match status.as_u16() {
         400 => ErrorKind::BadRequest(message),
         401 => ErrorKind::Unauthenticated(message),
@@ -290,13 +292,7 @@ pub(crate) fn parse_error(
                 message,
             }
         }
-        429 => ErrorKind::RateLimited(
-            headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
-        ),
+        429 => ErrorKind::RateLimited(retry_after),
         code => ErrorKind::Status {
             status: code,
             message,
@@ -309,16 +305,7 @@ pub(crate) fn decode_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err("expected a JSON object".to_owned());
     }
-    usage_core::http::json(bytes).map_err(|e| short(&e.to_string()))
-}
-
-/// Cuts a vendor message to [`MAX_MESSAGE_CHARS`] characters.
-fn short(s: &str) -> String {
-    let s = s.trim();
-    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
+    usage_core::http::json(bytes).map_err(|e| truncate(&e.to_string()))
 }
 
 #[cfg(test)]
@@ -332,8 +319,8 @@ mod tests {
             route,
             None,
             StatusCode::from_u16(status).unwrap(),
-            &HeaderMap::new(),
             body.as_bytes(),
+            None,
         );
         Error::new("kb", kind).into()
     }
@@ -413,21 +400,19 @@ mod tests {
             Route::Consumption,
             Some("ops"),
             StatusCode::NOT_FOUND,
-            &HeaderMap::new(),
             b"{}",
+            None,
         );
         assert!(
             kind.to_string().contains("space `ops` does not exist"),
             "{kind}"
         );
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         let kind = parse_error(
             Route::Consumption,
             None,
             StatusCode::TOO_MANY_REQUESTS,
-            &headers,
             b"",
+            Some(Duration::from_secs(7)),
         );
         assert_eq!(kind, ErrorKind::RateLimited(Some(Duration::from_secs(7))));
     }
@@ -449,7 +434,7 @@ mod tests {
             &format!(r#"{{"message":"{long}"}}"#),
         );
         assert!(e.to_string().len() < 400, "{}", e.to_string().len());
-        assert_eq!(short("ééé"), "ééé");
+        assert_eq!(truncate("ééé"), "ééé");
     }
 
     #[test]
