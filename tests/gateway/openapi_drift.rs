@@ -2,6 +2,7 @@
 
 use crate::common::{app, harness};
 use actix_web::test;
+use serde_json::{Value, json};
 
 #[actix_web::test]
 async fn committed_document_matches_served_document() {
@@ -55,6 +56,57 @@ async fn document_is_openapi_3_1_with_bearer_scheme() {
         "start", "end", "tz", "bucket", "group_by", "source", "provider", "agent", "user", "format",
     ] {
         assert!(params.contains(&p), "{p} documented");
+    }
+}
+
+/// `doc`'s schema `s`, with a `$ref` to `#/components/schemas/` followed.
+fn resolved<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {
+    match s.get("$ref").and_then(Value::as_str) {
+        Some(r) => &doc["components"]["schemas"][r.strip_prefix("#/components/schemas/").unwrap()],
+        None => s,
+    }
+}
+
+fn operation<'a>(doc: &'a Value, path: &str) -> &'a Value {
+    &doc["paths"][path]["get"]
+}
+
+/// Issue item 7: Swagger UI's "Execute" sent the example values (a fixed November week,
+/// Europe/Berlin) because it pre-fills a field from the parameter's `example`/`examples`, or its
+/// schema's `example`/`default`; and `tz` was a 597-entry dropdown (an `enum`). An optional
+/// query parameter of the usage operation now pre-fills nothing, and `tz` is typed text.
+#[actix_web::test]
+async fn swagger_ui_prefills_no_usage_parameter_and_tz_is_text() {
+    let doc: Value = serde_json::from_str(&usage_gateway::openapi::document_json()).unwrap();
+    for path in ["/v1/usage"] {
+        for p in operation(&doc, path)["parameters"].as_array().unwrap() {
+            let name = p["name"].as_str().unwrap();
+            for key in ["example", "examples", "default"] {
+                assert!(p.get(key).is_none(), "{path} `{name}` has `{key}`");
+            }
+            // What Swagger UI reads of the schema: the schema itself, or an array's items.
+            for s in [&p["schema"], &p["schema"]["items"]] {
+                let s = resolved(&doc, s);
+                for key in ["example", "default"] {
+                    assert!(s.get(key).is_none(), "{path} `{name}`: schema `{key}`");
+                }
+            }
+        }
+        let tz = operation(&doc, path)["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "tz")
+            .unwrap();
+        let schema = resolved(&doc, &tz["schema"]);
+        assert!(schema.get("enum").is_none(), "{path}: `tz` is an enum");
+        assert_eq!(schema["type"], "string");
+        // JSON Schema `examples` (an array), which Swagger UI does not put into the field.
+        assert_eq!(
+            schema["examples"],
+            json!(["UTC", "Europe/Berlin", "Asia/Kolkata"])
+        );
+        assert!(schema["description"].as_str().unwrap().contains("400"));
     }
 }
 
