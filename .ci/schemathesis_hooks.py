@@ -16,6 +16,8 @@ these rules and is then rightly answered 400. For positive cases only, `map_case
 these rules and nothing else, so the `positive_data_acceptance` check stays meaningful for every
 other aspect. Negative cases are never touched: they must still be refused.
 
+These rules hold for `GET /v1/usage.csv` too, which takes the same parameters.
+
 Configuration comes from the environment (set by `.ci/schemathesis.sh`):
 `ST_SOURCES` (comma list of configured source names), `ST_MAX_RANGE_DAYS`.
 """
@@ -28,6 +30,7 @@ import zlib
 
 import schemathesis
 
+USAGE_PATHS = ("/v1/usage", "/v1/usage.csv")
 SOURCES = [s for s in os.environ.get("ST_SOURCES", "").split(",") if s]
 MAX_RANGE = dt.timedelta(days=int(os.environ.get("ST_MAX_RANGE_DAYS", "366")))
 # The longest span each bucket size keeps within max_buckets and within 250 DigitalOcean calls
@@ -144,7 +147,7 @@ def _zone(value):
 
 @schemathesis.hook
 def map_case(context, case):
-    if case.operation.path != "/v1/usage" or case.method.upper() != "GET" or not _positive(case):
+    if case.operation.path not in USAGE_PATHS or case.method.upper() != "GET" or not _positive(case):
         return case
     if not isinstance(case.query, dict):
         return case

@@ -39,6 +39,7 @@ async fn document_is_openapi_3_1_with_bearer_scheme() {
     );
     for p in [
         "/v1/usage",
+        "/v1/usage.csv",
         "/v1/sources",
         "/v1/agents",
         "/healthz",
@@ -74,11 +75,11 @@ fn operation<'a>(doc: &'a Value, path: &str) -> &'a Value {
 /// Issue item 7: Swagger UI's "Execute" sent the example values (a fixed November week,
 /// Europe/Berlin) because it pre-fills a field from the parameter's `example`/`examples`, or its
 /// schema's `example`/`default`; and `tz` was a 597-entry dropdown (an `enum`). An optional
-/// query parameter of the usage operation now pre-fills nothing, and `tz` is typed text.
+/// query parameter of the usage operations now pre-fills nothing, and `tz` is typed text.
 #[actix_web::test]
 async fn swagger_ui_prefills_no_usage_parameter_and_tz_is_text() {
     let doc: Value = serde_json::from_str(&usage_gateway::openapi::document_json()).unwrap();
-    for path in ["/v1/usage"] {
+    for path in ["/v1/usage", "/v1/usage.csv"] {
         for p in operation(&doc, path)["parameters"].as_array().unwrap() {
             let name = p["name"].as_str().unwrap();
             for key in ["example", "examples", "default"] {
@@ -108,6 +109,68 @@ async fn swagger_ui_prefills_no_usage_parameter_and_tz_is_text() {
         );
         assert!(schema["description"].as_str().unwrap().contains("400"));
     }
+}
+
+/// Issue item 2: with `application/json` and `text/csv` under one 200, generated clients typed
+/// getUsage's answer as `UsageResponse | string` (TypeScript) or parsed CSV as JSON (Python).
+/// Now getUsage's 200 is JSON only and getUsageCsv's is text only; apart from that and
+/// `format`, the two operations are documented alike.
+#[actix_web::test]
+async fn json_and_csv_are_separate_operations_documented_alike() {
+    let doc: Value = serde_json::from_str(&usage_gateway::openapi::document_json()).unwrap();
+    let json_op = operation(&doc, "/v1/usage");
+    let csv_op = operation(&doc, "/v1/usage.csv");
+    assert_eq!(json_op["operationId"], "getUsage");
+    assert_eq!(csv_op["operationId"], "getUsageCsv");
+    let media = |op: &Value| -> Vec<String> {
+        op["responses"]["200"]["content"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(media(json_op), ["application/json"]);
+    assert_eq!(media(csv_op), ["text/csv"]);
+    assert_eq!(
+        csv_op["responses"]["200"]["content"]["text/csv"]["schema"],
+        json!({"type": "string"})
+    );
+    // `format` on getUsage documents its JSON value only (`format=csv` would be a CSV 200).
+    let format = json_op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "format")
+        .unwrap();
+    assert_eq!(resolved(&doc, &format["schema"])["enum"], json!(["json"]));
+    let without_format: Vec<&Value> = json_op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] != "format")
+        .collect();
+    let csv_params: Vec<&Value> = csv_op["parameters"].as_array().unwrap().iter().collect();
+    assert_eq!(csv_params, without_format);
+    for status in ["304", "400", "401", "403", "413", "431", "502", "504"] {
+        assert_eq!(
+            csv_op["responses"][status], json_op["responses"][status],
+            "{status}"
+        );
+    }
+    for op in [json_op, csv_op] {
+        let headers = op["responses"]["200"]["headers"].as_object().unwrap();
+        for h in ["ETag", "Cache-Control", "x-usage-complete"] {
+            assert!(headers.contains_key(h), "{} {h}", op["operationId"]);
+        }
+        for (status, r) in op["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                let media: Vec<&String> = r["content"].as_object().unwrap().keys().collect();
+                assert_eq!(media, ["application/problem+json"], "{status}");
+            }
+        }
+    }
+    assert_eq!(csv_op["security"], json_op["security"]);
 }
 
 #[actix_web::test]

@@ -341,12 +341,17 @@ param_schema!(
 );
 
 param_schema!(
-    /// `format`.
+    /// `format` as `GET /v1/usage` documents it: JSON only, so that generated clients type
+    /// that operation's 200 as JSON; CSV has its own operation, `GET /v1/usage.csv`. The server
+    /// still takes `format=csv` (and `Accept: text/csv`) on `/v1/usage`, as API v1 promises.
     FormatParam,
     "Format",
     string_schema()
-        .description(Some("The response format."))
-        .enum_values(Some(["json", "csv"]))
+        .description(Some(
+            "The response format of `GET /v1/usage`: `json`. For CSV use `GET /v1/usage.csv` \
+             (operation `getUsageCsv`).",
+        ))
+        .enum_values(Some(["json"]))
         .into()
 );
 
@@ -429,7 +434,8 @@ pub struct UsageParams {
     /// without users are reported `skipped`.
     #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
     pub user: Option<Vec<String>>,
-    /// json or csv (also chosen by `Accept: text/csv`). Default: json.
+    /// `json` (the default). CSV is `GET /v1/usage.csv`; `format=csv` and `Accept: text/csv`
+    /// still answer CSV here too, but this operation documents JSON only.
     #[param(value_type = Option<FormatParam>)]
     pub format: Option<String>,
 }
