@@ -15,35 +15,9 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$version"; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
 fi
 
-cargo build --quiet --locked -p usage-gateway
-
-work=$(mktemp -d)
-target/debug/usage-gateway demo --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/stderr" &
-demo=$!
-cleanup() {
-  kill "$demo" 2>/dev/null || true
-  wait "$demo" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The demo prints its URL and a dev token once it listens.
-for _ in $(seq 1 600); do
-  grep -q "^export TOKEN='" "$work/stdout" && break
-  if ! kill -0 "$demo" 2>/dev/null; then
-    echo "the demo gateway exited:" >&2
-    cat "$work/stderr" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-url=$(sed -n 's/^usage-gateway demo is running at //p' "$work/stdout")
-token=$(sed -n "s/^export TOKEN='\(.*\)'\$/\1/p" "$work/stdout")
-if [ -z "$url" ] || [ -z "$token" ]; then
-  echo "the demo gateway printed no URL or token:" >&2
-  cat "$work/stdout" "$work/stderr" >&2
-  exit 1
-fi
+# shellcheck source=demo.sh
+. .ci/demo.sh
+start_demo
 
 # The rules OpenAPI cannot state (see the hooks file) need the configured source names.
 export ST_SOURCES

@@ -6,12 +6,17 @@ parameters to each other or to the deployment, stated in the parameter descripti
 - `end` must be after `start`, and `[start, end)` at most `server.max_range` long;
 - a query may span at most `server.max_buckets` buckets, and a DigitalOcean source at most
   `max_upstream_calls` (agents x buckets) vendor calls;
-- `source` names, and the `<source>/` prefix of an `agent`, must name configured sources.
+- `source` names, and the `<source>/` prefix of an `agent`, must name configured sources;
+- `tz` must name a zone of the server's time zone database: the document states it as a plain
+  string (an enum froze one tzdata release into the document and broke generated clients), so a
+  schema-valid `tz` is almost never a zone.
 
 Schemathesis draws every parameter independently, so a schema-valid (positive) case can break
 these rules and is then rightly answered 400. For positive cases only, `map_case` repairs exactly
 these rules and nothing else, so the `positive_data_acceptance` check stays meaningful for every
 other aspect. Negative cases are never touched: they must still be refused.
+
+These rules hold for `GET /v1/usage.csv` too, which takes the same parameters.
 
 Configuration comes from the environment (set by `.ci/schemathesis.sh`):
 `ST_SOURCES` (comma list of configured source names), `ST_MAX_RANGE_DAYS`.
@@ -25,6 +30,7 @@ import zlib
 
 import schemathesis
 
+USAGE_PATHS = ("/v1/usage", "/v1/usage.csv")
 SOURCES = [s for s in os.environ.get("ST_SOURCES", "").split(",") if s]
 MAX_RANGE = dt.timedelta(days=int(os.environ.get("ST_MAX_RANGE_DAYS", "366")))
 # The longest span each bucket size keeps within max_buckets and within 250 DigitalOcean calls
@@ -35,6 +41,22 @@ SPAN = {
     "week": dt.timedelta(days=360),
 }
 DAY = dt.timedelta(days=1)
+# Zones every tzdata release has, over a wide spread of offsets (whole, half and quarter hours,
+# both sides of UTC, with and without DST); the document's examples are among them.
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "Asia/Kolkata",
+    "America/New_York",
+    "America/St_Johns",
+    "America/Sao_Paulo",
+    "Asia/Kathmandu",
+    "Asia/Tokyo",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "Pacific/Kiritimati",
+    "Pacific/Pago_Pago",
+]
 # Local midnight of a date lies within 14 hours of UTC midnight in every zone.
 SLACK = dt.timedelta(hours=15)
 
@@ -117,13 +139,21 @@ def _agent(piece: str) -> str:
     return f"{SOURCES[zlib.crc32(source.encode()) % len(SOURCES)]}/{rest}"
 
 
+def _zone(value):
+    if not isinstance(value, str) or value in ZONES:
+        return value
+    return ZONES[zlib.crc32(value.encode()) % len(ZONES)]
+
+
 @schemathesis.hook
 def map_case(context, case):
-    if case.operation.path != "/v1/usage" or case.method.upper() != "GET" or not _positive(case):
+    if case.operation.path not in USAGE_PATHS or case.method.upper() != "GET" or not _positive(case):
         return case
     if not isinstance(case.query, dict):
         return case
     query = dict(case.query)
+    if "tz" in query:
+        query["tz"] = _zone(query["tz"])
     _repair_range(query)
     if "source" in query:
         query["source"] = _map_list(query["source"], _configured)

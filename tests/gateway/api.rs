@@ -492,6 +492,70 @@ async fn csv_matches_json_rows() {
     }
 }
 
+/// `GET /v1/usage.csv` is `GET /v1/usage?format=csv`: the same body, ETag, headers and cache
+/// entry; a `format` asking for JSON there, and every bad parameter, is a 400 naming it.
+#[actix_web::test]
+async fn the_csv_operation_answers_what_format_csv_answers() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let t = token("admin");
+    let q = format!("{RANGE}&bucket=day&tz=Asia/Kolkata");
+    let (s, headers, body) = get(&app, &format!("/v1/usage.csv?{q}"), Some(&t), &[]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "text/csv; charset=utf-8"
+    );
+    assert!(body.starts_with(b"bucket_start,bucket_end,source,agent,agent_name,unit,"));
+    assert_eq!(headers.get("x-usage-complete").unwrap(), "true");
+    assert!(
+        headers
+            .get("cache-control")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("private, max-age=")
+    );
+    let etag = headers.get("etag").unwrap().clone();
+    for uri in [
+        format!("/v1/usage?{q}&format=csv"),
+        format!("/v1/usage.csv?{q}&format=csv"),
+    ] {
+        let (s, again, same) = get(&app, &uri, Some(&t), &[]).await;
+        assert_eq!((s, &same), (200, &body), "{uri}");
+        assert_eq!(again.get("etag"), Some(&etag), "{uri}");
+    }
+    assert_eq!((h.alpha.calls(), h.beta.calls()), (1, 1), "no refetch");
+    let (s, _, _) = get(
+        &app,
+        &format!("/v1/usage.csv?{q}"),
+        Some(&t),
+        &[("If-None-Match", etag.to_str().unwrap())],
+    )
+    .await;
+    assert_eq!(s, 304);
+    for (query, param) in [
+        ("format=json", "format"),
+        ("tz=Nowhere/City", "tz"),
+        ("tz=GMT0x", "tz"),
+        ("bucket=fortnight", "bucket"),
+    ] {
+        let (s, headers, body) = get(&app, &format!("/v1/usage.csv?{query}"), Some(&t), &[]).await;
+        assert_eq!(s, 400, "{query}");
+        assert_eq!(
+            headers.get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        assert_eq!(json_of(&body)["errors"][0]["parameter"], param, "{query}");
+    }
+    let (s, headers, _) = get(&app, &format!("/v1/usage.csv?{q}"), None, &[]).await;
+    assert_eq!(s, 401);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+}
+
 #[actix_web::test]
 async fn user_filter_skips_sources_without_users() {
     let h = harness("2s");

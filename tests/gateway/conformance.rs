@@ -36,10 +36,13 @@ fn every_documented_value_is_accepted() {
     let accepted = |q: &str| {
         query::parse(q, &limits, now).unwrap_or_else(|e| panic!("{q}: {e:?}"));
     };
-    let zones = enum_of(&doc, "TimeZone");
-    assert!(zones.len() > 400, "{}", zones.len());
-    for tz in &zones {
-        accepted(&serde_urlencoded::to_string([("tz", tz)]).unwrap());
+    // `tz` is a string with examples, not an enum (see openapi_drift.rs); the examples are zones.
+    let zones = doc["components"]["schemas"]["TimeZone"]["examples"]
+        .as_array()
+        .unwrap();
+    assert!(zones.len() >= 3, "{zones:?}");
+    for tz in zones {
+        accepted(&serde_urlencoded::to_string([("tz", tz.as_str().unwrap())]).unwrap());
     }
     for b in enum_of(&doc, "Bucket") {
         accepted(&format!("bucket={b}&start=2026-11-01&end=2026-11-02"));

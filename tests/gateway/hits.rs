@@ -166,3 +166,26 @@ async fn a_query_up_to_now_is_never_remembered() {
     assert_eq!(s, 200);
     assert_ne!(end(&first), end(&later), "`end` follows the clock");
 }
+
+#[actix_web::test]
+async fn a_csv_operation_answer_is_never_remembered_for_v1_usage() {
+    let h = harness("2s");
+    let app = app(&h).await;
+    let t = token("admin");
+    let query = uri().replacen("/v1/usage?", "", 1);
+    // The same token, query string and `Accept`: only the path differs.
+    for _ in 0..2 {
+        let (s, headers, _) = get(&app, &format!("/v1/usage.csv?{query}"), Some(&t), &[]).await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            headers.get("content-type").unwrap(),
+            "text/csv; charset=utf-8"
+        );
+    }
+    for _ in 0..2 {
+        let (s, headers, body) = get(&app, &uri(), Some(&t), &[]).await;
+        assert_eq!(s, 200);
+        assert_eq!(headers.get("content-type").unwrap(), "application/json");
+        assert!(json_of(&body)["rows"].is_array());
+    }
+}

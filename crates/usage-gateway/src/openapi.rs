@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers and schemas.
 
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -78,6 +79,33 @@ impl Modify for RequestLimits {
                 )
                 .into()
             });
+        }
+    }
+}
+
+/// Gives `GET /v1/usage.csv` the parameters of `GET /v1/usage` except `format`, and its error
+/// responses (every status but 200 and 304), so that the two operations cannot drift apart.
+struct UsageCsvShared;
+
+impl Modify for UsageCsvShared {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let paths = &mut openapi.paths.paths;
+        let Some(json) = paths.get("/v1/usage").and_then(|i| i.get.clone()) else {
+            return;
+        };
+        let Some(csv) = paths.get_mut("/v1/usage.csv").and_then(|i| i.get.as_mut()) else {
+            return;
+        };
+        csv.parameters = json.parameters.map(|params| {
+            params
+                .into_iter()
+                .filter(|p| !(p.name == "format" && p.parameter_in == ParameterIn::Query))
+                .collect()
+        });
+        for (status, response) in json.responses.responses {
+            if status != "200" && status != "304" {
+                csv.responses.responses.entry(status).or_insert(response);
+            }
         }
     }
 }
@@ -162,6 +190,7 @@ pub mod examples {
     ),
     paths(
         crate::routes::usage::get_usage,
+        crate::routes::usage::get_usage_csv,
         crate::routes::meta::list_sources,
         crate::routes::meta::list_agents,
         crate::routes::meta::healthz,
@@ -175,7 +204,7 @@ pub mod examples {
         InstantParam, TimeZoneParam, BucketParam, FormatParam, GroupByParam, ProviderListParam,
         FilterValueParam,
     )),
-    modifiers(&BearerJwt, &RequestLimits),
+    modifiers(&BearerJwt, &UsageCsvShared, &RequestLimits),
     tags(
         (name = "usage", description = "Normalized token usage"),
         (name = "sources", description = "Sources and agents"),

@@ -379,12 +379,17 @@ param_schema!(
 );
 
 param_schema!(
-    /// `tz`: every IANA time zone name the gateway's zone database knows.
+    /// `tz`: a string, not an enum of the zone database's names: an enum froze one tzdata
+    /// release into the document, broke generated clients (aliases such as `GMT0` and `GMT-0`
+    /// collide as identifiers) and made Swagger UI a 597-entry dropdown. [`parse`] validates it.
     TimeZoneParam,
     "TimeZone",
     string_schema()
-        .description(Some("An IANA time zone name."))
-        .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+        .description(Some(
+            "An IANA time zone name (e.g. `UTC`, `Europe/Berlin`, `Asia/Kolkata`), validated by the \
+             server against its time zone database: an unknown name is a 400 naming `tz`.",
+        ))
+        .examples(["UTC", "Europe/Berlin", "Asia/Kolkata"])
         .into()
 );
 
@@ -399,12 +404,17 @@ param_schema!(
 );
 
 param_schema!(
-    /// `format`.
+    /// `format` as `GET /v1/usage` documents it: JSON only, so that generated clients type
+    /// that operation's 200 as JSON; CSV has its own operation, `GET /v1/usage.csv`. The server
+    /// still takes `format=csv` (and `Accept: text/csv`) on `/v1/usage`, as API v1 promises.
     FormatParam,
     "Format",
     string_schema()
-        .description(Some("The response format."))
-        .enum_values(Some(["json", "csv"]))
+        .description(Some(
+            "The response format of `GET /v1/usage`: `json`. For CSV use `GET /v1/usage.csv` \
+             (operation `getUsageCsv`).",
+        ))
+        .enum_values(Some(["json"]))
         .into()
 );
 
@@ -478,23 +488,24 @@ pub struct UsageParams {
     /// `today`, `yesterday`, or a duration before now (`-24h`, `-30d`; days and weeks are local
     /// days in `tz`); the answer's `query.start` gives the instant it resolved to. Default: 7
     /// whole days before today in `tz`, or 7 days before `end` when only `end` is given.
-    #[param(value_type = Option<InstantParam>, example = "2026-11-01")]
+    #[param(value_type = Option<InstantParam>)]
     pub start: Option<String>,
     /// Exclusive end, same forms as `start` (`end=now` includes today so far); must be after
     /// `start`, and the range at most the configured `max_range` (366 days by default). Default:
     /// today's local midnight, or now when only `start` is given.
-    #[param(value_type = Option<InstantParam>, example = "2026-11-08")]
+    #[param(value_type = Option<InstantParam>)]
     pub end: Option<String>,
-    /// IANA time zone for dates and bucket edges (DST-correct). Default: UTC.
-    #[param(value_type = Option<TimeZoneParam>, example = "Europe/Berlin")]
+    /// IANA time zone for dates and bucket edges (DST-correct), e.g. `Europe/Berlin`; an
+    /// unknown name is a 400. Default: UTC.
+    #[param(value_type = Option<TimeZoneParam>)]
     pub tz: Option<String>,
     /// none, hour, day, week (ISO, Monday), month; a query may span at most the configured
     /// `max_buckets` (2000 by default). Default: none.
-    #[param(value_type = Option<BucketParam>, example = "day")]
+    #[param(value_type = Option<BucketParam>)]
     pub bucket: Option<String>,
     /// Comma list of source, provider, agent, user, conversation, usage_type. Default
     /// source,agent; empty for totals only.
-    #[param(value_type = Option<GroupByParam>, example = "source,agent")]
+    #[param(value_type = Option<GroupByParam>)]
     pub group_by: Option<String>,
     /// Only these configured sources (repeated, or comma lists; at most 100 values by default).
     /// Names outside the caller's access answer 403, unknown names 400.
@@ -511,8 +522,9 @@ pub struct UsageParams {
     /// without users are reported `skipped`.
     #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
     pub user: Option<Vec<String>>,
-    /// json or csv (also chosen by `Accept: text/csv`). Default: json.
-    #[param(value_type = Option<FormatParam>, example = "json")]
+    /// `json` (the default). CSV is `GET /v1/usage.csv`; `format=csv` and `Accept: text/csv`
+    /// still answer CSV here too, but this operation documents JSON only.
+    #[param(value_type = Option<FormatParam>)]
     pub format: Option<String>,
     /// With a `bucket`: `zero` gives every bucket of the range a row for every group that has
     /// usage anywhere in the range (zero counters where it had none), so charts have no gaps;

@@ -164,7 +164,12 @@ struct Outcome {
     description = "Fans out to the caller's sources concurrently, normalizes and aggregates. \
 A single source failing, or unable to serve the query as asked (e.g. above its per-query limit of \
 vendor calls: a `source_limit` problem saying what fits), is reported in `sources[]` (and \
-`complete: false`), not as an HTTP error.",
+`complete: false`), not as an HTTP error.\n\n\
+This operation is documented as JSON only, so that generated clients type its 200 as \
+`UsageResponse`; the same data as CSV is `GET /v1/usage.csv` (`getUsageCsv`). For callers of API \
+v1, `format=csv` or `Accept: text/csv` still answer the CSV of `getUsageCsv` here too; `format` \
+is documented with its JSON value only, so that a client generated from this document never \
+receives CSV from this operation.",
     params(
         crate::query::UsageParams,
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer; 304 when unchanged."),
@@ -172,8 +177,9 @@ vendor calls: a `source_limit` problem saying what fits), is reported in `source
     ),
     responses(
         (status = 200, description = "Usage rows, totals and per-source status", headers(
-            ("ETag" = String, description = "Strong entity tag of the body"),
+            ("ETag" = String, description = "Strong entity tag of the answer's data (query, totals, rows, per-source status and attribution), not of its fetch metadata, so replicas with the same data agree"),
             ("Cache-Control" = String, description = "private, max-age=N"),
+            ("x-usage-complete" = String, description = "`true` when every touched source is `ok` (the body's `complete`), else `false`"),
         ), content(
             (crate::model::UsageResponseSchema = "application/json", example = json!({
                 "query": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z", "tz": "UTC", "bucket": "day", "group_by": ["source", "agent"], "filters": {}, "fill": "none", "bucket_edges": "utc"},
@@ -182,7 +188,6 @@ vendor calls: a `source_limit` problem saying what fits), is reported in `source
                 "rows": [{"bucket_start": "2026-11-01T00:00:00Z", "bucket_end": "2026-11-02T00:00:00Z", "source": "do-prod", "agent": "c441bf77-81d6-11ef-bf8f-4e013e2ddde4", "agent_name": "support-agent", "unit": "tokens", "input_tokens": 1000, "output_tokens": 250, "other_tokens": 0, "total_tokens": 1250}],
                 "sources": [{"source": "do-prod", "provider": "digitalocean", "status": "ok", "attribution": "exact", "cached": false, "fetched_at": "2026-11-08T10:00:00Z", "upstream_requests": 7, "duration_ms": 41.3}]
             })),
-            (String = "text/csv", example = "source,agent,agent_name,unit,input_tokens,output_tokens,other_tokens,total_tokens\ndo-prod,c441bf77-81d6-11ef-bf8f-4e013e2ddde4,support-agent,tokens,1000,250,0,1250\n"),
         )),
         (status = 304, description = "Not modified (If-None-Match matched)"),
         (status = 400, description = "Invalid parameters, each named in `errors`; also a query that every touched source refuses (e.g. above each one's call limit)", content((crate::error::Problem = "application/problem+json", examples(
@@ -249,6 +254,53 @@ pub async fn get_usage(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    usage(http, caller, state, None).await
+}
+
+/// `GET /v1/usage.csv`: `GET /v1/usage` with the format fixed to CSV. Its parameters (all but
+/// `format`) and its error responses are `getUsage`'s, copied by `crate::openapi`.
+#[utoipa::path(
+    get,
+    path = "/v1/usage.csv",
+    tag = "usage",
+    operation_id = "getUsageCsv",
+    summary = "Token usage as CSV",
+    description = "The rows of `GET /v1/usage` as CSV (RFC 4180: a header row, then one line per \
+row, the same column names, RFC 3339 times in UTC unless `bucket_edges=local`; text cells starting \
+with `=`, `+`, `-`, `@`, a tab or CR get a leading `'` against formula injection); the same query parameters except `format`, the \
+same caching, ETag and error responses (problem+json). Answered by the same code as \
+`GET /v1/usage?format=csv`, which it exists beside so that generated clients get a JSON type for \
+`getUsage` and text for this operation. `x-usage-complete` says whether every touched source \
+answered, which the CSV body cannot.",
+    responses(
+        (status = 200, description = "Usage rows as CSV", headers(
+            ("ETag" = String, description = "Strong entity tag of the answer's data (query, totals, rows, per-source status and attribution), not of its fetch metadata, so replicas with the same data agree"),
+            ("Cache-Control" = String, description = "private, max-age=N"),
+            ("x-usage-complete" = String, description = "`true` when every touched source is `ok`, else `false` (some rows may be missing)"),
+            ("Content-Disposition" = String, description = "`attachment; filename=\"usage-<start>-<end>.csv\"`, the range in basic ISO 8601 UTC (e.g. `usage-20261101T000000Z-20261108T000000Z.csv`)"),
+        ), content(
+            (String = "text/csv", example = "source,agent,agent_name,unit,input_tokens,output_tokens,other_tokens,total_tokens\ndo-prod,c441bf77-81d6-11ef-bf8f-4e013e2ddde4,support-agent,tokens,1000,250,0,1250\n"),
+        )),
+        (status = 304, description = "Not modified (If-None-Match matched)"),
+    ),
+    security(("bearer_jwt" = []))
+)]
+pub async fn get_usage_csv(
+    http: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    usage(http, caller, state, Some(Format::Csv)).await
+}
+
+/// Answers a usage request, in `forced` format when the route fixes one (a `format` parameter
+/// naming another is a 400), else as `format` or `Accept` ask.
+async fn usage(
+    http: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    forced: Option<Format>,
+) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
     let raw = http.query_string();
     let req = if let Some(req) = state.parsed.get(raw).await {
@@ -260,7 +312,11 @@ pub async fn get_usage(
         }
         req
     };
-    let format = req.format.unwrap_or_else(|| negotiate(&http));
+    let format = match forced {
+        Some(f) if req.format.is_none_or(|asked| asked == f) => f,
+        Some(_) => return Err(forced_format_conflict(http.path())),
+        None => req.format.unwrap_or_else(|| negotiate(&http)),
+    };
     let plans = plan(&req, &caller, &state)?;
     let refresh = no_cache(&http);
     let key = response_key(&req, &caller, format);
@@ -604,6 +660,14 @@ fn csv_disposition(req: &UsageRequest) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
+/// The 400 for a `format` that contradicts the route's (`format=json` on `/v1/usage.csv`).
+fn forced_format_conflict(path: &str) -> ApiError {
+    ApiError::BadRequest(vec![ParamError::new(
+        "format",
+        format!("`{path}` answers CSV only; ask `/v1/usage` for JSON"),
+    )])
+}
+
 /// Reports whether the request asks for a refetch (`Cache-Control: no-cache`).
 fn no_cache(http: &HttpRequest) -> bool {
     http.headers()
@@ -701,7 +765,10 @@ fn remember(
     req: &UsageRequest,
     rendered: &Arc<Rendered>,
 ) {
-    if !req.timeless {
+    // Only `/v1/usage` is answered from memory (`obs::observe` asks for no other path): the
+    // CSV that `/v1/usage.csv` answers must never be remembered under a token, query string
+    // and `Accept` that `/v1/usage` answers with JSON.
+    if !req.timeless || http.path() != "/v1/usage" {
         return;
     }
     let Ok(token) = crate::auth::bearer(http) else {
