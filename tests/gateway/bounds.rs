@@ -13,6 +13,7 @@ use usage_sim::DataSpec;
 
 pub(crate) struct Running {
     base: String,
+    addr: std::net::SocketAddr,
     token: String,
     pub(crate) sims: usage_sim::Simulators,
 }
@@ -33,8 +34,14 @@ pub(crate) async fn start() -> Running {
     let state = AppState::new(config, providers).unwrap();
     let bound = usage_gateway::server::bind(state).unwrap();
     let base = format!("http://{}", bound.addr);
+    let addr = bound.addr;
     actix_web::rt::spawn(bound.run());
-    Running { base, token, sims }
+    Running {
+        base,
+        addr,
+        token,
+        sims,
+    }
 }
 
 fn vendor_calls(r: &Running) -> u64 {
@@ -143,7 +150,7 @@ async fn every_bound_is_refused_before_any_vendor_call() {
         assert_eq!(ct, "application/problem+json", "{name}");
         assert_eq!(v["status"], 431);
     }
-    // actix-web's own cap (more than 96 header lines) still answers 431.
+    // Past actix-http's own cap (more than 96 header lines) too.
     let mut huge = HeaderMap::new();
     for i in 0..120 {
         huge.insert(
@@ -151,7 +158,8 @@ async fn every_bound_is_refused_before_any_vendor_call() {
             HeaderValue::from_static("1"),
         );
     }
-    assert_eq!(send(&r, "", huge, None).await.0, 431);
+    let (s, ct, v) = send(&r, "", huge, None).await;
+    assert_eq!((s, ct.as_str()), (431, "application/problem+json"), "{v}");
 
     // A body where none is taken: 413.
     let (s, ct, v) = send(&r, "", HeaderMap::new(), Some(vec![b'x'; 20 * 1024])).await;
@@ -176,4 +184,160 @@ async fn every_bound_is_refused_before_any_vendor_call() {
         r.sims.kibana.total_calls() + r.sims.chatbotkit.total_calls(),
         0
     );
+}
+
+/// One answer read off a raw connection.
+struct Raw {
+    status: u16,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Everything the server sent before closing.
+    bytes: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` on a new connection and reads until the server closes it (or 10 s pass);
+/// parses the first response.
+fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> Raw {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // The server may answer before it has read everything: a failed write is not an error.
+    let _ = conn.write_all(request);
+    let mut bytes = Vec::new();
+    let _ = conn.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+        panic!("no response head in {text:?}");
+    };
+    let mut lines = head.lines();
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(rest.len(), |(_, v)| v.parse().unwrap());
+    let body = rest.as_bytes()[..len].to_vec();
+    Raw {
+        status,
+        headers,
+        body,
+        bytes,
+    }
+}
+
+/// Request heads past the gateway's bounds, up to and past those of actix-http's own codec (96
+/// header lines, 128 KiB of head, a 64 KiB request target), sent over a raw socket: each is
+/// answered problem+json with a request id and a detail naming the gateway's bound, counted
+/// like any request, and the connection is closed; requests before it on the same connection are
+/// answered, and the server keeps serving.
+#[actix_web::test]
+async fn oversized_request_heads_are_problems_too() {
+    let r = start().await;
+    let addr = r.addr;
+    let head = |extra: &str| format!("GET /v1/usage HTTP/1.1\r\nhost: gw\r\n{extra}\r\n");
+    let lines = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("x-line-{i}: 1\r\n"))
+            .collect::<Vec<_>>()
+            .concat()
+    };
+    let value = |kib: usize| format!("x-big: {}\r\n", "b".repeat(kib * 1024));
+    let target = |kib: usize| {
+        format!(
+            "GET /v1/usage?user={} HTTP/1.1\r\nhost: gw\r\n\r\n",
+            "u".repeat(kib * 1024)
+        )
+    };
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("100 header lines", head(&lines(100)), 431, "at most 64"),
+        ("70 KiB header value", head(&value(70)), 431, "16384"),
+        ("20 KiB query", target(20), 400, "8192"),
+        ("140 KiB header value", head(&value(140)), 431, "16384"),
+        ("70 KiB query", target(70), 400, "8192"),
+    ];
+    for (name, request, status, bound) in cases {
+        let raw = actix_web::rt::task::spawn_blocking(move || exchange(addr, request.as_bytes()))
+            .await
+            .unwrap();
+        let shown = String::from_utf8_lossy(&raw.bytes[..raw.bytes.len().min(600)]).into_owned();
+        assert_eq!(raw.status, status, "{name}: {shown}");
+        assert_eq!(
+            raw.header("content-type"),
+            Some("application/problem+json"),
+            "{name}: {shown}"
+        );
+        let id = raw.header("x-request-id").unwrap_or_default();
+        assert!(!id.is_empty(), "{name}: {shown}");
+        let problem: Value = serde_json::from_slice(&raw.body).unwrap();
+        assert_eq!(problem["status"], status, "{name}");
+        assert_eq!(
+            problem["instance"],
+            format!("urn:request-id:{id}"),
+            "{name}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains(bound),
+            "{name}: {problem}"
+        );
+        // A normal request on a new connection is served.
+        let ok = actix_web::rt::task::spawn_blocking(move || {
+            exchange(
+                addr,
+                b"GET /healthz HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(ok.status, 200, "{name}: the server still serves");
+    }
+
+    // Pipelined after two requests on one connection: those two are answered, then the 431.
+    let healthz = "GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n";
+    let pipelined = format!("{healthz}{healthz}{}{healthz}", head(&lines(100)));
+    let raw = actix_web::rt::task::spawn_blocking(move || exchange(addr, pipelined.as_bytes()))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw.bytes);
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "431"], "{text}");
+
+    // Each refusal is counted (and logged) as a request of the route `(head)`.
+    let metrics = reqwest::get(format!("{}/metrics", r.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (status, at_least) in [("431", 4.0), ("400", 2.0)] {
+        let count: f64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("usage_gateway_http_requests_total{")
+                    && l.contains("route=\"(head)\"")
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(count >= at_least, "{status}: {count} in\n{metrics}");
+    }
 }

@@ -68,7 +68,7 @@ async fn every_bad_token_is_the_same_401() {
     let now = chrono::Utc::now().timestamp();
     let good = claims("admin");
 
-    // Positive controls: each key path works, and `exp`/`nbf` inside the leeway are accepted.
+    // Positive controls: each key path works, and `exp`/`nbf`/`iat` inside the leeway are accepted.
     for (name, token) in [
         ("HS256", hs(&good)),
         (
@@ -95,6 +95,14 @@ async fn every_bad_token_is_the_same_401() {
         (
             "nbf within leeway",
             hs(&with(good.clone(), "nbf", json!(now + 2))),
+        ),
+        (
+            "iat within leeway",
+            hs(&with(good.clone(), "iat", json!(now + 2))),
+        ),
+        (
+            "iat in the past",
+            hs(&with(good.clone(), "iat", json!(now - 600))),
         ),
     ] {
         let (status, _, body) = call(&app, Some(&format!("Bearer {token}"))).await;
@@ -211,6 +219,14 @@ async fn every_bad_token_is_the_same_401() {
         (
             "nbf as a string",
             hs(&with(good.clone(), "nbf", json!("0"))),
+        ),
+        (
+            "iat beyond the leeway",
+            hs(&with(good.clone(), "iat", json!(now + 60))),
+        ),
+        (
+            "iat as a string",
+            hs(&with(good.clone(), "iat", json!(now.to_string()))),
         ),
         (
             "unknown kid",

@@ -185,6 +185,15 @@ impl JwtVerifier {
         v.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &v)
             .map_err(|_| ApiError::Unauthorized)?;
+        // jsonwebtoken does not look at `iat`. A token issued later than now + leeway comes from
+        // a clock we do not share or from someone minting ahead of time: refused like any other
+        // invalid token. `iat` stays optional; when present it must be a NumericDate.
+        if let Some(iat) = data.claims.get("iat") {
+            let latest = jsonwebtoken::get_current_timestamp().saturating_add(self.leeway);
+            if !iat.as_f64().is_some_and(|iat| iat <= latest as f64) {
+                return Err(ApiError::Unauthorized);
+            }
+        }
         Ok(data.claims)
     }
 

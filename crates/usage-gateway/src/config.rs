@@ -108,11 +108,13 @@ pub struct ServerConfig {
     /// How long in-flight requests may finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// The longest query string accepted, in bytes; a longer one answers 400 naming `(query)`.
+    /// The longest query string accepted, in bytes; a longer one answers 400 naming `(query)`
+    /// (at most 32 KiB).
     pub max_query_bytes: usize,
     /// The most request header lines accepted; more answer 431 (at most 96, actix-web's own cap).
     pub max_headers: usize,
-    /// The largest sum of request header name and value lengths, in bytes; more answer 431.
+    /// The largest sum of request header name and value lengths, in bytes; more answer 431 (at
+    /// most 48 KiB).
     pub max_header_bytes: usize,
     /// The largest request body announced by `Content-Length`; every route is a `GET`, so a
     /// larger one answers 413 without being read.
@@ -664,8 +666,15 @@ impl Config {
         if s.workers == Some(0) {
             push("server.workers", "must be at least 1".into());
         }
-        if s.max_query_bytes < 256 {
-            push("server.max_query_bytes", "must be at least 256".into());
+        if !(256..=crate::headguard::QUERY_BYTES_CAP).contains(&s.max_query_bytes) {
+            push(
+                "server.max_query_bytes",
+                format!(
+                    "must be between 256 and {} (longer request lines would reach the HTTP \
+                     codec's own limits)",
+                    crate::headguard::QUERY_BYTES_CAP
+                ),
+            );
         }
         if !(8..=96).contains(&s.max_headers) {
             push(
@@ -680,6 +689,14 @@ impl Config {
                     "must be at least {} (a bearer token alone may take {} bytes)",
                     crate::auth::MAX_TOKEN_BYTES + 1024,
                     crate::auth::MAX_TOKEN_BYTES
+                ),
+            );
+        } else if s.max_header_bytes > crate::headguard::HEADER_BYTES_CAP {
+            push(
+                "server.max_header_bytes",
+                format!(
+                    "must be at most {} (longer heads would reach the HTTP codec's own limits)",
+                    crate::headguard::HEADER_BYTES_CAP
                 ),
             );
         }
@@ -862,6 +879,20 @@ provider = "static"
                     .any(|(path, msg)| path == "auth.leeway" && msg.contains("60s")),
                 "{too_long}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn head_bounds_stay_below_the_codec_limits() {
+        let with =
+            |key: &str, v: usize| GOOD.replace("[server]\n", &format!("[server]\n{key} = {v}\n"));
+        for (key, cap) in [
+            ("max_query_bytes", crate::headguard::QUERY_BYTES_CAP),
+            ("max_header_bytes", crate::headguard::HEADER_BYTES_CAP),
+        ] {
+            assert!(Config::parse(&with(key, cap), &env).is_ok(), "{key}");
+            let e = Config::parse(&with(key, cap + 1), &env).unwrap_err();
+            assert_eq!(e.errors[0].0, format!("server.{key}"), "{e}");
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fetch;
+pub mod headguard;
 pub mod jwks;
 pub mod limits;
 pub mod logsink;

@@ -1,8 +1,9 @@
 //! Request-size bounds checked before routing, authentication or any upstream call: the query
 //! string (400 naming `(query)`), header lines and bytes (431) and announced bodies (413).
 //!
-//! actix-web itself refuses more than 96 header lines or a request head over 128 KiB with a bare
-//! 431; these limits are lower, configurable (`[server]`) and answer problem+json.
+//! actix-http's codec refuses more than 96 header lines, a request head over 128 KiB or a request
+//! target over 64 KiB with a bare 400/431; on real connections [`crate::headguard`] refuses heads
+//! past these (lower, configurable) bounds first, also with problem+json, so the codec never does.
 
 use actix_web::http::header::HeaderMap;
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};

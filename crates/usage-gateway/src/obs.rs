@@ -168,17 +168,20 @@ fn request_id(req: &ServiceRequest) -> String {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
-        .map_or_else(
-            // A v4 UUID from the thread's fast generator: `Uuid::new_v4` asks the kernel for
-            // randomness on every request, and request ids need no cryptographic strength.
-            || {
-                uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-                    .into_uuid()
-                    .to_string()
-            },
-            str::to_owned,
-        )
+        .map_or_else(new_request_id, str::to_owned)
 }
+
+/// A new request id: a v4 UUID from the thread's fast generator (`Uuid::new_v4` asks the kernel
+/// for randomness on every request, and request ids need no cryptographic strength).
+pub(crate) fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
+}
+
+/// The `route` of a request whose head was refused before it was parsed (see
+/// [`crate::headguard`]), in its access-log line and metrics.
+pub const HEAD_ROUTE: &str = "(head)";
 
 /// The in-flight gauge, registered once.
 fn in_flight() -> &'static metrics::Gauge {
@@ -338,7 +341,7 @@ fn with_request_id(mut res: ServiceResponse<BoxBody>, id: &str) -> ServiceRespon
 }
 
 /// Records a finished request: its line in the access log and its HTTP metrics.
-fn access_log(
+pub(crate) fn access_log(
     request_id: &str,
     method: &str,
     path: &str,

@@ -1,12 +1,18 @@
 //! Starting the HTTP server.
 
+use std::future::ready;
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt as _, map_config};
+use actix_web::dev::{AppConfig, Server, fn_service};
 use actix_web::middleware::from_fn;
+use actix_web::rt::net::TcpStream;
 use actix_web::{App, HttpServer, web};
 
 use crate::app::{configure, get_only, metrics, not_found};
+use crate::headguard::{HeadGuard, HeadLimits};
 use crate::obs::observe;
 use crate::state::AppState;
 
@@ -35,17 +41,42 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
     let addr = listener.local_addr()?;
     let separate_metrics = cfg.metrics_listen.is_some();
     let app_state = state.clone();
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .configure(configure(app_state.clone(), !separate_metrics))
-            .default_service(web::to(not_found))
-            .wrap(from_fn(observe))
-    })
-    .shutdown_timeout(cfg.shutdown_timeout.as_secs())
-    .listen(listener)?;
+    let limits = HeadLimits::new(&cfg);
+    // actix-web's `HttpServer` with one difference: each connection's socket is wrapped in a
+    // `HeadGuard`, so that request heads over the gateway's bounds are answered problem+json
+    // by the gateway rather than with the HTTP codec's bare 400/431 (see `headguard`).
+    // `HttpServer` takes no I/O wrapper, hence the server built from its parts.
+    let mut server = Server::build().shutdown_timeout(cfg.shutdown_timeout.as_secs());
     if let Some(w) = cfg.workers {
         server = server.workers(w);
     }
+    let graceful = server.graceful_shutdown_signal();
+    let server = server.listen("usage-gateway", listener, move || {
+        let app = App::new()
+            .configure(configure(app_state.clone(), !separate_metrics))
+            .default_service(web::to(not_found))
+            .wrap(from_fn(observe))
+            .into_factory()
+            .map_err(|e: actix_web::Error| e.error_response());
+        let graceful = graceful.clone();
+        let http = HttpService::build()
+            // `HttpServer`'s defaults; the others (keep-alive 5 s, request head 5 s, half-closed
+            // connections allowed) are `HttpService`'s too.
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .local_addr(addr)
+            .graceful_shutdown_signal(move || {
+                let graceful = graceful.clone();
+                async move { graceful.notified().await }
+            })
+            // `HttpServer` gives the app its listen address as host and local address;
+            // `AppConfig::new` is private to actix-web, and nothing in the app reads either.
+            .h1(map_config(app, |()| AppConfig::default()));
+        fn_service(move |io: TcpStream| {
+            let peer = io.peer_addr().ok();
+            ready(Ok((HeadGuard::new(io, limits), peer)))
+        })
+        .and_then(http)
+    })?;
     let (metrics_server, metrics_addr) = match cfg.metrics_listen {
         Some(listen) => {
             let listener = TcpListener::bind(listen)?;
