@@ -383,9 +383,20 @@ async fn the_healthcheck_command_follows_the_gateway() {
     );
 }
 
+/// A child process that is killed when dropped, so that a failing assertion leaves no gateway
+/// running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `usage-gateway serve` on the demo configuration against already running simulators, on
 /// a free port; returns the process and its base URL ([`until_healthy`] waits for it).
-fn spawn_serve(sims: &usage_sim::Simulators, secret: &str) -> (Child, String) {
+fn spawn_serve(sims: &usage_sim::Simulators, secret: &str) -> (Reaped, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -405,7 +416,7 @@ fn spawn_serve(sims: &usage_sim::Simulators, secret: &str) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (child, format!("http://{listen}"))
+    (Reaped(child), format!("http://{listen}"))
 }
 
 /// Waits until a gateway answers `/healthz` (at most a minute).
@@ -486,10 +497,10 @@ async fn replicas_give_the_same_etag_for_the_same_data() {
         assert_ne!(tag(&other), tag_a, "{query}");
     }
     for child in [&a, &b] {
-        terminate(child);
+        terminate(&child.0);
     }
-    assert!(a.wait().unwrap().success());
-    assert!(b.wait().unwrap().success());
+    assert!(a.0.wait().unwrap().success());
+    assert!(b.0.wait().unwrap().success());
 }
 
 /// CSV answers are attachments named after the range, and text cells from vendors that a
