@@ -393,14 +393,16 @@ async fn slow_source_times_out_near_the_deadline() {
     let h = harness("300ms");
     let app = app(&h).await;
     let t = token("admin");
-    // beta hangs (far longer than the deadline): the answer comes within deadline + 100 ms.
+    // beta hangs (an hour): the answer comes at the deadline, not after the source. The upper
+    // bound leaves a second for a loaded machine (CI shares two cores with builds); it still
+    // tells the deadline from the hour.
     h.beta.set_latency(Duration::from_secs(3600));
     let started = Instant::now();
     let (s, _, body) = get(&app, &format!("/v1/usage?{RANGE}"), Some(&t), &[]).await;
     let took = started.elapsed();
     assert_eq!(s, 200);
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(400),
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1300),
         "{took:?}"
     );
     let v = json_of(&body);

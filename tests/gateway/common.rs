@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use usage_core::test_util::{StaticEvent, StaticProvider};
-use usage_core::{Dimension, DynUsageProvider, ProviderKind};
+use usage_core::{Dimension, DynUsageProvider};
 use usage_gateway::app::{configure, not_found};
 use usage_gateway::config::Config;
 use usage_gateway::fetch::SourceSpec;
@@ -78,7 +78,7 @@ pub fn alpha() -> StaticProvider {
         ]
     });
     StaticProvider::new("alpha")
-        .with_kind(ProviderKind::Digitalocean)
+        .with_kind(usage_provider_digitalocean::KIND)
         .with_agents(&[("a1", "Support"), ("a2", "Sales")])
         .with_events(events)
 }
@@ -87,7 +87,7 @@ pub fn alpha() -> StaticProvider {
 pub fn beta() -> StaticProvider {
     let events = (0..4).map(|d| StaticEvent::tokens(t0() + Duration::days(d), "b1", None, 100, 0));
     StaticProvider::new("beta")
-        .with_kind(ProviderKind::Kibana)
+        .with_kind(usage_provider_kibana::KIND)
         .with_dimensions(&[Dimension::Agent], &[Dimension::Agent])
         .with_agents(&[("b1", "Ops")])
         .with_events(events)
@@ -127,9 +127,21 @@ pub async fn app(
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
+    app_of(h.state.clone(), true).await
+}
+
+/// The gateway's app on `state`, as the server builds it (`metrics`: `/metrics` on it too).
+pub async fn app_of(
+    state: web::Data<AppState>,
+    metrics: bool,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
     test::init_service(
         App::new()
-            .configure(configure(h.state.clone(), true))
+            .configure(configure(state, metrics))
             .default_service(web::to(not_found))
             .wrap(from_fn(observe)),
     )

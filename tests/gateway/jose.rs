@@ -4,15 +4,12 @@ use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::middleware::from_fn;
-use actix_web::{App, test, web};
+use actix_web::{test, web};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use usage_core::DynUsageProvider;
-use usage_gateway::app::{configure, not_found};
 use usage_gateway::config::Config;
-use usage_gateway::obs::observe;
 use usage_gateway::state::AppState;
 
 use crate::common::{SECRET, alpha};
@@ -96,13 +93,7 @@ pub async fn app_of(
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
-    test::init_service(
-        App::new()
-            .configure(configure(state, false))
-            .default_service(web::to(not_found))
-            .wrap(from_fn(observe)),
-    )
-    .await
+    crate::common::app_of(state, false).await
 }
 
 /// Calls `GET /v1/sources` with a fixed request id and returns status, `WWW-Authenticate` and body.

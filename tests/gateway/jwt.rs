@@ -2,14 +2,11 @@
 
 use std::sync::Arc;
 
-use actix_web::middleware::from_fn;
-use actix_web::{App, test, web};
+use actix_web::{test, web};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use usage_core::DynUsageProvider;
-use usage_gateway::app::{configure, not_found};
 use usage_gateway::auth::mint_dev_token;
 use usage_gateway::config::Config;
-use usage_gateway::obs::observe;
 use usage_gateway::state::AppState;
 
 use crate::common::{RANGE, alpha, claims};
@@ -52,13 +49,7 @@ fn sign(alg: Algorithm, key: &EncodingKey, typ: Option<&str>, kid: Option<&str>)
 async fn rs256_and_es256_tokens_verify_and_confusion_fails() {
     let providers: Vec<DynUsageProvider> = vec![Arc::new(alpha())];
     let state = web::Data::new(AppState::new(config(), providers).unwrap());
-    let app = test::init_service(
-        App::new()
-            .configure(configure(state, false))
-            .default_service(web::to(not_found))
-            .wrap(from_fn(observe)),
-    )
-    .await;
+    let app = crate::common::app_of(state, false).await;
     let rs = EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).unwrap();
     let es = EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).unwrap();
     let status = |token: String| {

@@ -20,5 +20,6 @@ mod jwt_matrix;
 mod openapi_drift;
 mod ops;
 mod per_source;
+mod plugin;
 mod resilience;
 mod secrets;

@@ -3,13 +3,10 @@
 
 use std::time::Duration;
 
-use actix_web::middleware::from_fn;
-use actix_web::{App, test, web};
+use actix_web::{test, web};
 use chrono::Utc;
-use usage_gateway::app::{configure, not_found};
 use usage_gateway::auth::mint_dev_token;
 use usage_gateway::config::Config;
-use usage_gateway::obs::observe;
 use usage_gateway::registry::build_providers;
 use usage_gateway::state::AppState;
 use usage_sim::DataSpec;
@@ -124,13 +121,7 @@ async fn secrets_never_leak_while_vendors_fail() {
         .finish();
     let guard = crate::common::scoped_subscriber(subscriber);
 
-    let app = test::init_service(
-        App::new()
-            .configure(configure(state.clone(), true))
-            .default_service(web::to(not_found))
-            .wrap(from_fn(observe)),
-    )
-    .await;
+    let app = crate::common::app_of(state.clone(), true).await;
     let mut bodies = Vec::new();
     for uri in [
         "/v1/usage?bucket=day",

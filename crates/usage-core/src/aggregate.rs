@@ -144,7 +144,7 @@ mod tests {
     fn info(name: &str) -> SourceInfo {
         SourceInfo {
             name: name.into(),
-            provider: ProviderKind::Static,
+            provider: ProviderKind::STATIC,
             attribution: Attribution::Exact,
             dimensions: BTreeSet::from([Dimension::Agent, Dimension::User]),
             filters: BTreeSet::new(),

@@ -8,6 +8,8 @@ pub mod error;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod model;
+#[cfg(feature = "http")]
+pub mod plugin;
 pub mod provider;
 #[cfg(any(feature = "http", feature = "test-util"))]
 pub mod requests;

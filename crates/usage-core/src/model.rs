@@ -7,50 +7,75 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Names the vendor integration behind a source.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// DigitalOcean Gen-AI agents.
-    Digitalocean,
-    /// Kibana Agent Builder.
-    Kibana,
-    /// ChatBotKit bots.
-    Chatbotkit,
-    /// The in-memory provider used by tests and examples.
-    Static,
-}
+/// Names the vendor integration behind a source: an open set of names, one per provider crate
+/// (each exports its own, e.g. `usage_provider_kibana::KIND`), validated when the gateway's
+/// registry is built. Serialized as the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProviderKind(&'static str);
 
 impl ProviderKind {
-    /// Returns the wire name (`digitalocean`, `kibana`, `chatbotkit`, `static`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Digitalocean => "digitalocean",
-            Self::Kibana => "kibana",
-            Self::Chatbotkit => "chatbotkit",
-            Self::Static => "static",
-        }
+    /// The in-memory provider used by tests and examples (`usage_core::test_util`).
+    pub const STATIC: Self = Self::new("static");
+
+    /// A provider name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter, at
+    /// most 32 bytes (checked at compile time where the name is a constant).
+    pub const fn new(name: &'static str) -> Self {
+        assert!(
+            Self::is_valid(name),
+            "a provider name is a lowercase letter, then at most 31 of a-z, 0-9, - and _"
+        );
+        Self(name)
     }
 
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "digitalocean" => Some(Self::Digitalocean),
-            "kibana" => Some(Self::Kibana),
-            "chatbotkit" => Some(Self::Chatbotkit),
-            "static" => Some(Self::Static),
-            _ => None,
+    /// Reports whether `name` may name a provider.
+    pub const fn is_valid(name: &str) -> bool {
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() > 32 || !b[0].is_ascii_lowercase() {
+            return false;
         }
+        let mut i = 1;
+        while i < b.len() {
+            let c = b[i];
+            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_') {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Returns the wire name (`digitalocean`, `kibana`, ...).
+    pub const fn as_str(self) -> &'static str {
+        self.0
     }
 }
 
 impl fmt::Display for ProviderKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
     }
 }
+
+impl Serialize for ProviderKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl utoipa::PartialSchema for ProviderKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        // The names come from the gateway's registry, which adds them as `enum` values to this
+        // schema in its OpenAPI document.
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A provider name (the registered vendor integrations).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ProviderKind {}
 
 /// The agent id under which usage without an agent (e.g. a ChatBotKit record without `botId`) is
 /// counted, so that it is never dropped.
@@ -152,7 +177,7 @@ impl Unit {
 }
 
 /// Describes a configured source and what it can answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceInfo {
     /// The unique, configured source name.
     pub name: String,

@@ -74,7 +74,7 @@ impl StaticProvider {
         Self {
             info: SourceInfo {
                 name: name.to_owned(),
-                provider: ProviderKind::Static,
+                provider: ProviderKind::STATIC,
                 attribution: Attribution::Exact,
                 dimensions: BTreeSet::from([Dimension::Agent, Dimension::User]),
                 filters: BTreeSet::from([Dimension::Agent, Dimension::User]),

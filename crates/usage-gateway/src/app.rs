@@ -84,10 +84,10 @@ pub async fn not_found() -> HttpResponse {
         "components": {"securitySchemes": {"bearer_jwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}}
     })))
 )]
-pub async fn openapi_json() -> HttpResponse {
+pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/json"))
-        .body(crate::openapi::document())
+        .body(state.openapi.clone())
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -212,11 +212,23 @@ pub struct SourceHealth {
     pub circuit: String,
 }
 
+/// One provider the gateway knows (its registry).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderEntry {
+    /// The provider's name.
+    pub provider: ProviderKind,
+    /// What it reads.
+    pub description: String,
+}
+
 /// The body of `GET /v1/sources`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SourcesResponse {
     /// The caller's sources.
     pub sources: Vec<SourceHealth>,
+    /// Every provider this gateway can build sources of, whatever the caller's access (the
+    /// values `provider` filters and `[[sources]] provider` accept).
+    pub providers: Vec<ProviderEntry>,
 }
 
 /// The body of `/healthz` and `/readyz`.

@@ -6,13 +6,14 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ParamError, Problem};
 use crate::model::{
-    AgentEntry, AgentsResponse, HealthResponse, QueryEcho, SourceEntry, SourceHealth, SourceStatus,
-    SourcesResponse, UnitTotals, UsageResponseSchema, UsageRowSchema,
+    AgentEntry, AgentsResponse, HealthResponse, ProviderEntry, QueryEcho, SourceEntry,
+    SourceHealth, SourceStatus, SourcesResponse, UnitTotals, UsageResponseSchema, UsageRowSchema,
 };
 use crate::query::{
     BucketParam, FilterValueParam, FormatParam, GroupByParam, InstantParam, ProviderListParam,
     TimeZoneParam,
 };
+use crate::registry::Registry;
 
 struct BearerJwt;
 
@@ -200,7 +201,7 @@ pub mod examples {
     ),
     components(schemas(
         UsageResponseSchema, UsageRowSchema, QueryEcho, UnitTotals, SourceEntry, SourceStatus,
-        Problem, ParamError, AgentsResponse, AgentEntry, SourcesResponse, SourceHealth, HealthResponse,
+        Problem, ParamError, AgentsResponse, AgentEntry, SourcesResponse, SourceHealth, ProviderEntry, HealthResponse,
         InstantParam, TimeZoneParam, BucketParam, FormatParam, GroupByParam, ProviderListParam,
         FilterValueParam,
     )),
@@ -214,15 +215,56 @@ pub mod examples {
 #[derive(Debug)]
 pub struct ApiDoc;
 
-/// Returns the document as pretty JSON (what `/openapi.json` serves and `openapi/openapi.json` holds).
-pub fn document_json() -> String {
-    let mut doc = ApiDoc::openapi();
-    env!("CARGO_PKG_VERSION").clone_into(&mut doc.info.version);
-    doc.to_pretty_json().unwrap_or_default() + "\n"
+/// States the registered providers: the `ProviderKind` schema's `enum` and the pattern of the
+/// `provider` filter's comma lists.
+struct Providers<'a>(&'a Registry);
+
+impl Modify for Providers<'_> {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::ObjectBuilder;
+        use utoipa::openapi::schema::Type;
+        let names: Vec<&str> = self.0.kinds().iter().map(|k| k.as_str()).collect();
+        let described: Vec<String> = self
+            .0
+            .providers()
+            .iter()
+            .map(|p| format!("`{}`: {}", p.kind, p.description))
+            .collect();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            "ProviderKind".to_owned(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(format!(
+                    "A registered provider. {}.",
+                    described.join("; ")
+                )))
+                .enum_values(Some(names.clone()))
+                .into(),
+        );
+        components.schemas.insert(
+            "ProviderList".to_owned(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "A provider name, or a comma list of them (blanks and empty items ignored).",
+                ))
+                .pattern(Some(crate::query::comma_list_pattern(&names.join("|"))))
+                .into(),
+        );
+    }
 }
 
-/// Returns the document, generated once per process.
-pub fn document() -> &'static str {
-    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DOC.get_or_init(document_json)
+/// Returns the document of a gateway with the built-in providers as pretty JSON (what
+/// `/openapi.json` serves and `openapi/openapi.json` holds).
+pub fn document_json() -> String {
+    document_json_for(&Registry::builtin())
+}
+
+/// Returns the document of a gateway with `registry`'s providers as pretty JSON.
+pub fn document_json_for(registry: &Registry) -> String {
+    let mut doc = ApiDoc::openapi();
+    Providers(registry).modify(&mut doc);
+    env!("CARGO_PKG_VERSION").clone_into(&mut doc.info.version);
+    doc.to_pretty_json().unwrap_or_default() + "\n"
 }

@@ -104,10 +104,12 @@ fn single<'a>(
     first
 }
 
-/// Parses a raw query string against the server limits, at `now`.
+/// Parses a raw query string against the server limits and the registered providers
+/// (`AppState::provider_kinds`), at `now`.
 pub fn parse(
     raw: &str,
     limits: &ServerConfig,
+    kinds: &[ProviderKind],
     now: DateTime<Utc>,
 ) -> Result<UsageRequest, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|_| {
@@ -254,11 +256,18 @@ pub fn parse(
     let users = list("user");
     let mut providers = Vec::new();
     for p in provider_names {
-        match ProviderKind::parse(&p) {
-            Some(k) => providers.push(k),
+        match kinds.iter().find(|k| k.as_str() == p) {
+            Some(k) => providers.push(*k),
             None => errors.push(ParamError::new(
                 "provider",
-                format!("unknown provider `{p}`; expected digitalocean, kibana, chatbotkit"),
+                format!(
+                    "unknown provider `{p}`; expected one of {}",
+                    kinds
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             )),
         }
     }
@@ -321,15 +330,12 @@ pub fn parse(
 /// The grouping dimensions, as `group_by` names them.
 const DIMENSIONS: &str = "source|provider|agent|user|conversation|usage_type";
 
-/// The provider names a `provider` filter accepts.
-const PROVIDERS: &str = "digitalocean|kibana|chatbotkit";
-
 /// The `start`/`end` values relative to now, as the OpenAPI document states them.
 const RELATIVE_PATTERN: &str = "^(now|today|yesterday|-[0-9]{1,7}[mhdw])$";
 
 /// A comma list of `names` (alternatives separated by `|`): blanks around items and empty items
 /// are ignored, exactly as [`parse`] splits lists.
-fn comma_list_pattern(names: &str) -> String {
+pub(crate) fn comma_list_pattern(names: &str) -> String {
     format!(r"^\s*(({names})\s*)?(,\s*(({names})\s*)?)*$")
 }
 
@@ -462,7 +468,7 @@ param_schema!(
         .description(Some(
             "A provider name, or a comma list of them (blanks and empty items ignored).",
         ))
-        .pattern(Some(comma_list_pattern(PROVIDERS)))
+        // The pattern of the registered names is set by `crate::openapi`'s `Providers`.
         .into()
 );
 
@@ -511,7 +517,8 @@ pub struct UsageParams {
     /// Names outside the caller's access answer 403, unknown names 400.
     #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
     pub source: Option<Vec<String>>,
-    /// Only these providers: digitalocean, kibana, chatbotkit (repeated, or comma lists).
+    /// Only these providers (the registered ones: digitalocean, kibana, chatbotkit in this
+    /// build; see `ProviderKind`), repeated, or comma lists.
     #[param(value_type = Option<Vec<ProviderListParam>>, max_items = 100)]
     pub provider: Option<Vec<String>>,
     /// Only these agents: `<source>/<agent_id>` or a bare agent id (repeated, or comma lists;
@@ -569,12 +576,16 @@ mod tests {
 
     use super::*;
 
+    fn kinds() -> Vec<ProviderKind> {
+        crate::registry::Registry::builtin().kinds()
+    }
+
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 8, 10, 0, 0).unwrap()
     }
 
     fn bad(raw: &str) -> Vec<ParamError> {
-        match parse(raw, &ServerConfig::default(), now()) {
+        match parse(raw, &ServerConfig::default(), &kinds(), now()) {
             Err(ApiError::BadRequest(e)) => e,
             other => panic!("expected 400 for {raw}: {other:?}"),
         }
@@ -582,7 +593,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let q = parse("", &ServerConfig::default(), now()).unwrap();
+        let q = parse("", &ServerConfig::default(), &kinds(), now()).unwrap();
         assert_eq!(
             q.range.start,
             Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
@@ -600,19 +611,23 @@ mod tests {
         let limits = ServerConfig::default();
         let later = now() + chrono::Duration::days(3);
         let both = "start=2026-11-01&end=2026-11-03&bucket=day";
-        assert!(parse(both, &limits, now()).unwrap().timeless);
+        assert!(parse(both, &limits, &kinds(), now()).unwrap().timeless);
         assert_eq!(
-            parse(both, &limits, now()).unwrap(),
-            parse(both, &limits, later).unwrap(),
+            parse(both, &limits, &kinds(), now()).unwrap(),
+            parse(both, &limits, &kinds(), later).unwrap(),
             "a timeless parse is the same at any time"
         );
-        assert!(parse("end=2026-11-03", &limits, now()).unwrap().timeless);
+        assert!(
+            parse("end=2026-11-03", &limits, &kinds(), now())
+                .unwrap()
+                .timeless
+        );
         for raw in ["", "start=2026-11-01", "bucket=day"] {
-            let q = parse(raw, &limits, now()).unwrap();
+            let q = parse(raw, &limits, &kinds(), now()).unwrap();
             assert!(!q.timeless, "`{raw}` depends on the time");
             assert_ne!(
                 q.range,
-                parse(raw, &limits, later).unwrap().range,
+                parse(raw, &limits, &kinds(), later).unwrap().range,
                 "`{raw}`"
             );
         }
@@ -622,20 +637,26 @@ mod tests {
     fn keywords_resolve_at_now_and_are_never_timeless() {
         let limits = ServerConfig::default();
         // now() is 2026-11-08T10:00Z: 11:00 in Berlin.
-        let q = parse("start=today&end=now&tz=Europe/Berlin", &limits, now()).unwrap();
+        let q = parse(
+            "start=today&end=now&tz=Europe/Berlin",
+            &limits,
+            &kinds(),
+            now(),
+        )
+        .unwrap();
         assert_eq!(
             q.range,
             Window::new(Utc.with_ymd_and_hms(2026, 11, 7, 23, 0, 0).unwrap(), now())
         );
         assert!(!q.timeless, "`end=now` moves with the clock");
-        let q = parse("start=-24h&end=2026-11-09", &limits, now()).unwrap();
+        let q = parse("start=-24h&end=2026-11-09", &limits, &kinds(), now()).unwrap();
         assert_eq!(q.range.start, now() - chrono::Duration::hours(24));
         assert!(!q.timeless, "a relative `start` moves with the clock");
-        let q = parse("start=yesterday&end=today", &limits, now()).unwrap();
+        let q = parse("start=yesterday&end=today", &limits, &kinds(), now()).unwrap();
         assert_eq!(q.range.end - q.range.start, chrono::Duration::days(1));
         assert!(!q.timeless);
         // Only `start`, relative: up to now.
-        let q = parse("start=-30d&bucket=day", &limits, now()).unwrap();
+        let q = parse("start=-30d&bucket=day", &limits, &kinds(), now()).unwrap();
         assert_eq!(q.range.end, now());
         // From 10:00 thirty days ago: that day's rest, 29 whole days and today so far.
         assert_eq!(q.windows.len(), 31);
@@ -649,11 +670,11 @@ mod tests {
     #[test]
     fn fill_and_bucket_edges() {
         let limits = ServerConfig::default();
-        let q = parse("", &limits, now()).unwrap();
+        let q = parse("", &limits, &kinds(), now()).unwrap();
         assert_eq!((q.fill, q.local_edges), (Fill::None, false));
-        let q = parse("fill=zero&bucket_edges=local", &limits, now()).unwrap();
+        let q = parse("fill=zero&bucket_edges=local", &limits, &kinds(), now()).unwrap();
         assert_eq!((q.fill, q.local_edges), (Fill::Zero, true));
-        let q = parse("fill=none&bucket_edges=utc", &limits, now()).unwrap();
+        let q = parse("fill=none&bucket_edges=utc", &limits, &kinds(), now()).unwrap();
         assert_eq!((q.fill, q.local_edges), (Fill::None, false));
         let e = bad("fill=zeros&bucket_edges=berlin");
         let names: Vec<_> = e.iter().map(|e| e.parameter.as_str()).collect();
@@ -673,7 +694,7 @@ mod tests {
         );
         let text = "[server]\nmax_range = \" 30 days \"\n";
         let limits = toml::from_str::<File>(text).unwrap().server;
-        match parse("start=2026-09-01&end=2026-11-01", &limits, now()) {
+        match parse("start=2026-09-01&end=2026-11-01", &limits, &kinds(), now()) {
             Err(ApiError::BadRequest(e)) => assert_eq!(
                 e[0].message,
                 "the range is longer than the configured maximum of 30 days (server.max_range)"
@@ -687,13 +708,14 @@ mod tests {
         let q = parse(
             "group_by=agent,user&group_by=agent&source=a,b&source=c&bucket=day&tz=Europe/Berlin&start=2026-11-01&end=2026-11-03",
             &ServerConfig::default(),
+            &kinds(),
             now(),
         )
         .unwrap();
         assert_eq!(q.group_by, vec![Dimension::Agent, Dimension::User]);
         assert_eq!(q.sources, vec!["a", "b", "c"]);
         assert_eq!(q.windows.len(), 2);
-        let q = parse("group_by=", &ServerConfig::default(), now()).unwrap();
+        let q = parse("group_by=", &ServerConfig::default(), &kinds(), now()).unwrap();
         assert!(q.group_by.is_empty());
     }
 
@@ -780,7 +802,7 @@ mod tests {
                     crate::config::WrittenDuration::new(std::time::Duration::from_secs(3 * 86_400), "3d");
                 limits.max_filter_values = 2;
             }
-            match parse(&raw, &limits, now()) {
+            match parse(&raw, &limits, &kinds(), now()) {
                 Ok(q) => {
                     prop_assert!(q.range.start < q.range.end);
                     prop_assert!(!q.windows.is_empty());

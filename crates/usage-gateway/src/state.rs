@@ -14,6 +14,7 @@ use crate::auth::{Caller, JwtVerifier};
 use crate::config::{AccessEntry, CacheConfig, Config, ConfigError, ServerConfig};
 use crate::fetch::{Source, SourceSpec, UsageCache};
 use crate::query::UsageRequest;
+use crate::registry::Registry;
 
 /// A rendered `/v1/usage` answer, kept so that a repeated query is neither re-aggregated nor
 /// re-serialized.
@@ -74,6 +75,12 @@ pub struct AppState {
     /// Tells this state's remembered cache hits from another's in the same process (tests
     /// run several gateways; see `routes::usage::fast_hit`).
     pub id: u64,
+    /// The providers this gateway knows.
+    pub registry: Registry,
+    /// The registry's provider names, which the `provider` filter accepts.
+    pub provider_kinds: Vec<usage_core::ProviderKind>,
+    /// The OpenAPI document `/openapi.json` serves (made once, for this registry).
+    pub openapi: bytes::Bytes,
 }
 
 impl AppState {
@@ -81,6 +88,16 @@ impl AppState {
     pub fn new(
         config: Config,
         providers: impl IntoIterator<Item = impl Into<SourceSpec>>,
+    ) -> Result<Self, ConfigError> {
+        Self::with_registry(config, providers, Registry::builtin())
+    }
+
+    /// Builds the state of a gateway whose providers are `registry`'s (the sources built with
+    /// it; see [`Registry::build_providers`]).
+    pub fn with_registry(
+        config: Config,
+        providers: impl IntoIterator<Item = impl Into<SourceSpec>>,
+        registry: Registry,
     ) -> Result<Self, ConfigError> {
         let verifier = JwtVerifier::new(&config.auth)?;
         let mut sources = BTreeMap::new();
@@ -129,6 +146,9 @@ impl AppState {
             .time_to_live(Duration::from_secs(600))
             .build();
         Ok(Self {
+            openapi: crate::openapi::document_json_for(&registry).into(),
+            provider_kinds: registry.kinds(),
+            registry,
             id: STATE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             callers,
             parsed,

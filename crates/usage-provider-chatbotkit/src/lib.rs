@@ -95,3 +95,14 @@ mod scan;
 
 pub use config::{Config, RecordTypes};
 pub use provider::ChatbotkitProvider;
+
+/// This provider's name: `provider = "chatbotkit"` in `[[sources]]`.
+pub const KIND: usage_core::ProviderKind = usage_core::ProviderKind::new("chatbotkit");
+
+/// This provider's entry in the gateway's registry.
+pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
+    usage_core::plugin::ProviderDescriptor {
+        kind: KIND,
+        description: "ChatBotKit: usage records or per-bot totals, in credits or tokens",
+        build: |ctx, table| usage_core::plugin::build_with(ctx, table, ChatbotkitProvider::new),
+    };

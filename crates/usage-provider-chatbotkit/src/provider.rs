@@ -15,7 +15,7 @@ use usage_core::budget::Budget;
 use usage_core::model::{MillisWindows, ceil_ms};
 use usage_core::transport::Transport;
 use usage_core::{
-    Agent, Attribution, Counters, Dimension, PointKey, ProviderError, ProviderKind, SourceInfo,
+    Agent, Attribution, Counters, Dimension, PointKey, ProviderError, SourceInfo,
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
 };
 
@@ -550,7 +550,7 @@ impl UsageProvider for ChatbotkitProvider {
     fn describe(&self) -> SourceInfo {
         SourceInfo {
             name: self.name.clone(),
-            provider: ProviderKind::Chatbotkit,
+            provider: crate::KIND,
             attribution: Attribution::Exact,
             dimensions: DIMENSIONS.into_iter().collect(),
             filters: BTreeSet::from([Dimension::Agent, Dimension::User]),
@@ -950,7 +950,7 @@ mod tests {
     fn describe_lists_vendor_dimensions_and_debug_hides_the_token() {
         let p = provider(|c| c.token = "sk-secret-xyz".to_owned().into());
         let info = p.describe();
-        assert_eq!(info.provider, ProviderKind::Chatbotkit);
+        assert_eq!(info.provider, crate::KIND);
         assert_eq!(info.dimensions.len(), 4);
         assert!(info.filters.is_subset(&info.dimensions));
         assert!(!format!("{p:?}").contains("sk-secret-xyz"));

@@ -26,3 +26,14 @@ pub use provider::{
     DigitaloceanProvider, INPUT_USAGE_TYPE, LOG_INSIGHTS_PREFIX, OUTPUT_USAGE_TYPE,
     UNSPECIFIED_USAGE_TYPE,
 };
+
+/// This provider's name: `provider = "digitalocean"` in `[[sources]]`.
+pub const KIND: usage_core::ProviderKind = usage_core::ProviderKind::new("digitalocean");
+
+/// This provider's entry in the gateway's registry.
+pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
+    usage_core::plugin::ProviderDescriptor {
+        kind: KIND,
+        description: "DigitalOcean Gen-AI agents: token usage per agent (GET /v2/gen-ai/agents/{uuid}/usage), agents discovered or listed",
+        build: |ctx, table| usage_core::plugin::build_with(ctx, table, DigitaloceanProvider::new),
+    };

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use futures::{StreamExt, stream};
 use usage_core::{
-    Agent, Attribution, Counters, Dimension, PointKey, ProviderError, ProviderKind, SourceInfo,
-    Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
+    Agent, Attribution, Counters, Dimension, PointKey, ProviderError, SourceInfo, Unit, UsageBatch,
+    UsagePoint, UsageProvider, UsageQuery, Window,
 };
 
 use crate::client::{DoClient, rfc3339_seconds};
@@ -454,7 +454,7 @@ impl UsageProvider for DigitaloceanProvider {
     fn describe(&self) -> SourceInfo {
         SourceInfo {
             name: self.name.clone(),
-            provider: ProviderKind::Digitalocean,
+            provider: crate::KIND,
             attribution: Attribution::Exact,
             dimensions: DIMENSIONS.into_iter().collect(),
             filters: BTreeSet::from([Dimension::Agent]),

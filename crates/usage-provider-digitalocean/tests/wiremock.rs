@@ -826,7 +826,7 @@ async fn describe_and_debug() {
     let p = provider(&server, |_| {});
     let info = p.describe();
     assert_eq!(info.name, "do-test");
-    assert_eq!(info.provider, usage_core::ProviderKind::Digitalocean);
+    assert_eq!(info.provider, usage_provider_digitalocean::KIND);
     assert_eq!(info.attribution, usage_core::Attribution::Exact);
     assert_eq!(info.dimensions, dims());
     assert_eq!(info.filters, BTreeSet::from([Dimension::Agent]));

@@ -19,3 +19,14 @@ mod scan;
 
 pub use config::{Config, DEFAULT_MAX_CONCURRENCY};
 pub use provider::KibanaProvider;
+
+/// This provider's name: `provider = "kibana"` in `[[sources]]`.
+pub const KIND: usage_core::ProviderKind = usage_core::ProviderKind::new("kibana");
+
+/// This provider's entry in the gateway's registry.
+pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
+    usage_core::plugin::ProviderDescriptor {
+        kind: KIND,
+        description: "Kibana Agent Builder: per-conversation token totals of a space's agents (consumption API), placed at the conversation's last update",
+        build: |ctx, table| usage_core::plugin::build_with(ctx, table, KibanaProvider::new),
+    };

@@ -14,8 +14,8 @@ use moka::future::Cache;
 use serde_json::Value;
 use tokio::sync::Mutex;
 use usage_core::{
-    Agent, Attribution, Counters, Dimension, PointKey, ProviderError, ProviderKind, SourceInfo,
-    Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
+    Agent, Attribution, Counters, Dimension, PointKey, ProviderError, SourceInfo, Unit, UsageBatch,
+    UsagePoint, UsageProvider, UsageQuery, Window,
 };
 
 use crate::client::Client;
@@ -479,7 +479,7 @@ impl UsageProvider for KibanaProvider {
     fn describe(&self) -> SourceInfo {
         SourceInfo {
             name: self.name.clone(),
-            provider: ProviderKind::Kibana,
+            provider: crate::KIND,
             attribution: Attribution::Conversation,
             dimensions: BTreeSet::from([
                 Dimension::Agent,

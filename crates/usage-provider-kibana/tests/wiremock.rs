@@ -807,7 +807,7 @@ async fn new_rejects_bad_configs_and_hides_secrets() {
     let p = provider(Config::with_api_key(url, KEY));
     assert!(!format!("{p:?}").contains(KEY));
     let info = p.describe();
-    assert_eq!(info.provider, usage_core::ProviderKind::Kibana);
+    assert_eq!(info.provider, usage_provider_kibana::KIND);
     assert_eq!(info.attribution, usage_core::Attribution::Conversation);
     assert_eq!(info.dimensions, all_dims());
     assert_eq!(info.filters, dims(&[Dimension::Agent, Dimension::User]));

@@ -10,8 +10,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::fetch::Source;
 use crate::model::{
-    AgentEntry, AgentsResponse, HealthResponse, SourceEntry, SourceHealth, SourceStatus,
-    SourcesResponse,
+    AgentEntry, AgentsResponse, HealthResponse, ProviderEntry, SourceEntry, SourceHealth,
+    SourceStatus, SourcesResponse,
 };
 use crate::render::ts;
 use crate::state::AppState;
@@ -28,6 +28,10 @@ use crate::state::AppState;
             "sources": [
                 {"source": "do-prod", "provider": "digitalocean", "attribution": "exact", "dimensions": ["agent", "usage_type"], "filters": ["agent"], "last_success": "2026-11-08T09:59:41.512Z", "last_error_at": null, "last_error": null, "circuit": "closed"},
                 {"source": "kibana-marketing", "provider": "kibana", "attribution": "conversation", "dimensions": ["agent", "user", "conversation"], "filters": ["agent", "user"], "last_success": "2026-11-08T09:12:03.204Z", "last_error_at": "2026-11-08T09:58:17.930Z", "last_error": {"type": "urn:usage-gateway:problem:upstream_unreachable", "title": "Vendor request failed", "status": 502, "detail": "kibana-marketing: the vendor could not be reached"}, "circuit": "open"}
+            ],
+            "providers": [
+                {"provider": "digitalocean", "description": "DigitalOcean Gen-AI agents: token usage per agent (GET /v2/gen-ai/agents/{uuid}/usage), agents discovered or listed"},
+                {"provider": "kibana", "description": "Kibana Agent Builder: per-conversation token totals of a space's agents (consumption API), placed at the conversation's last update"}
             ]
         })),
         (status = 401, description = "Missing or invalid bearer token", content((Problem = "application/problem+json", example = crate::openapi::examples::unauthorized))),
@@ -69,7 +73,16 @@ pub async fn list_sources(
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(SourcesResponse { sources }))
+    let providers = state
+        .registry
+        .providers()
+        .iter()
+        .map(|p| ProviderEntry {
+            provider: p.kind,
+            description: p.description.to_owned(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SourcesResponse { sources, providers }))
 }
 
 /// Lists a source's agents through its resilience layer (breaker, retries, deadline), cached.

@@ -306,7 +306,12 @@ async fn usage(
     let req = if let Some(req) = state.parsed.get(raw).await {
         req
     } else {
-        let req = Arc::new(query::parse(raw, &state.server, now)?);
+        let req = Arc::new(query::parse(
+            raw,
+            &state.server,
+            &state.provider_kinds,
+            now,
+        )?);
         if req.timeless {
             state.parsed.insert(raw.to_owned(), Arc::clone(&req)).await;
         }
@@ -915,7 +920,13 @@ mod tests {
             .uri("/v1/usage?start=2026-11-01&end=2026-11-02")
             .insert_header((header::AUTHORIZATION, "Bearer t0k3n"))
             .to_http_request();
-        let req = query::parse(http.query_string(), &state.server, Utc::now()).expect("query");
+        let req = query::parse(
+            http.query_string(),
+            &state.server,
+            &state.provider_kinds,
+            Utc::now(),
+        )
+        .expect("query");
         remember(&http, &state, &Caller::for_tests("a"), &req, &rendered);
         let (res, sub) = fast_hit(&http, &state).expect("remembered");
         assert_eq!((res.status().as_u16(), &*sub), (200, "a"));
@@ -927,7 +938,13 @@ mod tests {
     #[test]
     fn a_limit_detail_says_what_fits_this_query() {
         let parse = |raw: &str| {
-            query::parse(raw, &crate::config::ServerConfig::default(), Utc::now()).expect(raw)
+            query::parse(
+                raw,
+                &crate::config::ServerConfig::default(),
+                &crate::registry::Registry::builtin().kinds(),
+                Utc::now(),
+            )
+            .expect(raw)
         };
         let limit = |needed, agents, windows| CallLimit {
             needed,

@@ -1,0 +1,133 @@
+//! The plugin seam (feature `http`): what a provider crate exports so that the gateway can
+//! build its sources from configuration, list it in its OpenAPI document and accept its name in
+//! queries. A new vendor is one crate exporting one [`ProviderDescriptor`], and one line in the
+//! gateway's registry.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::ProviderError;
+use crate::model::ProviderKind;
+use crate::provider::DynUsageProvider;
+
+/// What the gateway hands a provider's builder for one `[[sources]]` table.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The configured source name.
+    pub name: String,
+    /// The HTTP client the source's requests go through (its timeouts, no redirects, the
+    /// egress proxy variables honoured).
+    pub http: reqwest::Client,
+}
+
+/// One mistake in a source's configuration: the key (relative to the source's table, e.g.
+/// `token` or `agents[2]`; empty for the table as a whole) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key path inside the source table.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// A problem of the whole table (e.g. a provider's cross-key check).
+    pub fn table(message: impl Into<String>) -> Self {
+        Self {
+            key: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ProviderError> for ConfigProblem {
+    fn from(e: ProviderError) -> Self {
+        Self::table(e.to_string())
+    }
+}
+
+/// Builds a provider from its context and the source table's own keys (the gateway's common
+/// keys, such as `name` and `timeout`, already taken out).
+pub type BuildFn = fn(BuildContext, toml::Table) -> Result<DynUsageProvider, Vec<ConfigProblem>>;
+
+/// A provider crate's entry in the gateway's registry.
+#[derive(Clone, Copy)]
+pub struct ProviderDescriptor {
+    /// The provider's name, as `[[sources]] provider = "..."`, the `provider` filter and
+    /// `sources[].provider` spell it.
+    pub kind: ProviderKind,
+    /// One line on what it reads (shown in `GET /v1/sources` and the OpenAPI document).
+    pub description: &'static str,
+    /// Builds a source of this provider.
+    pub build: BuildFn,
+}
+
+impl fmt::Debug for ProviderDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderDescriptor")
+            .field("kind", &self.kind)
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a provider's own keys from its source table into `T`, naming the key path of the first
+/// mistake (as `check-config` reports it).
+pub fn parse_keys<T: DeserializeOwned>(table: toml::Table) -> Result<T, Vec<ConfigProblem>> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        vec![ConfigProblem {
+            key: if path == "." { String::new() } else { path },
+            message: e.into_inner().to_string(),
+        }]
+    })
+}
+
+/// Builds a provider the usual way: its keys parsed into `C`, then `new(name, config, http)`.
+pub fn build_with<C: DeserializeOwned, P: crate::UsageProvider>(
+    ctx: BuildContext,
+    table: toml::Table,
+    new: impl FnOnce(String, C, reqwest::Client) -> Result<P, ProviderError>,
+) -> Result<DynUsageProvider, Vec<ConfigProblem>> {
+    let config = parse_keys::<C>(table)?;
+    let provider = new(ctx.name, config, ctx.http).map_err(|e| vec![e.into()])?;
+    Ok(std::sync::Arc::new(provider))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Keys {
+        token: String,
+        #[serde(default)]
+        agents: Vec<String>,
+    }
+
+    #[test]
+    fn key_paths_of_mistakes() {
+        let table = |text: &str| text.parse::<toml::Table>().unwrap();
+        let e = parse_keys::<Keys>(table("token = \"t\"\nagents = [\"a\", 3]")).unwrap_err();
+        assert_eq!(e[0].key, "agents[1]");
+        let e = parse_keys::<Keys>(table("token = \"t\"\ntokn = 1")).unwrap_err();
+        assert!(e[0].message.contains("unknown field `tokn`"), "{e:?}");
+        let e = parse_keys::<Keys>(table("")).unwrap_err();
+        assert_eq!(e[0].key, "");
+        assert!(e[0].message.contains("missing field `token`"), "{e:?}");
+        assert!(parse_keys::<Keys>(table("token = \"t\"")).is_ok());
+    }
+
+    #[test]
+    fn provider_names() {
+        for ok in ["kibana", "open-ai", "x_2", "a"] {
+            assert!(ProviderKind::is_valid(ok), "{ok}");
+        }
+        for bad in ["", "Kibana", "2x", "a b", "é", &"a".repeat(33)] {
+            assert!(!ProviderKind::is_valid(bad), "{bad}");
+        }
+    }
+}
