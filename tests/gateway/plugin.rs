@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix_web::web;
 use chrono::Duration;
-use usage_core::plugin::{ProviderDescriptor, parse_keys};
+use usage_core::plugin::{ProviderDescriptor, SettingDefaults, parse_keys};
 use usage_core::test_util::{StaticEvent, StaticProvider};
 use usage_core::{Dimension, ProviderKind};
 use usage_gateway::config::Config;
@@ -31,6 +31,15 @@ mod fake {
     pub const DESCRIPTOR: ProviderDescriptor = ProviderDescriptor {
         kind: KIND,
         description: "A test provider: fixed tokens per day",
+        // It sends no requests: none of the common settings but the ones every source has.
+        defaults: SettingDefaults {
+            rate_limit_per_minute: None,
+            max_concurrency: 1,
+            discovery_ttl: None,
+            open_ttl: None,
+            closed_ttl: None,
+            settle: None,
+        },
         build: |ctx, table| {
             let keys: Keys = parse_keys(table)?;
             let events = (0..4).map(|d| {
@@ -122,20 +131,40 @@ async fn a_provider_from_outside_the_gateway_is_one_line_away() {
 
 #[actix_web::test]
 async fn configuration_mistakes_name_their_key_path() {
-    let config = config(
+    let bad_own_key = config(
         "[[sources]]\nname = \"f\"\nprovider = \"fake\"\nagent = \"x\"\ntokens_per_day = \"many\"\n",
     );
     // Without the registration the provider is unknown, and the message lists the known ones.
-    let e = Registry::builtin().build_providers(&config).unwrap_err();
+    let e = Registry::builtin()
+        .build_providers(&bad_own_key)
+        .unwrap_err();
     assert_eq!(e.errors[0].0, "sources[0].provider");
     assert_eq!(
         e.errors[0].1,
         "unknown provider `fake`; expected one of digitalocean, kibana, chatbotkit"
     );
     // With it, the provider's own keys are checked with their path.
-    let e = Registry::builtin()
-        .with(fake::DESCRIPTOR)
-        .build_providers(&config)
-        .unwrap_err();
+    let registry = Registry::builtin().with(fake::DESCRIPTOR);
+    let e = registry.build_providers(&bad_own_key).unwrap_err();
     assert_eq!(e.errors[0].0, "sources[0].tokens_per_day");
+    // Common settings are read by the gateway for every provider: one it has no use for, or a
+    // zero count, is named at its path.
+    let unused = config(
+        "[[sources]]\nname = \"f\"\nprovider = \"fake\"\nagent = \"x\"\ntokens_per_day = 1\n\
+         open_ttl = \"1m\"\nmax_concurrency = 0\n",
+    );
+    let e = registry.build_providers(&unused).unwrap_err();
+    assert_eq!(
+        e.errors,
+        [
+            (
+                "sources[0].open_ttl".to_owned(),
+                "provider `fake` has no `open_ttl` setting".to_owned()
+            ),
+            (
+                "sources[0].max_concurrency".to_owned(),
+                "must be at least 1".to_owned()
+            ),
+        ]
+    );
 }

@@ -4,6 +4,7 @@
 //! gateway's registry.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -19,6 +20,75 @@ pub struct BuildContext {
     /// The HTTP client the source's requests go through (its timeouts, no redirects, the
     /// egress proxy variables honoured).
     pub http: reqwest::Client,
+    /// The source's common settings, parsed and checked by the gateway, the provider's
+    /// defaults filled in.
+    pub settings: SourceSettings,
+}
+
+/// The settings every source table may have, whatever its provider, read once by the gateway
+/// (`rate_limit_per_minute`, `max_concurrency`, `max_body_bytes`, `discovery_ttl` and the cache
+/// vocabulary `open_ttl`, `closed_ttl`, `settle`). A setting the provider does not use is `None`
+/// (and a table that sets it is a configuration error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceSettings {
+    /// The local outbound budget: vendor requests per minute (`None`: no local limit).
+    pub rate_limit_per_minute: Option<std::num::NonZeroU32>,
+    /// Vendor requests in flight at once.
+    pub max_concurrency: usize,
+    /// The largest vendor response body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a discovered agent list is reused.
+    pub discovery_ttl: Option<Duration>,
+    /// How long the provider's own cache trusts data of windows that are still open.
+    pub open_ttl: Option<Duration>,
+    /// How long it trusts data of closed windows.
+    pub closed_ttl: Option<Duration>,
+    /// How long after its end a window is still open (late data may arrive).
+    pub settle: Option<Duration>,
+}
+
+impl SourceSettings {
+    /// `rate_limit_per_minute` as a plain count (`None`: no local limit).
+    pub fn rate_limit(&self) -> Option<u32> {
+        self.rate_limit_per_minute.map(std::num::NonZeroU32::get)
+    }
+
+    /// Overwrites each of a provider cache's three durations that this source sets.
+    pub fn cache_into(
+        &self,
+        open_ttl: &mut Duration,
+        closed_ttl: &mut Duration,
+        settle: &mut Duration,
+    ) {
+        for (set, into) in [
+            (self.open_ttl, open_ttl),
+            (self.closed_ttl, closed_ttl),
+            (self.settle, settle),
+        ] {
+            if let Some(d) = set {
+                *into = d;
+            }
+        }
+    }
+}
+
+/// Which common settings a provider uses, and its defaults for them: a provider's descriptor
+/// gives one; `None` marks a setting the provider has no use for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingDefaults {
+    /// Whether `rate_limit_per_minute` is used, and its default (`Some(None)`: used, no local
+    /// limit unless configured).
+    pub rate_limit_per_minute: Option<Option<u32>>,
+    /// `max_concurrency`.
+    pub max_concurrency: usize,
+    /// `discovery_ttl`, when the provider discovers agents.
+    pub discovery_ttl: Option<Duration>,
+    /// `open_ttl`, when the provider keeps a cache of its own.
+    pub open_ttl: Option<Duration>,
+    /// `closed_ttl`, likewise.
+    pub closed_ttl: Option<Duration>,
+    /// `settle`, likewise.
+    pub settle: Option<Duration>,
 }
 
 /// One mistake in a source's configuration: the key (relative to the source's table, e.g.
@@ -59,6 +129,8 @@ pub struct ProviderDescriptor {
     pub kind: ProviderKind,
     /// One line on what it reads (shown in `GET /v1/sources` and the OpenAPI document).
     pub description: &'static str,
+    /// The common settings it uses, with its defaults.
+    pub defaults: SettingDefaults,
     /// Builds a source of this provider.
     pub build: BuildFn,
 }
@@ -84,13 +156,21 @@ pub fn parse_keys<T: DeserializeOwned>(table: toml::Table) -> Result<T, Vec<Conf
     })
 }
 
-/// Builds a provider the usual way: its keys parsed into `C`, then `new(name, config, http)`.
-pub fn build_with<C: DeserializeOwned, P: crate::UsageProvider>(
+/// A provider configuration that takes the common settings the gateway read.
+pub trait WithSettings: DeserializeOwned {
+    /// Sets the common settings (the provider's own keys were read already).
+    #[must_use]
+    fn with_settings(self, settings: &SourceSettings) -> Self;
+}
+
+/// Builds a provider the usual way: its own keys parsed into `C`, the common settings applied,
+/// then `new(name, config, http)`.
+pub fn build_with<C: WithSettings, P: crate::UsageProvider>(
     ctx: BuildContext,
     table: toml::Table,
     new: impl FnOnce(String, C, reqwest::Client) -> Result<P, ProviderError>,
 ) -> Result<DynUsageProvider, Vec<ConfigProblem>> {
-    let config = parse_keys::<C>(table)?;
+    let config = parse_keys::<C>(table)?.with_settings(&ctx.settings);
     let provider = new(ctx.name, config, ctx.http).map_err(|e| vec![e.into()])?;
     Ok(std::sync::Arc::new(provider))
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use usage_core::plugin::{SettingDefaults, SourceSettings};
 
 /// Every mistake found in a configuration, each with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,6 +380,101 @@ pub struct SourceCommon {
     /// How long an open circuit refuses calls before one probe.
     #[serde(default = "default_breaker_cooldown", with = "humantime_serde")]
     pub breaker_cooldown: Duration,
+    /// The local outbound budget in vendor requests per minute (default: the provider's).
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Vendor requests in flight at once (default: the provider's).
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// The largest vendor response body accepted, in bytes (default 32 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// How long a discovered agent list is reused (providers that discover agents).
+    #[serde(default, with = "humantime_serde")]
+    pub discovery_ttl: Option<Duration>,
+    /// The provider cache's lifetime of open data (providers with a cache of their own).
+    #[serde(default, with = "humantime_serde")]
+    pub open_ttl: Option<Duration>,
+    /// The provider cache's lifetime of closed data.
+    #[serde(default, with = "humantime_serde")]
+    pub closed_ttl: Option<Duration>,
+    /// How long after its end data may still change upstream.
+    #[serde(default, with = "humantime_serde")]
+    pub settle: Option<Duration>,
+}
+
+impl SourceCommon {
+    /// The source's common settings with `defaults` (its provider's) where a key is absent;
+    /// a key the provider has no use for, or a zero count or size, is a mistake at its path.
+    pub fn settings(
+        &self,
+        index: usize,
+        provider: &str,
+        defaults: &SettingDefaults,
+    ) -> Result<SourceSettings, ConfigError> {
+        let mut errors = Vec::new();
+        let prefix = format!("sources[{index}]");
+        let mut unused = |key: &str, given: bool, used: bool| {
+            if given && !used {
+                errors.push((
+                    format!("{prefix}.{key}"),
+                    format!("provider `{provider}` has no `{key}` setting"),
+                ));
+            }
+        };
+        unused(
+            "rate_limit_per_minute",
+            self.rate_limit_per_minute.is_some(),
+            defaults.rate_limit_per_minute.is_some(),
+        );
+        unused(
+            "discovery_ttl",
+            self.discovery_ttl.is_some(),
+            defaults.discovery_ttl.is_some(),
+        );
+        unused(
+            "open_ttl",
+            self.open_ttl.is_some(),
+            defaults.open_ttl.is_some(),
+        );
+        unused(
+            "closed_ttl",
+            self.closed_ttl.is_some(),
+            defaults.closed_ttl.is_some(),
+        );
+        unused("settle", self.settle.is_some(), defaults.settle.is_some());
+        let mut positive = |key: &str, value: Option<usize>| {
+            if value == Some(0) {
+                errors.push((format!("{prefix}.{key}"), "must be at least 1".to_owned()));
+            }
+        };
+        positive(
+            "rate_limit_per_minute",
+            self.rate_limit_per_minute.map(|n| n as usize),
+        );
+        positive("max_concurrency", self.max_concurrency);
+        positive("max_body_bytes", self.max_body_bytes);
+        if !errors.is_empty() {
+            return Err(ConfigError { errors });
+        }
+        let or = |given: Option<Duration>, default: Option<Duration>| {
+            default.map(|d| given.unwrap_or(d))
+        };
+        Ok(SourceSettings {
+            rate_limit_per_minute: self
+                .rate_limit_per_minute
+                .or(defaults.rate_limit_per_minute.flatten())
+                .and_then(std::num::NonZeroU32::new),
+            max_concurrency: self.max_concurrency.unwrap_or(defaults.max_concurrency),
+            max_body_bytes: self
+                .max_body_bytes
+                .unwrap_or(usage_core::http::DEFAULT_MAX_BODY_BYTES),
+            discovery_ttl: or(self.discovery_ttl, defaults.discovery_ttl),
+            open_ttl: or(self.open_ttl, defaults.open_ttl),
+            closed_ttl: or(self.closed_ttl, defaults.closed_ttl),
+            settle: or(self.settle, defaults.settle),
+        })
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -403,8 +499,9 @@ fn default_breaker_cooldown() -> Duration {
     Duration::from_secs(30)
 }
 
-/// Keys taken out of a source table before the provider sees the rest.
-pub const COMMON_SOURCE_KEYS: [&str; 9] = [
+/// Keys taken out of a source table before the provider sees the rest: the gateway's own and
+/// the common settings every provider may use ([`SourceCommon::settings`]).
+pub const COMMON_SOURCE_KEYS: [&str; 16] = [
     "name",
     "provider",
     "timeout",
@@ -414,6 +511,13 @@ pub const COMMON_SOURCE_KEYS: [&str; 9] = [
     "retry_max_delay",
     "breaker_failures",
     "breaker_cooldown",
+    "rate_limit_per_minute",
+    "max_concurrency",
+    "max_body_bytes",
+    "discovery_ttl",
+    "open_ttl",
+    "closed_ttl",
+    "settle",
 ];
 
 /// Splits a source table into its common keys and the provider's own keys.

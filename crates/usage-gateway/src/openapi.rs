@@ -10,8 +10,8 @@ use crate::model::{
     SourceHealth, SourceStatus, SourcesResponse, UnitTotals, UsageResponseSchema, UsageRowSchema,
 };
 use crate::query::{
-    BucketParam, FilterValueParam, FormatParam, GroupByParam, InstantParam, ProviderListParam,
-    TimeZoneParam,
+    BucketEdgesParam, BucketParam, FillParam, FilterValueParam, FormatParam, GroupByParam,
+    InstantParam, ProviderListParam, TimeZoneParam,
 };
 use crate::registry::Registry;
 
@@ -203,7 +203,7 @@ pub mod examples {
         UsageResponseSchema, UsageRowSchema, QueryEcho, UnitTotals, SourceEntry, SourceStatus,
         Problem, ParamError, AgentsResponse, AgentEntry, SourcesResponse, SourceHealth, ProviderEntry, HealthResponse,
         InstantParam, TimeZoneParam, BucketParam, FormatParam, GroupByParam, ProviderListParam,
-        FilterValueParam,
+        FilterValueParam, FillParam, BucketEdgesParam,
     )),
     modifiers(&BearerJwt, &UsageCsvShared, &RequestLimits),
     tags(

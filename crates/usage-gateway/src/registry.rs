@@ -92,10 +92,12 @@ impl Registry {
                 ),
             ));
         };
+        let settings = common.settings(index, &common.provider, &descriptor.defaults)?;
         let http = http_client(&common)?;
         let ctx = BuildContext {
             name: common.name.clone(),
             http,
+            settings,
         };
         let provider = (descriptor.build)(ctx, rest).map_err(|problems| ConfigError {
             errors: problems

@@ -7,9 +7,18 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 use usage_core::Unit;
+use usage_core::plugin::{SettingDefaults, SourceSettings, WithSettings};
 
 /// Vendor requests in flight at once for the source.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// How long the provider's cache trusts open data by default.
+pub const DEFAULT_OPEN_TTL: Duration = Duration::from_secs(60);
+/// How long it trusts closed data by default.
+pub const DEFAULT_CLOSED_TTL: Duration = Duration::from_secs(3600);
+/// How long data stays open by default.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(300);
+/// How long a discovered bot list is reused by default.
+pub const DEFAULT_DISCOVERY_TTL: Duration = Duration::from_secs(300);
 /// Items asked for per list page by default (`take`).
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 
@@ -22,12 +31,12 @@ pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 /// agents = ["cmb1y7r0d000008jv2h6c4wq9"]     # optional; otherwise `GET /v1/bot/list`
 /// record_types = "base"                      # or "all"
 /// page_size = 1000
-/// open_ttl = "1m"
-/// closed_ttl = "1h"
-/// settle = "5m"
-/// discovery_ttl = "5m"
-/// max_concurrency = 4
-/// rate_limit_per_minute = 600                # optional; no local limit by default
+/// open_ttl = "1m"   # a common setting, read by the gateway
+/// closed_ttl = "1h"   # a common setting, read by the gateway
+/// settle = "5m"   # a common setting, read by the gateway
+/// discovery_ttl = "5m"   # a common setting, read by the gateway
+/// max_concurrency = 4   # a common setting, read by the gateway
+/// rate_limit_per_minute = 600                # optional; no local limit by default (a common setting)
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,26 +65,26 @@ pub struct Config {
     #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// How long scanned records younger than `settle` are trusted.
-    #[serde(default = "default_open_ttl", with = "humantime_serde")]
+    #[serde(skip, default = "default_open_ttl")]
     pub open_ttl: Duration,
     /// How long a record scan is kept at all before it is redone from scratch.
-    #[serde(default = "default_closed_ttl", with = "humantime_serde")]
+    #[serde(skip, default = "default_closed_ttl")]
     pub closed_ttl: Duration,
     /// How long after its creation a record may still appear or change upstream.
-    #[serde(default = "default_settle", with = "humantime_serde")]
+    #[serde(skip, default = "default_settle")]
     pub settle: Duration,
     /// How long the discovered bot list is reused.
-    #[serde(default = "default_discovery_ttl", with = "humantime_serde")]
+    #[serde(skip, default = "default_discovery_ttl")]
     pub discovery_ttl: Duration,
     /// The most vendor requests in flight at once for the source (shared by every query).
-    #[serde(default = "default_max_concurrency")]
+    #[serde(skip, default = "default_max_concurrency")]
     pub max_concurrency: usize,
     /// The local outbound budget in vendor requests per minute, shared by every query of the
     /// source; `None` (the default) sets none and relies on ChatBotKit's `X-RateLimit-*` headers.
-    #[serde(default)]
+    #[serde(skip)]
     pub rate_limit_per_minute: Option<u32>,
     /// The largest response body accepted, in bytes (default 32 MiB).
-    #[serde(default = "default_max_body_bytes")]
+    #[serde(skip, default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
 }
 
@@ -180,23 +189,44 @@ fn default_page_size() -> u32 {
 }
 
 fn default_open_ttl() -> Duration {
-    Duration::from_secs(60)
+    DEFAULT_OPEN_TTL
 }
 
 fn default_closed_ttl() -> Duration {
-    Duration::from_secs(3600)
+    DEFAULT_CLOSED_TTL
 }
 
 fn default_settle() -> Duration {
-    Duration::from_secs(300)
+    DEFAULT_SETTLE
 }
 
 fn default_discovery_ttl() -> Duration {
-    Duration::from_secs(300)
+    DEFAULT_DISCOVERY_TTL
 }
 
 fn default_max_concurrency() -> usize {
     DEFAULT_MAX_CONCURRENCY
+}
+
+/// The common settings this provider uses, with its defaults (see the gateway's registry).
+pub(crate) const SETTINGS: SettingDefaults = SettingDefaults {
+    rate_limit_per_minute: Some(None),
+    max_concurrency: DEFAULT_MAX_CONCURRENCY,
+    discovery_ttl: Some(DEFAULT_DISCOVERY_TTL),
+    open_ttl: Some(DEFAULT_OPEN_TTL),
+    closed_ttl: Some(DEFAULT_CLOSED_TTL),
+    settle: Some(DEFAULT_SETTLE),
+};
+
+impl WithSettings for Config {
+    fn with_settings(mut self, s: &SourceSettings) -> Self {
+        self.rate_limit_per_minute = s.rate_limit();
+        self.max_concurrency = s.max_concurrency;
+        self.max_body_bytes = s.max_body_bytes;
+        self.discovery_ttl = s.discovery_ttl.unwrap_or(self.discovery_ttl);
+        s.cache_into(&mut self.open_ttl, &mut self.closed_ttl, &mut self.settle);
+        self
+    }
 }
 
 #[cfg(test)]
@@ -234,14 +264,19 @@ mod tests {
             agents = ["b1", "b2"]
             record_types = "all"
             page_size = 7
-            open_ttl = "10s"
-            closed_ttl = "2h"
-            settle = "1m"
-            discovery_ttl = "30s"
-            max_concurrency = 2
             "#,
         )
-        .unwrap();
+        .unwrap()
+        // The common keys are read by the gateway, which hands them over.
+        .with_settings(&SourceSettings {
+            rate_limit_per_minute: std::num::NonZeroU32::new(60),
+            max_concurrency: 2,
+            max_body_bytes: 1000,
+            discovery_ttl: Some(Duration::from_secs(30)),
+            open_ttl: Some(Duration::from_secs(10)),
+            closed_ttl: Some(Duration::from_secs(7200)),
+            settle: Some(Duration::from_secs(60)),
+        });
         assert_eq!(c.unit, Unit::Tokens);
         assert_eq!(c.record_types, RecordTypes::All);
         assert_eq!(
@@ -252,7 +287,21 @@ mod tests {
         assert_eq!(c.open_ttl, Duration::from_secs(10));
         assert_eq!(c.closed_ttl, Duration::from_secs(7200));
         assert_eq!(c.discovery_ttl, Duration::from_secs(30));
+        assert_eq!(c.settle, Duration::from_secs(60));
         assert_eq!(c.max_concurrency, 2);
+        assert_eq!(c.max_body_bytes, 1000);
+        assert_eq!(c.rate_limit_per_minute, Some(60));
+        // They are not the provider's own keys.
+        for common in [
+            "open_ttl = \"1m\"",
+            "max_concurrency = 2",
+            "rate_limit_per_minute = 5",
+        ] {
+            assert!(
+                parse(&format!("token = \"t\"\n{common}")).is_err(),
+                "{common}"
+            );
+        }
     }
 
     #[test]
@@ -268,16 +317,17 @@ mod tests {
         assert!(c.validate().unwrap_err().starts_with("token"));
         c = parse("token = \"t\"\nagents = []").unwrap();
         assert!(c.validate().unwrap_err().starts_with("agents"));
-        c = parse("token = \"t\"\nmax_concurrency = 0").unwrap();
+        c = parse("token = \"t\"").unwrap();
+        c.max_concurrency = 0;
         assert!(c.validate().unwrap_err().starts_with("max_concurrency"));
-        c = parse("token = \"t\"\nrate_limit_per_minute = 0").unwrap();
+        c = parse("token = \"t\"").unwrap();
+        c.rate_limit_per_minute = Some(0);
         assert!(
             c.validate()
                 .unwrap_err()
                 .starts_with("rate_limit_per_minute")
         );
-        c = parse("token = \"t\"\nrate_limit_per_minute = 60").unwrap();
-        assert_eq!(c.rate_limit_per_minute, Some(60));
+        c.rate_limit_per_minute = Some(60);
         assert!(c.validate().is_ok());
         c = parse("token = \"t\"\nbase_url = \"ftp://x\"").unwrap();
         assert!(c.validate().unwrap_err().starts_with("base_url"));

@@ -104,5 +104,6 @@ pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
     usage_core::plugin::ProviderDescriptor {
         kind: KIND,
         description: "ChatBotKit: usage records or per-bot totals, in credits or tokens",
+        defaults: config::SETTINGS,
         build: |ctx, table| usage_core::plugin::build_with(ctx, table, ChatbotkitProvider::new),
     };

@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
+use usage_core::plugin::{SettingDefaults, SourceSettings, WithSettings};
 
 /// DigitalOcean's public API endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://api.digitalocean.com";
@@ -26,10 +27,10 @@ pub const DEFAULT_DISCOVERY_TTL: Duration = Duration::from_secs(300);
 /// token = "${DIGITALOCEAN_TOKEN}"              # needs the genai:read scope
 /// agents = ["c441bf77-81d6-11ef-bf8f-4e013e2ddde4"]  # optional; else discovery
 /// only_deployed = false                        # discovery lists only deployed agents
-/// rate_limit_per_minute = 250
-/// max_concurrency = 8
+/// rate_limit_per_minute = 250   # a common setting, read by the gateway
+/// max_concurrency = 8   # a common setting, read by the gateway
 /// max_upstream_calls = 250                     # per query: agents × uncached windows
-/// discovery_ttl = "5m"
+/// discovery_ttl = "5m"   # a common setting, read by the gateway
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,20 +48,20 @@ pub struct Config {
     #[serde(default)]
     pub only_deployed: bool,
     /// The local outbound budget, shared by every query of the source.
-    #[serde(default = "default_rate_limit")]
+    #[serde(skip, default = "default_rate_limit")]
     pub rate_limit_per_minute: u32,
     /// The most upstream calls in flight at once for the source.
-    #[serde(default = "default_max_concurrency")]
+    #[serde(skip, default = "default_max_concurrency")]
     pub max_concurrency: usize,
     /// The most upstream usage calls (agents × windows) one query may need; larger queries are
     /// rejected with a hint to use a coarser bucket. Capped by `rate_limit_per_minute`.
     #[serde(default = "default_max_upstream_calls")]
     pub max_upstream_calls: u32,
     /// How long discovered agents are reused before listing them again.
-    #[serde(default = "default_discovery_ttl", with = "humantime_serde")]
+    #[serde(skip, default = "default_discovery_ttl")]
     pub discovery_ttl: Duration,
     /// The largest response body accepted, in bytes (default 32 MiB).
-    #[serde(default = "default_max_body_bytes")]
+    #[serde(skip, default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
 }
 
@@ -179,6 +180,30 @@ fn default_discovery_ttl() -> Duration {
     DEFAULT_DISCOVERY_TTL
 }
 
+/// The common settings this provider uses, with its defaults (see the gateway's registry).
+pub(crate) const SETTINGS: SettingDefaults = SettingDefaults {
+    rate_limit_per_minute: Some(Some(DEFAULT_RATE_LIMIT_PER_MINUTE)),
+    max_concurrency: DEFAULT_MAX_CONCURRENCY,
+    discovery_ttl: Some(DEFAULT_DISCOVERY_TTL),
+    open_ttl: None,
+    closed_ttl: None,
+    settle: None,
+};
+
+impl WithSettings for Config {
+    fn with_settings(mut self, s: &SourceSettings) -> Self {
+        if let Some(n) = s.rate_limit_per_minute {
+            self.rate_limit_per_minute = n.get();
+        }
+        self.max_concurrency = s.max_concurrency;
+        self.max_body_bytes = s.max_body_bytes;
+        if let Some(d) = s.discovery_ttl {
+            self.discovery_ttl = d;
+        }
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,19 +232,30 @@ mod tests {
             base_url = "http://127.0.0.1:9000/do"
             token = "t"
             agents = ["a", "b"]
-            rate_limit_per_minute = 60
-            max_concurrency = 2
             max_upstream_calls = 10
-            discovery_ttl = "90s"
             "#,
         )
-        .unwrap();
+        .unwrap()
+        // The common keys are read by the gateway, which hands them over.
+        .with_settings(&SourceSettings {
+            rate_limit_per_minute: std::num::NonZeroU32::new(60),
+            max_concurrency: 2,
+            max_body_bytes: 1000,
+            discovery_ttl: Some(Duration::from_secs(90)),
+            open_ttl: None,
+            closed_ttl: None,
+            settle: None,
+        });
         assert_eq!(
             c.agents.as_deref(),
             Some(&["a".to_owned(), "b".to_owned()][..])
         );
         assert_eq!(c.discovery_ttl, Duration::from_secs(90));
+        assert_eq!((c.rate_limit_per_minute, c.max_concurrency), (60, 2));
+        assert_eq!(c.max_upstream_calls, 10);
         c.validate().unwrap();
+        // They are not the provider's own keys.
+        assert!(parse("token = \"t\"\nmax_concurrency = 2").is_err());
     }
 
     #[test]

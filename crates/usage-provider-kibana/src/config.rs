@@ -6,12 +6,19 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
+use usage_core::plugin::{SettingDefaults, SourceSettings, WithSettings};
 
 /// The largest page Kibana accepts (`size` max 100).
 pub const MAX_PAGE_SIZE: u32 = 100;
 
 /// Vendor requests in flight at once for the source (and agents scanned at once by one call).
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// How long the provider's cache trusts open data by default.
+pub const DEFAULT_OPEN_TTL: Duration = Duration::from_secs(60);
+/// How long it trusts closed data by default.
+pub const DEFAULT_CLOSED_TTL: Duration = Duration::from_secs(3600);
+/// How long data stays open by default.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(600);
 
 /// The longest `closed_ttl` accepted.
 const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
@@ -45,23 +52,23 @@ pub struct Config {
     #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// How long a scan answers for open data (conversations updated within `settle`).
-    #[serde(default = "default_open_ttl", with = "humantime_serde")]
+    #[serde(skip, default = "default_open_ttl")]
     pub open_ttl: Duration,
     /// How long a scan answers for settled data.
-    #[serde(default = "default_closed_ttl", with = "humantime_serde")]
+    #[serde(skip, default = "default_closed_ttl")]
     pub closed_ttl: Duration,
     /// How long after its last update a conversation still counts as open (it may grow again).
-    #[serde(default = "default_settle", with = "humantime_serde")]
+    #[serde(skip, default = "default_settle")]
     pub settle: Duration,
     /// The local outbound budget in vendor requests per minute, shared by every query of the
     /// source; `None` (the default) sets no rate limit, as Kibana documents none.
-    #[serde(default)]
+    #[serde(skip)]
     pub rate_limit_per_minute: Option<u32>,
     /// The most vendor requests in flight at once for the source.
-    #[serde(default = "default_max_concurrency")]
+    #[serde(skip, default = "default_max_concurrency")]
     pub max_concurrency: usize,
     /// The largest response body accepted, in bytes (default 32 MiB).
-    #[serde(default = "default_max_body_bytes")]
+    #[serde(skip, default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
 }
 
@@ -78,15 +85,15 @@ fn default_page_size() -> u32 {
 }
 
 fn default_open_ttl() -> Duration {
-    Duration::from_secs(60)
+    DEFAULT_OPEN_TTL
 }
 
 fn default_closed_ttl() -> Duration {
-    Duration::from_secs(3600)
+    DEFAULT_CLOSED_TTL
 }
 
 fn default_settle() -> Duration {
-    Duration::from_secs(600)
+    DEFAULT_SETTLE
 }
 
 impl Config {
@@ -243,6 +250,26 @@ impl fmt::Debug for Config {
     }
 }
 
+/// The common settings this provider uses, with its defaults (see the gateway's registry).
+pub(crate) const SETTINGS: SettingDefaults = SettingDefaults {
+    rate_limit_per_minute: Some(None),
+    max_concurrency: DEFAULT_MAX_CONCURRENCY,
+    discovery_ttl: None,
+    open_ttl: Some(DEFAULT_OPEN_TTL),
+    closed_ttl: Some(DEFAULT_CLOSED_TTL),
+    settle: Some(DEFAULT_SETTLE),
+};
+
+impl WithSettings for Config {
+    fn with_settings(mut self, s: &SourceSettings) -> Self {
+        self.rate_limit_per_minute = s.rate_limit();
+        self.max_concurrency = s.max_concurrency;
+        self.max_body_bytes = s.max_body_bytes;
+        s.cache_into(&mut self.open_ttl, &mut self.closed_ttl, &mut self.settle);
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,20 +298,27 @@ mod tests {
                username = "elastic"
                password = "pw"
                agents = ["a", "b"]
-               page_size = 50
-               open_ttl = "30s"
-               closed_ttl = "2h"
-               settle = "5m"
-               rate_limit_per_minute = 120
-               max_concurrency = 2"#,
+               page_size = 50"#,
         )
-        .unwrap();
+        .unwrap()
+        // The common keys are read by the gateway, which hands them over.
+        .with_settings(&SourceSettings {
+            rate_limit_per_minute: std::num::NonZeroU32::new(120),
+            max_concurrency: 2,
+            max_body_bytes: 1000,
+            discovery_ttl: None,
+            open_ttl: Some(Duration::from_secs(30)),
+            closed_ttl: Some(Duration::from_secs(7200)),
+            settle: Some(Duration::from_secs(300)),
+        });
         assert_eq!(c.rate_limit_per_minute, Some(120));
         assert_eq!(c.max_concurrency, 2);
         assert_eq!(c.space_prefix(), Some("marketing"));
         assert_eq!(c.closed_ttl, Duration::from_secs(7200));
         assert_eq!(c.settle, Duration::from_secs(300));
         assert!(c.validate().is_ok());
+        // They are not the provider's own keys.
+        assert!(parse("base_url = \"http://x\"\napi_key = \"k\"\nsettle = \"5m\"").is_err());
     }
 
     #[test]
