@@ -19,6 +19,8 @@ pub mod transport;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;
+#[cfg(feature = "test-util")]
+pub mod vendor_fuzz;
 
 pub use error::{CallLimit, ProviderError};
 pub use model::{
