@@ -3,7 +3,8 @@
 OpenAPI describes each query parameter on its own; `GET /v1/usage` also has rules that tie
 parameters to each other or to the deployment, stated in the parameter descriptions and in API.md:
 
-- `end` must be after `start`, and `[start, end)` at most `server.max_range` long;
+- `end` must be after `start`, and `[start, end)` at most `server.max_range` long (relative
+  values such as `now`, `today` and `-24h` resolve against the clock);
 - a query may span at most `server.max_buckets` buckets, and a DigitalOcean source at most
   `max_upstream_calls` (agents x buckets) vendor calls;
 - `source` names, and the `<source>/` prefix of an `agent`, must name configured sources;
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import zlib
 
 import schemathesis
@@ -66,10 +68,34 @@ def _positive(case) -> bool:
     return meta is not None and meta.generation.mode.is_positive
 
 
+RELATIVE = re.compile(r"^-([0-9]{1,7})([mhdw])$")
+UNIT = {"m": dt.timedelta(minutes=1), "h": dt.timedelta(hours=1), "d": DAY, "w": 7 * DAY}
+
+
+def _relative(value):
+    """The instant of `now`, `today`, `yesterday` or `-<n><unit>` (local days as UTC days: the
+    slack covers the zone), None for other values, and False when it is out of range here."""
+    now = dt.datetime.now(dt.timezone.utc)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    fixed = {"now": now, "today": midnight, "yesterday": midnight - DAY}
+    if value in fixed:
+        return fixed[value]
+    m = RELATIVE.match(value)
+    if not m:
+        return None
+    try:
+        return now - int(m.group(1)) * UNIT[m.group(2)]
+    except OverflowError:
+        return False
+
+
 def _instant(value):
     """The instant a `start`/`end` value names (dates as UTC midnight), or None."""
     if not isinstance(value, str):
         return None
+    relative = _relative(value)
+    if relative is not None:
+        return relative or None
     try:
         if len(value) == 10:
             return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), dt.timezone.utc)
@@ -79,7 +105,11 @@ def _instant(value):
 
 
 def _shift(value: str, delta: dt.timedelta) -> str:
-    """`value` moved by `delta`, in the same form (date or date-time with its offset)."""
+    """`value` moved by `delta`, in the same form (date or date-time with its offset; a keyword
+    or relative value as the date-time it names now)."""
+    relative = _relative(value)
+    if relative:
+        return (relative + delta).isoformat()
     if len(value) == 10:
         return (dt.date.fromisoformat(value) + delta).isoformat()
     moved = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")) + delta
@@ -89,9 +119,13 @@ def _shift(value: str, delta: dt.timedelta) -> str:
 def _repair_range(query: dict) -> None:
     bucket = query.get("bucket") if isinstance(query.get("bucket"), str) else "none"
     longest = min(SPAN.get(bucket, MAX_RANGE), MAX_RANGE) - SLACK
+    now = dt.datetime.now(dt.timezone.utc)
+    for key in ("start", "end"):
+        # A relative value this Python cannot represent (`-9999999w`) becomes one it can.
+        if isinstance(query.get(key), str) and _relative(query[key]) is False:
+            query[key] = (now - 2 * DAY).isoformat()
     start, end = query.get("start"), query.get("end")
     s, e = _instant(start), _instant(end)
-    now = dt.datetime.now(dt.timezone.utc)
     if s is not None and s.year > 9990:
         query["start"] = start = _shift(start, -dt.timedelta(days=3660))
         s = _instant(start)
