@@ -196,6 +196,9 @@ async fn every_schema_reference_resolves() {
             .chars()
             .take_while(|c| *c != '"')
             .collect();
-        assert!(schemas.contains_key(&name), "`{prefix}{name}` resolves to nothing");
+        assert!(
+            schemas.contains_key(&name),
+            "`{prefix}{name}` resolves to nothing"
+        );
     }
 }
