@@ -1,5 +1,5 @@
 //! `usage-core`: the [`UsageProvider`] trait, the normalized usage model, time planning and
-//! aggregation shared by the gateway and every vendor crate.
+//! aggregation shared by the gateway and every vendor crate, and the [`UsageStore`] trait.
 
 pub mod aggregate;
 #[cfg(feature = "http")]
@@ -13,6 +13,7 @@ pub mod plugin;
 pub mod provider;
 #[cfg(any(feature = "http", feature = "test-util"))]
 pub mod requests;
+pub mod store;
 pub mod time;
 #[cfg(feature = "http")]
 pub mod transport;
@@ -28,4 +29,5 @@ pub use model::{
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageQuery, Window,
 };
 pub use provider::{DynUsageProvider, UsageProvider};
+pub use store::{CoveredInterval, DynUsageStore, PointFilter, StoreError, UsageStore};
 pub use time::Bucket;

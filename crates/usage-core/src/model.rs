@@ -174,6 +174,13 @@ impl Unit {
             Self::Credits => "credits",
         }
     }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Tokens, Self::Credits]
+            .into_iter()
+            .find(|u| u.as_str() == s)
+    }
 }
 
 /// Describes a configured source and what it can answer.

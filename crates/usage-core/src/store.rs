@@ -1,0 +1,285 @@
+//! The usage store: the normalized points of closed windows per source, kept so that queries
+//! over settled history need no vendor call.
+//!
+//! A store holds, per source, the points of each window it was given at the grain the provider
+//! fetched (every dimension the provider fills kept, so that any grouping and filter can be
+//! answered from it), and which windows it holds with when they were fetched (`synced_at`).
+//! Implementations (one per database engine) live in the `usage-store` crate; callers hold a
+//! [`DynUsageStore`].
+//!
+//! The write unit is one window: [`UsageStore::put_window`] replaces everything stored for the
+//! source in that window's span, atomically, so writing a window again never counts it twice and
+//! a failed write leaves the previous state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::{Counters, PointKey, Unit, UsagePoint, UsageQuery, Window};
+
+/// One window a store holds a source's points for, and when they were fetched from the vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct CoveredInterval {
+    /// The window (half-open), exactly as written.
+    pub window: Window,
+    /// When the window's points were fetched (to the millisecond).
+    pub synced_at: DateTime<Utc>,
+}
+
+/// Which stored points [`UsageStore::points`] returns; `None` lets every value through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PointFilter {
+    /// Only points of these agent ids.
+    pub agents: Option<BTreeSet<String>>,
+    /// Only points of these users (points without a user never pass).
+    pub users: Option<BTreeSet<String>>,
+}
+
+impl PointFilter {
+    /// Takes the agent and user filters of a provider query.
+    pub fn from_query(query: &UsageQuery) -> Self {
+        Self {
+            agents: query.agents.clone(),
+            users: query.users.clone(),
+        }
+    }
+
+    /// Reports whether a point's labels pass the filter, as the store applies it.
+    pub fn matches(&self, key: &PointKey) -> bool {
+        let passes = |set: &Option<BTreeSet<String>>, label: &Option<String>| {
+            set.as_ref()
+                .is_none_or(|s| label.as_ref().is_some_and(|l| s.contains(l)))
+        };
+        passes(&self.agents, &key.agent) && passes(&self.users, &key.user)
+    }
+}
+
+/// What went wrong in a usage store. Messages never contain credentials: a database URL is
+/// shown with its password replaced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be reached or is busy (connection refused or lost, pool exhausted,
+    /// lock timeout, serialization failure); retrying later may succeed.
+    #[error("usage store unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+    },
+    /// The database's schema does not match this build: a migration applied to it that this
+    /// build does not know, one that differs from this build's, or one that failed.
+    #[error("usage store schema: migration {migration}: {message}")]
+    Schema {
+        /// The migration, as `<version>_<description>` (its file name in `migrations/`).
+        migration: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The write was refused as given (nothing was written), e.g. a counter above what the
+    /// database holds or a point outside the window written.
+    #[error("usage store refused the write: {message}")]
+    Refused {
+        /// Which value and why.
+        message: String,
+    },
+    /// Stored data this build cannot read (e.g. a negative counter or an unknown unit).
+    #[error("usage store holds unreadable data: {message}")]
+    Corrupt {
+        /// What could not be read.
+        message: String,
+    },
+    /// The store's location or settings are wrong.
+    #[error("usage store configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+    /// Another database error.
+    #[error("usage store: {message}")]
+    Database {
+        /// The engine's message.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Reports whether retrying later may succeed (the database was unreachable or busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// Durable storage of the normalized points of closed windows, per source.
+///
+/// Instants are stored exactly, to the millisecond: a window whose start or end is not a whole
+/// millisecond is refused (`synced_at` is rounded down). Counters are held as signed 64-bit
+/// integers: a counter above `i64::MAX` is refused, never wrapped.
+#[async_trait]
+pub trait UsageStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Names the engine (`sqlite`, `postgres`).
+    fn engine(&self) -> &'static str;
+
+    /// Writes one closed window of a source: its points (each of whose `window` must be
+    /// `window`; points with the same key and unit are added up), and marks the window covered
+    /// with `synced_at`, in one transaction. Every window of the source that overlaps `window`
+    /// is replaced with its points (writing the same window again replaces it), so nothing is
+    /// counted twice; on any error nothing is written and the previous state stays. Writers of
+    /// the same source are serialized.
+    async fn put_window(
+        &self,
+        source: &str,
+        window: Window,
+        points: &[UsagePoint],
+        synced_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Lists the windows of `source` held that lie inside `range`, one entry per written window
+    /// (not merged: each has its own `synced_at`), ascending and disjoint. [`merge_coverage`]
+    /// joins them into intervals; [`uncovered`] gives the gaps.
+    async fn coverage(
+        &self,
+        source: &str,
+        range: Window,
+    ) -> Result<Vec<CoveredInterval>, StoreError>;
+
+    /// Returns the stored points of `source` whose window lies inside `range` and that pass
+    /// `filter`, with every label, the agent name, the unit and the counters as written: one
+    /// point per window, key and unit, sorted by window, key and unit (the order of
+    /// [`crate::UsageBatch::compact`], whatever the engine's collation).
+    async fn points(
+        &self,
+        source: &str,
+        range: Window,
+        filter: &PointFilter,
+    ) -> Result<Vec<UsagePoint>, StoreError>;
+
+    /// Lists the sources the store holds any window of, sorted.
+    async fn sources(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Forgets the windows of `source` that end at or before `before`, with their points
+    /// (retention); returns how many windows were forgotten.
+    async fn forget(&self, source: &str, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// A shared store handle.
+pub type DynUsageStore = Arc<dyn UsageStore>;
+
+/// Joins covered windows that touch or overlap into intervals, ascending; an interval's
+/// `synced_at` is the oldest of its windows' (so "synced since T" holds for all of it).
+pub fn merge_coverage(covered: &[CoveredInterval]) -> Vec<CoveredInterval> {
+    let mut sorted = covered.to_vec();
+    sorted.sort();
+    let mut merged: Vec<CoveredInterval> = Vec::with_capacity(sorted.len());
+    for c in sorted {
+        match merged.last_mut() {
+            Some(last) if c.window.start <= last.window.end => {
+                last.window.end = last.window.end.max(c.window.end);
+                last.synced_at = last.synced_at.min(c.synced_at);
+            }
+            _ => merged.push(c),
+        }
+    }
+    merged
+}
+
+/// Returns the parts of `range` no covered window holds, ascending: what a reader still has to
+/// fetch live, or a sync still has to write.
+pub fn uncovered(range: Window, covered: &[CoveredInterval]) -> Vec<Window> {
+    let mut gaps = Vec::new();
+    let mut from = range.start;
+    for c in merge_coverage(covered) {
+        if c.window.end <= from || c.window.start >= range.end {
+            continue;
+        }
+        if c.window.start > from {
+            gaps.push(Window::new(from, c.window.start));
+        }
+        from = from.max(c.window.end);
+    }
+    if from < range.end {
+        gaps.push(Window::new(from, range.end));
+    }
+    gaps
+}
+
+/// Adds up the points of one window that share a key and unit (the first agent name seen
+/// kept), borrowing their labels: what [`UsageStore::put_window`] writes.
+pub fn merge_points(points: &[UsagePoint]) -> Vec<(&PointKey, Unit, Option<&str>, Counters)> {
+    let mut merged: BTreeMap<(&PointKey, Unit), (Option<&str>, Counters)> = BTreeMap::new();
+    for p in points {
+        let e = merged.entry((&p.key, p.unit)).or_default();
+        if e.0.is_none() {
+            e.0 = p.agent_name.as_deref();
+        }
+        e.1.add(&p.counters);
+    }
+    merged
+        .into_iter()
+        .map(|((key, unit), (name, counters))| (key, unit, name, counters))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn h(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 1, hour, 0, 0).unwrap()
+    }
+
+    fn cov(a: u32, b: u32, synced: u32) -> CoveredInterval {
+        CoveredInterval {
+            window: Window::new(h(a), h(b)),
+            synced_at: h(synced),
+        }
+    }
+
+    #[test]
+    fn coverage_merges_touching_windows_with_the_oldest_sync() {
+        let merged = merge_coverage(&[cov(3, 4, 9), cov(1, 2, 7), cov(2, 3, 6), cov(5, 6, 8)]);
+        assert_eq!(merged, vec![cov(1, 4, 6), cov(5, 6, 8)]);
+        assert!(merge_coverage(&[]).is_empty());
+    }
+
+    #[test]
+    fn uncovered_lists_the_gaps_of_a_range() {
+        let covered = [cov(1, 2, 9), cov(2, 3, 9), cov(5, 6, 9), cov(8, 10, 9)];
+        let gaps = uncovered(Window::new(h(0), h(9)), &covered);
+        assert_eq!(
+            gaps,
+            vec![
+                Window::new(h(0), h(1)),
+                Window::new(h(3), h(5)),
+                Window::new(h(6), h(8)),
+            ]
+        );
+        assert!(uncovered(Window::new(h(1), h(3)), &covered).is_empty());
+        assert_eq!(
+            uncovered(Window::new(h(11), h(12)), &covered),
+            vec![Window::new(h(11), h(12))]
+        );
+    }
+
+    #[test]
+    fn the_filter_lets_only_named_labels_through() {
+        let key = |agent: Option<&str>, user: Option<&str>| PointKey {
+            agent: agent.map(str::to_owned),
+            user: user.map(str::to_owned),
+            ..PointKey::default()
+        };
+        let all = PointFilter::default();
+        assert!(all.matches(&key(None, None)));
+        let f = PointFilter {
+            agents: Some(BTreeSet::from(["a".to_owned()])),
+            users: Some(BTreeSet::from(["u".to_owned()])),
+        };
+        assert!(f.matches(&key(Some("a"), Some("u"))));
+        assert!(!f.matches(&key(Some("a"), None)));
+        assert!(!f.matches(&key(Some("b"), Some("u"))));
+        assert!(!f.matches(&key(None, Some("u"))));
+    }
+}

@@ -1,0 +1,54 @@
+//! `usage-store`: [`usage_core::UsageStore`] on SQLite (embedded, a file) and PostgreSQL (for
+//! several replicas), with sqlx.
+//!
+//! [`open`] takes `[store]`'s location: a file path or `sqlite://PATH` opens (creating) an
+//! SQLite file, `postgres://…` a PostgreSQL database. Opening applies the versioned migrations
+//! of `migrations/<engine>/` (embedded in the binary, recorded in `_usage_store_migrations`)
+//! and refuses a database whose applied migrations this build does not know or knows with
+//! other contents, naming the migration.
+//!
+//! # Schema
+//!
+//! Both engines have the same tables (`migrations/`): `usage_sources` (one row per source, the
+//! lock writers of a source take), `usage_coverage` (one row per written window: source,
+//! `[window_start, window_end)` and `synced_at`, instants as integer milliseconds) and
+//! `usage_points` (one row per source, window, unit and the four labels — agent, user,
+//! conversation, usage type — with the agent name and the three counters). A point's key is
+//! its primary key, and its window's coverage row owns it (`ON DELETE CASCADE`), so a point
+//! never outlives the coverage that vouches for it. Writing a window deletes the coverage rows
+//! it overlaps, with their points, and inserts its own, in one transaction.
+
+mod engine;
+mod location;
+mod migrate;
+mod sql;
+
+use std::sync::Arc;
+
+use sqlx::{Postgres, Sqlite};
+use usage_core::{DynUsageStore, StoreError};
+
+pub use location::StoreLocation;
+pub use sql::POINTS_PER_STATEMENT;
+
+/// Opens the store at `location` (see [`StoreLocation::parse`]), bringing its schema up to
+/// date.
+pub async fn open(location: &str) -> Result<DynUsageStore, StoreError> {
+    StoreLocation::parse(location)?.open().await
+}
+
+impl StoreLocation {
+    /// Opens the store here, bringing its schema up to date.
+    pub async fn open(&self) -> Result<DynUsageStore, StoreError> {
+        Ok(match self {
+            Self::Sqlite(path) => {
+                let pool = engine::connect_sqlite(path, self).await?;
+                Arc::new(sql::SqlStore::<Sqlite>::new(pool, self).await?)
+            }
+            Self::Postgres(url) => {
+                let pool = engine::connect_postgres(url, self).await?;
+                Arc::new(sql::SqlStore::<Postgres>::new(pool, self).await?)
+            }
+        })
+    }
+}

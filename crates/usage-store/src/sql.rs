@@ -1,0 +1,521 @@
+//! The store on any engine: one SQL text for both (`$n` placeholders, which SQLite reads too),
+//! generic over the engine; what differs is in [`crate::engine`].
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrate;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
+use usage_core::store::merge_points;
+use usage_core::{
+    Counters, CoveredInterval, PointFilter, PointKey, StoreError, Unit, UsagePoint, UsageStore,
+    Window, model::ceil_ms,
+};
+
+use crate::engine::{Engine, db_error};
+use crate::location::StoreLocation;
+use crate::migrate;
+
+/// Points per `INSERT` statement: a window with more points is written in several statements
+/// of its one transaction (13 parameters a point, within every engine's parameter limit).
+pub const POINTS_PER_STATEMENT: usize = 1000;
+
+/// Bits of `usage_points.labels`: which labels a point has (an absent one is stored as '').
+const AGENT: i32 = 1;
+const USER: i32 = 2;
+const CONVERSATION: i32 = 4;
+const USAGE_TYPE: i32 = 8;
+
+/// Takes the source's row lock (inserting the row the first time), which serializes writers
+/// of one source.
+const LOCK_SOURCE: &str = "INSERT INTO usage_sources (source) VALUES ($1) \
+     ON CONFLICT (source) DO UPDATE SET source = excluded.source";
+
+/// Removes the windows overlapping `[$2, $3)` (their points go with them: ON DELETE CASCADE).
+const DELETE_OVERLAPPING: &str =
+    "DELETE FROM usage_coverage WHERE source = $1 AND window_start < $3 AND window_end > $2";
+
+const INSERT_COVERAGE: &str = "INSERT INTO usage_coverage \
+     (source, window_start, window_end, synced_at) VALUES ($1, $2, $3, $4)";
+
+const INSERT_POINTS: &str = "INSERT INTO usage_points (source, window_start, window_end, unit, \
+     labels, agent, end_user, conversation, usage_type, agent_name, input, output, other) ";
+
+const SELECT_COVERAGE: &str = "SELECT window_start, window_end, synced_at FROM usage_coverage \
+     WHERE source = $1 AND window_start >= $2 AND window_end <= $3 ORDER BY window_start";
+
+const SELECT_POINTS: &str = "SELECT window_start, window_end, unit, labels, agent, end_user, \
+     conversation, usage_type, agent_name, input, output, other FROM usage_points \
+     WHERE source = ";
+
+const SELECT_SOURCES: &str = "SELECT DISTINCT source FROM usage_coverage";
+
+const FORGET: &str = "DELETE FROM usage_coverage WHERE source = $1 AND window_end <= $2";
+
+/// Reads every column the store uses, so that a schema changed by hand fails at open.
+const PROBES: [&str; 3] = [
+    "SELECT source FROM usage_sources WHERE 1 = 0",
+    "SELECT source, window_start, window_end, synced_at FROM usage_coverage WHERE 1 = 0",
+    "SELECT source, window_start, window_end, unit, labels, agent, end_user, conversation, \
+     usage_type, agent_name, input, output, other FROM usage_points WHERE 1 = 0",
+];
+
+/// A usage store on the engine `DB`.
+pub(crate) struct SqlStore<DB: Engine> {
+    pool: Pool<DB>,
+    /// The location, as shown (password redacted).
+    location: String,
+}
+
+impl<DB: Engine> fmt::Debug for SqlStore<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("engine", &DB::ENGINE)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Engine,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Decode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Brings the schema up to date (refusing a foreign or changed one) and checks it.
+    pub(crate) async fn new(pool: Pool<DB>, location: &StoreLocation) -> Result<Self, StoreError> {
+        let migrator = migrate::migrator(DB::MIGRATIONS);
+        if let Err(e) = migrator.run(&pool).await {
+            return Err(match migrate::version_of(&e) {
+                Some(v) => {
+                    let recorded = Self::recorded_description(&pool, v).await;
+                    let name = migrate::known_name(DB::MIGRATIONS, v, recorded.as_deref());
+                    migrate::schema_error(DB::ENGINE, name, &e)
+                }
+                None => StoreError::Unavailable {
+                    message: format!("{}: applying migrations to {location}: {e}", DB::ENGINE),
+                },
+            });
+        }
+        for probe in PROBES {
+            if let Err(e) = sqlx::query(probe).execute(&pool).await {
+                let latest = DB::MIGRATIONS.last().map_or("(none)", |m| m.name);
+                return Err(StoreError::Schema {
+                    migration: latest.to_owned(),
+                    message: format!(
+                        "is recorded as applied, but this {} database's tables differ from it \
+                         ({e}): the schema was changed by hand",
+                        DB::ENGINE
+                    ),
+                });
+            }
+        }
+        Ok(Self {
+            pool,
+            location: location.to_string(),
+        })
+    }
+
+    /// What the database records as the description of migration `version`, if readable.
+    async fn recorded_description(pool: &Pool<DB>, version: i64) -> Option<String> {
+        let sql = format!(
+            "SELECT description FROM {} WHERE version = $1",
+            migrate::TABLE
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(version)
+            .fetch_optional(pool)
+            .await
+            .ok()??;
+        row.try_get::<&str, _>(0).ok().map(str::to_owned)
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, DB>, StoreError> {
+        let begun = match DB::BEGIN_WRITE {
+            Some(statement) => self.pool.begin_with(statement).await,
+            None => self.pool.begin().await,
+        };
+        begun.map_err(|e| db_error::<DB>("beginning a write", &e))
+    }
+
+    /// Inserts the rows of one statement's worth of points.
+    async fn insert_points(
+        conn: &mut DB::Connection,
+        rows: Vec<PointRow<'_>>,
+    ) -> Result<(), StoreError> {
+        let mut insert = QueryBuilder::<DB>::new(INSERT_POINTS);
+        insert.push_values(rows, |mut b, r| {
+            b.push_bind(r.source)
+                .push_bind(r.start)
+                .push_bind(r.end)
+                .push_bind(r.unit)
+                .push_bind(r.labels)
+                .push_bind(r.strings[0])
+                .push_bind(r.strings[1])
+                .push_bind(r.strings[2])
+                .push_bind(r.strings[3])
+                .push_bind(r.agent_name)
+                .push_bind(r.counters[0])
+                .push_bind(r.counters[1])
+                .push_bind(r.counters[2]);
+        });
+        insert
+            .build()
+            .execute(conn)
+            .await
+            .map_err(|e| db_error::<DB>("writing points", &e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<DB> UsageStore for SqlStore<DB>
+where
+    DB: Engine,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Decode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    fn engine(&self) -> &'static str {
+        DB::ENGINE
+    }
+
+    async fn put_window(
+        &self,
+        source: &str,
+        window: Window,
+        points: &[UsagePoint],
+        synced_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (start, end) = exact_window(window)?;
+        if let Some(p) = points.iter().find(|p| p.window != window) {
+            return Err(StoreError::Refused {
+                message: format!(
+                    "{source}: a point of window {} given for window {}",
+                    show(p.window),
+                    show(window)
+                ),
+            });
+        }
+        let merged = merge_points(points);
+        let mut tx = self.begin_write().await?;
+        let steps = [
+            (sqlx::query(LOCK_SOURCE).bind(source), "locking the source"),
+            (
+                sqlx::query(DELETE_OVERLAPPING)
+                    .bind(source)
+                    .bind(start)
+                    .bind(end),
+                "removing the windows it replaces",
+            ),
+            (
+                sqlx::query(INSERT_COVERAGE)
+                    .bind(source)
+                    .bind(start)
+                    .bind(end)
+                    .bind(synced_at.timestamp_millis()),
+                "recording the window",
+            ),
+        ];
+        for (query, doing) in steps {
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error::<DB>(doing, &e))?;
+        }
+        for chunk in merged.chunks(POINTS_PER_STATEMENT) {
+            // A refused point returns here: `tx` is dropped, and the transaction rolls back.
+            let rows = chunk
+                .iter()
+                .map(|(key, unit, name, counters)| {
+                    PointRow::new(source, window, (start, end), key, *unit, *name, counters)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Self::insert_points(&mut tx, rows).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_error::<DB>("committing the window", &e))
+    }
+
+    async fn coverage(
+        &self,
+        source: &str,
+        range: Window,
+    ) -> Result<Vec<CoveredInterval>, StoreError> {
+        let rows = sqlx::query(SELECT_COVERAGE)
+            .bind(source)
+            .bind(ceil_ms(range.start))
+            .bind(floor_ms(range.end))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error::<DB>("reading coverage", &e))?;
+        rows.iter()
+            .map(|row| {
+                let ms = |i: usize| -> Result<i64, StoreError> { row.try_get(i).map_err(corrupt) };
+                Ok(CoveredInterval {
+                    window: stored_window(ms(0)?, ms(1)?)?,
+                    synced_at: instant(ms(2)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn points(
+        &self,
+        source: &str,
+        range: Window,
+        filter: &PointFilter,
+    ) -> Result<Vec<UsagePoint>, StoreError> {
+        let mut select = QueryBuilder::<DB>::new(SELECT_POINTS);
+        select
+            .push_bind(source)
+            .push(" AND window_start >= ")
+            .push_bind(ceil_ms(range.start))
+            .push(" AND window_end <= ")
+            .push_bind(floor_ms(range.end));
+        for (set, column, bit) in [
+            (&filter.agents, "agent", AGENT),
+            (&filter.users, "end_user", USER),
+        ] {
+            let Some(set) = set else { continue };
+            if set.is_empty() {
+                return Ok(Vec::new());
+            }
+            select.push(format_args!(" AND (labels & {bit}) <> 0 AND {column} IN ("));
+            let mut values = select.separated(", ");
+            for v in set {
+                values.push_bind(v.as_str());
+            }
+            select.push(")");
+        }
+        let rows = select
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error::<DB>("reading points", &e))?;
+        let mut points = rows
+            .iter()
+            .map(read_point::<DB>)
+            .collect::<Result<Vec<_>, _>>()?;
+        points.sort_by(|a, b| (a.window, &a.key, a.unit).cmp(&(b.window, &b.key, b.unit)));
+        Ok(points)
+    }
+
+    async fn sources(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(SELECT_SOURCES)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error::<DB>("listing sources", &e))?;
+        let mut sources = rows
+            .iter()
+            .map(|r| r.try_get::<&str, _>(0).map(str::to_owned).map_err(corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        sources.sort();
+        Ok(sources)
+    }
+
+    async fn forget(&self, source: &str, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(LOCK_SOURCE)
+            .bind(source)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error::<DB>("locking the source", &e))?;
+        let done = sqlx::query(FORGET)
+            .bind(source)
+            .bind(floor_ms(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error::<DB>("forgetting windows", &e))?;
+        tx.commit()
+            .await
+            .map_err(|e| db_error::<DB>("committing the forget", &e))?;
+        Ok(DB::rows_affected(&done))
+    }
+}
+
+/// One point as bound to an `INSERT`: its labels as stored and its counters as `BIGINT`s.
+struct PointRow<'a> {
+    source: &'a str,
+    start: i64,
+    end: i64,
+    unit: &'static str,
+    labels: i32,
+    strings: [&'a str; 4],
+    agent_name: Option<&'a str>,
+    counters: [i64; 3],
+}
+
+impl<'a> PointRow<'a> {
+    fn new(
+        source: &'a str,
+        window: Window,
+        (start, end): (i64, i64),
+        key: &'a PointKey,
+        unit: Unit,
+        agent_name: Option<&'a str>,
+        counters: &Counters,
+    ) -> Result<Self, StoreError> {
+        let mut labels = 0;
+        let mut strings = [""; 4];
+        for (i, (label, bit)) in [
+            (&key.agent, AGENT),
+            (&key.user, USER),
+            (&key.conversation, CONVERSATION),
+            (&key.usage_type, USAGE_TYPE),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(l) = label {
+                labels |= bit;
+                strings[i] = l;
+            }
+        }
+        let mut stored = [0; 3];
+        for (slot, (name, value)) in stored.iter_mut().zip([
+            ("input", counters.input),
+            ("output", counters.output),
+            ("other", counters.other),
+        ]) {
+            *slot = i64::try_from(value).map_err(|_| StoreError::Refused {
+                message: format!(
+                    "{source}, window {}, agent {:?}: the {name} counter {value} is above the \
+                     largest the store holds ({})",
+                    show(window),
+                    key.agent.as_deref().unwrap_or("(none)"),
+                    i64::MAX
+                ),
+            })?;
+        }
+        Ok(Self {
+            source,
+            start,
+            end,
+            unit: unit.as_str(),
+            labels,
+            strings,
+            agent_name,
+            counters: stored,
+        })
+    }
+}
+
+/// Reads one `usage_points` row of [`SELECT_POINTS`].
+fn read_point<DB>(row: &DB::Row) -> Result<UsagePoint, StoreError>
+where
+    DB: Engine,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Decode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let int = |i: usize| -> Result<i64, StoreError> { row.try_get(i).map_err(corrupt) };
+    let text = |i: usize| -> Result<&str, StoreError> { row.try_get(i).map_err(corrupt) };
+    let labels: i32 = row.try_get(3).map_err(corrupt)?;
+    let label = |i: usize, bit: i32| -> Result<Option<String>, StoreError> {
+        Ok((labels & bit != 0).then_some(text(i)?.to_owned()))
+    };
+    let unit = text(2)?;
+    let counter = |i: usize, name: &str| -> Result<u64, StoreError> {
+        let v = int(i)?;
+        u64::try_from(v).map_err(|_| StoreError::Corrupt {
+            message: format!("a stored {name} counter is negative ({v})"),
+        })
+    };
+    Ok(UsagePoint {
+        window: stored_window(int(0)?, int(1)?)?,
+        key: PointKey {
+            agent: label(4, AGENT)?,
+            user: label(5, USER)?,
+            conversation: label(6, CONVERSATION)?,
+            usage_type: label(7, USAGE_TYPE)?,
+        },
+        agent_name: row
+            .try_get::<Option<&str>, _>(8)
+            .map_err(corrupt)?
+            .map(str::to_owned),
+        unit: Unit::parse(unit).ok_or_else(|| StoreError::Corrupt {
+            message: format!("unknown unit {unit:?}"),
+        })?,
+        counters: Counters {
+            input: counter(9, "input")?,
+            output: counter(10, "output")?,
+            other: counter(11, "other")?,
+        },
+    })
+}
+
+fn corrupt(e: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        message: format!("reading a stored value: {e}"),
+    }
+}
+
+/// The window's bounds in milliseconds, refusing a window that is empty or whose bounds are
+/// not whole milliseconds (rounding would move points across windows).
+fn exact_window(window: Window) -> Result<(i64, i64), StoreError> {
+    let exact = |t: DateTime<Utc>| {
+        let nanos = t.timestamp_subsec_nanos();
+        (nanos < 1_000_000_000 && nanos.is_multiple_of(1_000_000)).then(|| t.timestamp_millis())
+    };
+    match (exact(window.start), exact(window.end)) {
+        (Some(start), Some(end)) if start < end => Ok((start, end)),
+        _ => Err(StoreError::Refused {
+            message: format!(
+                "window {} is empty or not in whole milliseconds",
+                show(window)
+            ),
+        }),
+    }
+}
+
+/// Rounds down to the millisecond: a whole-millisecond instant `t` lies at or before `x` iff
+/// `t <= floor_ms(x)` (an instant inside a leap second rounds to the millisecond before the
+/// next second).
+fn floor_ms(t: DateTime<Utc>) -> i64 {
+    let nanos = t.timestamp_subsec_nanos();
+    let secs = t.timestamp();
+    if nanos >= 1_000_000_000 {
+        return secs
+            .saturating_add(1)
+            .saturating_mul(1000)
+            .saturating_sub(1);
+    }
+    secs.saturating_mul(1000)
+        .saturating_add(i64::from(nanos / 1_000_000))
+}
+
+fn instant(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt {
+        message: format!("stored instant {ms} ms is out of range"),
+    })
+}
+
+fn stored_window(start: i64, end: i64) -> Result<Window, StoreError> {
+    let (start, end) = (instant(start)?, instant(end)?);
+    if start >= end {
+        return Err(StoreError::Corrupt {
+            message: format!("stored window [{start}, {end}) is empty"),
+        });
+    }
+    Ok(Window::new(start, end))
+}
+
+fn show(w: Window) -> String {
+    format!("[{}, {})", w.start.to_rfc3339(), w.end.to_rfc3339())
+}

@@ -1,0 +1,735 @@
+//! The store's behaviour: one test function per property, run on both engines — SQLite in a
+//! temporary directory, and PostgreSQL at `USAGE_GATEWAY_TEST_DATABASE_URL` (each test in a
+//! schema of its own). Without that variable the PostgreSQL tests are skipped with a notice,
+//! except under `CI=true`, where they fail: `.ci/run` starts a throw-away cluster
+//! (`.ci/postgres.sh`) for them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test setup and assertions panic on unexpected values"
+)]
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use sqlx::AssertSqlSafe;
+use usage_core::store::{merge_coverage, uncovered};
+use usage_core::{
+    Counters, CoveredInterval, DynUsageStore, PointFilter, PointKey, StoreError, Unit, UsageBatch,
+    UsagePoint, Window,
+};
+use usage_store::{POINTS_PER_STATEMENT, StoreLocation};
+
+const DATABASE_URL: &str = "USAGE_GATEWAY_TEST_DATABASE_URL";
+
+/// Numbers the PostgreSQL schemas of one test process.
+static NEXT_SCHEMA: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Every stored point.
+const ALL: PointFilter = PointFilter {
+    agents: None,
+    users: None,
+};
+
+/// A fresh, empty store location of one engine, removed when the test ends.
+struct Fresh {
+    engine: Engine,
+    location: String,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<(String, String)>,
+}
+
+impl Fresh {
+    /// A new location, or `None` when PostgreSQL is not configured (outside CI).
+    async fn new(engine: Engine) -> Option<Self> {
+        match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("usage.db");
+                Some(Self {
+                    engine,
+                    location: format!("sqlite://{}", path.display()),
+                    _dir: Some(dir),
+                    schema: None,
+                })
+            }
+            Engine::Postgres => {
+                let admin = postgres_url()?;
+                let schema = format!(
+                    "usage_store_test_{}_{}_{}",
+                    std::process::id(),
+                    NEXT_SCHEMA.fetch_add(1, Ordering::Relaxed),
+                    Utc::now().timestamp_micros()
+                );
+                let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+                sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                let mut url = url::Url::parse(&admin).unwrap();
+                url.query_pairs_mut()
+                    .append_pair("options", &format!("-c search_path={schema}"));
+                Some(Self {
+                    engine,
+                    location: url.to_string(),
+                    _dir: None,
+                    schema: Some((admin, schema)),
+                })
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<DynUsageStore, StoreError> {
+        usage_store::open(&self.location).await
+    }
+
+    /// Runs raw SQL on the database, beside the store.
+    async fn exec(&self, sql: &str) {
+        let sql = AssertSqlSafe(sql.to_owned());
+        if self.schema.is_some() {
+            let pool = sqlx::PgPool::connect(&self.location).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let path = self.location.trim_start_matches("sqlite://");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
+    async fn remove(self) {
+        if let Some((admin, schema)) = &self.schema {
+            let pool = sqlx::PgPool::connect(admin).await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// The PostgreSQL URL of the tests, `None` (skip) when unset outside CI.
+fn postgres_url() -> Option<String> {
+    match std::env::var(DATABASE_URL) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
+            "{DATABASE_URL} is unset under CI=true: the PostgreSQL tests must run in CI \
+             (.ci/run starts a cluster with .ci/postgres.sh)"
+        ),
+        _ => {
+            // Once per run, and past the test harness's capture of `eprintln!`.
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: the PostgreSQL store tests are skipped: set {DATABASE_URL} \
+                     (`bash .ci/postgres.sh` starts a throw-away cluster and prints it)"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// Runs a property on a fresh store of `engine`, then removes the store.
+async fn check<F>(engine: Engine, property: F)
+where
+    F: AsyncFnOnce(&Fresh, DynUsageStore),
+{
+    let Some(fresh) = Fresh::new(engine).await else {
+        return;
+    };
+    let store = fresh.open().await.unwrap();
+    property(&fresh, store).await;
+    fresh.remove().await;
+}
+
+/// Stamps each property as one test per engine.
+macro_rules! on_both_engines {
+    ($($property:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $property() {
+                    super::check(super::Engine::Sqlite, super::$property).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $property() {
+                    super::check(super::Engine::Postgres, super::$property).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    points_round_trip_with_every_dimension_and_unit,
+    rewriting_a_window_replaces_it,
+    coverage_lists_the_written_windows,
+    a_write_failing_midway_leaves_nothing,
+    an_unknown_or_changed_schema_is_refused_naming_the_migration,
+    concurrent_writers_of_one_window_leave_one_copy,
+    refused_values_name_what_is_wrong,
+);
+
+fn at(hour: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap() + Duration::hours(hour)
+}
+
+fn hour(h: i64) -> Window {
+    Window::new(at(h), at(h + 1))
+}
+
+/// A point of `window` with the labels `[agent, user, conversation, usage_type]`.
+fn point(
+    window: Window,
+    [agent, user, conversation, usage_type]: [Option<&str>; 4],
+    unit: Unit,
+    (input, output, other): (u64, u64, u64),
+) -> UsagePoint {
+    let owned = |l: Option<&str>| l.map(str::to_owned);
+    UsagePoint {
+        window,
+        key: PointKey {
+            agent: owned(agent),
+            user: owned(user),
+            conversation: owned(conversation),
+            usage_type: owned(usage_type),
+        },
+        agent_name: None,
+        unit,
+        counters: Counters {
+            input,
+            output,
+            other,
+        },
+    }
+}
+
+/// A token point of one agent, without other labels.
+fn tokens(window: Window, agent: &str, counters: (u64, u64, u64)) -> UsagePoint {
+    point(
+        window,
+        [Some(agent), None, None, None],
+        Unit::Tokens,
+        counters,
+    )
+}
+
+/// The point with an agent name.
+fn named(name: &str, point: UsagePoint) -> UsagePoint {
+    UsagePoint {
+        agent_name: Some(name.to_owned()),
+        ..point
+    }
+}
+
+/// Points as a provider would give them for `window`: DigitalOcean-like (agent and usage type),
+/// ChatBotKit-like (every label, credits), Kibana-like (no usage type), unattributed usage, an
+/// empty label beside an absent one, non-ASCII labels, the largest counter the store holds,
+/// and two points of one key (added up when stored).
+fn sample(window: Window) -> Vec<UsagePoint> {
+    let w = window;
+    let (tok, cred) = (Unit::Tokens, Unit::Credits);
+    let sales = [Some("bot-7"), Some("user-1"), Some("conv-1"), Some("BASE")];
+    let kibana = [
+        Some("kb-agent"),
+        Some("elastic"),
+        Some("c-\u{e9}\u{1F600}"),
+        None,
+    ];
+    let unattributed = [
+        Some(usage_core::UNATTRIBUTED_AGENT),
+        None,
+        None,
+        Some("BASE"),
+    ];
+    let support = |t| [Some("do-agent-1"), None, None, Some(t)];
+    vec![
+        named("Support bot", point(w, support("INPUT"), tok, (120, 0, 0))),
+        named("Support bot", point(w, support("OUTPUT"), tok, (0, 80, 0))),
+        named("Sales", point(w, sales, cred, (0, 0, 42))),
+        named("Sales", point(w, sales, tok, (5, 6, 0))),
+        point(w, kibana, tok, (7, 8, 0)),
+        point(w, unattributed, cred, (0, 0, 9)),
+        point(w, [Some("bot-7"), Some(""), None, None], tok, (1, 2, 3)),
+        point(w, [Some("bot-7"), None, None, None], tok, (1, 2, 3)),
+        point(w, [None; 4], tok, (1, 2, 3)),
+        tokens(w, "big", (i64::MAX as u64, 0, 0)),
+        // Same key and unit as the first point, without its name: added up.
+        point(w, support("INPUT"), tok, (3, 0, 0)),
+    ]
+}
+
+/// What the store should give back for `points`: one point per window, key and unit, sorted.
+fn compacted(points: Vec<UsagePoint>) -> Vec<UsagePoint> {
+    UsageBatch {
+        points,
+        ..UsageBatch::default()
+    }
+    .compact()
+    .points
+}
+
+fn totals(points: &[UsagePoint]) -> Counters {
+    let mut sum = Counters::default();
+    for p in points {
+        sum.add(&p.counters);
+    }
+    sum
+}
+
+fn everything() -> Window {
+    Window::new(at(-1000), at(1000))
+}
+
+/// Every point stored for `source`.
+async fn stored(store: &DynUsageStore, source: &str) -> Vec<UsagePoint> {
+    store.points(source, everything(), &ALL).await.unwrap()
+}
+
+/// Every window stored for `source`.
+async fn covered(store: &DynUsageStore, source: &str) -> Vec<CoveredInterval> {
+    store.coverage(source, everything()).await.unwrap()
+}
+
+async fn points_round_trip_with_every_dimension_and_unit(fresh: &Fresh, store: DynUsageStore) {
+    assert_eq!(
+        store.engine(),
+        match fresh.engine {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    );
+    let synced = at(30);
+    for h in [0, 1] {
+        store
+            .put_window("src-a", hour(h), &sample(hour(h)), synced)
+            .await
+            .unwrap();
+    }
+    // Another source's points stay apart.
+    store
+        .put_window("src-b", hour(0), &sample(hour(0))[..1], synced)
+        .await
+        .unwrap();
+
+    let kept = stored(&store, "src-a").await;
+    let mut want = sample(hour(0));
+    want.extend(sample(hour(1)));
+    assert_eq!(kept, compacted(want));
+    let first = kept
+        .iter()
+        .find(|p| p.key.agent.as_deref() == Some("do-agent-1"))
+        .unwrap();
+    assert_eq!(first.counters.input, 123);
+    assert_eq!(first.agent_name.as_deref(), Some("Support bot"));
+
+    // A range holds whole windows only.
+    let one = store
+        .points("src-a", Window::new(at(0), at(1)), &ALL)
+        .await
+        .unwrap();
+    assert_eq!(one, compacted(sample(hour(0))));
+    let straddling = Window::new(at(0) + Duration::minutes(30), at(2));
+    assert_eq!(
+        store.points("src-a", straddling, &ALL).await.unwrap(),
+        compacted(sample(hour(1)))
+    );
+    assert!(
+        store
+            .points("src-a", Window::new(at(5), at(6)), &ALL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(stored(&store, "nobody").await.is_empty());
+
+    // Filters: agents, users (a point without a user never passes), and both.
+    let set = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>());
+    for filter in [
+        PointFilter {
+            agents: set(&["bot-7", "kb-agent"]),
+            users: None,
+        },
+        PointFilter {
+            agents: None,
+            users: set(&["user-1", ""]),
+        },
+        PointFilter {
+            agents: set(&["bot-7"]),
+            users: set(&["user-1"]),
+        },
+        PointFilter {
+            agents: set(&[]),
+            users: None,
+        },
+        PointFilter {
+            agents: set(&[""]),
+            users: None,
+        },
+    ] {
+        let got = store.points("src-a", hour(0), &filter).await.unwrap();
+        let want: Vec<UsagePoint> = compacted(sample(hour(0)))
+            .into_iter()
+            .filter(|p| filter.matches(&p.key))
+            .collect();
+        assert_eq!(got, want, "{filter:?}");
+    }
+    assert_eq!(store.sources().await.unwrap(), ["src-a", "src-b"]);
+
+    // A reopened store reads the same.
+    drop(store);
+    let reopened = fresh.open().await.unwrap();
+    assert_eq!(stored(&reopened, "src-a").await, kept);
+}
+
+async fn rewriting_a_window_replaces_it(_: &Fresh, store: DynUsageStore) {
+    let w = hour(3);
+    store.put_window("s", w, &sample(w), at(10)).await.unwrap();
+    let once = stored(&store, "s").await;
+    for synced in [at(11), at(12)] {
+        store.put_window("s", w, &sample(w), synced).await.unwrap();
+    }
+    let thrice = stored(&store, "s").await;
+    assert_eq!(
+        thrice, once,
+        "the same window written again is not counted twice"
+    );
+    assert_eq!(totals(&thrice), totals(&compacted(sample(w))));
+    let rows = covered(&store, "s").await;
+    assert_eq!(
+        rows,
+        [CoveredInterval {
+            window: w,
+            synced_at: at(12)
+        }]
+    );
+
+    // New contents replace the old ones whole: a key that is gone is gone.
+    let newer = vec![tokens(w, "only", (1, 1, 1))];
+    store.put_window("s", w, &newer, at(13)).await.unwrap();
+    assert_eq!(stored(&store, "s").await, newer);
+
+    // An empty window is held (covered, no points) and replaces too.
+    store.put_window("s", w, &[], at(14)).await.unwrap();
+    assert!(stored(&store, "s").await.is_empty());
+    assert_eq!(covered(&store, "s").await.len(), 1);
+}
+
+async fn coverage_lists_the_written_windows(_: &Fresh, store: DynUsageStore) {
+    let one = |w: Window| vec![tokens(w, "a", (1, 0, 0))];
+    // synced_at is kept to the millisecond, rounded down.
+    let synced = at(20) + Duration::microseconds(1_500);
+    for h in [0, 1, 2, 5, 6] {
+        store
+            .put_window("s", hour(h), &one(hour(h)), synced)
+            .await
+            .unwrap();
+    }
+    store
+        .put_window("other", hour(3), &one(hour(3)), synced)
+        .await
+        .unwrap();
+    let ms = at(20) + Duration::milliseconds(1);
+    let row = |a: i64, b: i64| CoveredInterval {
+        window: Window::new(at(a), at(b)),
+        synced_at: ms,
+    };
+
+    let day_one = store
+        .coverage("s", Window::new(at(0), at(24)))
+        .await
+        .unwrap();
+    assert_eq!(
+        day_one,
+        [row(0, 1), row(1, 2), row(2, 3), row(5, 6), row(6, 7)]
+    );
+    assert_eq!(merge_coverage(&day_one), [row(0, 3), row(5, 7)]);
+    assert_eq!(
+        uncovered(Window::new(at(0), at(8)), &day_one),
+        [Window::new(at(3), at(5)), Window::new(at(7), at(8))]
+    );
+    // Only windows inside the range.
+    let inside = store
+        .coverage("s", Window::new(at(1) + Duration::minutes(1), at(6)))
+        .await
+        .unwrap();
+    assert_eq!(inside, [row(2, 3), row(5, 6)]);
+
+    // A window overlapping others replaces them (a day written over its hours): nothing twice.
+    let day = Window::new(at(0), at(6));
+    store.put_window("s", day, &one(day), synced).await.unwrap();
+    assert_eq!(covered(&store, "s").await, [row(0, 6), row(6, 7)]);
+    let points = stored(&store, "s").await;
+    assert_eq!(
+        points.iter().map(|p| p.window).collect::<Vec<_>>(),
+        [day, hour(6)]
+    );
+    assert_eq!(totals(&points).input, 2);
+
+    // Retention: windows ending at or before the instant go, with their points.
+    assert_eq!(store.forget("s", at(6)).await.unwrap(), 1);
+    assert_eq!(covered(&store, "s").await, [row(6, 7)]);
+    assert_eq!(stored(&store, "s").await.len(), 1);
+    assert_eq!(store.forget("s", at(100)).await.unwrap(), 1);
+    assert_eq!(store.sources().await.unwrap(), ["other"]);
+    assert_eq!(covered(&store, "other").await.len(), 1);
+}
+
+async fn a_write_failing_midway_leaves_nothing(_: &Fresh, store: DynUsageStore) {
+    let w = hour(0);
+    store.put_window("s", w, &sample(w), at(5)).await.unwrap();
+    let before = stored(&store, "s").await;
+
+    // More points than one statement holds, the bad one in the second statement: the first
+    // statement's points, the deletion of the old window and the new coverage row were all
+    // sent before the failure.
+    let n = 2 * POINTS_PER_STATEMENT + 1;
+    let bad = POINTS_PER_STATEMENT + 5;
+    let batch = |window: Window| -> Vec<UsagePoint> {
+        (0..n)
+            .map(|i| {
+                let input = if i == bad { u64::MAX } else { 1 };
+                let agent = format!("agent-{i:05}");
+                tokens(window, &agent, (input, 0, 0))
+            })
+            .collect()
+    };
+    let err = store
+        .put_window("s", w, &batch(w), at(6))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("input counter 18446744073709551615"),
+        "{err}"
+    );
+    assert_eq!(stored(&store, "s").await, before);
+    assert_eq!(
+        covered(&store, "s").await,
+        [CoveredInterval {
+            window: w,
+            synced_at: at(5)
+        }]
+    );
+
+    // A window never written stays uncovered, and a source never written unknown.
+    let err = store
+        .put_window("fresh", hour(1), &batch(hour(1)), at(6))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+    assert!(covered(&store, "fresh").await.is_empty());
+    assert!(stored(&store, "fresh").await.is_empty());
+    assert_eq!(store.sources().await.unwrap(), ["s"]);
+
+    // The same batch without the bad point is written whole.
+    let mut good = batch(hour(1));
+    good.remove(bad);
+    store
+        .put_window("fresh", hour(1), &good, at(7))
+        .await
+        .unwrap();
+    assert_eq!(stored(&store, "fresh").await.len(), n - 1);
+}
+
+async fn an_unknown_or_changed_schema_is_refused_naming_the_migration(
+    fresh: &Fresh,
+    store: DynUsageStore,
+) {
+    drop(store);
+    let (bytes, yes, no) = match fresh.engine {
+        Engine::Sqlite => ("x'00'", "1", "0"),
+        Engine::Postgres => ("'\\x00'::bytea", "TRUE", "FALSE"),
+    };
+    // Runs `sql` beside the store, then expects opening it to fail naming `migration`.
+    let refused = async |sql: &str, migration: &str, says: &str| {
+        fresh.exec(sql).await;
+        match fresh.open().await {
+            Err(StoreError::Schema {
+                migration: m,
+                message,
+            }) => {
+                assert_eq!(m, migration, "{message}");
+                assert!(message.contains(says), "{message}");
+            }
+            other => panic!("expected a schema error, got {other:?}"),
+        }
+    };
+    let table = "_usage_store_migrations";
+
+    // A migration this build does not know (a newer build's, or a foreign one).
+    let future = format!(
+        "INSERT INTO {table} (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from_the_future', {yes}, {bytes}, 0)"
+    );
+    refused(&future, "9999_from_the_future", "unknown to this build").await;
+    fresh
+        .exec(&format!("DELETE FROM {table} WHERE version = 9999"))
+        .await;
+    drop(fresh.open().await.unwrap());
+
+    // A known migration applied with other contents, then recorded as failed halfway.
+    fresh
+        .exec(&format!("CREATE TABLE saved AS SELECT * FROM {table}"))
+        .await;
+    let changed = format!("UPDATE {table} SET checksum = {bytes} WHERE version = 1");
+    refused(&changed, "0001_usage_store", "checksum mismatch").await;
+    let dirty = format!("UPDATE {table} SET success = {no} WHERE version = 1");
+    refused(&dirty, "0001_usage_store", "partially applied").await;
+    fresh
+        .exec(&format!(
+            "DELETE FROM {table}; INSERT INTO {table} SELECT * FROM saved"
+        ))
+        .await;
+    drop(fresh.open().await.unwrap());
+
+    // Tables changed by hand under a recorded migration.
+    let altered = "ALTER TABLE usage_points DROP COLUMN agent_name";
+    refused(altered, "0001_usage_store", "tables differ").await;
+}
+
+async fn concurrent_writers_of_one_window_leave_one_copy(_: &Fresh, store: DynUsageStore) {
+    let w = hour(0);
+    let version = |tag: &str, n: u64| -> Arc<Vec<UsagePoint>> {
+        Arc::new(
+            (0..50)
+                .map(|i| {
+                    let agent = format!("{tag}-{i}");
+                    point(
+                        w,
+                        [Some(&agent), None, None, Some("T")],
+                        Unit::Tokens,
+                        (n, 0, 0),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let (a, b) = (version("a", 1), version("b", 2));
+    for round in 0..10 {
+        // Rounds after the first replace a window that exists.
+        let tasks = [a.clone(), b.clone()].map(|points| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put_window("s", w, &points, at(round)).await })
+        });
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let kept = stored(&store, "s").await;
+        assert!(
+            kept == compacted(a.to_vec()) || kept == compacted(b.to_vec()),
+            "round {round}: {} points stored, not one writer's 50",
+            kept.len()
+        );
+        assert_eq!(covered(&store, "s").await.len(), 1);
+    }
+}
+
+async fn refused_values_name_what_is_wrong(_: &Fresh, store: DynUsageStore) {
+    let refused = |r: Result<(), StoreError>| match r {
+        Err(StoreError::Refused { message }) => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    // A window that is not whole milliseconds would move points across windows if rounded.
+    let odd = Window::new(at(0) + Duration::microseconds(1), at(1));
+    let message = refused(store.put_window("s", odd, &[], at(2)).await);
+    assert!(message.contains("whole milliseconds"), "{message}");
+    // A point of another window.
+    let message = refused(
+        store
+            .put_window("s", hour(0), &sample(hour(1)), at(2))
+            .await,
+    );
+    assert!(message.contains("a point of window"), "{message}");
+    // Each counter is checked.
+    for counters in [(0, u64::MAX, 0), (0, 0, i64::MAX as u64 + 1)] {
+        let p = tokens(hour(0), "x", counters);
+        let message = refused(store.put_window("s", hour(0), &[p], at(2)).await);
+        assert!(
+            message.contains("above the largest the store holds"),
+            "{message}"
+        );
+    }
+    // Two points of one key that overflow only together are refused too.
+    let half = tokens(hour(0), "x", (i64::MAX as u64 / 2 + 1, 0, 0));
+    refused(
+        store
+            .put_window("s", hour(0), &[half.clone(), half], at(2))
+            .await,
+    );
+    assert!(store.sources().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_postgres_password_never_shows() {
+    // Nothing listens on port 1: the store is unavailable, and says where without the secret.
+    let err =
+        usage_store::open("postgres://gw:hunter2-secret@127.0.0.1:1/usage?password=qs-secret")
+            .await
+            .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("qs-secret"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("postgres://gw:***@127.0.0.1:1/usage"),
+        "{shown}"
+    );
+
+    let Some(url) = postgres_url() else { return };
+    let location = StoreLocation::parse(&url).unwrap();
+    let store = location.open().await.unwrap();
+    let mut real = url::Url::parse(&url).unwrap();
+    let password = real.password().unwrap().to_owned();
+    for shown in [format!("{store:?}"), format!("{location} {location:?}")] {
+        assert!(!shown.contains(&password), "{shown}");
+        assert!(shown.contains(":***@"), "{shown}");
+    }
+    // A wrong password: the server refuses it, and neither password shows.
+    real.set_password(Some("wrong-secret-42")).unwrap();
+    let err = usage_store::open(real.as_str()).await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("password authentication failed"), "{shown}");
+    assert!(
+        !shown.contains("wrong-secret-42") && !shown.contains(&password),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn an_sqlite_store_is_created_at_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.db");
+    let store = usage_store::open(path.to_str().unwrap()).await.unwrap();
+    assert!(path.exists());
+    assert!(format!("{store:?}").contains("plain.db"));
+    drop(store);
+    let missing = dir.path().join("no-such-dir").join("x.db");
+    let err = usage_store::open(missing.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-dir"), "{err}");
+}
