@@ -1,6 +1,6 @@
 //! Starting the HTTP server.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -9,6 +9,12 @@ use actix_web::{App, HttpServer, web};
 use crate::app::{configure, get_only, metrics, not_found};
 use crate::obs::observe;
 use crate::state::AppState;
+
+/// Connections the kernel keeps ready for `accept` on each listener (capped by
+/// `net.core.somaxconn`). actix-web's own default; a listener made by
+/// `std::net::TcpListener::bind` gets 128, and a burst of new connections beyond that waits a
+/// SYN retransmission (1 s, then 3 s) for each one dropped.
+pub const LISTEN_BACKLOG: u32 = 1024;
 
 /// A bound, not yet awaited server and the address it listens on.
 #[allow(missing_debug_implementations)]
@@ -31,8 +37,6 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
     crate::obs::prometheus();
     let cfg = state.server.clone();
     let state = web::Data::new(state);
-    let listener = TcpListener::bind(cfg.listen)?;
-    let addr = listener.local_addr()?;
     let separate_metrics = cfg.metrics_listen.is_some();
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
@@ -42,14 +46,14 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
             .wrap(from_fn(observe))
     })
     .shutdown_timeout(cfg.shutdown_timeout.as_secs())
-    .listen(listener)?;
+    .backlog(LISTEN_BACKLOG)
+    .bind(cfg.listen)?;
+    let addr = only_addr(&server.addrs())?;
     if let Some(w) = cfg.workers {
         server = server.workers(w);
     }
     let (metrics_server, metrics_addr) = match cfg.metrics_listen {
         Some(listen) => {
-            let listener = TcpListener::bind(listen)?;
-            let addr = listener.local_addr()?;
             let s = HttpServer::new(move || {
                 App::new()
                     .app_data(state.clone())
@@ -58,9 +62,10 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
             })
             .workers(1)
             .shutdown_timeout(cfg.shutdown_timeout.as_secs())
-            .listen(listener)?
-            .run();
-            (Some(s), Some(addr))
+            .backlog(LISTEN_BACKLOG)
+            .bind(listen)?;
+            let addr = only_addr(&s.addrs())?;
+            (Some(s.run()), Some(addr))
         }
         None => (None, None),
     };
@@ -72,6 +77,14 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
     })
 }
 
+/// The address of a server bound to one socket address.
+fn only_addr(addrs: &[SocketAddr]) -> std::io::Result<SocketAddr> {
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("bound to no address"))
+}
+
 impl Bound {
     /// Serves until both listeners stopped (SIGTERM/SIGINT, or a stop through their handles).
     pub async fn run(self) -> std::io::Result<()> {
@@ -79,5 +92,39 @@ impl Bound {
             Some(m) => futures::future::try_join(self.server, m).await.map(|_| ()),
             None => self.server.await,
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Opens `n` connections to `addr` that nobody accepts: the kernel completes each handshake
+    /// while the accept queue has room, then drops SYNs, and the connection waits.
+    fn queue(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, String> {
+        (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    .map_err(|e| format!("connection {} of {n} to {addr}: {e}", i + 1))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_listeners_queue_a_burst_of_new_connections() {
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+                    [auth]\nalgorithms = [\"HS256\"]\nhs256_secret = \"${S}\"\n\
+                    [[access]]\nclaim = \"sub\"\nvalue = \"a\"\nsources = [\"*\"]\n";
+        let config = crate::config::Config::parse(text, &|_| Some("s".repeat(40))).unwrap();
+        let state = AppState::new(config, Vec::<crate::fetch::SourceSpec>::new()).unwrap();
+        // Not run: nothing accepts, so every connection stays in the accept queue.
+        let bound = bind(state).unwrap();
+        // Scenario 3 of usage-bench opens 500 at once; 300 is past `std`'s 128.
+        let main = queue(bound.addr, 300).unwrap();
+        let metrics = queue(bound.metrics_addr.unwrap(), 300).unwrap();
+        assert_eq!((main.len(), metrics.len()), (300, 300));
     }
 }
