@@ -1,12 +1,13 @@
 //! The log sink: lines are collected in memory and written to the output in batches.
 //!
-//! A request appends its line under a short lock: no system call and no write. A flusher
-//! thread writes the batch every [`FLUSH_INTERVAL`], at once when it passes [`BATCH_BYTES`]
-//! (the line that fills it wakes the flusher: one wake-up per batch, not per line), and once
-//! more when the [`FlushGuard`] drops at exit. Only the flusher writes, so a blocked output
-//! (a stderr pipe nobody reads for a while) holds up the flusher and no request: lines pile up
-//! in memory meanwhile. Nothing is dropped: a line that would take the pending lines past
-//! [`MAX_PENDING_BYTES`] waits until the flusher has taken them.
+//! A request appends its line under a short lock: no system call and no write. The line that
+//! fills a batch ([`BATCH_BYTES`]) queues it and wakes a flusher thread (one wake-up per batch,
+//! not per line), which writes the queued batches one at a time, the batch being filled every
+//! [`FLUSH_INTERVAL`], and everything once more when the [`FlushGuard`] drops at exit. Only
+//! the flusher writes, so a blocked output (a stderr pipe nobody reads for a while) holds up
+//! the flusher and no request: batches queue in memory meanwhile. Nothing is dropped: a line
+//! that would take the pending lines past [`MAX_PENDING_BYTES`] waits until the flusher has
+//! taken a batch, so an output slower than the logging throttles requests batch by batch.
 //!
 //! This replaces `tracing-appender`'s non-blocking writer, whose channel wakes its writer thread
 //! for nearly every line under a steady load: on two cores those wake-ups (a futex, a yield and
@@ -19,6 +20,7 @@
 //! into the line instead of through a serde map, which made the access log line a seventh of a
 //! cached request's cost.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +34,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// A batch this large wakes the flusher before its interval.
+/// A batch this large is queued for the flusher at once.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
 /// The longest a line waits in a batch.
@@ -45,14 +47,39 @@ pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 
 type Output = Box<dyn Write + Send>;
 
+/// The lines not written yet.
+struct Pending {
+    /// The batch lines are appended to.
+    batch: Vec<u8>,
+    /// Full batches waiting for the flusher, oldest first.
+    full: VecDeque<Vec<u8>>,
+    /// Bytes in `full` and `batch`.
+    bytes: usize,
+}
+
+impl Pending {
+    /// Takes every pending line, oldest first.
+    fn take_all(&mut self) -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = self.full.drain(..).collect();
+        if !self.batch.is_empty() {
+            all.push(std::mem::replace(
+                &mut self.batch,
+                Vec::with_capacity(BATCH_BYTES),
+            ));
+        }
+        self.bytes = 0;
+        all
+    }
+}
+
 struct Shared {
-    batch: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
     output: Mutex<Output>,
-    /// Set under the batch lock at exit: lines are written through from then on.
+    /// Set under the `pending` lock at exit: lines are written through from then on.
     stop: AtomicBool,
     /// Wakes the flusher: a full batch, or exit.
     wake: Condvar,
-    /// Wakes lines waiting for room once the pending lines were taken.
+    /// Wakes lines waiting for room once the flusher took a batch.
     room: Condvar,
 }
 
@@ -61,43 +88,50 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Writes a batch taken while `batch` was locked. The output lock is taken before the batch
-/// lock is released, so batches reach the output in the order they were taken. A failing
-/// output (a closed stderr) loses those lines rather than failing anything else.
-fn write_taken(output: &Mutex<Output>, batch: MutexGuard<'_, Vec<u8>>, taken: &[u8]) {
+/// Writes batches taken while `pending` was locked. The output lock is taken before the
+/// `pending` lock is released, so batches reach the output in the order they were taken. A
+/// failing output (a closed stderr) loses those lines rather than failing anything else.
+fn write_taken(output: &Mutex<Output>, pending: MutexGuard<'_, Pending>, taken: &[Vec<u8>]) {
     let mut out = lock(output);
-    drop(batch);
+    drop(pending);
     if !taken.is_empty() {
-        let _ = out.write_all(taken);
+        for batch in taken {
+            let _ = out.write_all(batch);
+        }
         let _ = out.flush();
     }
 }
 
 impl Shared {
-    /// Takes the pending lines (leaving room for the next batch) and writes them.
+    /// Takes every pending line and writes it.
     fn flush(&self) {
-        let mut batch = lock(&self.batch);
-        if batch.is_empty() {
-            return;
-        }
-        let taken = std::mem::replace(&mut *batch, Vec::with_capacity(BATCH_BYTES));
+        let mut pending = lock(&self.pending);
+        let taken = pending.take_all();
         self.room.notify_all();
-        write_taken(&self.output, batch, &taken);
+        write_taken(&self.output, pending, &taken);
     }
 
-    /// The flusher thread: writes the pending lines every `interval`, or as soon as a batch is
-    /// full, until exit.
+    /// The flusher thread, until exit: writes each full batch as soon as there is one, one at
+    /// a time (so that lines waiting for room get it back batch by batch, as a slow output
+    /// takes them), and the batch being filled every `interval`.
     fn run_flusher(&self, interval: Duration) {
         loop {
-            let batch = lock(&self.batch);
-            let (batch, _) = self
+            let pending = lock(&self.pending);
+            let (mut pending, _) = self
                 .wake
-                .wait_timeout_while(batch, interval, |b| {
-                    b.len() < BATCH_BYTES && !self.stop.load(Ordering::Acquire)
+                .wait_timeout_while(pending, interval, |p| {
+                    p.full.is_empty() && !self.stop.load(Ordering::Acquire)
                 })
                 .unwrap_or_else(PoisonError::into_inner);
-            drop(batch);
-            self.flush();
+            let taken = match pending.full.pop_front() {
+                Some(batch) => {
+                    pending.bytes -= batch.len();
+                    vec![batch]
+                }
+                None => pending.take_all(),
+            };
+            self.room.notify_all();
+            write_taken(&self.output, pending, &taken);
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
@@ -142,7 +176,11 @@ impl BatchWriter {
         interval: Duration,
     ) -> std::io::Result<(Self, FlushGuard)> {
         let shared = Arc::new(Shared {
-            batch: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
+            pending: Mutex::new(Pending {
+                batch: Vec::with_capacity(BATCH_BYTES),
+                full: VecDeque::new(),
+                bytes: 0,
+            }),
             output: Mutex::new(Box::new(output)),
             stop: AtomicBool::new(false),
             wake: Condvar::new(),
@@ -173,9 +211,10 @@ impl BatchWriter {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        // Under the batch lock, so that the flusher cannot miss it between its check and its wait.
+        // Under the `pending` lock, so that the flusher cannot miss it between its check and its
+        // wait.
         {
-            let _batch = lock(&self.shared.batch);
+            let _pending = lock(&self.shared.pending);
             self.shared.stop.store(true, Ordering::Release);
         }
         self.shared.wake.notify_all();
@@ -196,20 +235,22 @@ pub struct LineWriter<'a> {
 impl Write for LineWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let shared = &self.writer.shared;
-        let mut batch = lock(&shared.batch);
-        while batch.len() >= MAX_PENDING_BYTES && !shared.stop.load(Ordering::Acquire) {
-            batch = shared
+        let mut pending = lock(&shared.pending);
+        while pending.bytes >= MAX_PENDING_BYTES && !shared.stop.load(Ordering::Acquire) {
+            pending = shared
                 .room
-                .wait(batch)
+                .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let before = batch.len();
-        batch.extend_from_slice(buf);
+        pending.batch.extend_from_slice(buf);
+        pending.bytes += buf.len();
         if shared.stop.load(Ordering::Acquire) {
             // The flusher has stopped (exit): write through, after whatever is pending.
-            let taken = std::mem::take(&mut *batch);
-            write_taken(&shared.output, batch, &taken);
-        } else if before < BATCH_BYTES && batch.len() >= BATCH_BYTES {
+            let taken = pending.take_all();
+            write_taken(&shared.output, pending, &taken);
+        } else if pending.batch.len() >= BATCH_BYTES {
+            let full = std::mem::replace(&mut pending.batch, Vec::with_capacity(BATCH_BYTES));
+            pending.full.push_back(full);
             shared.wake.notify_one();
         }
         Ok(buf.len())
@@ -435,6 +476,8 @@ impl std::fmt::Write for Escaped<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
 
     #[test]
@@ -524,17 +567,23 @@ mod tests {
         assert_eq!(out.0.lock().unwrap().len(), BATCH_BYTES);
     }
 
-    /// An output whose writes wait until it is opened: a stderr pipe nobody reads.
+    /// An output whose writes wait for a permit each: a stderr pipe nobody reads until it is
+    /// opened, or one read a little at a time.
     #[derive(Clone, Default)]
     struct Gate {
-        open: Arc<(Mutex<bool>, Condvar)>,
+        permits: Arc<(Mutex<usize>, Condvar)>,
         out: Capture,
     }
 
     impl Gate {
+        fn grant(&self, n: usize) {
+            let mut permits = self.permits.0.lock().unwrap();
+            *permits = permits.saturating_add(n);
+            self.permits.1.notify_all();
+        }
+
         fn open(&self) {
-            *self.open.0.lock().unwrap() = true;
-            self.open.1.notify_all();
+            self.grant(usize::MAX);
         }
     }
 
@@ -550,8 +599,14 @@ mod tests {
 
     impl Write for Gate {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let (open, opened) = &*self.open;
-            drop(opened.wait_while(open.lock().unwrap(), |o| !*o).unwrap());
+            let (permits, granted) = &*self.permits;
+            let mut permits = granted
+                .wait_while(permits.lock().unwrap(), |p| *p == 0)
+                .unwrap();
+            if *permits != usize::MAX {
+                *permits -= 1;
+            }
+            drop(permits);
             self.out.write(buf)
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -559,18 +614,42 @@ mod tests {
         }
     }
 
-    /// Logs `lines` numbered lines of about 100 bytes from a new thread; the receiver hears
-    /// when the last one was logged.
-    fn log_from_thread(w: &BatchWriter, lines: usize) -> std::sync::mpsc::Receiver<()> {
+    /// Logs `lines` numbered lines of 100 bytes from a new thread; the receiver hears when the
+    /// last one was logged, the counter how many were.
+    fn log_from_thread(
+        w: &BatchWriter,
+        lines: usize,
+    ) -> (std::sync::mpsc::Receiver<()>, Arc<AtomicUsize>) {
         let (done, finished) = std::sync::mpsc::channel();
+        let logged = Arc::new(AtomicUsize::new(0));
         let w = w.clone();
+        let count = Arc::clone(&logged);
         std::thread::spawn(move || {
             for i in 0..lines {
                 line(&w, &format!("{i:>99}\n"));
+                count.fetch_add(1, Ordering::Relaxed);
             }
             let _ = done.send(());
         });
-        finished
+        (finished, logged)
+    }
+
+    /// Waits (up to 30 s) until `done` holds.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the pending lines reached the bound. `try_lock`: a sink whose lines wait for
+    /// the output may hold the lock meanwhile.
+    fn at_the_bound(w: &BatchWriter) -> bool {
+        w.shared
+            .pending
+            .try_lock()
+            .is_ok_and(|p| p.bytes >= MAX_PENDING_BYTES)
     }
 
     fn numbered(out: &Capture) -> Vec<usize> {
@@ -588,13 +667,13 @@ mod tests {
         let _open = OpenOnDrop(gate.clone());
         // Eight batches, while not one byte can be written.
         let lines = 8 * BATCH_BYTES / 100;
-        let finished = log_from_thread(&w, lines);
+        let (finished, _) = log_from_thread(&w, lines);
         let logged = finished.recv_timeout(Duration::from_secs(10));
         gate.open();
         assert!(
             logged.is_ok(),
             "a line waited for the blocked output, {} bytes pending",
-            lock(&w.shared.batch).len()
+            lock(&w.shared.pending).bytes
         );
         drop(guard);
         assert_eq!(numbered(&gate.out), (0..lines).collect::<Vec<_>>());
@@ -608,26 +687,36 @@ mod tests {
         // Twice the bound: more than the bound is left even after the flusher took a batch
         // (it then waits at the gate with it).
         let lines = 2 * MAX_PENDING_BYTES / 100;
-        let finished = log_from_thread(&w, lines);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        // `try_lock`: a sink whose lines wait for the output may hold the batch lock meanwhile.
-        let below = || {
-            w.shared
-                .batch
-                .try_lock()
-                .map_or(true, |b| b.len() + 100 <= MAX_PENDING_BYTES)
-        };
-        while below() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never reached the bound"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let (finished, _) = log_from_thread(&w, lines);
+        wait_for("never reached the bound", || at_the_bound(&w));
         assert!(
             finished.recv_timeout(Duration::from_millis(200)).is_err(),
             "a line went past the bound"
         );
+        gate.open();
+        finished.recv_timeout(Duration::from_secs(30)).unwrap();
+        drop(guard);
+        assert_eq!(numbered(&gate.out), (0..lines).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_slow_output_makes_room_batch_by_batch() {
+        let gate = Gate::default();
+        let (w, guard) = BatchWriter::new(gate.clone()).unwrap();
+        let _open = OpenOnDrop(gate.clone());
+        let lines = 3 * MAX_PENDING_BYTES / 100;
+        let (finished, logged) = log_from_thread(&w, lines);
+        // Each batch the output takes lets the waiting lines go on (a batch holds 655 of
+        // them). Had the flusher taken all pending lines at once, they would wait until all of
+        // it was written (16 s for a reader of 1 MB/s), here for 256 more writes.
+        for write in 1..=3 {
+            wait_for("never reached the bound", || at_the_bound(&w));
+            let before = logged.load(Ordering::Relaxed);
+            gate.grant(1);
+            wait_for(&format!("no line went on after write {write}"), || {
+                logged.load(Ordering::Relaxed) > before + 100
+            });
+        }
         gate.open();
         finished.recv_timeout(Duration::from_secs(30)).unwrap();
         drop(guard);
