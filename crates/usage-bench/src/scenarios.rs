@@ -16,7 +16,7 @@ use crate::gateway::{ConfigSpec, Gateway, SourceTable, free_addr};
 use crate::load::{self, Answer, Bound};
 use crate::report::{Row, Target};
 use crate::stats::{Summary, mib, ms, signed_ms};
-use crate::wrk::{Run, Wrk};
+use crate::wrk::{Outcome, Run, Wrk};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -168,7 +168,7 @@ impl Ctx {
         Ok((gw, format!("Bearer {token}")))
     }
 
-    async fn load(&self, url: &str, auth: &str, duration: Duration) -> Result<Summary, String> {
+    async fn load(&self, url: &str, auth: &str, duration: Duration) -> Result<Outcome, String> {
         let wrk = self
             .wrk
             .clone()
@@ -268,29 +268,33 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let ticks = crate::procfs::clock_ticks_per_second();
     let own_cpu = || crate::procfs::cpu_sample(me, ticks).map_err(io_err("own CPU time"));
     let (mut gateway_cpu, mut baseline_cpu) = (Duration::ZERO, Duration::ZERO);
+    // Errors and late answers of every round (the table shows the median round's figures).
+    let (mut gateway_all, mut baseline_all) = (Outcome::default(), Outcome::default());
     // Pairs of back-to-back runs, alternating which goes first; the figure is the median of the
     // pairs' ratios, so that a burst of load from elsewhere skews one pair, not the figure.
     let mut pairs: Vec<(Summary, Summary)> = Vec::new();
     for round in 0..ROUNDS {
-        let mut g = None;
-        let mut b = None;
+        let mut g = Outcome::default();
+        let mut b = Outcome::default();
         for gateway_turn in [round % 2 == 0, round % 2 == 1] {
             if gateway_turn {
                 let c = gw.cpu()?;
-                let run = ctx.load(&url, &auth, ctx.duration).await?;
+                g = ctx.load(&url, &auth, ctx.duration).await?;
                 gateway_cpu += gw.cpu()?.since(&c);
-                g = Some(run);
             } else {
                 // The baseline runs in this process, where the simulators sit idle meanwhile.
                 let c = own_cpu()?;
-                let run = ctx.load(&base_url, &auth, ctx.duration).await?;
+                b = ctx.load(&base_url, &auth, ctx.duration).await?;
                 baseline_cpu += own_cpu()?.since(&c);
-                b = Some(run);
             }
         }
-        let (g, b) = (g.unwrap_or_default(), b.unwrap_or_default());
+        for (all, run) in [(&mut gateway_all, &g), (&mut baseline_all, &b)] {
+            all.summary.errors += run.summary.errors;
+            all.late += run.late;
+        }
+        let (g, b) = (g.summary, b.summary);
         println!(
-            "  round {}: gateway {:>6.0} req/s (p50 {}, p99 {}), baseline {:>6.0} req/s (p50 {}, p99 {}): {:.2}",
+            "  round {}: gateway {:>6.0} req/s (p50 {}, p99 {}), baseline {:>6.0} req/s (p50 {}, p99 {}): {:.2}{}",
             round + 1,
             g.rps,
             ms(g.p50),
@@ -298,7 +302,12 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
             b.rps,
             ms(b.p50),
             ms(b.p99),
-            ratio(&g, &b)
+            ratio(&g, &b),
+            if g.errors + b.errors > 0 {
+                format!("; errors: gateway {}, baseline {}", g.errors, b.errors)
+            } else {
+                String::new()
+            }
         );
         pairs.push((g, b));
     }
@@ -324,9 +333,20 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
         .iter()
         .map(|(g, b)| format!("{:.2}", ratio(g, b)))
         .collect();
-    let (g, b) = pairs.swap_remove(pairs.len() / 2);
+    let (mut g, mut b) = pairs.swap_remove(pairs.len() / 2);
     let median = ratio(&g, &b);
+    // A failed request in any round fails the line, not only in the round shown.
+    g.errors = gateway_all.summary.errors;
+    b.errors = baseline_all.summary.errors;
     let extra_lookups = (lookups_after - lookups).max(0.0);
+    let late_figure = format!(
+        "gateway {} of {served}, baseline {}",
+        gateway_all.late, baseline_all.late
+    );
+    println!(
+        "  answered later than {} s (wrk timeouts): {late_figure}",
+        crate::wrk::TIMEOUT.as_secs()
+    );
     Ok(vec![
         Row::info(
             "1 cache hit: baseline actix handler, same bytes",
@@ -338,7 +358,7 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
             Some(g),
             (
                 format!(
-                    "{median:.2} x baseline req/s (median of {})",
+                    "{median:.2} x baseline req/s (median of {}; errors: all rounds)",
                     all.join(", ")
                 ),
                 median,
@@ -347,6 +367,16 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
             ctx.margin,
         ),
         Row::info("1 cache hit (same runs)", None, cpu_figure),
+        Row::judged(
+            format!(
+                "1 cache hit: answers later than {} s (wrk timeouts, all rounds)",
+                crate::wrk::TIMEOUT.as_secs()
+            ),
+            None,
+            (late_figure, gateway_all.late as f64),
+            ("0 (gateway)".into(), Target::Exactly(0.0)),
+            ctx.margin,
+        ),
         Row::judged(
             "1 repeated query: window-cache lookups",
             None,

@@ -1,20 +1,26 @@
 //! The log sink: lines are collected in memory and written to the output in batches.
 //!
-//! A request appends its line under a short lock: no system call and no thread to wake. The
-//! batch is written when it passes [`BATCH_BYTES`] (by the request that filled it) and every
-//! [`FLUSH_INTERVAL`] by a flusher thread, and once more when the [`FlushGuard`] drops at exit.
-//! Nothing is dropped: when the output blocks, the requests that fill a batch wait for it, so
-//! at most one batch per worker is pending.
+//! A request appends its line under a short lock: no system call and no write. The line that
+//! fills a batch ([`BATCH_BYTES`]) queues it and wakes a flusher thread (one wake-up per batch,
+//! not per line), which writes the queued batches one at a time, the batch being filled every
+//! [`FLUSH_INTERVAL`], and everything once more when the [`FlushGuard`] drops at exit. Only
+//! the flusher writes, so a blocked output (a stderr pipe nobody reads for a while) holds up
+//! the flusher and no request: batches queue in memory meanwhile. Nothing is dropped: a line
+//! that would take the pending lines past [`MAX_PENDING_BYTES`] waits until the flusher has
+//! taken a batch, so an output slower than the logging throttles requests batch by batch.
 //!
 //! This replaces `tracing-appender`'s non-blocking writer, whose channel wakes its writer thread
 //! for nearly every line under a steady load: on two cores those wake-ups (a futex, a yield and
-//! a `write` per line) cost more than answering a cached request.
+//! a `write` per line) cost more than answering a cached request. The first version of this
+//! sink had the request that filled a batch write it: when stderr stopped being read, every
+//! worker stopped answering after one batch (BENCHMARKS.md, "Socket timeouts under load").
 //!
 //! [`JsonLine`] formats `--log-format json` lines: the same fields as `tracing-subscriber`'s JSON
 //! format (flattened event fields, the current span's fields under `span`), written straight
 //! into the line instead of through a serde map, which made the access log line a seventh of a
 //! cached request's cost.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,20 +34,53 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// A batch this large is written at once by the request that filled it.
+/// A batch this large is queued for the flusher at once.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
 /// The longest a line waits in a batch.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The most bytes of lines kept while the output is blocked: about 60 000 access-log lines in
+/// JSON (80 000 in the default format), over a second of logging at 50 000 requests/s. A line
+/// that would go past it waits for the flusher. Memory that only a blocked output fills.
+pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
+
 type Output = Box<dyn Write + Send>;
 
+/// The lines not written yet.
+struct Pending {
+    /// The batch lines are appended to.
+    batch: Vec<u8>,
+    /// Full batches waiting for the flusher, oldest first.
+    full: VecDeque<Vec<u8>>,
+    /// Bytes in `full` and `batch`.
+    bytes: usize,
+}
+
+impl Pending {
+    /// Takes every pending line, oldest first.
+    fn take_all(&mut self) -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = self.full.drain(..).collect();
+        if !self.batch.is_empty() {
+            all.push(std::mem::replace(
+                &mut self.batch,
+                Vec::with_capacity(BATCH_BYTES),
+            ));
+        }
+        self.bytes = 0;
+        all
+    }
+}
+
 struct Shared {
-    batch: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
     output: Mutex<Output>,
+    /// Set under the `pending` lock at exit: lines are written through from then on.
     stop: AtomicBool,
-    /// Wakes the flusher early at shutdown.
-    stopped: Condvar,
+    /// Wakes the flusher: a full batch, or exit.
+    wake: Condvar,
+    /// Wakes lines waiting for room once the flusher took a batch.
+    room: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -49,25 +88,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Writes a batch taken while `batch` was locked. The output lock is taken before the batch
-/// lock is released, so batches reach the output in the order they were taken; appending
-/// lines never waits for the output. A failing output (a closed stderr) loses those lines
-/// rather than failing the request that logged them.
-fn write_taken(output: &Mutex<Output>, batch: MutexGuard<'_, Vec<u8>>, taken: &[u8]) {
+/// Writes batches taken while `pending` was locked. The output lock is taken before the
+/// `pending` lock is released, so batches reach the output in the order they were taken. A
+/// failing output (a closed stderr) loses those lines rather than failing anything else.
+fn write_taken(output: &Mutex<Output>, pending: MutexGuard<'_, Pending>, taken: &[Vec<u8>]) {
     let mut out = lock(output);
-    drop(batch);
+    drop(pending);
     if !taken.is_empty() {
-        let _ = out.write_all(taken);
+        for batch in taken {
+            let _ = out.write_all(batch);
+        }
         let _ = out.flush();
     }
 }
 
 impl Shared {
-    /// Takes the current batch and writes it.
+    /// Takes every pending line and writes it.
     fn flush(&self) {
-        let mut batch = lock(&self.batch);
-        let taken = std::mem::take(&mut *batch);
-        write_taken(&self.output, batch, &taken);
+        let mut pending = lock(&self.pending);
+        let taken = pending.take_all();
+        self.room.notify_all();
+        write_taken(&self.output, pending, &taken);
+    }
+
+    /// The flusher thread, until exit: writes each full batch as soon as there is one, one at
+    /// a time (so that lines waiting for room get it back batch by batch, as a slow output
+    /// takes them), and the batch being filled every `interval`.
+    fn run_flusher(&self, interval: Duration) {
+        loop {
+            let pending = lock(&self.pending);
+            let (mut pending, _) = self
+                .wake
+                .wait_timeout_while(pending, interval, |p| {
+                    p.full.is_empty() && !self.stop.load(Ordering::Acquire)
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+            let taken = match pending.full.pop_front() {
+                Some(batch) => {
+                    pending.bytes -= batch.len();
+                    vec![batch]
+                }
+                None => pending.take_all(),
+            };
+            self.room.notify_all();
+            write_taken(&self.output, pending, &taken);
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+        }
     }
 }
 
@@ -99,29 +167,30 @@ impl std::fmt::Debug for FlushGuard {
 impl BatchWriter {
     /// Starts the flusher thread for `output` and returns the writer and its guard.
     pub fn new(output: impl Write + Send + 'static) -> std::io::Result<(Self, FlushGuard)> {
+        Self::with_interval(output, FLUSH_INTERVAL)
+    }
+
+    /// [`BatchWriter::new`] with a flush interval other than [`FLUSH_INTERVAL`].
+    fn with_interval(
+        output: impl Write + Send + 'static,
+        interval: Duration,
+    ) -> std::io::Result<(Self, FlushGuard)> {
         let shared = Arc::new(Shared {
-            batch: Mutex::new(Vec::with_capacity(BATCH_BYTES)),
+            pending: Mutex::new(Pending {
+                batch: Vec::with_capacity(BATCH_BYTES),
+                full: VecDeque::new(),
+                bytes: 0,
+            }),
             output: Mutex::new(Box::new(output)),
             stop: AtomicBool::new(false),
-            stopped: Condvar::new(),
+            wake: Condvar::new(),
+            room: Condvar::new(),
         });
         let flusher = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("log-flusher".into())
-                .spawn(move || {
-                    let mut batch = lock(&shared.batch);
-                    while !shared.stop.load(Ordering::Acquire) {
-                        batch = shared
-                            .stopped
-                            .wait_timeout(batch, FLUSH_INTERVAL)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
-                        let taken = std::mem::take(&mut *batch);
-                        write_taken(&shared.output, batch, &taken);
-                        batch = lock(&shared.batch);
-                    }
-                })?
+                .spawn(move || shared.run_flusher(interval))?
         };
         Ok((
             Self {
@@ -142,8 +211,14 @@ impl BatchWriter {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.shared.stopped.notify_all();
+        // Under the `pending` lock, so that the flusher cannot miss it between its check and its
+        // wait.
+        {
+            let _pending = lock(&self.shared.pending);
+            self.shared.stop.store(true, Ordering::Release);
+        }
+        self.shared.wake.notify_all();
+        self.shared.room.notify_all();
         if let Some(t) = self.flusher.take() {
             let _ = t.join();
         }
@@ -160,11 +235,23 @@ pub struct LineWriter<'a> {
 impl Write for LineWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let shared = &self.writer.shared;
-        let mut batch = lock(&shared.batch);
-        batch.extend_from_slice(buf);
-        if batch.len() >= BATCH_BYTES {
-            let taken = std::mem::replace(&mut *batch, Vec::with_capacity(BATCH_BYTES));
-            write_taken(&shared.output, batch, &taken);
+        let mut pending = lock(&shared.pending);
+        while pending.bytes >= MAX_PENDING_BYTES && !shared.stop.load(Ordering::Acquire) {
+            pending = shared
+                .room
+                .wait(pending)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        pending.batch.extend_from_slice(buf);
+        pending.bytes += buf.len();
+        if shared.stop.load(Ordering::Acquire) {
+            // The flusher has stopped (exit): write through, after whatever is pending.
+            let taken = pending.take_all();
+            write_taken(&shared.output, pending, &taken);
+        } else if pending.batch.len() >= BATCH_BYTES {
+            let full = std::mem::replace(&mut pending.batch, Vec::with_capacity(BATCH_BYTES));
+            pending.full.push_back(full);
+            shared.wake.notify_one();
         }
         Ok(buf.len())
     }
@@ -389,6 +476,8 @@ impl std::fmt::Write for Escaped<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
 
     #[test]
@@ -461,14 +550,187 @@ mod tests {
     }
 
     #[test]
-    fn a_full_batch_is_written_by_the_line_that_filled_it() {
+    fn a_full_batch_wakes_the_flusher_before_its_interval() {
         let out = Capture::default();
-        let (w, guard) = BatchWriter::new(out.clone()).unwrap();
-        let big = "x".repeat(BATCH_BYTES);
-        line(&w, &big);
-        assert!(out.0.lock().unwrap().len() >= BATCH_BYTES);
+        let (w, guard) =
+            BatchWriter::with_interval(out.clone(), Duration::from_secs(3600)).unwrap();
+        line(&w, &"x".repeat(BATCH_BYTES));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while out.0.lock().unwrap().len() < BATCH_BYTES {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the full batch waited"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(guard);
         assert_eq!(out.0.lock().unwrap().len(), BATCH_BYTES);
+    }
+
+    /// An output whose writes wait for a permit each: a stderr pipe nobody reads until it is
+    /// opened, or one read a little at a time.
+    #[derive(Clone, Default)]
+    struct Gate {
+        permits: Arc<(Mutex<usize>, Condvar)>,
+        out: Capture,
+    }
+
+    impl Gate {
+        fn grant(&self, n: usize) {
+            let mut permits = self.permits.0.lock().unwrap();
+            *permits = permits.saturating_add(n);
+            self.permits.1.notify_all();
+        }
+
+        fn open(&self) {
+            self.grant(usize::MAX);
+        }
+    }
+
+    /// Opens the gate when dropped, so that a failing test unwinds instead of hanging in the
+    /// [`FlushGuard`]'s last write (declare it after the guard: it drops first).
+    struct OpenOnDrop(Gate);
+
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (permits, granted) = &*self.permits;
+            let mut permits = granted
+                .wait_while(permits.lock().unwrap(), |p| *p == 0)
+                .unwrap();
+            if *permits != usize::MAX {
+                *permits -= 1;
+            }
+            drop(permits);
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Logs `lines` numbered lines of 100 bytes from a new thread; the receiver hears when the
+    /// last one was logged, the counter how many were.
+    fn log_from_thread(
+        w: &BatchWriter,
+        lines: usize,
+    ) -> (std::sync::mpsc::Receiver<()>, Arc<AtomicUsize>) {
+        let (done, finished) = std::sync::mpsc::channel();
+        let logged = Arc::new(AtomicUsize::new(0));
+        let w = w.clone();
+        let count = Arc::clone(&logged);
+        std::thread::spawn(move || {
+            for i in 0..lines {
+                line(&w, &format!("{i:>99}\n"));
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = done.send(());
+        });
+        (finished, logged)
+    }
+
+    /// Waits (up to 30 s) until `done` holds.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the pending lines reached the bound. `try_lock`: a sink whose lines wait for
+    /// the output may hold the lock meanwhile.
+    fn at_the_bound(w: &BatchWriter) -> bool {
+        w.shared
+            .pending
+            .try_lock()
+            .is_ok_and(|p| p.bytes >= MAX_PENDING_BYTES)
+    }
+
+    fn numbered(out: &Capture) -> Vec<usize> {
+        String::from_utf8(out.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_blocked_output_holds_up_no_line_below_the_bound() {
+        let gate = Gate::default();
+        let (w, guard) = BatchWriter::new(gate.clone()).unwrap();
+        let _open = OpenOnDrop(gate.clone());
+        // Eight batches, while not one byte can be written.
+        let lines = 8 * BATCH_BYTES / 100;
+        let (finished, _) = log_from_thread(&w, lines);
+        let logged = finished.recv_timeout(Duration::from_secs(10));
+        gate.open();
+        assert!(
+            logged.is_ok(),
+            "a line waited for the blocked output, {} bytes pending",
+            lock(&w.shared.pending).bytes
+        );
+        drop(guard);
+        assert_eq!(numbered(&gate.out), (0..lines).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn past_the_bound_lines_wait_and_none_is_lost() {
+        let gate = Gate::default();
+        let (w, guard) = BatchWriter::new(gate.clone()).unwrap();
+        let _open = OpenOnDrop(gate.clone());
+        // Twice the bound: more than the bound is left even after the flusher took a batch
+        // (it then waits at the gate with it).
+        let lines = 2 * MAX_PENDING_BYTES / 100;
+        let (finished, _) = log_from_thread(&w, lines);
+        wait_for("never reached the bound", || at_the_bound(&w));
+        assert!(
+            finished.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a line went past the bound"
+        );
+        gate.open();
+        finished.recv_timeout(Duration::from_secs(30)).unwrap();
+        drop(guard);
+        assert_eq!(numbered(&gate.out), (0..lines).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_slow_output_makes_room_batch_by_batch() {
+        let gate = Gate::default();
+        let (w, guard) = BatchWriter::new(gate.clone()).unwrap();
+        let _open = OpenOnDrop(gate.clone());
+        let lines = 3 * MAX_PENDING_BYTES / 100;
+        let (finished, logged) = log_from_thread(&w, lines);
+        // Each batch the output takes lets the waiting lines go on (a batch holds 655 of
+        // them). Had the flusher taken all pending lines at once, they would wait until all of
+        // it was written (16 s for a reader of 1 MB/s), here for 256 more writes.
+        for write in 1..=3 {
+            wait_for("never reached the bound", || at_the_bound(&w));
+            let before = logged.load(Ordering::Relaxed);
+            gate.grant(1);
+            wait_for(&format!("no line went on after write {write}"), || {
+                logged.load(Ordering::Relaxed) > before + 100
+            });
+        }
+        gate.open();
+        finished.recv_timeout(Duration::from_secs(30)).unwrap();
+        drop(guard);
+        assert_eq!(numbered(&gate.out), (0..lines).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn lines_after_exit_are_written_through() {
+        let out = Capture::default();
+        let (w, guard) = BatchWriter::new(out.clone()).unwrap();
+        line(&w, "before\n");
+        drop(guard);
+        line(&w, "after\n");
+        assert_eq!(&*out.0.lock().unwrap(), b"before\nafter\n");
     }
 
     #[test]

@@ -85,10 +85,10 @@ fn claim_arg(arg: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Installs the log subscriber. Lines are batched in memory and written every 100 ms or per
-/// 64 KiB (see [`usage_gateway::logsink`]), so a request never waits on a `write` to stderr nor
-/// wakes a writer thread; nothing is dropped. Keep the guard until exit: dropping it writes
-/// what is left.
+/// Installs the log subscriber. Lines are batched in memory and written by a flusher thread
+/// every 100 ms or per 64 KiB (see [`usage_gateway::logsink`]), so a request never waits on a
+/// `write` to stderr, even a blocked one, until 16 MiB of lines are pending; nothing is dropped.
+/// Keep the guard until exit: dropping it writes what is left.
 fn init_logs(format: &str) -> Option<usage_gateway::logsink::FlushGuard> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let (writer, guard) = match usage_gateway::logsink::BatchWriter::new(std::io::stderr()) {

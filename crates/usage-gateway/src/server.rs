@@ -16,6 +16,23 @@ use crate::headguard::{HeadGuard, HeadLimits};
 use crate::obs::observe;
 use crate::state::AppState;
 
+/// Connections the kernel keeps ready for `accept` on each listener (capped by
+/// `net.core.somaxconn`): actix-web's own default. A listener made by
+/// `std::net::TcpListener::bind` gets 128, and a burst of new connections beyond that waits a
+/// SYN retransmission (1 s, then 3 s) for each one dropped.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds a listener as actix-web's `bind` does (address reuse, [`LISTEN_BACKLOG`]), so that the
+/// server built from its parts (see `bind`) keeps actix's backlog.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// A bound, not yet awaited server and the address it listens on.
 #[allow(missing_debug_implementations)]
 pub struct Bound {
@@ -37,7 +54,7 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
     crate::obs::prometheus();
     let cfg = state.server.clone();
     let state = web::Data::new(state);
-    let listener = TcpListener::bind(cfg.listen)?;
+    let listener = listen(cfg.listen)?;
     let addr = listener.local_addr()?;
     let separate_metrics = cfg.metrics_listen.is_some();
     let app_state = state.clone();
@@ -79,7 +96,7 @@ pub fn bind(state: AppState) -> std::io::Result<Bound> {
     })?;
     let (metrics_server, metrics_addr) = match cfg.metrics_listen {
         Some(listen) => {
-            let listener = TcpListener::bind(listen)?;
+            let listener = self::listen(listen)?;
             let addr = listener.local_addr()?;
             let s = HttpServer::new(move || {
                 App::new()
@@ -110,5 +127,38 @@ impl Bound {
             Some(m) => futures::future::try_join(self.server, m).await.map(|_| ()),
             None => self.server.await,
         }
+    }
+}
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Opens `n` connections to `addr` that nobody accepts: the kernel completes each handshake
+    /// while the accept queue has room, then drops SYNs, and the connection waits.
+    fn queue(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, String> {
+        (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    .map_err(|e| format!("connection {} of {n} to {addr}: {e}", i + 1))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_listeners_queue_a_burst_of_new_connections() {
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+                    [auth]\nalgorithms = [\"HS256\"]\nhs256_secret = \"${S}\"\n\
+                    [[access]]\nclaim = \"sub\"\nvalue = \"a\"\nsources = [\"*\"]\n";
+        let config = crate::config::Config::parse(text, &|_| Some("s".repeat(40))).unwrap();
+        let state = AppState::new(config, Vec::<crate::fetch::SourceSpec>::new()).unwrap();
+        // Not run: nothing accepts, so every connection stays in the accept queue.
+        let bound = bind(state).unwrap();
+        // Scenario 3 of usage-bench opens 500 at once; 300 is past `std`'s 128.
+        let main = queue(bound.addr, 300).unwrap();
+        let metrics = queue(bound.metrics_addr.unwrap(), 300).unwrap();
+        assert_eq!((main.len(), metrics.len()), (300, 300));
     }
 }
