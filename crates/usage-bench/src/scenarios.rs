@@ -1181,7 +1181,7 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
 /// source keeps (the calibration checks that it sent as many requests as the gateway).
 const CBK_PAGE_SIZE: u32 = 1000;
 /// Scenario 4: gateway CPU time for the cold query <= this x the calibration's. Set from the
-/// runs of issue 20 (BENCHMARKS.md, "Judging"): medians 0.46–0.55 in 21 runs at load averages
+/// runs of issue 20 (BENCHMARKS.md, "Results"): medians 0.46–0.55 in 23 runs at load averages
 /// 1–10, with and without CPU hogs beside them; 0.60 is above all of them, and the noise
 /// margin puts the failure line at 0.66, a fifth above the highest.
 const LARGE_VS_CALIBRATION: f64 = 0.6;
