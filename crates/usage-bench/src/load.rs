@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use reqwest::StatusCode;
 
-use crate::stats::Summary;
+use crate::stats::{Samples, Summary};
 
 /// Builds the HTTP client of the load generator: no proxy, HTTP/1.1 keep-alive, enough idle
 /// connections for the largest burst.
@@ -58,36 +58,46 @@ where
     M: Fn(u64) -> reqwest::RequestBuilder,
     C: Fn(&Answer) -> bool,
 {
-    let check = &check;
-    closed_loop_with(concurrency, bound, |i| {
-        let request = make(i);
-        async move { send(request).await.is_some_and(|a| check(&a)) }
-    })
-    .await
+    closed_loop_samples(concurrency, bound, make, check)
+        .await
+        .summary()
 }
 
-/// [`closed_loop`] for any operation: `op(i)` is one timed unit of work (for example several
-/// requests at once), and it failed when it resolves to `false`.
-pub async fn closed_loop_with<O, F>(concurrency: usize, bound: Bound, op: O) -> Summary
+/// [`closed_loop`], returning the raw samples (to be pooled with other runs).
+pub async fn closed_loop_samples<M, C>(
+    concurrency: usize,
+    bound: Bound,
+    make: M,
+    check: C,
+) -> Samples
 where
-    O: Fn(u64) -> F,
-    F: Future<Output = bool>,
+    M: Fn(u64) -> reqwest::RequestBuilder,
+    C: Fn(&Answer) -> bool,
 {
+    let check = &check;
     let shared = Shared::new(bound);
-    let samples = shared.run(concurrency, op).await;
-    shared.summary(samples)
+    let latencies = shared
+        .run(concurrency, |i| {
+            let request = make(i);
+            async move { send(request).await.is_some_and(|a| check(&a)) }
+        })
+        .await;
+    shared.samples(latencies)
 }
 
-/// [`closed_loop_with`] spread over `threads` OS threads, each with its own current-thread
-/// runtime and its own `op` (made by `make` on that thread, e.g. with its own HTTP client),
+/// [`closed_loop`] for any operation, spread over `threads` OS threads: `op(i)` is one timed
+/// unit of work (for example several requests at once, see [`all_of`]), failed when it
+/// resolves to `false`. Each thread has its own current-thread runtime and its own `op` (made
+/// by `make` on that thread, e.g. with its own HTTP client),
 /// sharing one unit count and one bound: the shape of a server with one single-threaded runtime
-/// per worker, as actix-web has. Blocks the calling thread until the run ends.
+/// per worker, as actix-web has. Blocks the calling thread until the run ends; returns the raw
+/// samples.
 pub fn closed_loop_threads<M, O, F>(
     threads: usize,
     concurrency: usize,
     bound: Bound,
     make: M,
-) -> Result<Summary, String>
+) -> Result<Samples, String>
 where
     M: Fn() -> Result<O, String> + Sync,
     O: Fn(u64) -> F,
@@ -118,7 +128,7 @@ where
             })
             .collect::<Result<_, String>>()
     })?;
-    Ok(shared.summary(per_thread.concat()))
+    Ok(shared.samples(per_thread.concat()))
 }
 
 /// What the workers of one closed-loop run share: the next unit's number, the failures and
@@ -171,17 +181,17 @@ impl Shared {
         join_all(workers).await.into_iter().flatten().collect()
     }
 
-    fn summary(&self, samples: Vec<Duration>) -> Summary {
-        Summary::from_samples(
-            samples,
-            self.errors.load(Ordering::Relaxed),
-            self.started.elapsed(),
-        )
+    fn samples(&self, latencies: Vec<Duration>) -> Samples {
+        Samples {
+            latencies,
+            errors: self.errors.load(Ordering::Relaxed),
+            wall: self.started.elapsed(),
+        }
     }
 }
 
 /// Sends every request at once and reports whether all of them answered and passed `check`;
-/// one unit of [`closed_loop_with`] when a unit is a fan-out.
+/// one unit of [`closed_loop_threads`] when a unit is a fan-out.
 pub async fn all_of<C>(requests: Vec<reqwest::RequestBuilder>, check: C) -> bool
 where
     C: Fn(&Answer) -> bool,
@@ -342,7 +352,8 @@ mod tests {
         })
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .summary();
         // Units 0..14 once each, whichever thread took them: 6 and 13 fail.
         assert_eq!((s.requests, s.errors), (14, 2));
         assert_eq!(hits.load(Ordering::Relaxed), 14);
@@ -350,27 +361,37 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn closed_loop_with_times_a_fan_out_as_one_unit() {
+    async fn a_fan_out_is_timed_as_one_unit() {
         let hits = Arc::new(AtomicUsize::new(0));
         let (base, handle) = start(hits.clone());
-        let c = client().unwrap();
+        let base2 = base.clone();
         // Unit i asks for 3i, 3i + 1 and 3i + 2 at once; it fails when one of them does.
-        let s = closed_loop_with(
-            3,
-            Bound {
-                requests: 10,
-                time: Duration::from_secs(30),
-            },
-            |i| {
-                all_of(
-                    (3 * i..3 * i + 3)
-                        .map(|n| c.get(format!("{base}/n/{n}")))
-                        .collect(),
-                    |a| a.status.is_success(),
-                )
-            },
-        )
-        .await;
+        let s = tokio::task::spawn_blocking(move || {
+            closed_loop_threads(
+                1,
+                3,
+                Bound {
+                    requests: 10,
+                    time: Duration::from_secs(30),
+                },
+                || {
+                    let c = client()?;
+                    let base = base2.clone();
+                    Ok(move |i: u64| {
+                        all_of(
+                            (3 * i..3 * i + 3)
+                                .map(|n| c.get(format!("{base}/n/{n}")))
+                                .collect(),
+                            |a| a.status.is_success(),
+                        )
+                    })
+                },
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .summary();
         // Of 0..30, 6, 13, 20 and 27 fail: units 2, 4, 6 and 9.
         assert_eq!((s.requests, s.errors), (10, 4));
         assert_eq!(hits.load(Ordering::Relaxed), 30);

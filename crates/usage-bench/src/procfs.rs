@@ -127,6 +127,43 @@ pub fn parse_schedstat(text: &str) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// The CPU time the calling thread has used so far (first field of
+/// `/proc/thread-self/schedstat`, nanoseconds).
+pub fn thread_cpu() -> io::Result<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    parse_schedstat(&text)
+        .map(Duration::from_nanos)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "/proc/thread-self/schedstat has no run time",
+            )
+        })
+}
+
+/// Returns the processes whose parent is `pid` (from every `/proc/<pid>/stat`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            let text = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            (parse_stat_parent(&text)? == pid).then_some(child)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Returns the parent process id (field 4) of a `/proc/<pid>/stat` line.
+pub fn parse_stat_parent(text: &str) -> Option<u32> {
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(4 - 3)?.parse().ok()
+}
+
 /// Returns `utime + stime` (fields 14 and 15, in clock ticks) of a `/proc/<pid>/stat` line.
 ///
 /// The command name (field 2) may hold spaces and parentheses, so fields are counted from the
@@ -183,6 +220,8 @@ mod tests {
         // A command name with spaces and a `)` must not shift the fields.
         let line = "4242 (odd) name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 9 0 100 1000000 2500 18446744073709551615";
         assert_eq!(parse_stat_ticks(line), Some(325));
+        assert_eq!(parse_stat_parent(line), Some(1));
+        assert_eq!(parse_stat_parent("4242 (x) S"), None);
         assert_eq!(parse_stat_ticks("4242 (x) S 1 2"), None);
         assert_eq!(parse_stat_ticks("no parenthesis"), None);
     }
@@ -207,6 +246,25 @@ mod tests {
         };
         let now = cpu_sample(pid, clock_ticks_per_second()).unwrap();
         assert!(now.since(&zero) >= Duration::from_millis(60));
+        // This thread's own clock moves with what it burns (however long a loaded machine
+        // takes to give it 20 ms), and never beyond the whole process's.
+        let t0 = thread_cpu().unwrap();
+        let started = std::time::Instant::now();
+        while thread_cpu().unwrap().saturating_sub(t0) < Duration::from_millis(20) {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            for _ in 0..10_000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            }
+        }
+        assert_ne!(x, 1);
+        let used = thread_cpu().unwrap().saturating_sub(t0);
+        let process = cpu_sample(pid, clock_ticks_per_second())
+            .unwrap()
+            .since(&zero);
+        assert!(
+            used >= Duration::from_millis(20) && used <= process,
+            "{used:?} {process:?}"
+        );
     }
 
     #[test]
@@ -236,6 +294,15 @@ mod tests {
             Some(246_150_957)
         );
         assert_eq!(parse_schedstat(""), None);
+    }
+
+    #[test]
+    fn finds_child_processes() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let kids = children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(kids.contains(&child.id()), "{kids:?}");
     }
 
     #[test]

@@ -12,11 +12,13 @@ use serde_json::Value;
 use usage_sim::{DataSpec, Dataset, DoOptions, SimHandle, TruthFilter};
 
 use crate::baseline::{self, Canned};
+use crate::calibration;
 use crate::gateway::{ConfigSpec, Gateway, SourceTable, free_addr};
 use crate::load::{self, Answer, Bound};
-use crate::report::{Row, Target};
-use crate::stats::{Summary, mib, ms, signed_ms};
-use crate::wrk::{Outcome, Run, Wrk};
+use crate::nginx::{self, Nginx};
+use crate::report::{self, Relative, Row, Target};
+use crate::stats::{Samples, Summary, mib, ms, signed_ms};
+use crate::wrk::{Run, Wrk};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -37,6 +39,8 @@ pub struct Ctx {
     pub duration: Duration,
     /// The load generator of scenario 1 (`None` when scenario 1 is not run).
     pub wrk: Option<Wrk>,
+    /// The nginx binary of scenario 1's second reference (`None` when scenario 1 is not run).
+    pub nginx: Option<PathBuf>,
     /// The client for control requests.
     pub client: reqwest::Client,
     /// `RUST_LOG` of the gateway (`info` as deployed).
@@ -168,7 +172,7 @@ impl Ctx {
         Ok((gw, format!("Bearer {token}")))
     }
 
-    async fn load(&self, url: &str, auth: &str, duration: Duration) -> Result<Outcome, String> {
+    async fn load(&self, url: &str, auth: &str, duration: Duration) -> Result<Summary, String> {
         let wrk = self
             .wrk
             .clone()
@@ -190,9 +194,10 @@ impl Ctx {
     }
 }
 
-/// Scenario 1: warm `GET /v1/usage` over three sources (about 4 KB, JWT verified on every
-/// request) against a bare actix handler answering the same bytes: the median ratio of five
-/// back-to-back pairs of runs.
+/// Scenario 1: warm `GET /v1/usage` over three sources (about 5 KB, JWT verified on every
+/// request) against two references answering the same bytes in the same rounds: a bare actix
+/// handler, and nginx serving them from its `proxy_cache`. Each figure is the median of five
+/// rounds' ratios.
 pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let now = Utc::now();
     let sims = usage_sim::start_all(&DataSpec::small(now))
@@ -201,14 +206,14 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let spec = ctx.config(64 * MIB, all_sources(&sims))?;
     let (gw, auth) = ctx.gateway("s1-cache-hit", &spec).await?;
     let today = now.date_naive();
-    let url = format!(
-        "{}/v1/usage?start={}&end={}&bucket=week&group_by=source,agent",
-        gw.base,
+    let query = format!(
+        "/v1/usage?start={}&end={}&bucket=week&group_by=source,agent",
         today - chrono::Days::new(7),
         today
     );
+    let url = format!("{}{query}", gw.base);
     let cold = fetch(&ctx.client, &url, &auth).await?;
-    // The warm answer, headers included, is what the baseline serves.
+    // The warm answer, headers included, is what the references serve.
     let warm = ctx
         .client
         .get(&url)
@@ -242,59 +247,83 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
     )
     .map_err(io_err("baseline"))?;
     let base_url = format!("{}/v1/usage", base.base);
-    let same = ctx
-        .client
-        .get(&base_url)
-        .send()
-        .await
-        .map_err(|e| format!("baseline GET: {e}"))?
-        .bytes()
-        .await
-        .map_err(|e| format!("baseline GET: {e}"))?;
-    if same != body {
-        return Err("the baseline does not answer the gateway's bytes".into());
+    let nginx_bin = ctx
+        .nginx
+        .clone()
+        .ok_or("scenario 1 needs nginx, which was not set up")?;
+    let nginx = Nginx::start(
+        &nginx_bin,
+        &ctx.dir.join("s1-nginx"),
+        base.addr,
+        ctx.workers,
+        &ctx.client,
+    )
+    .await?;
+    // The gateway's path and query: nginx keys its cache by them, and the first request fills
+    // it from the origin.
+    let nginx_url = format!("{}{query}", nginx.base);
+    for (name, u) in [("baseline", &base_url), ("nginx", &nginx_url)] {
+        let same = ctx
+            .client
+            .get(u.as_str())
+            .header("authorization", &auth)
+            .send()
+            .await
+            .map_err(|e| format!("{name} GET: {e}"))?
+            .bytes()
+            .await
+            .map_err(|e| format!("{name} GET: {e}"))?;
+        if same != body {
+            return Err(format!("{name} does not answer the gateway's bytes"));
+        }
     }
     let lookups = gw
         .metric(&ctx.client, "usage_gateway_cache_lookups_total", "")
         .await?;
     println!(
-        "  body {} bytes; 1 s warm-up each, then {ROUNDS} rounds of gateway and baseline runs of {} s",
+        "  body {} bytes; 1 s warm-up each, then {ROUNDS} rounds of gateway, baseline and nginx runs of {} s (the order rotates)",
         body.len(),
         ctx.duration.as_secs_f64()
     );
-    ctx.load(&url, &auth, Duration::from_secs(1)).await?;
-    ctx.load(&base_url, &auth, Duration::from_secs(1)).await?;
+    for u in [&url, &base_url, &nginx_url] {
+        ctx.load(u, &auth, Duration::from_secs(1)).await?;
+    }
+    let origin_before = base.origin_requests();
     let me = std::process::id();
     let ticks = crate::procfs::clock_ticks_per_second();
     let own_cpu = || crate::procfs::cpu_sample(me, ticks).map_err(io_err("own CPU time"));
-    let (mut gateway_cpu, mut baseline_cpu) = (Duration::ZERO, Duration::ZERO);
-    // Errors and late answers of every round (the table shows the median round's figures).
-    let (mut gateway_all, mut baseline_all) = (Outcome::default(), Outcome::default());
-    // Pairs of back-to-back runs, alternating which goes first; the figure is the median of the
-    // pairs' ratios, so that a burst of load from elsewhere skews one pair, not the figure.
-    let mut pairs: Vec<(Summary, Summary)> = Vec::new();
+    let mut cpu = [Duration::ZERO; 3];
+    let mut rounds: Vec<[Summary; 3]> = Vec::new();
     for round in 0..ROUNDS {
-        let mut g = Outcome::default();
-        let mut b = Outcome::default();
-        for gateway_turn in [round % 2 == 0, round % 2 == 1] {
-            if gateway_turn {
-                let c = gw.cpu()?;
-                g = ctx.load(&url, &auth, ctx.duration).await?;
-                gateway_cpu += gw.cpu()?.since(&c);
-            } else {
-                // The baseline runs in this process, where the simulators sit idle meanwhile.
-                let c = own_cpu()?;
-                b = ctx.load(&base_url, &auth, ctx.duration).await?;
-                baseline_cpu += own_cpu()?.since(&c);
-            }
+        let mut runs: [Summary; 3] = Default::default();
+        // Round r starts with the gateway, the baseline or nginx in turn.
+        for k in 0..3 {
+            let who = (round + k) % 3;
+            let (run, used) = match who {
+                GATEWAY => {
+                    let c = gw.cpu()?;
+                    let run = ctx.load(&url, &auth, ctx.duration).await?;
+                    (run, gw.cpu()?.since(&c))
+                }
+                BASELINE => {
+                    // The baseline runs in this process, where the simulators sit idle
+                    // meanwhile.
+                    let c = own_cpu()?;
+                    let run = ctx.load(&base_url, &auth, ctx.duration).await?;
+                    (run, own_cpu()?.since(&c))
+                }
+                _ => {
+                    let c = nginx.cpu()?;
+                    let run = ctx.load(&nginx_url, &auth, ctx.duration).await?;
+                    (run, nginx::cpu_since(&nginx.cpu()?, &c))
+                }
+            };
+            cpu[who] += used;
+            runs[who] = run;
         }
-        for (all, run) in [(&mut gateway_all, &g), (&mut baseline_all, &b)] {
-            all.summary.errors += run.summary.errors;
-            all.late += run.late;
-        }
-        let (g, b) = (g.summary, b.summary);
+        let [g, b, n] = &runs;
         println!(
-            "  round {}: gateway {:>6.0} req/s (p50 {}, p99 {}), baseline {:>6.0} req/s (p50 {}, p99 {}): {:.2}{}",
+            "  round {}: gateway {:>6.0} req/s (p50 {}, p99 {}), baseline {:>6.0} (p50 {}, p99 {}), nginx {:>6.0} (p50 {}, p99 {}): {:.2} x baseline, {:.2} x nginx",
             round + 1,
             g.rps,
             ms(g.p50),
@@ -302,86 +331,123 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
             b.rps,
             ms(b.p50),
             ms(b.p99),
-            ratio(&g, &b),
-            if g.errors + b.errors > 0 {
-                format!("; errors: gateway {}, baseline {}", g.errors, b.errors)
-            } else {
-                String::new()
-            }
+            n.rps,
+            ms(n.p50),
+            ms(n.p99),
+            report::ratio(g.rps, b.rps),
+            report::ratio(g.rps, n.rps),
         );
-        pairs.push((g, b));
+        rounds.push(runs);
     }
+    let origin_during = base.origin_requests() - origin_before;
     let lookups_after = gw
         .metric(&ctx.client, "usage_gateway_cache_lookups_total", "")
         .await?;
+    nginx.stop();
     base.stop().await;
     gw.stop();
     sims.stop().await;
 
-    let requests = |pick: fn(&(Summary, Summary)) -> &Summary| -> u64 {
-        pairs.iter().map(|p| pick(p).requests).sum()
-    };
-    let served = requests(|p| &p.0);
-    let cpu_figure = format!(
-        "CPU per request: gateway {:.1} us, baseline {:.1} us",
-        gateway_cpu.as_secs_f64() * 1e6 / served.max(1) as f64,
-        baseline_cpu.as_secs_f64() * 1e6 / requests(|p| &p.1).max(1) as f64
-    );
-    println!("  {cpu_figure}");
-    pairs.sort_by(|x, y| ratio(&x.0, &x.1).total_cmp(&ratio(&y.0, &y.1)));
-    let all: Vec<String> = pairs
-        .iter()
-        .map(|(g, b)| format!("{:.2}", ratio(g, b)))
-        .collect();
-    let (mut g, mut b) = pairs.swap_remove(pairs.len() / 2);
-    let median = ratio(&g, &b);
-    // A failed request in any round fails the line, not only in the round shown.
-    g.errors = gateway_all.summary.errors;
-    b.errors = baseline_all.summary.errors;
-    let extra_lookups = (lookups_after - lookups).max(0.0);
-    let late_figure = format!(
-        "gateway {} of {served}, baseline {}",
-        gateway_all.late, baseline_all.late
+    let served = |who: usize| -> u64 { rounds.iter().map(|r| r[who].requests).sum() };
+    let per_request = |who: usize| cpu[who].as_secs_f64() * 1e6 / served(who).max(1) as f64;
+    let (g_cpu, b_cpu, n_cpu) = (
+        per_request(GATEWAY),
+        per_request(BASELINE),
+        per_request(NGINX),
     );
     println!(
-        "  answered later than {} s (wrk timeouts): {late_figure}",
-        crate::wrk::TIMEOUT.as_secs()
+        "  CPU per request: gateway {g_cpu:.1} us, baseline {b_cpu:.1} us, nginx {n_cpu:.1} us"
     );
+    // The round whose ratio is the median, and every round's ratio.
+    let median_round = |reference: usize| -> (f64, String, [Summary; 3]) {
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .map(|r| report::ratio(r[GATEWAY].rps, r[reference].rps))
+            .collect();
+        let m = report::median(&ratios);
+        let at = ratios
+            .iter()
+            .position(|r| r.total_cmp(&m).is_eq())
+            .unwrap_or(0);
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let all: Vec<String> = sorted.iter().map(|r| format!("{r:.2}")).collect();
+        (m, all.join(", "), rounds[at].clone())
+    };
+    let (vs_base, all_base, at_base) = median_round(BASELINE);
+    let (vs_nginx, all_nginx, at_nginx) = median_round(NGINX);
+    let extra_lookups = (lookups_after - lookups).max(0.0);
+    let rps_base = Relative::ratio_at_least(CACHE_HIT_VS_BASELINE);
+    let rps_nginx = Relative::ratio_at_least(CACHE_HIT_VS_NGINX);
+    let cpu_base = Relative::ratio_at_most(CACHE_HIT_CPU_VS_BASELINE);
     Ok(vec![
         Row::info(
             "1 cache hit: baseline actix handler, same bytes",
-            Some(b),
-            format!("{} B body", body.len()),
+            Some(at_base[BASELINE].clone()),
+            format!("{} B body; CPU {b_cpu:.1} us per request", body.len()),
+        ),
+        Row::info(
+            "1 cache hit: nginx proxy_cache, same bytes",
+            Some(at_nginx[NGINX].clone()),
+            format!(
+                "from its cache ({origin_during} requests reached the origin); CPU {n_cpu:.1} us per request"
+            ),
         ),
         Row::judged(
-            "1 cache hit: gateway, JWT verified per request",
-            Some(g),
+            "1 cache hit: gateway vs baseline, JWT verified per request",
+            Some(at_base[GATEWAY].clone()),
             (
-                format!(
-                    "{median:.2} x baseline req/s (median of {}; errors: all rounds)",
-                    all.join(", ")
-                ),
-                median,
+                format!("{vs_base:.2} x baseline req/s (median of {all_base})"),
+                vs_base,
             ),
-            (">= 0.70 x baseline".into(), Target::AtLeast(0.7)),
+            (
+                format!(">= {CACHE_HIT_VS_BASELINE} x baseline"),
+                rps_base.target,
+            ),
             ctx.margin,
         ),
-        Row::info("1 cache hit (same runs)", None, cpu_figure),
-        Row::judged(
-            format!(
-                "1 cache hit: answers later than {} s (wrk timeouts, all rounds)",
-                crate::wrk::TIMEOUT.as_secs()
-            ),
+        Row::relative(
+            "1 cache hit (same runs): CPU per request",
             None,
-            (late_figure, gateway_all.late as f64),
-            ("0 (gateway)".into(), Target::Exactly(0.0)),
+            format!(
+                "gateway {g_cpu:.1} us, baseline {b_cpu:.1} us: {:.2} x",
+                cpu_base.figure(g_cpu, b_cpu)
+            ),
+            (g_cpu, b_cpu),
+            (
+                format!("<= {CACHE_HIT_CPU_VS_BASELINE} x baseline"),
+                cpu_base,
+            ),
+            ctx.margin,
+        ),
+        Row::judged(
+            "1 cache hit: gateway vs nginx proxy_cache",
+            Some(at_nginx[GATEWAY].clone()),
+            (
+                format!("{vs_nginx:.2} x nginx req/s (median of {all_nginx})"),
+                vs_nginx,
+            ),
+            (format!(">= {CACHE_HIT_VS_NGINX} x nginx"), rps_nginx.target),
+            ctx.margin,
+        ),
+        Row::judged(
+            "1 nginx reference: requests that reached its origin",
+            None,
+            (
+                format!("{origin_during} in {} requests", served(NGINX)),
+                origin_during as f64,
+            ),
+            ("0 (all from its cache)".into(), Target::Exactly(0.0)),
             ctx.margin,
         ),
         Row::judged(
             "1 repeated query: window-cache lookups",
             None,
             (
-                format!("{extra_lookups:.0} (no re-aggregation in {served} requests)"),
+                format!(
+                    "{extra_lookups:.0} (no re-aggregation in {} requests)",
+                    served(GATEWAY)
+                ),
                 extra_lookups,
             ),
             ("0".into(), Target::Exactly(0.0)),
@@ -390,20 +456,23 @@ pub async fn cache_hit(ctx: &Ctx) -> Result<Vec<Row>, String> {
     ])
 }
 
-/// Back-to-back gateway/baseline pairs in scenario 1.
+/// Rounds of gateway, baseline and nginx runs in scenario 1.
 const ROUNDS: usize = 5;
+/// Indexes of scenario 1's three servers in a round.
+const GATEWAY: usize = 0;
+const BASELINE: usize = 1;
+const NGINX: usize = 2;
+/// Scenario 1 (issue 20): gateway requests/s >= this x the bare actix baseline's.
+const CACHE_HIT_VS_BASELINE: f64 = 0.9;
+/// Scenario 1 (issue 20): gateway CPU per request <= this x the baseline's.
+const CACHE_HIT_CPU_VS_BASELINE: f64 = 1.25;
+/// Scenario 1 (issue 20): gateway requests/s >= this x nginx's (not slower than nginx).
+const CACHE_HIT_VS_NGINX: f64 = 1.0;
 
-fn ratio(gateway: &Summary, baseline: &Summary) -> f64 {
-    if baseline.rps > 0.0 {
-        gateway.rps / baseline.rps
-    } else {
-        0.0
-    }
-}
-
-/// Scenario 2: three sources at 50 ms, 32 concurrent requests, each with its own query range
-/// (and `Cache-Control: no-cache`), so no request is answered from the gateway's caches or
-/// joined to another one's upstream call.
+/// Scenario 2: three sources at 50 ms, 32 concurrent requests, each with its own query range,
+/// so no request is answered from the gateway's caches or joined to another one's upstream call;
+/// judged against the same vendor calls sent at once by a plain client, in rounds that
+/// alternate with the gateway's.
 pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
     const LATENCY: Duration = Duration::from_millis(50);
     let now = Utc::now();
@@ -449,7 +518,11 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
     let (gw, auth) = ctx.gateway("s2-fan-out", &spec).await?;
     let origin = midnight(now.date_naive() - chrono::Days::new(60));
     let client = load::client()?;
-    // Request i asks for the day starting i minutes after `from`.
+    // Request i asks for the day starting i minutes after `from`. No `Cache-Control:
+    // no-cache`: since issue 25 it also bypasses the providers' own caches (Kibana walks its
+    // conversations again, under a per-agent lock, and every source lists its agents again),
+    // which measured the queue behind that lock (p50 1.6 s), not the fan-out. Unique ranges
+    // alone miss the window and response caches (`bucket` none: one window per query).
     let make = |from: DateTime<Utc>, i: u64| {
         let (start, end) = day_after(from, i);
         client
@@ -460,7 +533,6 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
                 rfc3339(end)
             ))
             .header("authorization", &auth)
-            .header("cache-control", "no-cache")
     };
     // Warm-up: connections, agent discovery and Kibana's scan back to two days before the
     // measured ranges, which it never asks for.
@@ -503,11 +575,6 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
         |a| a.status.is_success(),
     )
     .await;
-    // The fan-out reference: the vendor calls the gateway sends for one request (one per
-    // DigitalOcean agent, one per ChatBotKit bot, for a day's range), sent at once by the
-    // bench's own client; a unit takes as long as its slowest call. Not a strict floor (the
-    // sender costs CPU on the same two cores, and it does none of the gateway's other work),
-    // but what seven calls to the simulators take on this machine with a plain HTTP client.
     let agents: Vec<String> = data
         .digitalocean
         .agents()
@@ -515,115 +582,200 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
         .map(|a| a.uuid.clone())
         .collect();
     let calls_per_request = agents.len() + bots.len();
-    let (do_base, cbk_base) = (do_sim.base_url.clone(), cbk_sim.base_url.clone());
-    let reference = tokio::task::spawn_blocking(move || {
-        // Two threads with a single-threaded runtime and a client each, as the gateway's
-        // two actix workers; the days the measured run asks for.
-        load::closed_loop_threads(
-            2,
-            32,
-            Bound {
-                requests: 50_000,
-                time: Duration::from_secs(3),
-            },
-            || {
-                let client = load::client()?;
-                let (agents, bots) = (&agents, &bots);
-                let (do_base, cbk_base) = (&do_base, &cbk_base);
-                Ok(move |i: u64| {
-                    let (start, end) = day_after(origin, i);
-                    let ms = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
-                    let do_calls = agents.iter().map(|a| {
-                        client
-                            .get(format!(
-                                "{do_base}/v2/gen-ai/agents/{a}/usage?start={}&stop={}",
-                                rfc3339(start),
-                                rfc3339(end - chrono::Duration::seconds(1))
-                            ))
-                            .bearer_auth(usage_sim::DO_TOKEN)
-                    });
-                    let cbk_calls = bots.iter().map(|b| {
-                        client
-                            .get(format!(
-                                "{cbk_base}/v1/bot/{b}/usage/fetch?from={}&to={}",
-                                ms(start),
-                                ms(end - chrono::Duration::milliseconds(1))
-                            ))
-                            .bearer_auth(usage_sim::CBK_TOKEN)
-                    });
-                    load::all_of(do_calls.chain(cbk_calls).collect(), |a| {
-                        a.status.is_success()
-                    })
-                })
-            },
-        )
-    })
-    .await
-    .map_err(|e| format!("the reference load failed: {e}"))??;
-    for s in [&do_sim, &kb_sim, &cbk_sim] {
-        s.reset_calls();
+    let fan_out = FanOut {
+        agents,
+        bots: bots.clone(),
+        do_base: do_sim.base_url.clone(),
+        cbk_base: cbk_sim.base_url.clone(),
+        origin,
+    };
+    println!(
+        "  {FAN_OUT_ROUNDS} rounds of {} s: the reference ({calls_per_request} vendor calls at once) and the gateway, alternating which goes first",
+        FAN_OUT_ROUND.as_secs_f64()
+    );
+    // Rounds of reference and gateway runs, alternating which goes first; each side's samples
+    // are pooled over the rounds, so both sides see the same stretches of the machine. Every
+    // gateway request (over all rounds) has a range of its own.
+    let mut gateway = Samples::default();
+    let mut reference = Samples::default();
+    let (mut next_gateway, mut next_reference) = (0u64, 0u64);
+    let (mut do_calls, mut cbk_calls, mut kb_calls) = (0, 0, 0);
+    for round in 0..FAN_OUT_ROUNDS {
+        for gateway_turn in [round % 2 == 0, round % 2 == 1] {
+            if gateway_turn {
+                let before = (
+                    do_sim.calls("do.usage"),
+                    cbk_sim.calls("cbk.bot_usage"),
+                    kb_sim.calls("kibana.consumption"),
+                );
+                let first = next_gateway;
+                let run = load::closed_loop_samples(
+                    32,
+                    Bound {
+                        requests: 50_000,
+                        time: FAN_OUT_ROUND,
+                    },
+                    |i| make(origin, first + i),
+                    complete,
+                )
+                .await;
+                do_calls += do_sim.calls("do.usage") - before.0;
+                cbk_calls += cbk_sim.calls("cbk.bot_usage") - before.1;
+                kb_calls += kb_sim.calls("kibana.consumption") - before.2;
+                next_gateway += run.latencies.len() as u64;
+                gateway.add(run);
+            } else {
+                let run = fan_out.reference(next_reference).await?;
+                next_reference += run.latencies.len() as u64;
+                reference.add(run);
+            }
+        }
     }
-    let s = load::closed_loop(
-        32,
-        Bound {
-            requests: 50_000,
-            time: Duration::from_secs(10),
-        },
-        |i| make(origin, i),
-        complete,
-    )
-    .await;
+    let (s, reference) = (gateway.summary(), reference.summary());
     let n = s.requests.max(1) as f64;
     let per = |c: u64| c as f64 / n;
     let fanned = format!(
         "vendor requests per request: do {:.2}, cbk {:.2}, kibana {:.2}",
-        per(do_sim.calls("do.usage")),
-        per(cbk_sim.calls("cbk.bot_usage")),
-        per(kb_sim.calls("kibana.consumption")),
+        per(do_calls),
+        per(cbk_calls),
+        per(kb_calls),
     );
     gw.stop();
     for sim in [do_sim, kb_sim, cbk_sim] {
         sim.stop().await;
     }
-    let p50 = s.p50.as_secs_f64() * 1000.0;
-    let p99 = s.p99.as_secs_f64() * 1000.0;
+    let millis = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p50 = Relative::difference_at_most(FAN_OUT_P50_ALLOWANCE_MS);
+    let p99 = Relative::ratio_at_most(FAN_OUT_P99_RATIO);
     Ok(vec![
-        Row::judged(
+        Row::relative(
             "2 fan-out: 3 sources x 50 ms, 32 concurrent, unique ranges",
             Some(s.clone()),
-            (format!("p50 {}", ms(s.p50)), p50),
-            ("p50 <= 53 ms".into(), Target::AtMost(53.0)),
-            ctx.margin,
-        ),
-        Row::judged(
-            "2 fan-out (same run)",
-            None,
-            (format!("p99 {}", ms(s.p99)), p99),
-            ("p99 <= 65 ms".into(), Target::AtMost(65.0)),
-            ctx.margin,
-        ),
-        Row::info("2 fan-out (same run)", None, fanned),
-        Row::info(
-            "2 floor: one vendor call, 50 ms, 32 concurrent, direct",
-            Some(direct.clone()),
             format!(
-                "gateway overhead over the floor: p50 {}, p99 {}",
-                signed_ms(s.p50, direct.p50),
-                signed_ms(s.p99, direct.p99)
+                "p50 {} vs reference {}: {}",
+                ms(s.p50),
+                ms(reference.p50),
+                signed_ms(s.p50, reference.p50)
             ),
+            (millis(s.p50), millis(reference.p50)),
+            (
+                format!("p50 <= reference + {FAN_OUT_P50_ALLOWANCE_MS} ms"),
+                p50,
+            ),
+            ctx.margin,
         ),
+        Row::relative(
+            "2 fan-out (same runs)",
+            None,
+            format!(
+                "p99 {} vs reference {}: {:.2} x",
+                ms(s.p99),
+                ms(reference.p99),
+                p99.figure(millis(s.p99), millis(reference.p99))
+            ),
+            (millis(s.p99), millis(reference.p99)),
+            (format!("p99 <= {FAN_OUT_P99_RATIO} x reference"), p99),
+            ctx.margin,
+        ),
+        Row::info("2 fan-out (same runs)", None, fanned),
         Row::info(
             format!(
                 "2 reference: a request's {calls_per_request} vendor calls sent at once by the bench, 32 concurrent"
             ),
             Some(reference.clone()),
             format!(
-                "gateway minus this reference: p50 {}, p99 {}",
+                "pooled over {FAN_OUT_ROUNDS} rounds alternating with the gateway's; gateway minus reference: p50 {}, p99 {}",
                 signed_ms(s.p50, reference.p50),
                 signed_ms(s.p99, reference.p99)
             ),
         ),
+        Row::info(
+            "2 floor: one vendor call, 50 ms, 32 concurrent, direct (information)",
+            Some(direct.clone()),
+            format!(
+                "gateway over the floor: p50 {}, p99 {}",
+                signed_ms(s.p50, direct.p50),
+                signed_ms(s.p99, direct.p99)
+            ),
+        ),
     ])
+}
+
+/// Rounds of scenario 2: each side runs this long per round, so 10 s in all, as the gateway's
+/// single run did before.
+const FAN_OUT_ROUNDS: usize = 5;
+/// Length of each side's run in a round of scenario 2.
+const FAN_OUT_ROUND: Duration = Duration::from_secs(2);
+/// Scenario 2 (issue 20): gateway p50 <= reference p50 + this many milliseconds.
+const FAN_OUT_P50_ALLOWANCE_MS: f64 = 1.5;
+/// Scenario 2 (issue 20): gateway p99 <= reference p99 x this.
+const FAN_OUT_P99_RATIO: f64 = 1.1;
+
+/// Scenario 2's reference: the vendor calls the gateway sends for one request (one per
+/// DigitalOcean agent, one per ChatBotKit bot, for a day's range, with the query parameters the
+/// providers send), sent at once by the bench's own client; a unit takes as long as its slowest
+/// call. Not a strict floor (the sender costs CPU on the same two cores, and it does none of
+/// the gateway's other work), but what these calls take on this machine with a plain client.
+#[derive(Debug, Clone)]
+struct FanOut {
+    agents: Vec<String>,
+    bots: Vec<String>,
+    do_base: String,
+    cbk_base: String,
+    origin: DateTime<Utc>,
+}
+
+impl FanOut {
+    /// One round: 32 units in a closed loop on two threads with a single-threaded runtime and a
+    /// client each (the shape of the gateway's two actix workers); unit i asks for the day
+    /// starting `first + i` minutes after the origin.
+    async fn reference(&self, first: u64) -> Result<Samples, String> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            load::closed_loop_threads(
+                2,
+                32,
+                Bound {
+                    requests: 50_000,
+                    time: FAN_OUT_ROUND,
+                },
+                || {
+                    let client = load::client()?;
+                    let me = &me;
+                    Ok(move |i: u64| {
+                        let (start, end) = day_after(me.origin, first + i);
+                        let millis =
+                            |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+                        let do_calls = me.agents.iter().map(|a| {
+                            client
+                                .get(format!(
+                                    "{}/v2/gen-ai/agents/{a}/usage?start={}&stop={}",
+                                    me.do_base,
+                                    rfc3339(start),
+                                    rfc3339(end - chrono::Duration::seconds(1))
+                                ))
+                                .bearer_auth(usage_sim::DO_TOKEN)
+                        });
+                        let cbk_calls = me.bots.iter().map(|b| {
+                            client
+                                .get(format!(
+                                    "{}/v1/bot/{b}/usage/fetch?from={}&to={}",
+                                    me.cbk_base,
+                                    millis(start),
+                                    millis(end - chrono::Duration::milliseconds(1))
+                                ))
+                                .bearer_auth(usage_sim::CBK_TOKEN)
+                        });
+                        load::all_of(do_calls.chain(cbk_calls).collect(), |a| {
+                            a.status.is_success()
+                        })
+                    })
+                },
+            )
+        })
+        .await
+        .map_err(|e| format!("the reference load failed: {e}"))?
+    }
 }
 
 /// Scenario 3: 500 simultaneous identical cold requests; every vendor request must be sent
@@ -790,6 +942,8 @@ const COLD_RUNS: usize = 5;
 struct ColdRun {
     /// Gateway CPU time over the request.
     cpu: Duration,
+    /// CPU time of the calibration run paired with it.
+    calibration: Duration,
     /// Its wall time.
     wall: Duration,
     /// Peak RSS after it, bytes.
@@ -858,9 +1012,32 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
     ]);
     // Each cold run on a fresh gateway; the figure is the median run (one run's CPU time moves
     // by a third between runs here), the peak RSS the highest of all.
+    let pages = calibration::Pages {
+        kibana_base: big.kibana.base_url.clone(),
+        agent: agent.id.clone(),
+        cbk_base: big.cbk.base_url.clone(),
+        take: CBK_PAGE_SIZE,
+    };
+    println!(
+        "  {COLD_RUNS} cold runs, each on a fresh gateway, paired with a calibration run (the same vendor pages fetched with a bare reqwest client and decoded with serde_json), alternating which goes first"
+    );
     let mut runs = Vec::with_capacity(COLD_RUNS);
     let mut last = None;
     for run in 1..=COLD_RUNS {
+        let calibrate = || {
+            let pages = pages.clone();
+            async move {
+                tokio::task::spawn_blocking(move || calibration::run(&pages))
+                    .await
+                    .map_err(|e| format!("calibration: {e}"))?
+            }
+        };
+        let calibrated_first = run % 2 == 1;
+        let early = if calibrated_first {
+            Some(calibrate().await?)
+        } else {
+            None
+        };
         let (gw, auth) = ctx.gateway(&format!("s4-large-{run}"), &spec).await?;
         let url = format!("{}{path}", gw.base);
         let cpu0 = gw.cpu()?;
@@ -874,8 +1051,31 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
             .values()
             .sum();
         let wrong = totals(&cold.body).unwrap_or_default() != want;
+        let calibrated = match early {
+            Some(c) => c,
+            None => calibrate().await?,
+        };
+        // The calibration must do the gateway's work: the same requests for the same items.
+        if (
+            calibrated.conversations,
+            calibrated.records,
+            calibrated.requests,
+        ) != (conversations, records, sent)
+        {
+            return Err(format!(
+                "the calibration read {} conversations and {} records in {} requests, the gateway {conversations} and {records} in {sent}: it no longer sends the providers' requests",
+                calibrated.conversations, calibrated.records, calibrated.requests
+            ));
+        }
+        println!(
+            "  run {run}: gateway CPU {}, calibration {}: {:.2} x",
+            ms(cpu),
+            ms(calibrated.cpu),
+            report::ratio(cpu.as_secs_f64(), calibrated.cpu.as_secs_f64())
+        );
         runs.push(ColdRun {
             cpu,
+            calibration: calibrated.cpu,
             wall,
             hwm,
             sent,
@@ -888,12 +1088,28 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
         }
     }
     let (gw, auth, url, cold) = last.ok_or("no cold run")?;
-    let all_cpu: Vec<String> = runs.iter().map(|r| ms(r.cpu)).collect();
     let hwm = runs.iter().map(|r| r.hwm).max().unwrap_or_default();
     let wrong = runs.iter().filter(|r| r.wrong).count() as u64;
+    let ratios: Vec<f64> = runs
+        .iter()
+        .map(|r| report::ratio(r.cpu.as_secs_f64(), r.calibration.as_secs_f64()))
+        .collect();
+    let ratio = report::median(&ratios);
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let all_ratios: Vec<String> = sorted.iter().map(|r| format!("{r:.2}")).collect();
+    let per_10k =
+        |d: Duration| d.as_secs_f64() * 1000.0 / ((conversations + records) as f64 / 10_000.0);
+    let median_of = |pick: fn(&ColdRun) -> Duration| {
+        let mut v: Vec<Duration> = runs.iter().map(pick).collect();
+        v.sort();
+        let all: Vec<String> = v.iter().map(|d| ms(*d)).collect();
+        (v[v.len() / 2], all.join(", "))
+    };
+    let (cpu, all_cpu) = median_of(|r| r.cpu);
+    let (calibration_cpu, all_calibration) = median_of(|r| r.calibration);
     runs.sort_by_key(|r| r.cpu);
     let ColdRun {
-        cpu,
         wall,
         sent: upstream,
         ..
@@ -915,24 +1131,36 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
         errors: wrong,
         ..Summary::from_samples(vec![wall], 0, wall)
     };
-    let per_10k = cpu.as_secs_f64() * 1000.0 / ((conversations + records) as f64 / 10_000.0);
     Ok(vec![
         Row::judged(
             "4 large data cold: 1 Kibana agent + ChatBotKit, 0 ms",
             Some(cold_load),
             (
                 format!(
-                    "CPU {} (median of {}) for {conversations} conversations + {records} records in {upstream} vendor requests: {per_10k:.1} ms / 10k",
+                    "{ratio:.2} x calibration CPU (median of {}); gateway CPU {} = {:.1} ms / 10k records (median of {all_cpu}) for {conversations} conversations + {records} records in {upstream} vendor requests",
+                    all_ratios.join(", "),
                     ms(cpu),
-                    all_cpu.join(", "),
+                    per_10k(cpu),
                 ),
-                per_10k,
+                ratio,
             ),
-            ("<= 20 ms / 10k records".into(), Target::AtMost(20.0)),
+            (
+                format!("<= {LARGE_VS_CALIBRATION} x calibration"),
+                Target::AtMost(LARGE_VS_CALIBRATION),
+            ),
             ctx.margin,
         ),
+        Row::info(
+            "4 calibration: the same pages, bare reqwest + serde_json::Value, one thread",
+            None,
+            format!(
+                "CPU {} = {:.1} ms / 10k records (median of {all_calibration})",
+                ms(calibration_cpu),
+                per_10k(calibration_cpu)
+            ),
+        ),
         Row::judged(
-            "4 large data cold (same request)",
+            "4 large data cold (same requests)",
             None,
             (
                 format!("peak RSS {} (highest of the runs)", mib(hwm)),
@@ -941,18 +1169,22 @@ pub async fn large(ctx: &Ctx, big: &BigSims) -> Result<Vec<Row>, String> {
             ("<= 150 MiB".into(), Target::AtMost(150.0)),
             ctx.margin,
         ),
-        Row::judged(
-            "4 large data warm: same query, 1000 sequential",
+        Row::info(
+            "4 large data warm: same query, 1000 sequential (information)",
             Some(warm.clone()),
-            (
-                format!("p99 {} ({} B body)", ms(warm.p99), cold.body.len()),
-                warm.p99.as_secs_f64() * 1000.0,
-            ),
-            ("<= 5 ms".into(), Target::AtMost(5.0)),
-            ctx.margin,
+            format!("p99 {} ({} B body)", ms(warm.p99), cold.body.len()),
         ),
     ])
 }
+
+/// `take` of ChatBotKit's list requests: the provider's default `page_size`, which scenario 4's
+/// source keeps (the calibration checks that it sent as many requests as the gateway).
+const CBK_PAGE_SIZE: u32 = 1000;
+/// Scenario 4: gateway CPU time for the cold query <= this x the calibration's. Set from the
+/// runs of issue 20 (BENCHMARKS.md, "Results"): medians 0.46–0.55 in 23 runs at load averages
+/// 1–10, with and without CPU hogs beside them; 0.60 is above all of them, and the noise
+/// margin puts the failure line at 0.66, a fifth above the highest.
+const LARGE_VS_CALIBRATION: f64 = 0.6;
 
 /// Zones whose offsets put hour boundaries at different instants (each gives new hourly
 /// windows), then whole-hour zones (new daily windows).
@@ -1127,12 +1359,10 @@ pub async fn footprint(ctx: &Ctx) -> Result<Vec<Row>, String> {
     };
     let limit = (BUDGET + 60 * MIB) as f64 / MIB as f64;
     Ok(vec![
-        Row::judged(
-            "5 footprint: start-up to ready",
+        Row::info(
+            "5 footprint: start-up to ready (information)",
             None,
-            (ms(startup), startup.as_secs_f64() * 1000.0),
-            ("<= 200 ms".into(), Target::AtMost(200.0)),
-            ctx.margin,
+            ms(startup),
         ),
         Row::judged(
             "5 footprint: idle RSS after start",

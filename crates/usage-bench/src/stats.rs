@@ -39,6 +39,34 @@ impl Summary {
     }
 }
 
+/// The raw outcome of a load run: every unit's latency, the failures and the wall time. Runs
+/// interleaved with those of a reference are pooled before percentiles are taken, so that both
+/// sides see the same stretches of the machine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Samples {
+    /// Latency of every unit.
+    pub latencies: Vec<Duration>,
+    /// Units that failed.
+    pub errors: u64,
+    /// Wall time of the run.
+    pub wall: Duration,
+}
+
+impl Samples {
+    /// Percentiles and rate of these samples.
+    pub fn summary(&self) -> Summary {
+        Summary::from_samples(self.latencies.clone(), self.errors, self.wall)
+    }
+
+    /// Adds another run of the same load: latencies and failures together, wall times summed
+    /// (the rate is then over the time spent in these runs only).
+    pub fn add(&mut self, other: Self) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.wall += other.wall;
+    }
+}
+
 /// Returns the nearest-rank percentile `p` (0–100) of sorted samples (zero when empty).
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -109,6 +137,24 @@ mod tests {
         assert_eq!(s.p50, ms_(20));
         assert_eq!(s.p99, ms_(40));
         assert!((s.rps - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn pooled_runs_share_their_percentiles() {
+        let mut a = Samples {
+            latencies: (1..=50).map(ms_).collect(),
+            errors: 1,
+            wall: ms_(1000),
+        };
+        a.add(Samples {
+            latencies: (51..=100).rev().map(ms_).collect(),
+            errors: 2,
+            wall: ms_(1000),
+        });
+        let s = a.summary();
+        assert_eq!((s.requests, s.errors), (100, 3));
+        assert_eq!((s.p50, s.p99), (ms_(50), ms_(99)));
+        assert!((s.rps - 50.0).abs() < 1e-9);
     }
 
     #[test]

@@ -68,6 +68,52 @@ pub fn ensure_wrk() -> Result<PathBuf, String> {
         println!("load generator: {v}");
         return Ok(wrk);
     }
+    apt_install("wrk", "wrk is not installed")?;
+    wrk_version(&wrk)
+        .map(|v| {
+            println!("load generator: {v}");
+            wrk
+        })
+        .ok_or_else(|| "`apt-get install wrk` succeeded but `wrk` does not run".into())
+}
+
+/// Returns nginx's version line when `path` runs as nginx (`nginx -v` prints it on stderr).
+fn nginx_version(path: &Path) -> Option<String> {
+    let out = Command::new(path)
+        .arg("-v")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("nginx version: "))
+        .map(str::to_owned)
+}
+
+/// Finds `nginx` (on `PATH`, or `/usr/sbin/nginx`, where Debian puts it and where an ordinary
+/// user's `PATH` may not look), installing Debian's package (`apt-get install -y nginx`) when it
+/// is missing and apt is there; otherwise says how to install it. The benchmark runs its own
+/// nginx on a config of its own (see `nginx.rs`) and never the system's service.
+pub fn ensure_nginx() -> Result<PathBuf, String> {
+    let find = || {
+        ["nginx", "/usr/sbin/nginx"].into_iter().find_map(|p| {
+            let p = PathBuf::from(p);
+            nginx_version(&p).map(|v| {
+                println!("reference server: {v} ({})", p.display());
+                p
+            })
+        })
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    apt_install("nginx", "nginx is not installed")?;
+    find().ok_or_else(|| "`apt-get install nginx` succeeded but `nginx` does not run".into())
+}
+
+/// Installs a Debian package with `apt-get install -y` (after `apt-get update` when the first
+/// try fails); says how to install it elsewhere.
+fn apt_install(package: &str, why: &str) -> Result<(), String> {
     let has_apt = Command::new("apt-get")
         .arg("--version")
         .stdin(Stdio::null())
@@ -75,16 +121,15 @@ pub fn ensure_wrk() -> Result<PathBuf, String> {
         .status()
         .is_ok_and(|s| s.success());
     if !has_apt {
-        return Err(
-            "wrk is not installed and apt-get is not available: install wrk \
-             (e.g. `brew install wrk`, `dnf install wrk`) and run again"
-                .into(),
-        );
+        return Err(format!(
+            "{why} and apt-get is not available: install {package} \
+             (e.g. `brew install {package}`, `dnf install {package}`) and run again"
+        ));
     }
-    println!("wrk is not installed; installing Debian's package");
+    println!("{why}; installing Debian's package");
     let install = || {
         let mut cmd = Command::new("apt-get");
-        cmd.args(["install", "-y", "-q", "wrk"]);
+        cmd.args(["install", "-y", "-q", package]);
         run(cmd)
     };
     if install().is_err() {
@@ -93,12 +138,7 @@ pub fn ensure_wrk() -> Result<PathBuf, String> {
         run(update)?;
         install()?;
     }
-    wrk_version(&wrk)
-        .map(|v| {
-            println!("load generator: {v}");
-            wrk
-        })
-        .ok_or_else(|| "`apt-get install wrk` succeeded but `wrk` does not run".into())
+    Ok(())
 }
 
 /// The arguments of the gateway's build.
@@ -201,5 +241,8 @@ mod tests {
         assert!(run(Command::new("false")).is_err());
         assert!(run(Command::new("true")).is_ok());
         assert!(wrk_version(Path::new("/nonexistent/wrk")).is_none());
+        assert!(nginx_version(Path::new("/nonexistent/nginx")).is_none());
+        // `true -v` prints nothing: not nginx.
+        assert!(nginx_version(Path::new("true")).is_none());
     }
 }
