@@ -9,6 +9,7 @@ use usage_core::{Dimension, ProviderKind, Window};
 
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ParamError};
+use crate::registry::Registry;
 
 /// The response format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +28,26 @@ pub enum Fill {
     None,
     /// Every bucket of every group has a row, with zero counters where there was no usage.
     Zero,
+}
+
+impl Format {
+    /// The `format` value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Csv => "csv",
+        }
+    }
+}
+
+impl Fill {
+    /// The `fill` value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Zero => "zero",
+        }
+    }
 }
 
 /// A validated `/v1/usage` query.
@@ -104,12 +125,11 @@ fn single<'a>(
     first
 }
 
-/// Parses a raw query string against the server limits and the registered providers
-/// (`AppState::provider_kinds`), at `now`.
+/// Parses a raw query string against the server limits and the registered providers, at `now`.
 pub fn parse(
     raw: &str,
     limits: &ServerConfig,
-    kinds: &[ProviderKind],
+    registry: &Registry,
     now: DateTime<Utc>,
 ) -> Result<UsageRequest, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|_| {
@@ -256,17 +276,13 @@ pub fn parse(
     let users = list("user");
     let mut providers = Vec::new();
     for p in provider_names {
-        match kinds.iter().find(|k| k.as_str() == p) {
-            Some(k) => providers.push(*k),
+        match registry.get(&p) {
+            Some(d) => providers.push(d.kind),
             None => errors.push(ParamError::new(
                 "provider",
                 format!(
                     "unknown provider `{p}`; expected one of {}",
-                    kinds
-                        .iter()
-                        .map(|k| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    registry.names()
                 ),
             )),
         }
@@ -576,8 +592,8 @@ mod tests {
 
     use super::*;
 
-    fn kinds() -> Vec<ProviderKind> {
-        crate::registry::Registry::builtin().kinds()
+    fn registry() -> Registry {
+        Registry::builtin()
     }
 
     fn now() -> DateTime<Utc> {
@@ -585,7 +601,7 @@ mod tests {
     }
 
     fn bad(raw: &str) -> Vec<ParamError> {
-        match parse(raw, &ServerConfig::default(), &kinds(), now()) {
+        match parse(raw, &ServerConfig::default(), &registry(), now()) {
             Err(ApiError::BadRequest(e)) => e,
             other => panic!("expected 400 for {raw}: {other:?}"),
         }
@@ -593,7 +609,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let q = parse("", &ServerConfig::default(), &kinds(), now()).unwrap();
+        let q = parse("", &ServerConfig::default(), &registry(), now()).unwrap();
         assert_eq!(
             q.range.start,
             Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
@@ -611,23 +627,23 @@ mod tests {
         let limits = ServerConfig::default();
         let later = now() + chrono::Duration::days(3);
         let both = "start=2026-11-01&end=2026-11-03&bucket=day";
-        assert!(parse(both, &limits, &kinds(), now()).unwrap().timeless);
+        assert!(parse(both, &limits, &registry(), now()).unwrap().timeless);
         assert_eq!(
-            parse(both, &limits, &kinds(), now()).unwrap(),
-            parse(both, &limits, &kinds(), later).unwrap(),
+            parse(both, &limits, &registry(), now()).unwrap(),
+            parse(both, &limits, &registry(), later).unwrap(),
             "a timeless parse is the same at any time"
         );
         assert!(
-            parse("end=2026-11-03", &limits, &kinds(), now())
+            parse("end=2026-11-03", &limits, &registry(), now())
                 .unwrap()
                 .timeless
         );
         for raw in ["", "start=2026-11-01", "bucket=day"] {
-            let q = parse(raw, &limits, &kinds(), now()).unwrap();
+            let q = parse(raw, &limits, &registry(), now()).unwrap();
             assert!(!q.timeless, "`{raw}` depends on the time");
             assert_ne!(
                 q.range,
-                parse(raw, &limits, &kinds(), later).unwrap().range,
+                parse(raw, &limits, &registry(), later).unwrap().range,
                 "`{raw}`"
             );
         }
@@ -640,7 +656,7 @@ mod tests {
         let q = parse(
             "start=today&end=now&tz=Europe/Berlin",
             &limits,
-            &kinds(),
+            &registry(),
             now(),
         )
         .unwrap();
@@ -649,14 +665,14 @@ mod tests {
             Window::new(Utc.with_ymd_and_hms(2026, 11, 7, 23, 0, 0).unwrap(), now())
         );
         assert!(!q.timeless, "`end=now` moves with the clock");
-        let q = parse("start=-24h&end=2026-11-09", &limits, &kinds(), now()).unwrap();
+        let q = parse("start=-24h&end=2026-11-09", &limits, &registry(), now()).unwrap();
         assert_eq!(q.range.start, now() - chrono::Duration::hours(24));
         assert!(!q.timeless, "a relative `start` moves with the clock");
-        let q = parse("start=yesterday&end=today", &limits, &kinds(), now()).unwrap();
+        let q = parse("start=yesterday&end=today", &limits, &registry(), now()).unwrap();
         assert_eq!(q.range.end - q.range.start, chrono::Duration::days(1));
         assert!(!q.timeless);
         // Only `start`, relative: up to now.
-        let q = parse("start=-30d&bucket=day", &limits, &kinds(), now()).unwrap();
+        let q = parse("start=-30d&bucket=day", &limits, &registry(), now()).unwrap();
         assert_eq!(q.range.end, now());
         // From 10:00 thirty days ago: that day's rest, 29 whole days and today so far.
         assert_eq!(q.windows.len(), 31);
@@ -670,11 +686,11 @@ mod tests {
     #[test]
     fn fill_and_bucket_edges() {
         let limits = ServerConfig::default();
-        let q = parse("", &limits, &kinds(), now()).unwrap();
+        let q = parse("", &limits, &registry(), now()).unwrap();
         assert_eq!((q.fill, q.local_edges), (Fill::None, false));
-        let q = parse("fill=zero&bucket_edges=local", &limits, &kinds(), now()).unwrap();
+        let q = parse("fill=zero&bucket_edges=local", &limits, &registry(), now()).unwrap();
         assert_eq!((q.fill, q.local_edges), (Fill::Zero, true));
-        let q = parse("fill=none&bucket_edges=utc", &limits, &kinds(), now()).unwrap();
+        let q = parse("fill=none&bucket_edges=utc", &limits, &registry(), now()).unwrap();
         assert_eq!((q.fill, q.local_edges), (Fill::None, false));
         let e = bad("fill=zeros&bucket_edges=berlin");
         let names: Vec<_> = e.iter().map(|e| e.parameter.as_str()).collect();
@@ -694,7 +710,12 @@ mod tests {
         );
         let text = "[server]\nmax_range = \" 30 days \"\n";
         let limits = toml::from_str::<File>(text).unwrap().server;
-        match parse("start=2026-09-01&end=2026-11-01", &limits, &kinds(), now()) {
+        match parse(
+            "start=2026-09-01&end=2026-11-01",
+            &limits,
+            &registry(),
+            now(),
+        ) {
             Err(ApiError::BadRequest(e)) => assert_eq!(
                 e[0].message,
                 "the range is longer than the configured maximum of 30 days (server.max_range)"
@@ -708,14 +729,14 @@ mod tests {
         let q = parse(
             "group_by=agent,user&group_by=agent&source=a,b&source=c&bucket=day&tz=Europe/Berlin&start=2026-11-01&end=2026-11-03",
             &ServerConfig::default(),
-            &kinds(),
+            &registry(),
             now(),
         )
         .unwrap();
         assert_eq!(q.group_by, vec![Dimension::Agent, Dimension::User]);
         assert_eq!(q.sources, vec!["a", "b", "c"]);
         assert_eq!(q.windows.len(), 2);
-        let q = parse("group_by=", &ServerConfig::default(), &kinds(), now()).unwrap();
+        let q = parse("group_by=", &ServerConfig::default(), &registry(), now()).unwrap();
         assert!(q.group_by.is_empty());
     }
 
@@ -802,7 +823,7 @@ mod tests {
                     crate::config::WrittenDuration::new(std::time::Duration::from_secs(3 * 86_400), "3d");
                 limits.max_filter_values = 2;
             }
-            match parse(&raw, &limits, &kinds(), now()) {
+            match parse(&raw, &limits, &registry(), now()) {
                 Ok(q) => {
                     prop_assert!(q.range.start < q.range.end);
                     prop_assert!(!q.windows.is_empty());

@@ -77,8 +77,6 @@ pub struct AppState {
     pub id: u64,
     /// The providers this gateway knows.
     pub registry: Registry,
-    /// The registry's provider names, which the `provider` filter accepts.
-    pub provider_kinds: Vec<usage_core::ProviderKind>,
     /// The OpenAPI document `/openapi.json` serves (made once, for this registry).
     pub openapi: bytes::Bytes,
 }
@@ -147,7 +145,6 @@ impl AppState {
             .build();
         Ok(Self {
             openapi: crate::openapi::document_json_for(&registry).into(),
-            provider_kinds: registry.kinds(),
             registry,
             id: STATE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             callers,

@@ -306,12 +306,7 @@ async fn usage(
     let req = if let Some(req) = state.parsed.get(raw).await {
         req
     } else {
-        let req = Arc::new(query::parse(
-            raw,
-            &state.server,
-            &state.provider_kinds,
-            now,
-        )?);
+        let req = Arc::new(query::parse(raw, &state.server, &state.registry, now)?);
         if req.timeless {
             state.parsed.insert(raw.to_owned(), Arc::clone(&req)).await;
         }
@@ -412,11 +407,7 @@ async fn usage(
         bucket: req.bucket.as_str().to_owned(),
         group_by: req.group_by.iter().map(|d| d.as_str().to_owned()).collect(),
         filters: req.filters(),
-        fill: match req.fill {
-            Fill::None => "none",
-            Fill::Zero => "zero",
-        }
-        .to_owned(),
+        fill: req.fill.as_str().to_owned(),
         bucket_edges: if req.local_edges { "local" } else { "utc" }.to_owned(),
     };
     let layout = render::Layout {
@@ -436,17 +427,7 @@ async fn usage(
             Some(csv_disposition(&req)),
         ),
     };
-    let etag = render::etag(
-        match format {
-            Format::Json => "json",
-            Format::Csv => "csv",
-        },
-        &echo,
-        complete,
-        &agg,
-        &layout,
-        &entries,
-    );
+    let etag = render::etag(format.as_str(), &echo, complete, &agg, &layout, &entries);
     let open = req.windows.iter().any(|w| !state.cache.is_closed(w, now));
     let max_age = if open {
         state.cache_config.open_ttl
@@ -923,7 +904,7 @@ mod tests {
         let req = query::parse(
             http.query_string(),
             &state.server,
-            &state.provider_kinds,
+            &state.registry,
             Utc::now(),
         )
         .expect("query");
@@ -941,7 +922,7 @@ mod tests {
             query::parse(
                 raw,
                 &crate::config::ServerConfig::default(),
-                &crate::registry::Registry::builtin().kinds(),
+                &crate::registry::Registry::builtin(),
                 Utc::now(),
             )
             .expect(raw)
