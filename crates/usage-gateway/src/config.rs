@@ -409,11 +409,11 @@ impl SourceCommon {
     pub fn settings(
         &self,
         index: usize,
-        provider: &str,
         defaults: &SettingDefaults,
     ) -> Result<SourceSettings, ConfigError> {
         let mut errors = Vec::new();
         let prefix = format!("sources[{index}]");
+        let provider = &self.provider;
         let mut unused = |key: &str, given: bool, used: bool| {
             if given && !used {
                 errors.push((

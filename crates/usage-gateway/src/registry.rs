@@ -92,7 +92,7 @@ impl Registry {
                 ),
             ));
         };
-        let settings = common.settings(index, &common.provider, &descriptor.defaults)?;
+        let settings = common.settings(index, &descriptor.defaults)?;
         let http = http_client(&common)?;
         let ctx = BuildContext {
             name: common.name.clone(),
