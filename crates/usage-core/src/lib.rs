@@ -29,5 +29,5 @@ pub use model::{
     UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageQuery, Window,
 };
 pub use provider::{DynUsageProvider, UsageProvider};
-pub use store::{CoveredInterval, DynUsageStore, PointFilter, StoreError, UsageStore};
+pub use store::{CoveredInterval, DynUsageStore, LeaseInfo, PointFilter, StoreError, UsageStore};
 pub use time::Bucket;

@@ -9,10 +9,17 @@
 //!
 //! The write unit is one window: [`UsageStore::put_window`] replaces everything stored for the
 //! source in that window's span, atomically, so writing a window again never counts it twice and
-//! a failed write leaves the previous state.
+//! a failed write leaves the previous state. [`UsageStore::put_windows`] writes several disjoint
+//! windows the same way in one transaction (all or none).
+//!
+//! Several gateway replicas may share one store: a *sync lease* per source
+//! ([`UsageStore::try_lease`]) lets exactly one of them sync a source at a time, and another
+//! take over when the holder stops renewing it. Lease times are the database's clock, so that
+//! replicas whose clocks disagree still agree on who holds a lease.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -27,6 +34,23 @@ pub struct CoveredInterval {
     pub window: Window,
     /// When the window's points were fetched (to the millisecond).
     pub synced_at: DateTime<Utc>,
+}
+
+/// A source's sync lease as the store holds it ([`UsageStore::lease`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseInfo {
+    /// Who took it last (a replica's name, as given to [`UsageStore::try_lease`]).
+    pub holder: String,
+    /// When it runs out unless renewed (to the millisecond, by the database's clock).
+    pub expires_at: DateTime<Utc>,
+    /// Whether it had run out when read, by the database's clock (then anyone may take it,
+    /// and `holder` no longer holds it).
+    pub expired: bool,
+    /// The opaque progress text the holder published last ([`UsageStore::publish_progress`]);
+    /// `None` until it publishes (a new holder starts without its predecessor's).
+    pub progress: Option<String>,
+    /// When the lease was last taken, renewed or given progress (database clock).
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Which stored points [`UsageStore::points`] returns; `None` lets every value through.
@@ -127,12 +151,25 @@ pub trait UsageStore: Send + Sync + std::fmt::Debug + 'static {
     /// with `synced_at`, in one transaction. Every window of the source that overlaps `window`
     /// is replaced with its points (writing the same window again replaces it), so nothing is
     /// counted twice; on any error nothing is written and the previous state stays. Writers of
-    /// the same source are serialized.
+    /// the same source are serialized. The same as [`Self::put_windows`] with one window.
     async fn put_window(
         &self,
         source: &str,
         window: Window,
         points: &[UsagePoint],
+        synced_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Writes several closed windows of a source, each with its points, in one transaction:
+    /// each window exactly as [`Self::put_window`] writes it (replacing every stored window it
+    /// overlaps, its points required to be of it), all marked covered with `synced_at`. The
+    /// windows given must be disjoint (touching is fine): overlapping ones are refused, naming
+    /// them. On any error (a bad window or point in any of them) nothing of any window is
+    /// written. No windows: nothing is done.
+    async fn put_windows(
+        &self,
+        source: &str,
+        windows: &[(Window, Vec<UsagePoint>)],
         synced_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
@@ -162,6 +199,58 @@ pub trait UsageStore: Send + Sync + std::fmt::Debug + 'static {
     /// Forgets the windows of `source` that end at or before `before`, with their points
     /// (retention); returns how many windows were forgotten.
     async fn forget(&self, source: &str, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Takes the sync lease of `source` for `holder` for `ttl` (whole milliseconds, rounded
+    /// up; at least 1 ms, at most [`MAX_LEASE_TTL`]) when no one holds it, its holder let it
+    /// run out, or `holder` already holds it (then it is renewed: it runs out `ttl` from now,
+    /// keeping the published progress). Returns whether `holder` holds it afterwards. One
+    /// atomic statement on the database's clock, so that of replicas contending at once
+    /// exactly one wins, whatever their own clocks say. A new holder starts without progress.
+    async fn try_lease(
+        &self,
+        source: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up the sync lease of `source` if `holder` holds it (anyone may take it at once;
+    /// [`Self::lease`] then finds none); does nothing otherwise.
+    async fn release_lease(&self, source: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Stores `progress` (opaque to the store, e.g. JSON) as the published progress of the
+    /// sync of `source`, only while `holder` holds its lease (not run out by the database's
+    /// clock); returns whether it was stored.
+    async fn publish_progress(
+        &self,
+        source: &str,
+        holder: &str,
+        progress: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Reads the sync lease of `source`: who took it last, until when, whether it has run out
+    /// (by the database's clock) and the progress published; `None` when none was taken or it
+    /// was released.
+    async fn lease(&self, source: &str) -> Result<Option<LeaseInfo>, StoreError>;
+}
+
+/// The longest sync lease [`UsageStore::try_lease`] grants: a longer one is refused (a lease
+/// that outlives a crashed holder by more than this is a mistake, and the bound keeps its
+/// expiry far from the database's integer limits).
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A lease's `ttl` in whole milliseconds (rounded up), as [`UsageStore::try_lease`] takes it:
+/// refused when zero or above [`MAX_LEASE_TTL`].
+pub fn lease_ttl_ms(ttl: Duration) -> Result<i64, StoreError> {
+    if ttl.is_zero() || ttl > MAX_LEASE_TTL {
+        return Err(StoreError::Refused {
+            message: format!(
+                "a lease ttl of {ttl:?} is outside what the store grants (above zero, at most \
+                 {MAX_LEASE_TTL:?})"
+            ),
+        });
+    }
+    // At most a week of milliseconds: far inside i64.
+    Ok(ttl.as_nanos().div_ceil(1_000_000) as i64)
 }
 
 /// A shared store handle.
@@ -262,6 +351,23 @@ mod tests {
             uncovered(Window::new(h(11), h(12)), &covered),
             vec![Window::new(h(11), h(12))]
         );
+    }
+
+    #[test]
+    fn a_lease_ttl_is_whole_milliseconds_within_bounds() {
+        assert_eq!(lease_ttl_ms(Duration::from_millis(200)), Ok(200));
+        assert_eq!(lease_ttl_ms(Duration::from_nanos(1)), Ok(1));
+        assert_eq!(lease_ttl_ms(Duration::from_micros(1_500)), Ok(2));
+        assert_eq!(
+            lease_ttl_ms(MAX_LEASE_TTL),
+            Ok(MAX_LEASE_TTL.as_millis() as i64)
+        );
+        for ttl in [Duration::ZERO, MAX_LEASE_TTL + Duration::from_nanos(1)] {
+            assert!(
+                matches!(lease_ttl_ms(ttl), Err(StoreError::Refused { .. })),
+                "{ttl:?}"
+            );
+        }
     }
 
     #[test]

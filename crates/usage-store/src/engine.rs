@@ -1,5 +1,5 @@
 //! What differs between the engines: how to connect, how a write transaction begins, the
-//! migrations, and which engine errors are transient. Everything else is the shared SQL of
+//! migrations, the database clock, and which engine errors are transient. Everything else is the shared SQL of
 //! [`crate::sql`].
 
 use std::path::Path;
@@ -29,6 +29,10 @@ pub(crate) trait Engine: sqlx::Database {
     const BEGIN_WRITE: Option<&'static str>;
     /// The versioned migrations, in order.
     const MIGRATIONS: &'static [Embedded];
+    /// An SQL expression of the database clock's current instant, in integer milliseconds
+    /// since the Unix epoch: what leases are timed by, so that replicas with skewed clocks
+    /// agree.
+    const NOW_MS: &'static str;
 
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -43,6 +47,9 @@ impl Engine for Sqlite {
     // writers never both read and then fail to upgrade.
     const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
     const MIGRATIONS: &'static [Embedded] = migrate::SQLITE;
+    // `unixepoch('subsec')` (SQLite 3.42+; the bundled library is newer) has the milliseconds;
+    // it is the same throughout one statement.
+    const NOW_MS: &'static str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
@@ -58,6 +65,9 @@ impl Engine for Postgres {
     const ENGINE: &'static str = "postgres";
     const BEGIN_WRITE: Option<&'static str> = None;
     const MIGRATIONS: &'static [Embedded] = migrate::POSTGRES;
+    // `clock_timestamp()`, not `now()`: the time of the statement, not of its transaction's
+    // start.
+    const NOW_MS: &'static str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()

@@ -16,7 +16,15 @@
 //! conversation, usage type — with the agent name and the three counters). A point's key is
 //! its primary key, and its window's coverage row owns it (`ON DELETE CASCADE`), so a point
 //! never outlives the coverage that vouches for it. Writing a window deletes the coverage rows
-//! it overlaps, with their points, and inserts its own, in one transaction.
+//! it overlaps, with their points, and inserts its own, in one transaction (several disjoint
+//! windows written at once share that transaction).
+//!
+//! `usage_sync_leases` (migration `0002_sync_leases`) holds one sync lease per source: its
+//! holder, `expires_at`, the opaque `progress` text the holder published and `updated_at`
+//! (milliseconds by the database's clock, never a replica's: `clock_timestamp()` in
+//! PostgreSQL, `unixepoch('subsec')` in SQLite). A lease is taken or renewed by one
+//! `INSERT … ON CONFLICT DO UPDATE … WHERE` that only succeeds when the lease is free, run out
+//! or the caller's, so replicas sharing a PostgreSQL store agree on one holder per source.
 
 mod engine;
 mod location;

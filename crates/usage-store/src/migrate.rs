@@ -41,10 +41,16 @@ macro_rules! embed {
 }
 
 /// The SQLite migrations, in order.
-pub(crate) const SQLITE: &[Embedded] = &[embed!("sqlite", 1, "0001_usage_store")];
+pub(crate) const SQLITE: &[Embedded] = &[
+    embed!("sqlite", 1, "0001_usage_store"),
+    embed!("sqlite", 2, "0002_sync_leases"),
+];
 
 /// The PostgreSQL migrations, in order (the same versions and names as SQLite's).
-pub(crate) const POSTGRES: &[Embedded] = &[embed!("postgres", 1, "0001_usage_store")];
+pub(crate) const POSTGRES: &[Embedded] = &[
+    embed!("postgres", 1, "0001_usage_store"),
+    embed!("postgres", 2, "0002_sync_leases"),
+];
 
 /// Builds sqlx's migrator over `migrations`, recording them in [`TABLE`].
 pub(crate) fn migrator(migrations: &'static [Embedded]) -> Migrator {

@@ -2,15 +2,16 @@
 //! generic over the engine; what differs is in [`crate::engine`].
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
-use usage_core::store::merge_points;
+use usage_core::store::{lease_ttl_ms, merge_points};
 use usage_core::{
-    Counters, CoveredInterval, PointFilter, PointKey, StoreError, Unit, UsagePoint, UsageStore,
-    Window, model::ceil_ms,
+    Counters, CoveredInterval, LeaseInfo, PointFilter, PointKey, StoreError, Unit, UsagePoint,
+    UsageStore, Window, model::ceil_ms,
 };
 
 use crate::engine::{Engine, db_error};
@@ -53,13 +54,59 @@ const SELECT_SOURCES: &str = "SELECT DISTINCT source FROM usage_coverage";
 
 const FORGET: &str = "DELETE FROM usage_coverage WHERE source = $1 AND window_end <= $2";
 
-/// Reads every column the store uses, so that a schema changed by hand fails at open.
-const PROBES: [&str; 3] = [
-    "SELECT source FROM usage_sources WHERE 1 = 0",
-    "SELECT source, window_start, window_end, synced_at FROM usage_coverage WHERE 1 = 0",
-    "SELECT source, window_start, window_end, unit, labels, agent, end_user, conversation, \
-     usage_type, agent_name, input, output, other FROM usage_points WHERE 1 = 0",
+// The lease statements read the database clock where they say `{now}` ([`Engine::NOW_MS`],
+// put in by [`timed`]).
+
+/// Takes the lease of `$1` for `$2` until `$3` ms from now when it is free, run out, or held by
+/// `$2` already (renewed, progress kept; a new holder starts without progress), atomically:
+/// it returns a row only when `$2` holds the lease afterwards. `excluded.updated_at` is the
+/// statement's `{now}`.
+const TRY_LEASE: &str = "INSERT INTO usage_sync_leases \
+     (source, holder, expires_at, progress, updated_at) VALUES ($1, $2, {now} + $3, NULL, {now}) \
+     ON CONFLICT (source) DO UPDATE SET holder = excluded.holder, \
+     expires_at = excluded.expires_at, \
+     progress = CASE WHEN usage_sync_leases.holder = excluded.holder \
+         THEN usage_sync_leases.progress END, \
+     updated_at = excluded.updated_at \
+     WHERE usage_sync_leases.holder = excluded.holder \
+         OR usage_sync_leases.expires_at <= excluded.updated_at \
+     RETURNING holder";
+
+const RELEASE_LEASE: &str = "DELETE FROM usage_sync_leases WHERE source = $1 AND holder = $2";
+
+/// Stores progress `$3` only while `$2` holds the lease of `$1` (not run out).
+const PUBLISH_PROGRESS: &str = "UPDATE usage_sync_leases SET progress = $3, updated_at = {now} \
+     WHERE source = $1 AND holder = $2 AND expires_at > {now}";
+
+/// The lease of `$1`, with the database clock's instant to tell whether it has run out.
+const SELECT_LEASE: &str = "SELECT holder, expires_at, progress, updated_at, {now} \
+     FROM usage_sync_leases WHERE source = $1";
+
+/// Reads every column the store uses, so that a schema changed by hand fails at open; each
+/// with the version of the migration that made its table.
+const PROBES: [(i64, &str); 4] = [
+    (1, "SELECT source FROM usage_sources WHERE 1 = 0"),
+    (
+        1,
+        "SELECT source, window_start, window_end, synced_at FROM usage_coverage WHERE 1 = 0",
+    ),
+    (
+        1,
+        "SELECT source, window_start, window_end, unit, labels, agent, end_user, conversation, \
+         usage_type, agent_name, input, output, other FROM usage_points WHERE 1 = 0",
+    ),
+    (
+        2,
+        "SELECT source, holder, expires_at, progress, updated_at FROM usage_sync_leases \
+         WHERE 1 = 0",
+    ),
 ];
+
+/// A lease statement with the engine's clock put in for `{now}` (if it reads it).
+fn timed<DB: Engine>(statement: &'static str) -> sqlx::AssertSqlSafe<String> {
+    // The replacement is the engine's constant expression, never a caller's value.
+    sqlx::AssertSqlSafe(statement.replace("{now}", DB::NOW_MS))
+}
 
 /// A usage store on the engine `DB`.
 pub(crate) struct SqlStore<DB: Engine> {
@@ -104,11 +151,10 @@ where
                 },
             });
         }
-        for probe in PROBES {
+        for (version, probe) in PROBES {
             if let Err(e) = sqlx::query(probe).execute(&pool).await {
-                let latest = DB::MIGRATIONS.last().map_or("(none)", |m| m.name);
                 return Err(StoreError::Schema {
-                    migration: latest.to_owned(),
+                    migration: migrate::known_name(DB::MIGRATIONS, version, None),
                     message: format!(
                         "is recorded as applied, but this {} database's tables differ from it \
                          ({e}): the schema was changed by hand",
@@ -137,12 +183,88 @@ where
         row.try_get::<&str, _>(0).ok().map(str::to_owned)
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, DB>, StoreError> {
+    /// Begins a write of `source`, holding its lock (see [`LOCK_SOURCE`]).
+    async fn begin_write(
+        &self,
+        source: &str,
+    ) -> Result<sqlx::Transaction<'static, DB>, StoreError> {
         let begun = match DB::BEGIN_WRITE {
             Some(statement) => self.pool.begin_with(statement).await,
             None => self.pool.begin().await,
         };
-        begun.map_err(|e| db_error::<DB>("beginning a write", &e))
+        let mut tx = begun.map_err(|e| db_error::<DB>("beginning a write", &e))?;
+        sqlx::query(LOCK_SOURCE)
+            .bind(source)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error::<DB>("locking the source", &e))?;
+        Ok(tx)
+    }
+
+    /// Writes `windows` of `source` (each with its points) in one transaction: what
+    /// [`UsageStore::put_windows`] does, and [`UsageStore::put_window`] with one window.
+    async fn write_windows(
+        &self,
+        source: &str,
+        windows: &[(Window, &[UsagePoint])],
+        synced_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let bounds = checked_windows(source, windows)?;
+        if windows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write(source).await?;
+        for (&(window, points), (start, end)) in windows.iter().zip(bounds) {
+            let steps = [
+                (
+                    sqlx::query(DELETE_OVERLAPPING)
+                        .bind(source)
+                        .bind(start)
+                        .bind(end),
+                    "removing the windows it replaces",
+                ),
+                (
+                    sqlx::query(INSERT_COVERAGE)
+                        .bind(source)
+                        .bind(start)
+                        .bind(end)
+                        .bind(synced_at.timestamp_millis()),
+                    "recording the window",
+                ),
+            ];
+            for (query, doing) in steps {
+                query
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error::<DB>(doing, &e))?;
+            }
+            for chunk in merge_points(points).chunks(POINTS_PER_STATEMENT) {
+                // A refused point returns here: `tx` is dropped, and the transaction (every
+                // window of it) rolls back.
+                let rows = chunk
+                    .iter()
+                    .map(|(key, unit, name, counters)| {
+                        PointRow::new(source, window, (start, end), key, *unit, *name, counters)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::insert_points(&mut tx, rows).await?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_error::<DB>("committing the windows", &e))
+    }
+
+    /// A lease statement on the engine's clock ([`timed`]), bound to its source (`$1`) and
+    /// holder (`$2`).
+    fn lease_statement<'q>(
+        statement: &'static str,
+        source: &'q str,
+        holder: &'q str,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments> {
+        sqlx::query(timed::<DB>(statement))
+            .bind(source)
+            .bind(holder)
     }
 
     /// Inserts the rows of one statement's worth of points.
@@ -199,55 +321,21 @@ where
         points: &[UsagePoint],
         synced_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let (start, end) = exact_window(window)?;
-        if let Some(p) = points.iter().find(|p| p.window != window) {
-            return Err(StoreError::Refused {
-                message: format!(
-                    "{source}: a point of window {} given for window {}",
-                    show(p.window),
-                    show(window)
-                ),
-            });
-        }
-        let merged = merge_points(points);
-        let mut tx = self.begin_write().await?;
-        let steps = [
-            (sqlx::query(LOCK_SOURCE).bind(source), "locking the source"),
-            (
-                sqlx::query(DELETE_OVERLAPPING)
-                    .bind(source)
-                    .bind(start)
-                    .bind(end),
-                "removing the windows it replaces",
-            ),
-            (
-                sqlx::query(INSERT_COVERAGE)
-                    .bind(source)
-                    .bind(start)
-                    .bind(end)
-                    .bind(synced_at.timestamp_millis()),
-                "recording the window",
-            ),
-        ];
-        for (query, doing) in steps {
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db_error::<DB>(doing, &e))?;
-        }
-        for chunk in merged.chunks(POINTS_PER_STATEMENT) {
-            // A refused point returns here: `tx` is dropped, and the transaction rolls back.
-            let rows = chunk
-                .iter()
-                .map(|(key, unit, name, counters)| {
-                    PointRow::new(source, window, (start, end), key, *unit, *name, counters)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Self::insert_points(&mut tx, rows).await?;
-        }
-        tx.commit()
+        self.write_windows(source, &[(window, points)], synced_at)
             .await
-            .map_err(|e| db_error::<DB>("committing the window", &e))
+    }
+
+    async fn put_windows(
+        &self,
+        source: &str,
+        windows: &[(Window, Vec<UsagePoint>)],
+        synced_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let windows: Vec<(Window, &[UsagePoint])> = windows
+            .iter()
+            .map(|(w, points)| (*w, &points[..]))
+            .collect();
+        self.write_windows(source, &windows, synced_at).await
     }
 
     async fn coverage(
@@ -327,13 +415,66 @@ where
         Ok(sources)
     }
 
-    async fn forget(&self, source: &str, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(LOCK_SOURCE)
-            .bind(source)
-            .execute(&mut *tx)
+    async fn try_lease(
+        &self,
+        source: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl = lease_ttl_ms(ttl)?;
+        let held = Self::lease_statement(TRY_LEASE, source, holder)
+            .bind(ttl)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|e| db_error::<DB>("locking the source", &e))?;
+            .map_err(|e| db_error::<DB>("taking the sync lease", &e))?;
+        Ok(held.is_some())
+    }
+
+    async fn release_lease(&self, source: &str, holder: &str) -> Result<(), StoreError> {
+        Self::lease_statement(RELEASE_LEASE, source, holder)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error::<DB>("releasing the sync lease", &e))?;
+        Ok(())
+    }
+
+    async fn publish_progress(
+        &self,
+        source: &str,
+        holder: &str,
+        progress: &str,
+    ) -> Result<bool, StoreError> {
+        let done = Self::lease_statement(PUBLISH_PROGRESS, source, holder)
+            .bind(progress)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error::<DB>("publishing sync progress", &e))?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn lease(&self, source: &str) -> Result<Option<LeaseInfo>, StoreError> {
+        let row = sqlx::query(timed::<DB>(SELECT_LEASE))
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error::<DB>("reading the sync lease", &e))?;
+        let Some(row) = row else { return Ok(None) };
+        let ms = |i: usize| -> Result<i64, StoreError> { row.try_get(i).map_err(corrupt) };
+        let (expires_at, now) = (ms(1)?, ms(4)?);
+        Ok(Some(LeaseInfo {
+            holder: row.try_get::<&str, _>(0).map_err(corrupt)?.to_owned(),
+            expires_at: instant(expires_at)?,
+            expired: expires_at <= now,
+            progress: row
+                .try_get::<Option<&str>, _>(2)
+                .map_err(corrupt)?
+                .map(str::to_owned),
+            updated_at: instant(ms(3)?)?,
+        }))
+    }
+
+    async fn forget(&self, source: &str, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write(source).await?;
         let done = sqlx::query(FORGET)
             .bind(source)
             .bind(floor_ms(before))
@@ -464,6 +605,45 @@ fn corrupt(e: impl fmt::Display) -> StoreError {
     StoreError::Corrupt {
         message: format!("reading a stored value: {e}"),
     }
+}
+
+/// The bounds in milliseconds of each window to write (see [`exact_window`]), in the order
+/// given; refuses a point given for another window than its own, and windows that overlap
+/// (naming two of them).
+fn checked_windows(
+    source: &str,
+    windows: &[(Window, &[UsagePoint])],
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let mut bounds = Vec::with_capacity(windows.len());
+    for &(window, points) in windows {
+        bounds.push(exact_window(window)?);
+        if let Some(p) = points.iter().find(|p| p.window != window) {
+            return Err(StoreError::Refused {
+                message: format!(
+                    "{source}: a point of window {} given for window {}",
+                    show(p.window),
+                    show(window)
+                ),
+            });
+        }
+    }
+    // Sorted by start, the windows are disjoint when each ends by the next one's start.
+    let mut order: Vec<usize> = (0..windows.len()).collect();
+    order.sort_by_key(|&i| bounds[i]);
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if bounds[b].0 < bounds[a].1 {
+            return Err(StoreError::Refused {
+                message: format!(
+                    "{source}: windows {} and {} overlap: the windows written at once must be \
+                     disjoint",
+                    show(windows[a].0),
+                    show(windows[b].0)
+                ),
+            });
+        }
+    }
+    Ok(bounds)
 }
 
 /// The window's bounds in milliseconds, refusing a window that is empty or whose bounds are

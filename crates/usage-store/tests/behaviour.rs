@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration as Ttl;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sqlx::AssertSqlSafe;
@@ -188,6 +189,13 @@ on_both_engines!(
     an_unknown_or_changed_schema_is_refused_naming_the_migration,
     concurrent_writers_of_one_window_leave_one_copy,
     refused_values_name_what_is_wrong,
+    several_windows_are_written_in_one_call,
+    several_windows_are_written_all_or_nothing,
+    overlapping_windows_are_refused,
+    one_holder_leases_a_source_at_a_time,
+    an_expired_lease_passes_to_another_holder,
+    a_released_lease_is_free_at_once,
+    only_the_holder_publishes_progress,
 );
 
 fn at(hour: i64) -> DateTime<Utc> {
@@ -732,4 +740,267 @@ async fn an_sqlite_store_is_created_at_a_path() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no-such-dir"), "{err}");
+}
+
+async fn several_windows_are_written_in_one_call(_: &Fresh, store: DynUsageStore) {
+    // A day written before is replaced by the hours written over it (the first hour's write
+    // removes it, and the second finds nothing left to remove).
+    let day = Window::new(at(0), at(24));
+    store
+        .put_window("s", day, &[tokens(day, "old", (9, 9, 9))], at(30))
+        .await
+        .unwrap();
+    let one = |w: Window| vec![tokens(w, "a", (1, 0, 0))];
+    // Touching windows are disjoint; an empty one is held too; the order given is free.
+    let windows = vec![
+        (hour(1), one(hour(1))),
+        (hour(0), sample(hour(0))),
+        (hour(2), Vec::new()),
+    ];
+    store.put_windows("s", &windows, at(31)).await.unwrap();
+    let row = |h: i64| CoveredInterval {
+        window: hour(h),
+        synced_at: at(31),
+    };
+    assert_eq!(covered(&store, "s").await, [row(0), row(1), row(2)]);
+    let mut want = sample(hour(0));
+    want.extend(one(hour(1)));
+    assert_eq!(stored(&store, "s").await, compacted(want));
+
+    // Written again, the windows replace themselves: nothing twice.
+    store.put_windows("s", &windows, at(32)).await.unwrap();
+    assert_eq!(covered(&store, "s").await.len(), 3);
+    let mut want = totals(&sample(hour(0)));
+    want.input += 1;
+    assert_eq!(totals(&stored(&store, "s").await), want);
+
+    // No windows: nothing is done, not even the source recorded.
+    store.put_windows("none", &[], at(33)).await.unwrap();
+    assert_eq!(store.sources().await.unwrap(), ["s"]);
+}
+
+async fn several_windows_are_written_all_or_nothing(_: &Fresh, store: DynUsageStore) {
+    store
+        .put_window("s", hour(0), &sample(hour(0)), at(5))
+        .await
+        .unwrap();
+    let before = (stored(&store, "s").await, covered(&store, "s").await);
+    let refused = async |windows: Vec<(Window, Vec<UsagePoint>)>, says: &str| {
+        match store.put_windows("s", &windows, at(6)).await {
+            Err(StoreError::Refused { message }) => assert!(message.contains(says), "{message}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            (stored(&store, "s").await, covered(&store, "s").await),
+            before,
+            "nothing of any window is written"
+        );
+    };
+    // The last window's counter is refused while the first ones (one replacing hour 0) were
+    // already sent: none of them stays.
+    refused(
+        vec![
+            (hour(0), vec![tokens(hour(0), "new", (1, 0, 0))]),
+            (hour(1), sample(hour(1))),
+            (hour(2), vec![tokens(hour(2), "x", (u64::MAX, 0, 0))]),
+        ],
+        "input counter 18446744073709551615",
+    )
+    .await;
+    // A point of another window, in the second window: refused before anything is sent.
+    refused(
+        vec![
+            (hour(1), sample(hour(1))),
+            (hour(2), vec![tokens(hour(3), "x", (1, 0, 0))]),
+        ],
+        "a point of window",
+    )
+    .await;
+    // A window that is not whole milliseconds.
+    let odd = Window::new(at(4), at(5) + Duration::microseconds(1));
+    refused(
+        vec![(hour(1), sample(hour(1))), (odd, Vec::new())],
+        "whole milliseconds",
+    )
+    .await;
+    assert_eq!(store.sources().await.unwrap(), ["s"]);
+}
+
+async fn overlapping_windows_are_refused(_: &Fresh, store: DynUsageStore) {
+    let refused = async |windows: &[Window]| -> String {
+        let windows: Vec<(Window, Vec<UsagePoint>)> =
+            windows.iter().map(|w| (*w, Vec::new())).collect();
+        match store.put_windows("s", &windows, at(6)).await {
+            Err(StoreError::Refused { message }) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    let two = Window::new(at(0), at(2));
+    // Named in the order of their starts, whatever the order given.
+    let message = refused(&[hour(5), hour(1), two]).await;
+    assert!(
+        message.contains(&format!(
+            "windows [{}, {}) and [{}, {}) overlap",
+            at(0).to_rfc3339(),
+            at(2).to_rfc3339(),
+            at(1).to_rfc3339(),
+            at(2).to_rfc3339()
+        )),
+        "{message}"
+    );
+    // The same window twice overlaps itself.
+    let message = refused(&[hour(3), hour(3)]).await;
+    assert!(message.contains("overlap"), "{message}");
+    assert!(store.sources().await.unwrap().is_empty());
+    assert!(covered(&store, "s").await.is_empty());
+}
+
+/// Long enough never to run out during a test.
+const LONG: Ttl = Ttl::from_secs(600);
+
+async fn one_holder_leases_a_source_at_a_time(_: &Fresh, store: DynUsageStore) {
+    assert!(store.lease("src").await.unwrap().is_none());
+    // Replicas contending at once: exactly one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let holder = format!("replica-{i}");
+                let won = store.try_lease("src", &holder, LONG).await.unwrap();
+                won.then_some(holder)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        winners.extend(t.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let holder = &winners[0];
+    let held = store.lease("src").await.unwrap().unwrap();
+    assert_eq!(&held.holder, holder);
+    assert!(!held.expired);
+    assert_eq!(held.progress, None);
+    // Timed by the database clock: on this machine, about now and LONG from it.
+    let ttl = Duration::from_std(LONG).unwrap();
+    let slack = Duration::seconds(5);
+    assert!((held.updated_at - Utc::now()).abs() < slack, "{held:?}");
+    assert!(
+        (held.expires_at - held.updated_at - ttl).abs() < slack,
+        "{held:?}"
+    );
+
+    // The others still lose; the holder renews (here for longer).
+    assert!(!store.try_lease("src", "other", LONG).await.unwrap());
+    assert!(store.try_lease("src", holder, 2 * LONG).await.unwrap());
+    let renewed = store.lease("src").await.unwrap().unwrap();
+    assert_eq!(&renewed.holder, holder);
+    assert!(
+        renewed.expires_at >= held.expires_at + ttl - slack,
+        "{renewed:?}"
+    );
+    assert!(!store.try_lease("src", "other", LONG).await.unwrap());
+
+    // Another source's lease is apart.
+    assert!(store.try_lease("src-2", "other", LONG).await.unwrap());
+    assert_eq!(store.lease("src").await.unwrap().unwrap().holder, *holder);
+
+    // A ttl outside what the store grants is refused.
+    for ttl in [
+        Ttl::ZERO,
+        usage_core::store::MAX_LEASE_TTL + Ttl::from_millis(1),
+    ] {
+        let err = store.try_lease("src", holder, ttl).await.unwrap_err();
+        assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+    }
+}
+
+async fn an_expired_lease_passes_to_another_holder(_: &Fresh, store: DynUsageStore) {
+    let short = Ttl::from_millis(200);
+    assert!(store.try_lease("src", "a", short).await.unwrap());
+    assert!(
+        store
+            .publish_progress("src", "a", "{\"at\":1}")
+            .await
+            .unwrap()
+    );
+    assert!(!store.try_lease("src", "b", LONG).await.unwrap());
+    tokio::time::sleep(Ttl::from_millis(400)).await;
+
+    // Run out, by the database clock: still named, but free.
+    let stale = store.lease("src").await.unwrap().unwrap();
+    assert_eq!(stale.holder, "a");
+    assert!(stale.expired, "{stale:?}");
+    assert!(
+        !store
+            .publish_progress("src", "a", "{\"at\":2}")
+            .await
+            .unwrap(),
+        "a holder whose lease ran out publishes nothing"
+    );
+    assert!(store.try_lease("src", "b", LONG).await.unwrap());
+    let taken = store.lease("src").await.unwrap().unwrap();
+    assert_eq!(taken.holder, "b");
+    assert!(!taken.expired);
+    assert_eq!(taken.progress, None, "a new holder starts without progress");
+    assert!(taken.updated_at >= stale.updated_at);
+    // The old holder cannot take it back while it runs.
+    assert!(!store.try_lease("src", "a", short).await.unwrap());
+}
+
+async fn a_released_lease_is_free_at_once(_: &Fresh, store: DynUsageStore) {
+    assert!(store.try_lease("src", "a", LONG).await.unwrap());
+    // Only the holder releases it.
+    store.release_lease("src", "b").await.unwrap();
+    assert_eq!(store.lease("src").await.unwrap().unwrap().holder, "a");
+    assert!(!store.try_lease("src", "b", LONG).await.unwrap());
+    store.release_lease("src", "a").await.unwrap();
+    assert!(store.lease("src").await.unwrap().is_none());
+    assert!(store.try_lease("src", "b", LONG).await.unwrap());
+    assert_eq!(store.lease("src").await.unwrap().unwrap().holder, "b");
+    // Releasing what one does not hold (any more) does nothing.
+    store.release_lease("src", "a").await.unwrap();
+    store.release_lease("nothing", "a").await.unwrap();
+    assert_eq!(store.lease("src").await.unwrap().unwrap().holder, "b");
+}
+
+async fn only_the_holder_publishes_progress(_: &Fresh, store: DynUsageStore) {
+    assert!(!store.publish_progress("src", "a", "{}").await.unwrap());
+    assert!(store.lease("src").await.unwrap().is_none());
+    assert!(store.try_lease("src", "a", LONG).await.unwrap());
+    assert!(
+        !store
+            .publish_progress("src", "b", "{\"b\":1}")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.lease("src").await.unwrap().unwrap().progress, None);
+
+    let progress = "{\"window\":\"2026-11-02T03:00:00Z\",\"done\":0.5,\"note\":\"\u{e9}\"}";
+    assert!(store.publish_progress("src", "a", progress).await.unwrap());
+    let lease = store.lease("src").await.unwrap().unwrap();
+    assert_eq!(lease.progress.as_deref(), Some(progress));
+    assert_eq!(lease.holder, "a");
+    assert!(!lease.expired);
+    // Renewing keeps it; publishing again replaces it.
+    assert!(store.try_lease("src", "a", LONG).await.unwrap());
+    let renewed = store.lease("src").await.unwrap().unwrap();
+    assert_eq!(renewed.progress.as_deref(), Some(progress));
+    assert!(renewed.updated_at >= lease.updated_at);
+    assert!(
+        store
+            .publish_progress("src", "a", "{\"done\":1}")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .lease("src")
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .as_deref(),
+        Some("{\"done\":1}")
+    );
 }
