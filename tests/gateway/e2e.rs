@@ -28,6 +28,8 @@ async fn start(now: DateTime<Utc>) -> Running {
         &sims,
         "127.0.0.1:0".parse().unwrap(),
         "e2e-secret-0123456789abcdef0123456789",
+        // Not opened: this gateway answers live.
+        std::path::Path::new("unused.sqlite"),
     );
     let config = demo_config(&values).unwrap();
     let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp()).unwrap();
@@ -384,13 +386,16 @@ async fn the_healthcheck_command_follows_the_gateway() {
 }
 
 /// A child process that is killed when dropped, so that a failing assertion leaves no gateway
-/// running.
-struct Reaped(Child);
+/// running; its temporary directory (its store) is removed after it.
+struct Reaped(Child, Option<tempfile::TempDir>);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(dir) = self.1.take() {
+            let _ = dir.close();
+        }
     }
 }
 
@@ -403,7 +408,15 @@ fn spawn_serve(sims: &usage_sim::Simulators, secret: &str) -> (Reaped, String) {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let values = demo_values(sims, listen.parse().unwrap(), secret);
+    // Each process has its own store, with nothing to backfill: the replicas under test answer
+    // what the vendors say now.
+    let dir = tempfile::tempdir().unwrap();
+    let values = demo_values(
+        sims,
+        listen.parse().unwrap(),
+        secret,
+        &dir.path().join("usage.sqlite"),
+    );
     let child = Command::new(env!("CARGO_BIN_EXE_usage-gateway"))
         .args([
             "serve",
@@ -411,12 +424,13 @@ fn spawn_serve(sims: &usage_sim::Simulators, secret: &str) -> (Reaped, String) {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/demo.toml"),
         ])
         .envs(values)
+        .env("DEMO_BACKFILL", "0s")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (Reaped(child), format!("http://{listen}"))
+    (Reaped(child, Some(dir)), format!("http://{listen}"))
 }
 
 /// Waits until a gateway answers `/healthz` (at most a minute).
@@ -448,7 +462,14 @@ async fn replicas_give_the_same_etag_for_the_same_data() {
     let (mut b, base_b) = spawn_serve(&sims, secret);
     until_healthy(&base_a).await;
     until_healthy(&base_b).await;
-    let config = demo_config(&demo_values(&sims, "127.0.0.1:0".parse().unwrap(), secret)).unwrap();
+    let unused = std::path::Path::new("unused.sqlite");
+    let config = demo_config(&demo_values(
+        &sims,
+        "127.0.0.1:0".parse().unwrap(),
+        secret,
+        unused,
+    ))
+    .unwrap();
     let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp()).unwrap();
     let today = now.duration_trunc(CDuration::days(1)).unwrap();
     let client = reqwest::Client::new();

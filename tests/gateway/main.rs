@@ -23,3 +23,4 @@ mod per_source;
 mod plugin;
 mod resilience;
 mod secrets;
+mod store;

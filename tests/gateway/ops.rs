@@ -175,6 +175,7 @@ async fn circuit_state_exists_from_start_up_and_follows_the_breaker() {
                 breaker_cooldown: Duration::from_millis(400),
                 ..ResilienceConfig::default()
             },
+            rate_limit_per_minute: None,
         }],
     );
     let app = app(&h).await;
@@ -329,6 +330,7 @@ async fn upstream_requests_count_failed_attempts_and_agent_listings_too() {
                 breaker_failures: 100,
                 ..ResilienceConfig::default()
             },
+            rate_limit_per_minute: None,
         }],
     );
     let app = app(&h).await;
@@ -389,6 +391,7 @@ async fn a_call_cut_off_by_the_deadline_still_counts_its_requests() {
         vec![SourceSpec {
             provider: slow.clone(),
             resilience: ResilienceConfig::default(),
+            rate_limit_per_minute: None,
         }],
     );
     let app = app(&h).await;

@@ -57,6 +57,9 @@ pub struct Config {
     /// The vendor sources; each table is checked by its provider.
     #[serde(default)]
     pub sources: Vec<toml::Table>,
+    /// The usage store (absent: no store, every query is answered live).
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -79,6 +82,7 @@ impl fmt::Debug for Config {
             .field("auth", &self.auth)
             .field("cache", &self.cache)
             .field("access", &self.access)
+            .field("store", &self.store)
             .field(
                 "sources",
                 &self.sources.iter().map(Keys).collect::<Vec<_>>(),
@@ -333,6 +337,123 @@ impl Default for CacheConfig {
             settle: Duration::from_secs(15 * 60),
             stale_if_error: Duration::from_secs(3600),
         }
+    }
+}
+
+/// `[store]`: where settled usage is kept, and how the background sync fills it.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://…` (several replicas share it), or an SQLite file (`sqlite://PATH` or a plain
+    /// path; created when missing, its directory must exist). Checked when the config is read:
+    /// [`StoreConfig::location`].
+    url: String,
+    /// How often each source's syncer looks for newly closed windows.
+    #[serde(
+        default = "StoreConfig::default_sync_interval",
+        with = "humantime_serde"
+    )]
+    pub sync_interval: Duration,
+    /// How far back the syncer fills the store, newest first (`0s`: only what queries and the
+    /// `sync` command write).
+    #[serde(default = "StoreConfig::default_backfill")]
+    pub backfill: WrittenDuration,
+    /// The share of each source's `rate_limit_per_minute` the syncer may use (the rest stays
+    /// for live queries); `0 < share <= 1`.
+    #[serde(default = "StoreConfig::default_budget_share")]
+    pub budget_share: f64,
+    /// Whether this process syncs at all (replicas that should only read set `false`).
+    #[serde(default = "StoreConfig::default_sync")]
+    pub sync: bool,
+    /// How long a replica's claim to sync a source lasts without renewal: after a syncer dies,
+    /// another replica takes over within this time.
+    #[serde(default = "StoreConfig::default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How long start-up waits for the store; a store still unreachable then is retried in the
+    /// background while queries are answered live.
+    #[serde(
+        default = "StoreConfig::default_open_timeout",
+        with = "humantime_serde"
+    )]
+    pub open_timeout: Duration,
+}
+
+impl StoreConfig {
+    fn default_sync_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    fn default_backfill() -> WrittenDuration {
+        WrittenDuration::new(Duration::from_secs(30 * 86_400), "30d")
+    }
+    fn default_budget_share() -> f64 {
+        0.5
+    }
+    fn default_sync() -> bool {
+        true
+    }
+    fn default_lease_ttl() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_open_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    /// A store at `url` with every other setting at its default.
+    pub fn at(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            sync_interval: Self::default_sync_interval(),
+            backfill: Self::default_backfill(),
+            budget_share: Self::default_budget_share(),
+            sync: Self::default_sync(),
+            lease_ttl: Self::default_lease_ttl(),
+            open_timeout: Self::default_open_timeout(),
+        }
+    }
+
+    /// Where the store lives (shown only with its password replaced).
+    pub fn location(&self) -> Result<usage_store::StoreLocation, usage_core::StoreError> {
+        usage_store::StoreLocation::parse(&self.url)
+    }
+
+    fn check(&self, errors: &mut Vec<(String, String)>) {
+        let mut push = |p: &str, m: String| errors.push((format!("store.{p}"), m));
+        if let Err(e) = self.location() {
+            push("url", e.to_string());
+        }
+        if self.sync_interval < Duration::from_secs(1) {
+            push("sync_interval", "must be at least 1s".into());
+        }
+        if !(self.budget_share > 0.0 && self.budget_share <= 1.0) {
+            push(
+                "budget_share",
+                format!("must be above 0 and at most 1, got {}", self.budget_share),
+            );
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            push("lease_ttl", "must be at least 1s".into());
+        }
+        if self.open_timeout.is_zero() {
+            push("open_timeout", "must be positive".into());
+        }
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    /// Shows the location with its password replaced.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let location = self
+            .location()
+            .map_or_else(|_| "(invalid)".to_owned(), |l| l.to_string());
+        f.debug_struct("StoreConfig")
+            .field("url", &location)
+            .field("sync_interval", &self.sync_interval)
+            .field("backfill", &self.backfill)
+            .field("budget_share", &self.budget_share)
+            .field("sync", &self.sync)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("open_timeout", &self.open_timeout)
+            .finish()
     }
 }
 
@@ -756,6 +877,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         self.auth.check(&mut errors);
+        if let Some(store) = &self.store {
+            store.check(&mut errors);
+        }
         let mut push = |p: &str, m: String| errors.push((p.to_owned(), m));
         let s = &self.server;
         if s.request_timeout.is_zero() {

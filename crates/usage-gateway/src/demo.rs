@@ -17,14 +17,17 @@ use crate::state::AppState;
 /// The embedded demo configuration.
 pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 
-/// Fills the demo config's `${SIM_*}`/`${DEMO_*}` values from running simulators.
+/// Fills the demo config's `${SIM_*}`/`${DEMO_*}` values from running simulators; the store is
+/// the SQLite file `store`.
 pub fn demo_values(
     sims: &usage_sim::Simulators,
     listen: SocketAddr,
     secret: &str,
+    store: &std::path::Path,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("DEMO_LISTEN".to_owned(), listen.to_string()),
+        ("DEMO_STORE".to_owned(), store.display().to_string()),
         ("DEMO_JWT_SECRET".to_owned(), secret.to_owned()),
         (
             "SIM_DIGITALOCEAN_URL".to_owned(),
@@ -83,17 +86,27 @@ pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
                 uuid::Uuid::new_v4().simple()
             )
         });
-        let config = demo_config(&demo_values(&sims, listen, &secret))?;
+        let dir = tempfile::Builder::new()
+            .prefix("usage-gateway-demo-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory for the store: {e}"))?;
+        let store = dir.path().join("usage.sqlite");
+        let config = demo_config(&demo_values(&sims, listen, &secret, &store))?;
         let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp())?;
         let providers = registry::build_providers(&config).map_err(|e| e.to_string())?;
-        let state = AppState::new(config, providers).map_err(|e| e.to_string())?;
+        let mut state = AppState::new(config, providers).map_err(|e| e.to_string())?;
+        state
+            .open_store()
+            .await
+            .map_err(|e| format!("cannot open the demo's store: {e}"))?;
         let bound = server::bind(state)
             .map_err(|e| format!("cannot listen on {listen}: {e} (try --listen 127.0.0.1:0)"))?;
         let base = format!("http://{}", bound.addr);
         // The banner is for people: a reader that stops early (a closed stdout) must not take
         // the running demo down, as a panicking `println!` would.
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", banner(&base, &token, &sims)).and_then(|()| out.flush());
+        let _ =
+            writeln!(out, "{}", banner(&base, &token, &sims, &store)).and_then(|()| out.flush());
         drop(out);
         let result = bound.run().await.map_err(|e| format!("server error: {e}"));
         for s in [sims.digitalocean, sims.kibana, sims.chatbotkit] {
@@ -123,7 +136,12 @@ pub const EXAMPLES: &[(&str, bool)] = &[
     ("/v1/usage", false),
 ];
 
-fn banner(base: &str, token: &str, sims: &usage_sim::Simulators) -> String {
+fn banner(
+    base: &str,
+    token: &str,
+    sims: &usage_sim::Simulators,
+    store: &std::path::Path,
+) -> String {
     let examples: Vec<String> = EXAMPLES
         .iter()
         .map(|(path, authorized)| {
@@ -140,6 +158,9 @@ fn banner(base: &str, token: &str, sims: &usage_sim::Simulators) -> String {
 usage-gateway demo is running at {base}
   simulated vendors: DigitalOcean {do_url}, Kibana {kb_url}, ChatBotKit {cbk_url}
   API docs (Swagger UI): {base}/docs/
+  usage store (SQLite, removed on exit): {store}
+    the last 7 days of DigitalOcean and ChatBotKit are synced into it in the background;
+    `/v1/sources` shows the progress, `store_coverage` in each answer what came from it
 
 A development token (sub=demo, scope usage:read, valid 12h for this run only):
 
@@ -153,5 +174,6 @@ Stop with Ctrl-C.
         do_url = sims.digitalocean.base_url,
         kb_url = sims.kibana.base_url,
         cbk_url = sims.chatbotkit.base_url,
+        store = store.display(),
     )
 }

@@ -121,6 +121,9 @@ pub struct SourceSpec {
     pub provider: DynUsageProvider,
     /// Retries and circuit breaker.
     pub resilience: ResilienceConfig,
+    /// The source's `rate_limit_per_minute` in force (`None`: no local limit), of which the
+    /// store's syncer uses `store.budget_share`.
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 impl From<DynUsageProvider> for SourceSpec {
@@ -128,6 +131,7 @@ impl From<DynUsageProvider> for SourceSpec {
         Self {
             provider,
             resilience: ResilienceConfig::default(),
+            rate_limit_per_minute: None,
         }
     }
 }
@@ -143,6 +147,8 @@ pub struct Source {
     pub resilient: Resilient,
     /// Observed health.
     pub health: Mutex<Health>,
+    /// The source's `rate_limit_per_minute` in force, if any.
+    pub rate_limit_per_minute: Option<u32>,
     name: Arc<str>,
 }
 
@@ -156,6 +162,7 @@ impl Source {
             resilient: Resilient::new(spec.provider.clone(), spec.resilience),
             provider: spec.provider,
             health: Mutex::new(Health::default()),
+            rate_limit_per_minute: spec.rate_limit_per_minute,
         }
     }
 

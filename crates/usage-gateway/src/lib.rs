@@ -21,3 +21,5 @@ pub mod resilience;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod stored;
+pub mod sync;

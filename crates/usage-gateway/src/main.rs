@@ -1,4 +1,5 @@
-//! The `usage-gateway` command line: `serve`, `demo`, `openapi`, `check-config`, `healthcheck`, `token`.
+//! The `usage-gateway` command line: `serve`, `demo`, `sync`, `openapi`, `check-config`,
+//! `healthcheck`, `token`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,19 @@ enum Command {
         /// Latency every simulated vendor adds to each answer (e.g. `300ms`), to watch the fan-out.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         sim_latency: std::time::Duration,
+    },
+    /// Fills the usage store once (a one-shot backfill) with a progress bar per source and a
+    /// summary, then exits: 0 when every source is done, 1 otherwise.
+    Sync {
+        /// The TOML configuration file (its `[store]` is filled).
+        #[arg(long, short, env = "USAGE_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Only this source (repeatable); default every stored source.
+        #[arg(long)]
+        source: Vec<String>,
+        /// How far back (e.g. `90d`); default `store.backfill`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
     },
     /// Prints the OpenAPI document.
     Openapi,
@@ -145,6 +159,23 @@ fn load(path: &std::path::Path) -> Result<(Config, Vec<usage_gateway::fetch::Sou
     Ok((config, providers))
 }
 
+/// Installs the logs, loads the configuration file and builds its sources, then runs `command`;
+/// a file that does not load exits 2 with its errors.
+fn with_loaded(
+    log_format: &str,
+    path: &std::path::Path,
+    command: impl FnOnce(Config, Vec<usage_gateway::fetch::SourceSpec>) -> ExitCode,
+) -> ExitCode {
+    let _logs = init_logs(log_format);
+    match load(path) {
+        Ok((config, providers)) => command(config, providers),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -161,6 +192,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Sync {
+            config,
+            source,
+            since,
+        } => with_loaded(&cli.log_format, &config, |c, p| sync(&c, p, &source, since)),
         Command::Openapi => {
             print!("{}", openapi::document_json());
             ExitCode::SUCCESS
@@ -214,22 +250,88 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config } => {
-            let _logs = init_logs(&cli.log_format);
-            let (config, providers) = match load(&config) {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            serve(config, providers)
-        }
+        Command::Serve { config } => with_loaded(&cli.log_format, &config, serve),
     }
 }
 
+/// `usage-gateway sync`.
+fn sync(
+    config: &Config,
+    providers: Vec<usage_gateway::fetch::SourceSpec>,
+    only: &[String],
+    since: Option<std::time::Duration>,
+) -> ExitCode {
+    use std::sync::Arc;
+    let Some(store_config) = config.store.clone() else {
+        eprintln!("the configuration has no [store] table: there is nothing to sync into");
+        return ExitCode::from(2);
+    };
+    let settle = config.cache.settle;
+    let sources: Vec<Arc<usage_gateway::fetch::Source>> = providers
+        .into_iter()
+        .map(|p| Arc::new(usage_gateway::fetch::Source::new(p)))
+        .collect();
+    let unknown: Vec<&String> = only
+        .iter()
+        .filter(|n| !sources.iter().any(|s| &s.info.name == *n))
+        .collect();
+    if !unknown.is_empty() {
+        eprintln!("--source: no source named {unknown:?} in the configuration");
+        return ExitCode::from(2);
+    }
+    let chosen: Vec<_> = sources
+        .into_iter()
+        .filter(|s| only.is_empty() || only.contains(&s.info.name))
+        .collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let handle = match usage_gateway::stored::StoreHandle::start(store_config).await {
+            Ok(h) if h.get().is_some() => h,
+            Ok(h) => {
+                eprintln!(
+                    "the usage store ({}) cannot be reached: {}",
+                    h.shown,
+                    h.last_error().map(|(_, m)| m).unwrap_or_default()
+                );
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let started = std::time::Instant::now();
+        let summary = usage_gateway::sync::one_shot(&handle, &chosen, since, settle).await;
+        println!("synced into {} ({}):", handle.shown, handle.engine);
+        for s in &summary {
+            println!(
+                "  {:<20} {:>6} hours stored, {:>6} vendor requests: {}",
+                s.source, s.windows, s.requests, s.outcome
+            );
+        }
+        println!("in {:.1}s", started.elapsed().as_secs_f64());
+        if summary
+            .iter()
+            .all(|s| s.outcome == "done" || s.outcome.starts_with("skipped: not stored"))
+        {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    })
+}
+
 fn serve(config: Config, providers: Vec<usage_gateway::fetch::SourceSpec>) -> ExitCode {
-    let state = match AppState::new(config, providers) {
+    let mut state = match AppState::new(config, providers) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
@@ -237,6 +339,7 @@ fn serve(config: Config, providers: Vec<usage_gateway::fetch::SourceSpec>) -> Ex
         }
     };
     let result = actix_web::rt::System::new().block_on(async move {
+        state.open_store().await.map_err(std::io::Error::other)?;
         let bound = server::bind(state)?;
         tracing::info!(addr = %bound.addr, metrics = ?bound.metrics_addr, "usage-gateway listening");
         bound.run().await

@@ -57,6 +57,17 @@ pub struct SourceEntry {
     /// Remarks on data the answer lacks although the source answered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// With a usage store, for a stored source: the share of the queried time (0 to 1)
+    /// answered from the store without vendor calls; the rest was fetched live. Absent when
+    /// no store is configured, for sources the store does not hold, or when the store failed
+    /// (`notes` then say so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1.0, example = 0.96)]
+    pub store_coverage: Option<f64>,
+    /// When the oldest stored window used in this answer was fetched from the vendor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub store_synced_at: Option<String>,
     /// The problem, when the status is not `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(no_recursion)]
@@ -210,6 +221,32 @@ pub struct SourceHealth {
     /// Circuit breaker state: `closed`, `open` (calls refused at once) or `half_open` (probing).
     #[schema(example = "closed")]
     pub circuit: String,
+    /// The usage store's view of the source, when a store is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<SourceStore>,
+}
+
+/// A source in the usage store: whether it is stored, and its syncer's progress.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SourceStore {
+    /// The store's engine: `sqlite` or `postgres`.
+    #[schema(example = "postgres")]
+    pub engine: String,
+    /// Whether the store holds this source's usage (sources placing usage by conversation,
+    /// such as Kibana, are answered live: a continued conversation moves its whole usage to a
+    /// later window).
+    pub stored: bool,
+    /// Whether the store is connected in this replica (queries are answered live while not).
+    pub connected: bool,
+    /// The syncer's progress as its replica (the lease holder) last published it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::Progress>,
+    /// Whether the syncer's lease has run out (its replica stopped; another takes over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expired: Option<bool>,
+    /// The store's last failure in this replica, with its time (`<RFC 3339>: <message>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// One provider the gateway knows (its registry).

@@ -61,6 +61,22 @@ pub mod names {
     pub const JWKS_REFRESHES: &str = "usage_gateway_jwks_refreshes_total";
     /// Gauge: 1, labelled with the gateway's version.
     pub const BUILD_INFO: &str = "usage_gateway_build_info";
+    /// Counter: per-source answers by where their numbers came from (store, mixed, live,
+    /// error: the store failed and the answer is live).
+    pub const STORE_READS: &str = "usage_gateway_store_reads_total";
+    /// Counter: windows written to the usage store, by source, origin (sync, query) and outcome.
+    pub const STORE_WRITES: &str = "usage_gateway_store_windows_written_total";
+    /// Gauge: closed hours of the backfill range not yet in the store, by source.
+    pub const SYNC_BACKLOG: &str = "usage_gateway_sync_backlog_windows";
+    /// Gauge: Unix time of the start of the store's history without gaps up to the newest
+    /// closed hour, by source (0 while the newest closed hour is not stored).
+    pub const SYNC_COVERED_FROM: &str = "usage_gateway_sync_covered_from_timestamp_seconds";
+    /// Gauge: Unix time the syncer last finished a pass without error, by source.
+    pub const SYNC_LAST_SUCCESS: &str = "usage_gateway_sync_last_success_timestamp_seconds";
+    /// Counter: sync passes that failed, by source.
+    pub const SYNC_ERRORS: &str = "usage_gateway_sync_errors_total";
+    /// Gauge: 1 when this replica holds the source's sync lease, else 0.
+    pub const SYNC_LEADER: &str = "usage_gateway_sync_leader";
 }
 
 /// Collects the process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
@@ -134,6 +150,31 @@ fn describe() {
         names::CACHE_BYTES,
         Unit::Bytes,
         "Approximate bytes held by the gateway caches, by cache"
+    );
+    describe_counter!(
+        names::STORE_READS,
+        "Per-source answers by where their numbers came from: store, mixed (store and live), live, error (the store failed; answered live)"
+    );
+    describe_counter!(
+        names::STORE_WRITES,
+        "Windows written to the usage store, by source, origin (sync, query) and outcome"
+    );
+    describe_gauge!(
+        names::SYNC_BACKLOG,
+        "Closed hours of the backfill range not yet in the usage store, by source"
+    );
+    describe_gauge!(
+        names::SYNC_COVERED_FROM,
+        "Start (Unix time) of the stored history without gaps up to the newest closed hour, by source; 0 while that hour is not stored"
+    );
+    describe_gauge!(
+        names::SYNC_LAST_SUCCESS,
+        "Unix time the syncer last finished a pass without error, by source"
+    );
+    describe_counter!(names::SYNC_ERRORS, "Sync passes that failed, by source");
+    describe_gauge!(
+        names::SYNC_LEADER,
+        "1 when this replica holds the source's sync lease (it syncs the source), else 0"
     );
     describe_gauge!(
         names::BUILD_INFO,

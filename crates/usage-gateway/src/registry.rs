@@ -93,6 +93,7 @@ impl Registry {
             ));
         };
         let settings = common.settings(index, &descriptor.defaults)?;
+        let rate_limit_per_minute = settings.rate_limit();
         let http = http_client(&common)?;
         let ctx = BuildContext {
             name: common.name.clone(),
@@ -121,6 +122,7 @@ impl Registry {
                 breaker_failures: common.breaker_failures,
                 breaker_cooldown: common.breaker_cooldown,
             },
+            rate_limit_per_minute,
         })
     }
 }

@@ -79,6 +79,10 @@ pub struct AppState {
     pub registry: Registry,
     /// The OpenAPI document `/openapi.json` serves (made once, for this registry).
     pub openapi: bytes::Bytes,
+    /// The usage store, when `[store]` is configured and [`AppState::with_store`] gave it.
+    pub store: Option<Arc<crate::stored::StoreHandle>>,
+    /// `[store]`, opened by [`AppState::open_store`].
+    pub store_config: Option<crate::config::StoreConfig>,
 }
 
 impl AppState {
@@ -144,6 +148,8 @@ impl AppState {
             .time_to_live(Duration::from_secs(600))
             .build();
         Ok(Self {
+            store: None,
+            store_config: config.store,
             openapi: crate::openapi::document_json_for(&registry).into(),
             registry,
             id: STATE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -159,5 +165,27 @@ impl AppState {
             responses,
             agents,
         })
+    }
+
+    /// Opens `[store]` when configured and starts its syncers (inside the runtime that
+    /// serves): a store that cannot be reached yet is opened in the background; a schema this
+    /// build does not know or a wrong location is an error.
+    pub async fn open_store(&mut self) -> Result<(), usage_core::StoreError> {
+        let Some(config) = self.store_config.clone() else {
+            return Ok(());
+        };
+        let handle = crate::stored::StoreHandle::start(config).await?;
+        self.attach_store(handle);
+        Ok(())
+    }
+
+    /// Uses `handle` as the usage store and starts its syncers (when `[store] sync` is on).
+    pub fn attach_store(&mut self, handle: Arc<crate::stored::StoreHandle>) {
+        crate::sync::spawn_all(
+            &handle,
+            self.sources.values().cloned(),
+            self.cache_config.settle,
+        );
+        self.store = Some(handle);
     }
 }

@@ -11,7 +11,7 @@ use crate::error::{ApiError, Problem};
 use crate::fetch::Source;
 use crate::model::{
     AgentEntry, AgentsResponse, HealthResponse, ProviderEntry, SourceEntry, SourceHealth,
-    SourceStatus, SourcesResponse,
+    SourceStatus, SourceStore, SourcesResponse,
 };
 use crate::render::ts;
 use crate::state::AppState;
@@ -43,14 +43,20 @@ pub async fn list_sources(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let sources = caller
+    let visible: Vec<&Arc<Source>> = caller
         .access
         .sources
         .keys()
         .filter_map(|name| state.sources.get(name))
-        .map(|s| {
+        .collect();
+    let stores = futures::future::join_all(visible.iter().map(|s| store_view(&state, s))).await;
+    let sources = visible
+        .into_iter()
+        .zip(stores)
+        .map(|(s, store)| {
             let h = s.health.lock().map(|h| h.clone()).unwrap_or_default();
             SourceHealth {
+                store,
                 source: s.info.name.clone(),
                 provider: s.info.provider,
                 attribution: s.info.attribution,
@@ -83,6 +89,47 @@ pub async fn list_sources(
         })
         .collect();
     Ok(HttpResponse::Ok().json(SourcesResponse { sources, providers }))
+}
+
+/// The store's view of a source: its syncer's progress as published with its lease (so that
+/// every replica shows the syncing replica's), else this process's own; the store is asked for
+/// at most one second.
+async fn store_view(state: &AppState, source: &Arc<Source>) -> Option<SourceStore> {
+    let handle = state.store.as_ref()?;
+    let name = source.info.name.as_str();
+    let stored = crate::stored::is_stored(source);
+    let mut view = SourceStore {
+        engine: handle.engine.to_owned(),
+        stored,
+        connected: handle.get().is_some(),
+        sync: None,
+        lease_expired: None,
+        last_error: handle
+            .last_error()
+            .map(|(at, message)| format!("{}: {message}", ts(at))),
+    };
+    if !stored {
+        return Some(view);
+    }
+    if let Some(store) = handle.get() {
+        let lease =
+            tokio::time::timeout(std::time::Duration::from_secs(1), store.lease(name)).await;
+        if let Ok(Ok(Some(lease))) = lease {
+            view.lease_expired = Some(lease.expired);
+            view.sync = lease
+                .progress
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok());
+        }
+    }
+    if view.sync.is_none() {
+        view.sync = handle
+            .progress
+            .lock()
+            .ok()
+            .and_then(|p| p.get(name).cloned());
+    }
+    Some(view)
 }
 
 /// Lists a source's agents through its resilience layer (breaker, retries, deadline), cached.
@@ -184,6 +231,8 @@ pub async fn list_agents(
             age_seconds: None,
             warnings: None,
             notes: Vec::new(),
+            store_coverage: None,
+            store_synced_at: None,
             error: Some(Problem::from_provider(&err)),
         });
     }

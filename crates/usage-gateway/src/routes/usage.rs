@@ -483,6 +483,8 @@ async fn run(
             age_seconds: None,
             warnings: None,
             notes: Vec::new(),
+            store_coverage: None,
+            store_synced_at: None,
             error: None,
         },
         points: Vec::new(),
@@ -502,13 +504,32 @@ async fn run(
         ));
         return outcome;
     };
-    let result = state
-        .cache
-        .fetch(&src, &req.windows, shape, refresh, deadline)
-        .await;
+    let result = match &state.store {
+        Some(store) if crate::stored::is_stored(&src) => {
+            crate::stored::fetch(
+                store,
+                &state.cache,
+                &src,
+                &req.windows,
+                shape,
+                refresh,
+                deadline,
+            )
+            .await
+        }
+        _ => state
+            .cache
+            .fetch(&src, &req.windows, shape, refresh, deadline)
+            .await
+            .map(|a| (a, crate::stored::StoreUse::default())),
+    };
     outcome.entry.duration_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     match result {
-        Ok(answer) => {
+        Ok((answer, store_use)) => {
+            outcome.entry.store_coverage = store_use
+                .coverage
+                .map(|c| (c * 10_000.0).round() / 10_000.0);
+            outcome.entry.store_synced_at = store_use.synced_at.map(render::ts);
             if let Some(stale) = &answer.stale {
                 tracing::warn!(source = %src.info.name, kind = stale.error.kind(), age_s = stale.age.as_secs(), "serving stale data");
                 outcome.entry.status = SourceStatus::Stale;
@@ -532,6 +553,7 @@ async fn run(
                 .iter()
                 .flat_map(|e| e.notes.iter().cloned())
                 .collect();
+            notes.extend(store_use.note);
             notes.sort();
             notes.dedup();
             outcome.entry.notes = notes;

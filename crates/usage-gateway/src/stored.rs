@@ -1,0 +1,529 @@
+//! The usage store in the gateway: opening it, and the read path that answers the part of a
+//! query the store covers without vendor calls.
+//!
+//! For each source whose usage is placed exactly in time (`attribution: exact`), a query's
+//! windows are split against the store's coverage: the stored windows lying wholly inside a
+//! query window are summed from the store, and only the rest (the open tail, history not yet
+//! synced, the edges of a window that do not fall on stored windows, such as the half hours of
+//! an Asia/Kolkata day against hourly stored windows) is fetched live through the window cache
+//! as today. Closed windows fetched live with every dimension and no filter are written back.
+//! When the store fails or is slow, the whole query is answered live with a note saying so.
+//!
+//! Sources placing usage by conversation (Kibana) are not stored: a conversation's whole usage
+//! moves to a later window when it continues, so stored windows would count it twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::OnceCell;
+use usage_core::store::uncovered;
+use usage_core::{
+    Attribution, Dimension, DynUsageStore, PointFilter, ProviderError, StoreError, UsagePoint,
+    Window,
+};
+
+use crate::config::StoreConfig;
+use crate::fetch::{Shape, Source, SourceAnswer, UsageCache, WindowEntry};
+use crate::obs::names;
+
+/// The longest window a query writes back: longer ones (a month, a whole range) would stand
+/// for many hours the syncer could not refine without first losing them.
+const MAX_WRITE_BACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// How often start-up retries a store it could not reach.
+const REOPEN_EVERY: Duration = Duration::from_secs(15);
+
+/// The store as the gateway holds it: opened at start-up, or later in the background when the
+/// database was unreachable then.
+#[derive(Debug)]
+pub struct StoreHandle {
+    /// `[store]`.
+    pub config: StoreConfig,
+    /// The engine (`sqlite`, `postgres`).
+    pub engine: &'static str,
+    /// The location as shown (password replaced).
+    pub shown: String,
+    store: OnceCell<DynUsageStore>,
+    /// The last failure of the store and when (cleared by nothing: shown with its time).
+    last_error: Mutex<Option<(DateTime<Utc>, String)>>,
+    /// This process's name in sync leases: host, process id and a random suffix.
+    pub holder: String,
+    /// Per-source sync progress this process knows (its own syncers').
+    pub progress: Mutex<BTreeMap<String, crate::sync::Progress>>,
+}
+
+impl StoreHandle {
+    /// Opens the store of `config`, waiting at most `open_timeout`. A store that cannot be
+    /// reached in time is opened later in the background (queries are answered live
+    /// meanwhile); a schema this build does not know or a wrong location is an error here, so
+    /// that start-up fails naming it.
+    pub async fn start(config: StoreConfig) -> Result<Arc<Self>, StoreError> {
+        let location = config.location()?;
+        let handle = Arc::new(Self {
+            engine: location.engine(),
+            shown: location.to_string(),
+            store: OnceCell::new(),
+            last_error: Mutex::new(None),
+            holder: holder_name(),
+            progress: Mutex::new(BTreeMap::new()),
+            config,
+        });
+        match tokio::time::timeout(handle.config.open_timeout, location.open()).await {
+            Ok(Ok(store)) => {
+                let _ = handle.store.set(store);
+                tracing::info!(engine = handle.engine, location = %handle.shown, "usage store open");
+            }
+            Ok(Err(e)) if !e.is_transient() => return Err(e),
+            failed => {
+                let message = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!(
+                        "no connection within store.open_timeout ({:?})",
+                        handle.config.open_timeout
+                    ),
+                };
+                tracing::warn!(engine = handle.engine, location = %handle.shown, error = %message,
+                    "usage store unreachable; answering live and retrying in the background");
+                handle.failed(message);
+                let retry = handle.clone();
+                tokio::spawn(async move { retry.reopen(location).await });
+            }
+        }
+        Ok(handle)
+    }
+
+    /// Opens a store handle over an already open store (tests, tools).
+    pub fn over(config: StoreConfig, store: DynUsageStore) -> Arc<Self> {
+        let handle = Self {
+            engine: store.engine(),
+            shown: config
+                .location()
+                .map_or_else(|_| "(given)".to_owned(), |l| l.to_string()),
+            store: OnceCell::new(),
+            last_error: Mutex::new(None),
+            holder: holder_name(),
+            progress: Mutex::new(BTreeMap::new()),
+            config,
+        };
+        let _ = handle.store.set(store);
+        Arc::new(handle)
+    }
+
+    async fn reopen(&self, location: usage_store::StoreLocation) {
+        loop {
+            tokio::time::sleep(REOPEN_EVERY).await;
+            match location.open().await {
+                Ok(store) => {
+                    let _ = self.store.set(store);
+                    tracing::info!(engine = self.engine, location = %self.shown, "usage store open");
+                    return;
+                }
+                Err(e) if !e.is_transient() => {
+                    // A schema this build does not know: reading or writing it could corrupt
+                    // it, so the store stays unused (queries are answered live) until an
+                    // operator acts on the logged error.
+                    tracing::error!(engine = self.engine, location = %self.shown, error = %e,
+                        "usage store refused; answering live without it");
+                    self.failed(e.to_string());
+                    return;
+                }
+                Err(e) => self.failed(e.to_string()),
+            }
+        }
+    }
+
+    /// The store, once open.
+    pub fn get(&self) -> Option<&DynUsageStore> {
+        self.store.get()
+    }
+
+    /// Records a failure of the store.
+    pub fn failed(&self, message: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some((Utc::now(), message));
+        }
+    }
+
+    /// The last failure of the store and when.
+    pub fn last_error(&self) -> Option<(DateTime<Utc>, String)> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// A name for this process in sync leases, unique among replicas.
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Reports whether a source's usage can be stored: only usage placed exactly in time stays
+/// where it was placed.
+pub fn is_stored(source: &Source) -> bool {
+    source.info.attribution == Attribution::Exact
+}
+
+/// The shape the store holds a source's points in: every dimension the source fills, no filter.
+pub fn full_shape(source: &Source) -> Shape {
+    let dims: BTreeSet<Dimension> = source
+        .info
+        .dimensions
+        .iter()
+        .copied()
+        .filter(|d| d.is_vendor_dimension())
+        .collect();
+    Shape {
+        dims: source.provider.fetch_dimensions(&dims),
+        agents: None,
+        users: None,
+    }
+}
+
+/// Where a source's answer came from, for its `sources[]` entry.
+#[derive(Debug, Clone, Default)]
+pub struct StoreUse {
+    /// The share of the queried time answered from the store (0 to 1), when the source is
+    /// stored and the store was asked.
+    pub coverage: Option<f64>,
+    /// When the oldest stored window used was fetched from the vendor.
+    pub synced_at: Option<DateTime<Utc>>,
+    /// Why the store was not used (it failed or is not open yet).
+    pub note: Option<String>,
+}
+
+/// The part of a query the store answers: per query window, its stored points.
+struct FromStore {
+    points: Vec<Vec<UsagePoint>>,
+    synced_at: Vec<Option<DateTime<Utc>>>,
+    /// Live windows and the query window each belongs to, ascending.
+    live: Vec<(Window, usize)>,
+    stored_seconds: i64,
+}
+
+/// Answers `windows` of a stored source: the store's covered part from the store, the rest
+/// through `cache` (live), writing closed live windows back. Falls back to `cache` alone when
+/// the store is not open, fails, or takes more than a quarter of the time left.
+pub async fn fetch(
+    handle: &StoreHandle,
+    cache: &UsageCache,
+    source: &Arc<Source>,
+    windows: &[Window],
+    shape: Arc<Shape>,
+    refresh: bool,
+    deadline: tokio::time::Instant,
+) -> Result<(SourceAnswer, StoreUse), ProviderError> {
+    let name = source.info.name.as_str();
+    let full = Arc::new(full_shape(source));
+    // Unfiltered queries are fetched with every dimension, so that their closed windows can be
+    // written back (the aggregation groups the extra labels away).
+    let unfiltered = shape.agents.is_none() && shape.users.is_none();
+    let live_shape = if unfiltered {
+        full.clone()
+    } else {
+        shape.clone()
+    };
+    let Some(store) = handle.get() else {
+        let answer = cache
+            .fetch(source, windows, live_shape.clone(), refresh, deadline)
+            .await?;
+        let note = format!(
+            "usage store ({}) not connected; answered live",
+            handle.engine
+        );
+        return Ok((
+            answer,
+            StoreUse {
+                note: Some(note),
+                ..StoreUse::default()
+            },
+        ));
+    };
+    let planned = if refresh || windows.is_empty() {
+        // `no-cache` asks the vendors again; what they answer is written back.
+        Ok(None)
+    } else {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left / 4, from_store(store, name, windows, &shape)).await {
+            Ok(Ok(p)) => Ok(Some(p)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "usage store took more than {} ms",
+                (left / 4).as_millis()
+            )),
+        }
+    };
+    let planned = match planned {
+        Ok(p) => p,
+        Err(message) => {
+            tracing::warn!(source = name, error = %message, "usage store failed; answering live");
+            handle.failed(message);
+            metrics::counter!(names::STORE_READS, "source" => name.to_owned(), "result" => "error")
+                .increment(1);
+            let answer = cache
+                .fetch(source, windows, live_shape, refresh, deadline)
+                .await?;
+            let note = format!("usage store ({}) unavailable; answered live", handle.engine);
+            return Ok((
+                answer,
+                StoreUse {
+                    note: Some(note),
+                    ..StoreUse::default()
+                },
+            ));
+        }
+    };
+    let Some(plan) = planned else {
+        let answer = cache
+            .fetch(source, windows, live_shape, refresh, deadline)
+            .await?;
+        write_back(handle, source, windows, &answer, unfiltered);
+        return Ok((
+            answer,
+            StoreUse {
+                coverage: Some(0.0),
+                ..StoreUse::default()
+            },
+        ));
+    };
+    let total: i64 = windows
+        .iter()
+        .map(|w| (w.end - w.start).num_seconds())
+        .sum();
+    let coverage = if total > 0 {
+        plan.stored_seconds as f64 / total as f64
+    } else {
+        0.0
+    };
+    let result = if plan.live.is_empty() {
+        "store"
+    } else if plan.stored_seconds > 0 {
+        "mixed"
+    } else {
+        "live"
+    };
+    metrics::counter!(names::STORE_READS, "source" => name.to_owned(), "result" => result)
+        .increment(1);
+    let live_windows: Vec<Window> = plan.live.iter().map(|(w, _)| *w).collect();
+    let live = if live_windows.is_empty() {
+        None
+    } else {
+        let answer = cache
+            .fetch(source, &live_windows, live_shape, refresh, deadline)
+            .await?;
+        write_back(handle, source, &live_windows, &answer, unfiltered);
+        Some(answer)
+    };
+    let synced_at = plan.synced_at.iter().flatten().min().copied();
+    let store_use = StoreUse {
+        coverage: Some(coverage),
+        synced_at,
+        note: None,
+    };
+    Ok((assemble(windows, plan, live, &shape), store_use))
+}
+
+/// Plans a query against the store: which stored windows lie inside each query window (their
+/// points read and moved into the query window, projected to the query's dimensions), and the
+/// parts of each query window left to fetch live.
+async fn from_store(
+    store: &DynUsageStore,
+    source: &str,
+    windows: &[Window],
+    shape: &Shape,
+) -> Result<FromStore, StoreError> {
+    let range = Window::new(windows[0].start, windows[windows.len() - 1].end);
+    let covered = store.coverage(source, range).await?;
+    let mut plan = FromStore {
+        points: vec![Vec::new(); windows.len()],
+        synced_at: vec![None; windows.len()],
+        live: Vec::new(),
+        stored_seconds: 0,
+    };
+    let mut chosen: BTreeMap<Window, usize> = BTreeMap::new();
+    let mut next = 0;
+    for (i, w) in windows.iter().enumerate() {
+        // Stored windows are disjoint and ascending; those starting before this window
+        // straddle its start (or belong to a gap between query windows) and cannot be used.
+        while next < covered.len() && covered[next].window.start < w.start {
+            next += 1;
+        }
+        let mut inside = Vec::new();
+        while next < covered.len() && covered[next].window.start < w.end {
+            if covered[next].window.end <= w.end {
+                inside.push(covered[next]);
+            }
+            next += 1;
+        }
+        for c in &inside {
+            chosen.insert(c.window, i);
+            plan.stored_seconds += (c.window.end - c.window.start).num_seconds();
+            plan.synced_at[i] = Some(plan.synced_at[i].map_or(c.synced_at, |s| s.min(c.synced_at)));
+        }
+        plan.live
+            .extend(uncovered(*w, &inside).into_iter().map(|g| (g, i)));
+    }
+    if chosen.is_empty() {
+        return Ok(plan);
+    }
+    let read = Window::new(
+        chosen.keys().next().map_or(range.start, |w| w.start),
+        chosen.keys().next_back().map_or(range.end, |w| w.end),
+    );
+    let filter = PointFilter {
+        agents: shape.agents.clone(),
+        users: shape.users.clone(),
+    };
+    let keep_name = shape.dims.contains(&Dimension::Agent);
+    for mut p in store.points(source, read, &filter).await? {
+        let Some(&i) = chosen.get(&p.window) else {
+            continue; // a stored window straddling a query window's edge
+        };
+        p.window = windows[i];
+        p.key = p.key.project(&shape.dims);
+        if !keep_name {
+            p.agent_name = None;
+        }
+        plan.points[i].push(p);
+    }
+    Ok(plan)
+}
+
+/// Puts each query window together from its stored points and the live answers of its parts.
+fn assemble(
+    windows: &[Window],
+    plan: FromStore,
+    live: Option<SourceAnswer>,
+    shape: &Shape,
+) -> SourceAnswer {
+    let (live_entries, cached, upstream_requests, stale) = match live {
+        Some(a) => (a.entries, a.cached, a.upstream_requests, a.stale),
+        None => (Vec::new(), true, 0, None),
+    };
+    let keep_name = shape.dims.contains(&Dimension::Agent);
+    let mut parts: Vec<Vec<(&Window, &Arc<WindowEntry>)>> = vec![Vec::new(); windows.len()];
+    for ((w, i), e) in plan.live.iter().zip(live_entries.iter()) {
+        parts[*i].push((w, e));
+    }
+    let mut entries = Vec::with_capacity(windows.len());
+    for (i, (window, mut points)) in windows.iter().zip(plan.points).enumerate() {
+        // A window answered live as a whole keeps its entry as the cache holds it.
+        if let [(w, e)] = parts[i].as_slice()
+            && *w == window
+            && points.is_empty()
+            && plan.synced_at[i].is_none()
+        {
+            entries.push(Arc::clone(e));
+            continue;
+        }
+        let mut fetched_at = plan.synced_at[i];
+        let mut closed = true;
+        let mut notes = Vec::new();
+        let mut partial = false;
+        for (_, e) in &parts[i] {
+            for p in &e.points {
+                let mut p = p.clone();
+                p.window = *window;
+                p.key = p.key.project(&shape.dims);
+                if !keep_name {
+                    p.agent_name = None;
+                }
+                points.push(p);
+            }
+            fetched_at = Some(fetched_at.map_or(e.fetched_at, |f| f.min(e.fetched_at)));
+            closed &= e.closed;
+            notes.extend(e.notes.iter().cloned());
+            partial |= e.partial;
+        }
+        let batch = usage_core::UsageBatch {
+            points,
+            ..usage_core::UsageBatch::default()
+        }
+        .compact();
+        notes.sort();
+        notes.dedup();
+        entries.push(Arc::new(WindowEntry {
+            points: batch.points,
+            fetched_at: fetched_at.unwrap_or_else(Utc::now),
+            closed,
+            warnings: None,
+            notes,
+            partial,
+        }));
+    }
+    SourceAnswer {
+        entries,
+        cached,
+        upstream_requests,
+        stale,
+    }
+}
+
+/// Writes the closed, complete windows of a live answer fetched with every dimension and no
+/// filter to the store, in the background (the answer does not wait for it). Only windows of
+/// at most [`MAX_WRITE_BACK`] are written (the syncer later replaces them with its hours), and
+/// none that overlaps a stored window other than itself: it would replace the stored windows it
+/// overlaps (e.g. an Asia/Kolkata hour replacing two synced UTC hours).
+fn write_back(
+    handle: &StoreHandle,
+    source: &Arc<Source>,
+    windows: &[Window],
+    answer: &SourceAnswer,
+    unfiltered: bool,
+) {
+    if !unfiltered || !is_stored(source) || answer.stale.is_some() {
+        return;
+    }
+    let Some(store) = handle.get().cloned() else {
+        return;
+    };
+    let closed: Vec<(Window, Arc<WindowEntry>)> = windows
+        .iter()
+        .zip(&answer.entries)
+        .filter(|(w, e)| e.closed && !e.partial && w.end - w.start <= MAX_WRITE_BACK)
+        .map(|(w, e)| (*w, Arc::clone(e)))
+        .collect();
+    let (Some(first), Some(last)) = (closed.first(), closed.last()) else {
+        return;
+    };
+    // Every stored window is at most a day long, so those overlapping the closed windows lie
+    // inside this span.
+    let span = Window::new(first.0.start - MAX_WRITE_BACK, last.0.end + MAX_WRITE_BACK);
+    let name = source.info.name.clone();
+    tokio::spawn(async move {
+        let outcome = async {
+            let stored = store.coverage(&name, span).await?;
+            let free: Vec<(Window, Vec<UsagePoint>)> = closed
+                .iter()
+                .filter(|(w, _)| {
+                    !stored
+                        .iter()
+                        .any(|c| c.window != *w && c.window.start < w.end && w.start < c.window.end)
+                })
+                .map(|(w, e)| (*w, e.points.clone()))
+                .collect();
+            let synced_at = closed
+                .iter()
+                .map(|(_, e)| e.fetched_at)
+                .min()
+                .unwrap_or_else(Utc::now);
+            if !free.is_empty() {
+                store.put_windows(&name, &free, synced_at).await?;
+            }
+            Ok::<u64, StoreError>(free.len() as u64)
+        }
+        .await;
+        let (result, n) = match outcome {
+            Ok(n) => ("ok", n),
+            Err(err) => {
+                tracing::warn!(source = %name, error = %err, "writing windows back to the usage store failed");
+                ("error", 1)
+            }
+        };
+        metrics::counter!(names::STORE_WRITES, "source" => name, "origin" => "query", "outcome" => result)
+            .increment(n);
+    });
+}

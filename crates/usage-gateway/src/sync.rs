@@ -1,0 +1,572 @@
+//! The store's background sync: per stored source, one replica at a time (the holder of the
+//! source's lease in the store) fetches the closed hours of the last `store.backfill` that the
+//! store lacks, newest first, and writes them.
+//!
+//! The grain is the UTC hour for every stored source: DigitalOcean answers one request per
+//! agent and window whatever its length, and hours line up with the days and hours of every
+//! zone with whole-hour offsets, so that any such query's closed part is answered from the
+//! store (zones with half-hour offsets get their edge half hours live). Older history is not
+//! kept coarser: a day stored as one window would serve UTC days only.
+//!
+//! Pacing: the syncer spends at most `store.budget_share` of the source's
+//! `rate_limit_per_minute` on average (each request it sent delays its next call by
+//! `60 s / (share × limit)`), in calls of at most a tenth of that share per minute, and every
+//! request also passes the source's own budget, which live queries share, so the vendor's limit
+//! is never exceeded. A source without a limit is synced one call at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::Serialize;
+use tokio::time::Instant;
+use usage_core::store::uncovered;
+use usage_core::{DynUsageStore, ProviderError, StoreError, UsageQuery, Window};
+
+use crate::fetch::Source;
+use crate::obs::names;
+use crate::stored::{StoreHandle, full_shape, is_stored};
+
+/// The stored grain.
+const GRAIN: TimeDelta = TimeDelta::hours(1);
+
+/// Windows asked for in one provider call at most (a UTC day).
+const MAX_CHUNK: usize = 24;
+
+/// How long one provider call of the syncer may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A source's sync progress, as `GET /v1/sources` shows it (published by the lease holder to
+/// the store, so that every replica shows it).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct Progress {
+    /// The replica syncing the source (host:pid:suffix).
+    pub holder: String,
+    /// `syncing` (closing the backlog), `idle` (nothing to do until the next hour closes),
+    /// `waiting` (the vendor or the store failed; retried after a pause).
+    pub state: String,
+    /// Start of the range the syncer keeps filled (now minus `store.backfill`, whole hours).
+    #[schema(value_type = String, format = DateTime)]
+    pub backfill_from: String,
+    /// Start of the stored history without gaps up to the newest closed hour; absent while
+    /// that hour is not stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub covered_from: Option<String>,
+    /// Closed hours of the backfill range not yet stored.
+    pub backlog_windows: u64,
+    /// Hours stored per minute in this pass, once measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows_per_minute: Option<f64>,
+    /// Estimated seconds until the backlog is stored, at this pass's pace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+    /// Vendor requests this pass sent.
+    pub vendor_requests: u64,
+    /// When a pass last ended without error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_success: Option<String>,
+    /// The last error of the syncer, with its time (`<RFC 3339>: <message>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When this progress was published.
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: String,
+}
+
+/// How a sync pass ended.
+#[derive(Debug)]
+pub enum PassEnd {
+    /// The backfill range is stored.
+    Done,
+    /// Another replica holds the lease now.
+    LostLease,
+}
+
+/// What failed in a sync pass.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The vendor failed.
+    #[error(transparent)]
+    Vendor(#[from] ProviderError),
+    /// The vendor answered without part of its data.
+    #[error("{0}")]
+    Partial(String),
+}
+
+/// One pass's settings.
+#[derive(Debug, Clone)]
+pub struct PassSettings {
+    /// How far back to fill.
+    pub backfill: Duration,
+    /// A window is closed once it ended before `now - settle`.
+    pub settle: Duration,
+    /// Requests per minute the syncer may use on average (`None`: no pacing).
+    pub per_minute: Option<f64>,
+    /// The lease's lifetime; renewed between calls.
+    pub lease_ttl: Duration,
+}
+
+impl PassSettings {
+    /// The settings of `source` under `handle`'s `[store]` and the cache's `settle`.
+    pub fn of(handle: &StoreHandle, source: &Source, settle: Duration) -> Self {
+        Self {
+            backfill: handle.config.backfill.get(),
+            settle,
+            per_minute: source
+                .rate_limit_per_minute
+                .map(|r| (f64::from(r) * handle.config.budget_share).max(1.0)),
+            lease_ttl: handle.config.lease_ttl,
+        }
+    }
+}
+
+/// The closed hours of `[now - backfill, now - settle)` (whole hours).
+pub fn target_range(now: DateTime<Utc>, s: &PassSettings) -> Window {
+    let floor = |t: DateTime<Utc>| t.duration_trunc(GRAIN).unwrap_or(t);
+    let settle = TimeDelta::from_std(s.settle).unwrap_or(TimeDelta::zero());
+    let back = TimeDelta::from_std(s.backfill).unwrap_or(TimeDelta::zero());
+    let end = floor(now - settle);
+    Window::new(floor(end - back), end)
+}
+
+/// Splits gaps into grain windows, newest first.
+fn hours_newest_first(gaps: &[Window]) -> Vec<Window> {
+    let mut out = Vec::new();
+    for g in gaps.iter().rev() {
+        let mut end = g.end;
+        while end > g.start {
+            let start = (end - GRAIN).max(g.start);
+            out.push(Window::new(start, end));
+            end = start;
+        }
+    }
+    out
+}
+
+/// Start of the stored history without gaps that ends at `range.end`.
+async fn covered_from(
+    store: &DynUsageStore,
+    source: &str,
+    range: Window,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let covered = usage_core::store::merge_coverage(&store.coverage(source, range).await?);
+    Ok(covered
+        .last()
+        .filter(|c| c.window.end == range.end)
+        .map(|c| c.window.start))
+}
+
+/// One source's syncer: what a pass reports as it goes.
+pub trait Observer: Send {
+    /// The pass starts with `backlog` windows to store.
+    fn started(&mut self, backlog: u64);
+    /// `windows` more windows were stored, with `requests` vendor requests.
+    fn stored(&mut self, windows: u64, requests: u64);
+}
+
+impl Observer for () {
+    fn started(&mut self, _: u64) {}
+    fn stored(&mut self, _: u64, _: u64) {}
+}
+
+/// Runs one sync pass of `source` as the lease holder `handle.holder`: stores every missing
+/// closed hour of the backfill range, newest first, renewing the lease between calls and
+/// publishing progress. Returns when the range is stored, the lease is lost, or a call fails.
+pub async fn pass(
+    handle: &StoreHandle,
+    source: &Arc<Source>,
+    settings: &PassSettings,
+    observer: &mut dyn Observer,
+) -> Result<PassEnd, SyncError> {
+    let range = target_range(Utc::now(), settings);
+    pass_over(handle, source, range, settings, observer).await
+}
+
+/// [`pass`] over the whole hours of `range` (tests and tools choose the range).
+pub async fn pass_over(
+    handle: &StoreHandle,
+    source: &Arc<Source>,
+    range: Window,
+    settings: &PassSettings,
+    observer: &mut dyn Observer,
+) -> Result<PassEnd, SyncError> {
+    let Some(store) = handle.get().cloned() else {
+        return Err(StoreError::Unavailable {
+            message: "not connected".into(),
+        }
+        .into());
+    };
+    let name = source.info.name.as_str();
+    // Only the syncer's own hours count: a longer window a query wrote back is replaced by
+    // hours (each write replaces the stored windows it overlaps), so that every query whose
+    // edges fall on whole UTC hours is served from the store.
+    let hours: Vec<_> = store
+        .coverage(name, range)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.window.end - c.window.start == GRAIN
+                && c.window.start.duration_trunc(GRAIN).ok() == Some(c.window.start)
+        })
+        .collect();
+    let todo = hours_newest_first(&uncovered(range, &hours));
+    let mut progress = Progress {
+        holder: handle.holder.clone(),
+        state: "syncing".into(),
+        backfill_from: crate::render::ts(range.start),
+        backlog_windows: todo.len() as u64,
+        ..local_progress(handle, name)
+    };
+    progress.covered_from = covered_from(&store, name, range)
+        .await?
+        .map(crate::render::ts);
+    progress.vendor_requests = 0;
+    observer.started(todo.len() as u64);
+    metrics::gauge!(names::SYNC_BACKLOG, "source" => name.to_owned()).set(todo.len() as f64);
+    publish(handle, &store, name, &mut progress).await?;
+
+    let shape = full_shape(source);
+    let started = Instant::now();
+    let mut stored = 0u64;
+    let mut chunk = MAX_CHUNK;
+    // Requests one window costs, learnt from the last call.
+    let mut per_window = 1.0f64;
+    let mut next_call = Instant::now();
+    let mut i = 0;
+    while i < todo.len() {
+        if let Some(rate) = settings.per_minute {
+            // Calls of at most a tenth of the syncer's minute, so that live queries always
+            // find the source's budget mostly free.
+            let fits = ((rate / 10.0) / per_window).floor().max(1.0) as usize;
+            chunk = chunk.min(fits).max(1);
+        }
+        wait_until(handle, &store, name, settings.lease_ttl, next_call).await?;
+        if !store
+            .try_lease(name, &handle.holder, settings.lease_ttl)
+            .await?
+        {
+            return Ok(PassEnd::LostLease);
+        }
+        let mut windows: Vec<Window> = todo[i..(i + chunk).min(todo.len())].to_vec();
+        windows.sort();
+        let query = UsageQuery::new(windows.clone(), shape.dims.clone());
+        let result = source
+            .resilient
+            .usage(
+                &query,
+                Instant::now() + CALL_TIMEOUT.min(settings.lease_ttl),
+            )
+            .await;
+        source.record(result.as_ref().map(|_| ()));
+        let batch = match result {
+            Ok(b) => b,
+            Err(ProviderError::SourceLimit { calls, .. }) if chunk > 1 => {
+                // Fewer windows per call: what the source allows per query.
+                let per_agent = (calls.max / calls.agents.max(1)).max(1);
+                chunk = usize::try_from(per_agent).unwrap_or(1).min(chunk - 1);
+                continue;
+            }
+            Err(ProviderError::RateLimited {
+                retry_after: Some(after),
+                ..
+            }) => {
+                next_call = Instant::now() + after;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if batch.partial {
+            return Err(SyncError::Partial(format!(
+                "{name}: the vendor answered without part of its data ({}); nothing stored for \
+                 these hours",
+                batch.notes.join("; ")
+            )));
+        }
+        let now = Utc::now();
+        let mut per: Vec<(Window, Vec<usage_core::UsagePoint>)> =
+            windows.iter().map(|w| (*w, Vec::new())).collect();
+        for p in batch.points {
+            if let Ok(k) = windows.binary_search(&p.window) {
+                per[k].1.push(p);
+            }
+        }
+        store.put_windows(name, &per, now).await?;
+        metrics::counter!(names::STORE_WRITES, "source" => name.to_owned(), "origin" => "sync", "outcome" => "ok")
+            .increment(windows.len() as u64);
+        let requests = batch.upstream_requests;
+        per_window = (requests as f64 / windows.len() as f64).max(0.01);
+        if let Some(rate) = settings.per_minute {
+            next_call = Instant::now() + Duration::from_secs_f64(requests as f64 * 60.0 / rate);
+        }
+        stored += windows.len() as u64;
+        i += windows.len();
+        observer.stored(windows.len() as u64, requests);
+        progress.vendor_requests += requests;
+        progress.backlog_windows = (todo.len() - i) as u64;
+        let minutes = started.elapsed().as_secs_f64() / 60.0;
+        if minutes > 0.0 {
+            let pace = stored as f64 / minutes;
+            progress.windows_per_minute = Some((pace * 10.0).round() / 10.0);
+            progress.eta_seconds = (pace > 0.0)
+                .then(|| (progress.backlog_windows as f64 / pace * 60.0).round() as u64);
+        }
+        metrics::gauge!(names::SYNC_BACKLOG, "source" => name.to_owned())
+            .set(progress.backlog_windows as f64);
+        progress.covered_from = covered_from(&store, name, range)
+            .await?
+            .map(crate::render::ts);
+        publish(handle, &store, name, &mut progress).await?;
+    }
+    progress.state = "idle".into();
+    progress.eta_seconds = None;
+    progress.last_success = Some(crate::render::ts(Utc::now()));
+    metrics::gauge!(names::SYNC_LAST_SUCCESS, "source" => name.to_owned())
+        .set(Utc::now().timestamp() as f64);
+    if let Some(from) = covered_from(&store, name, range).await? {
+        metrics::gauge!(names::SYNC_COVERED_FROM, "source" => name.to_owned())
+            .set(from.timestamp() as f64);
+    }
+    publish(handle, &store, name, &mut progress).await?;
+    Ok(PassEnd::Done)
+}
+
+/// This process's last known progress of `source` (its syncer's), or an empty one.
+fn local_progress(handle: &StoreHandle, source: &str) -> Progress {
+    handle
+        .progress
+        .lock()
+        .ok()
+        .and_then(|p| p.get(source).cloned())
+        .unwrap_or_default()
+}
+
+/// Keeps `progress` locally and publishes it with the lease.
+async fn publish(
+    handle: &StoreHandle,
+    store: &DynUsageStore,
+    source: &str,
+    progress: &mut Progress,
+) -> Result<(), StoreError> {
+    progress.updated_at = crate::render::ts(Utc::now());
+    if let Ok(mut p) = handle.progress.lock() {
+        p.insert(source.to_owned(), progress.clone());
+    }
+    let text = serde_json::to_string(progress).unwrap_or_default();
+    store
+        .publish_progress(source, &handle.holder, &text)
+        .await
+        .map(|_| ())
+}
+
+/// Sleeps until `at`, renewing the lease at least every third of its lifetime.
+async fn wait_until(
+    handle: &StoreHandle,
+    store: &DynUsageStore,
+    source: &str,
+    ttl: Duration,
+    at: Instant,
+) -> Result<(), StoreError> {
+    while Instant::now() < at {
+        let slice = (ttl / 3).min(at.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(slice).await;
+        if Instant::now() < at {
+            store.try_lease(source, &handle.holder, ttl).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a source's syncer for as long as the process lives: takes the lease when free, runs a
+/// pass every `store.sync_interval` (at once again when a pass was cut short by a new hour
+/// closing), and after a failure waits the interval (or the vendor's `Retry-After`).
+pub async fn run(handle: Arc<StoreHandle>, source: Arc<Source>, settle: Duration) {
+    let name = source.info.name.clone();
+    let settings = PassSettings::of(&handle, &source, settle);
+    let interval = handle.config.sync_interval;
+    let ttl = settings.lease_ttl;
+    metrics::gauge!(names::SYNC_LEADER, "source" => name.clone()).set(0.0);
+    metrics::counter!(names::SYNC_ERRORS, "source" => name.clone()).increment(0);
+    loop {
+        let Some(store) = handle.get().cloned() else {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        let held = match store.try_lease(&name, &handle.holder, ttl).await {
+            Ok(h) => h,
+            Err(e) => {
+                handle.failed(e.to_string());
+                false
+            }
+        };
+        metrics::gauge!(names::SYNC_LEADER, "source" => name.clone()).set(if held {
+            1.0
+        } else {
+            0.0
+        });
+        if !held {
+            // Another replica syncs it; ask again before its lease could have run out.
+            tokio::time::sleep(ttl / 2 + Duration::from_millis(fastrand::u64(0..500))).await;
+            continue;
+        }
+        let pause = match pass(&handle, &source, &settings, &mut ()).await {
+            Ok(PassEnd::Done) => interval,
+            Ok(PassEnd::LostLease) => Duration::ZERO,
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, "sync pass failed");
+                metrics::counter!(names::SYNC_ERRORS, "source" => name.clone()).increment(1);
+                let mut p = local_progress(&handle, &name);
+                p.holder.clone_from(&handle.holder);
+                p.state = "waiting".into();
+                p.last_error = Some(format!("{}: {e}", crate::render::ts(Utc::now())));
+                let _ = publish(&handle, &store, &name, &mut p).await;
+                match &e {
+                    SyncError::Vendor(ProviderError::RateLimited {
+                        retry_after: Some(after),
+                        ..
+                    }) => (*after).max(Duration::from_secs(1)),
+                    _ => interval.min(Duration::from_secs(60)),
+                }
+            }
+        };
+        let _ = wait_until(&handle, &store, &name, ttl, Instant::now() + pause).await;
+    }
+}
+
+/// Starts a syncer for every stored source (when `[store] sync` is on).
+pub fn spawn_all(
+    handle: &Arc<StoreHandle>,
+    sources: impl IntoIterator<Item = Arc<Source>>,
+    settle: Duration,
+) {
+    if !handle.config.sync {
+        return;
+    }
+    for source in sources {
+        if is_stored(&source) {
+            tokio::spawn(run(handle.clone(), source, settle));
+        }
+    }
+}
+
+/// What `usage-gateway sync` did for one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSummary {
+    /// The source.
+    pub source: String,
+    /// Hours stored.
+    pub windows: u64,
+    /// Vendor requests sent.
+    pub requests: u64,
+    /// How the source ended: `done`, or why it was skipped or stopped.
+    pub outcome: String,
+}
+
+/// Shows a pass on a progress bar (hidden when stderr is not a terminal).
+struct Bar {
+    progress: indicatif::ProgressBar,
+    windows: u64,
+    requests: u64,
+}
+
+impl Observer for Bar {
+    fn started(&mut self, backlog: u64) {
+        self.progress.set_length(backlog);
+    }
+    fn stored(&mut self, windows: u64, requests: u64) {
+        self.windows += windows;
+        self.requests += requests;
+        self.progress.inc(windows);
+        self.progress
+            .set_message(format!("{} vendor requests", self.requests));
+    }
+}
+
+/// `usage-gateway sync`: one backfill pass of each stored source of `state` (or of `only`),
+/// `since` back (default `store.backfill`), with a progress bar per source; a source another
+/// replica is syncing is skipped, saying so. Errors name the source.
+pub async fn one_shot(
+    handle: &Arc<StoreHandle>,
+    sources: &[Arc<Source>],
+    since: Option<Duration>,
+    settle: Duration,
+) -> Vec<SourceSummary> {
+    let mut out = Vec::new();
+    for source in sources {
+        let name = source.info.name.clone();
+        let mut summary = SourceSummary {
+            source: name.clone(),
+            windows: 0,
+            requests: 0,
+            outcome: String::new(),
+        };
+        if !is_stored(source) {
+            summary.outcome =
+                "skipped: not stored (its usage is placed by conversation, not exactly in time)"
+                    .into();
+            out.push(summary);
+            continue;
+        }
+        let Some(store) = handle.get().cloned() else {
+            summary.outcome = "failed: the store is not connected".into();
+            out.push(summary);
+            continue;
+        };
+        let mut settings = PassSettings::of(handle, source, settle);
+        if let Some(since) = since {
+            settings.backfill = since;
+        }
+        match store
+            .try_lease(&name, &handle.holder, settings.lease_ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let holder = store
+                    .lease(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "another replica".to_owned(), |l| l.holder);
+                summary.outcome = format!("skipped: {holder} is syncing it");
+                out.push(summary);
+                continue;
+            }
+            Err(e) => {
+                summary.outcome = format!("failed: {e}");
+                out.push(summary);
+                continue;
+            }
+        }
+        let bar = indicatif::ProgressBar::new(0).with_prefix(name.clone());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>16} [{bar:32}] {pos}/{len} hours, {elapsed} elapsed, eta {eta} ({msg})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        let mut observer = Bar {
+            progress: bar,
+            windows: 0,
+            requests: 0,
+        };
+        let result = pass(handle, source, &settings, &mut observer).await;
+        observer.progress.finish_and_clear();
+        summary.windows = observer.windows;
+        summary.requests = observer.requests;
+        summary.outcome = match result {
+            Ok(PassEnd::Done) => "done".into(),
+            Ok(PassEnd::LostLease) => "stopped: another replica took the lease".into(),
+            Err(e) => format!("failed: {e}"),
+        };
+        let _ = store.release_lease(&name, &handle.holder).await;
+        out.push(summary);
+    }
+    out
+}
