@@ -28,7 +28,7 @@ pub(crate) async fn start() -> Running {
         "127.0.0.1:0".parse().unwrap(),
         "bounds-secret-0123456789abcdef0123456789",
         // Not opened: this gateway answers live.
-        std::path::Path::new("unused.sqlite"),
+        "unused.sqlite",
     );
     let config = demo_config(&values).unwrap();
     let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp()).unwrap();

@@ -259,3 +259,28 @@ pub fn scoped_subscriber(
     let guard = tracing::subscriber::set_default(subscriber);
     (idle, guard)
 }
+
+/// Stamps each async property `fn(usage_store::testing::Engine)` as one test per store engine,
+/// in modules `sqlite` and `postgres` (the PostgreSQL ones skip without a test database, except
+/// in CI).
+macro_rules! on_both_engines {
+    ($($property:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_web::test]
+                async fn $property() {
+                    super::$property(usage_store::testing::Engine::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_web::test]
+                async fn $property() {
+                    super::$property(usage_store::testing::Engine::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_engines;

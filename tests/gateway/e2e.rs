@@ -29,7 +29,7 @@ async fn start(now: DateTime<Utc>) -> Running {
         "127.0.0.1:0".parse().unwrap(),
         "e2e-secret-0123456789abcdef0123456789",
         // Not opened: this gateway answers live.
-        std::path::Path::new("unused.sqlite"),
+        "unused.sqlite",
     );
     let config = demo_config(&values).unwrap();
     let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp()).unwrap();
@@ -387,7 +387,7 @@ async fn the_healthcheck_command_follows_the_gateway() {
 
 /// A child process that is killed when dropped, so that a failing assertion leaves no gateway
 /// running; its temporary directory (its store) is removed after it.
-struct Reaped(Child, Option<tempfile::TempDir>);
+pub(crate) struct Reaped(pub(crate) Child, pub(crate) Option<tempfile::TempDir>);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -402,39 +402,52 @@ impl Drop for Reaped {
 /// Runs `usage-gateway serve` on the demo configuration against already running simulators, on
 /// a free port; returns the process and its base URL ([`until_healthy`] waits for it).
 fn spawn_serve(sims: &usage_sim::Simulators, secret: &str) -> (Reaped, String) {
+    // Each process has its own store, with nothing to backfill: the replicas under test answer
+    // what the vendors say now.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("usage.sqlite").display().to_string();
+    let config = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/demo.toml"
+    ));
+    let (mut child, base) =
+        spawn_serve_with(config, sims, secret, &store, &[("DEMO_BACKFILL", "0s")]);
+    child.1 = Some(dir);
+    (child, base)
+}
+
+/// Runs `usage-gateway serve --config <config>` with the demo values (simulators, `secret`,
+/// `store`) and `env` in its environment, on a free port; returns the process and its base URL.
+pub(crate) fn spawn_serve_with(
+    config: &std::path::Path,
+    sims: &usage_sim::Simulators,
+    secret: &str,
+    store: &str,
+    env: &[(&str, &str)],
+) -> (Reaped, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    // Each process has its own store, with nothing to backfill: the replicas under test answer
-    // what the vendors say now.
-    let dir = tempfile::tempdir().unwrap();
-    let values = demo_values(
-        sims,
-        listen.parse().unwrap(),
-        secret,
-        &dir.path().join("usage.sqlite"),
-    );
+    let values = demo_values(sims, listen.parse().unwrap(), secret, store);
     let child = Command::new(env!("CARGO_BIN_EXE_usage-gateway"))
-        .args([
-            "serve",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/demo.toml"),
-        ])
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
         .envs(values)
-        .env("DEMO_BACKFILL", "0s")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (Reaped(child, Some(dir)), format!("http://{listen}"))
+    (Reaped(child, None), format!("http://{listen}"))
 }
 
 /// Waits until a gateway answers `/healthz` (at most a minute).
-async fn until_healthy(base: &str) {
+pub(crate) async fn until_healthy(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = reqwest::get(format!("{base}/healthz")).await
@@ -462,7 +475,7 @@ async fn replicas_give_the_same_etag_for_the_same_data() {
     let (mut b, base_b) = spawn_serve(&sims, secret);
     until_healthy(&base_a).await;
     until_healthy(&base_b).await;
-    let unused = std::path::Path::new("unused.sqlite");
+    let unused = "unused.sqlite";
     let config = demo_config(&demo_values(
         &sims,
         "127.0.0.1:0".parse().unwrap(),

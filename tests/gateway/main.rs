@@ -21,6 +21,7 @@ mod openapi_drift;
 mod ops;
 mod per_source;
 mod plugin;
+mod replicas;
 mod resilience;
 mod secrets;
 mod store;

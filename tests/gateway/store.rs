@@ -2,7 +2,8 @@
 //! pass) gives the same rows and totals as a gateway answering live, for every grouping and
 //! bucket, in UTC, Europe/Berlin across the end of summer time and Asia/Kolkata (whose days
 //! start at :30 UTC, so their edges are fetched live), with a range starting at 13:17; and the
-//! part the store covers costs no vendor call.
+//! part the store covers costs no vendor call. Each test runs on SQLite and on PostgreSQL
+//! (`usage_store::testing`: skipped without `USAGE_GATEWAY_TEST_DATABASE_URL`, except in CI).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use usage_gateway::state::AppState;
 use usage_gateway::stored::StoreHandle;
 use usage_gateway::sync::{self, PassEnd, PassSettings};
 use usage_sim::{DataSpec, DoOptions};
+use usage_store::testing::{Engine, Fresh};
+
+use crate::common::on_both_engines;
 
 /// The simulated data ends here: two days after Berlin's clocks went back (2026-10-25 01:00 UTC).
 fn data_end() -> DateTime<Utc> {
@@ -61,33 +65,26 @@ struct Running {
     handle: Arc<StoreHandle>,
     state_sources: Vec<Arc<usage_gateway::fetch::Source>>,
     _sims: usage_sim::Simulators,
-    _dir: tempfile::TempDir,
+    fresh: Fresh,
 }
 
-async fn start() -> Running {
-    let data = Arc::new(usage_sim::Dataset::generate(&spec()));
-    let sims = usage_sim::Simulators {
-        digitalocean: usage_sim::start_digitalocean(
-            data.clone(),
-            DoOptions {
-                rate_limit_per_minute: 0,
-            },
-            None,
-        )
-        .await
-        .unwrap(),
-        kibana: usage_sim::start_kibana(data.clone(), None).await.unwrap(),
-        chatbotkit: usage_sim::start_chatbotkit(data.clone(), None)
-            .await
-            .unwrap(),
-        data,
-    };
-    let dir = tempfile::tempdir().unwrap();
+/// Two gateways over fresh simulators: one live, one with a fresh store of `engine` (`None`
+/// when that engine is not configured here).
+async fn start(engine: Engine) -> Option<Running> {
+    let fresh = Fresh::new(engine).await?;
+    let sims = usage_sim::start_all_with(
+        &spec(),
+        DoOptions {
+            rate_limit_per_minute: 0,
+        },
+    )
+    .await
+    .unwrap();
     let values = demo_values(
         &sims,
         "127.0.0.1:0".parse().unwrap(),
         "store-secret-0123456789abcdef0123456789",
-        &dir.path().join("usage.sqlite"),
+        &fresh.location,
     );
     let token = mint_dev_token(&config(&values).auth, "demo", Utc::now().timestamp()).unwrap();
 
@@ -111,16 +108,22 @@ async fn start() -> Running {
     }
     let stored = bases.pop().unwrap();
     let live = bases.pop().unwrap();
-    Running {
+    Some(Running {
         live,
         stored,
         token,
         handle: handle.unwrap(),
         state_sources,
         _sims: sims,
-        _dir: dir,
-    }
+        fresh,
+    })
 }
+
+on_both_engines!(
+    answers_from_the_store_equal_live_answers,
+    a_fully_stored_range_costs_no_vendor_call,
+    closed_windows_fetched_live_are_written_back,
+);
 
 /// Fills the store with the stored range of every stored source; returns the sources synced.
 async fn sync_all(r: &Running) -> Vec<String> {
@@ -164,9 +167,10 @@ fn source_entry<'a>(v: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no entry for {name}: {:#}", v["sources"]))
 }
 
-#[actix_web::test]
-async fn answers_from_the_store_equal_live_answers() {
-    let r = start().await;
+async fn answers_from_the_store_equal_live_answers(engine: Engine) {
+    let Some(r) = start(engine).await else {
+        return;
+    };
     let synced = sync_all(&r).await;
     assert_eq!(synced, ["chatbotkit", "do-prod"]);
 
@@ -228,11 +232,13 @@ async fn answers_from_the_store_equal_live_answers() {
         }
     }
     assert_eq!(compared, 3 * 3 * 3 * 7);
+    r.fresh.remove().await;
 }
 
-#[actix_web::test]
-async fn a_fully_stored_range_costs_no_vendor_call() {
-    let r = start().await;
+async fn a_fully_stored_range_costs_no_vendor_call(engine: Engine) {
+    let Some(r) = start(engine).await else {
+        return;
+    };
     sync_all(&r).await;
     let q = "start=2026-10-24T00:00:00Z&end=2026-10-27T00:00:00Z&bucket=hour\
              &group_by=agent&source=do-prod";
@@ -258,11 +264,13 @@ async fn a_fully_stored_range_costs_no_vendor_call() {
     assert_eq!(entry["upstream_requests"], 2 * 4, "{entry:#}");
     let coverage = entry["store_coverage"].as_f64().unwrap();
     assert!((coverage - 23.0 / 24.0).abs() < 1e-3, "{coverage}");
+    r.fresh.remove().await;
 }
 
-#[actix_web::test]
-async fn closed_windows_fetched_live_are_written_back() {
-    let r = start().await;
+async fn closed_windows_fetched_live_are_written_back(engine: Engine) {
+    let Some(r) = start(engine).await else {
+        return;
+    };
     // Nothing synced: the first answer is live, and its closed days are written back.
     let q = "start=2026-10-25T00:00:00Z&end=2026-10-26T00:00:00Z&bucket=day&source=do-prod";
     let first = get(&r.stored, &r.token, q).await;
@@ -289,4 +297,5 @@ async fn closed_windows_fetched_live_are_written_back() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let next = Window::new(day.end, day.end + chrono::Duration::days(1));
     assert!(store.coverage("do-prod", next).await.unwrap().is_empty());
+    r.fresh.remove().await;
 }

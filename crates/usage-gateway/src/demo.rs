@@ -18,16 +18,16 @@ use crate::state::AppState;
 pub const DEMO_CONFIG: &str = include_str!("../../../config/demo.toml");
 
 /// Fills the demo config's `${SIM_*}`/`${DEMO_*}` values from running simulators; the store is
-/// the SQLite file `store`.
+/// at `store` (an SQLite file path, or any `[store] url`).
 pub fn demo_values(
     sims: &usage_sim::Simulators,
     listen: SocketAddr,
     secret: &str,
-    store: &std::path::Path,
+    store: &str,
 ) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("DEMO_LISTEN".to_owned(), listen.to_string()),
-        ("DEMO_STORE".to_owned(), store.display().to_string()),
+        ("DEMO_STORE".to_owned(), store.to_owned()),
         ("DEMO_JWT_SECRET".to_owned(), secret.to_owned()),
         (
             "SIM_DIGITALOCEAN_URL".to_owned(),
@@ -91,7 +91,8 @@ pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory for the store: {e}"))?;
         let store = dir.path().join("usage.sqlite");
-        let config = demo_config(&demo_values(&sims, listen, &secret, &store))?;
+        let location = store.display().to_string();
+        let config = demo_config(&demo_values(&sims, listen, &secret, &location))?;
         let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp())?;
         let providers = registry::build_providers(&config).map_err(|e| e.to_string())?;
         let mut state = AppState::new(config, providers).map_err(|e| e.to_string())?;

@@ -338,17 +338,24 @@ fn serve(config: Config, providers: Vec<usage_gateway::fetch::SourceSpec>) -> Ex
             return ExitCode::from(2);
         }
     };
-    let result = actix_web::rt::System::new().block_on(async move {
-        state.open_store().await.map_err(std::io::Error::other)?;
-        let bound = server::bind(state)?;
-        tracing::info!(addr = %bound.addr, metrics = ?bound.metrics_addr, "usage-gateway listening");
-        bound.run().await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("server error: {e}");
-            ExitCode::FAILURE
+    actix_web::rt::System::new().block_on(async move {
+        // A schema this build does not know, or a wrong location, stops start-up (exit 2); an
+        // unreachable store is opened in the background.
+        if let Err(e) = state.open_store().await {
+            eprintln!("cannot use the usage store: {e}");
+            return ExitCode::from(2);
         }
-    }
+        let run = async {
+            let bound = server::bind(state)?;
+            tracing::info!(addr = %bound.addr, metrics = ?bound.metrics_addr, "usage-gateway listening");
+            bound.run().await
+        };
+        match run.await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("server error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -79,7 +79,7 @@ pub struct AppState {
     pub registry: Registry,
     /// The OpenAPI document `/openapi.json` serves (made once, for this registry).
     pub openapi: bytes::Bytes,
-    /// The usage store, when `[store]` is configured and [`AppState::with_store`] gave it.
+    /// The usage store, when `[store]` is configured and [`AppState::open_store`] opened it.
     pub store: Option<Arc<crate::stored::StoreHandle>>,
     /// `[store]`, opened by [`AppState::open_store`].
     pub store_config: Option<crate::config::StoreConfig>,

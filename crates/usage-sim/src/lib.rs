@@ -11,7 +11,7 @@
 //! - Ground truth: [`TruthFilter`], [`DoData::truth`], [`KibanaData::truth`],
 //!   [`KibanaData::warnings`], [`CbkData::truth`].
 //! - Servers: [`start_digitalocean`] (with [`DoOptions`]), [`start_kibana`],
-//!   [`start_chatbotkit`], [`start_all`] → [`Simulators`]; each returns a [`SimHandle`] with
+//!   [`start_chatbotkit`], [`start_all`] (or [`start_all_with`]) → [`Simulators`]; each returns a [`SimHandle`] with
 //!   `base_url`, [`SimHandle::faults`], [`SimHandle::calls`], [`SimHandle::total_calls`],
 //!   [`SimHandle::reset_calls`] and [`SimHandle::stop`].
 //! - Faults: [`Faults`] (latency, error rate, forced statuses, `LIMITS_REACHED`, hang,
@@ -40,7 +40,8 @@ pub use data::{
 pub use digitalocean::ZERO_TIME;
 pub use faults::{CursorEnd, Faults, TakeLimit};
 pub use server::{
-    DoOptions, SimHandle, Simulators, start_all, start_chatbotkit, start_digitalocean, start_kibana,
+    DoOptions, SimHandle, Simulators, start_all, start_all_with, start_chatbotkit,
+    start_digitalocean, start_kibana,
 };
 
 /// The DigitalOcean token: `Authorization: Bearer sim-do-token`.

@@ -529,9 +529,15 @@ impl Simulators {
 /// Generates the data of `spec` and starts all three simulators on free `127.0.0.1` ports
 /// (DigitalOcean with the default options).
 pub async fn start_all(spec: &DataSpec) -> io::Result<Simulators> {
+    start_all_with(spec, DoOptions::default()).await
+}
+
+/// [`start_all`] with DigitalOcean's options (e.g. without its rate limit, for tests that send
+/// more than its 250 requests per minute).
+pub async fn start_all_with(spec: &DataSpec, digitalocean: DoOptions) -> io::Result<Simulators> {
     let data = Arc::new(Dataset::generate(spec));
     Ok(Simulators {
-        digitalocean: start_digitalocean(data.clone(), DoOptions::default(), None).await?,
+        digitalocean: start_digitalocean(data.clone(), digitalocean, None).await?,
         kibana: start_kibana(data.clone(), None).await?,
         chatbotkit: start_chatbotkit(data.clone(), None).await?,
         data,

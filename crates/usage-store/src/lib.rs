@@ -30,6 +30,8 @@ mod engine;
 mod location;
 mod migrate;
 mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -38,6 +40,31 @@ use usage_core::{DynUsageStore, StoreError};
 
 pub use location::StoreLocation;
 pub use sql::POINTS_PER_STATEMENT;
+
+/// Takes an exclusive lock on `<path>.lock` (created when missing), waiting for another
+/// process that holds it; the lock is released when the returned file is dropped.
+async fn lock_beside(path: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = std::path::PathBuf::from(name);
+    let shown = lock.display().to_string();
+    let taken = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable {
+        message: format!("sqlite: locking {shown}: {e}"),
+    })?;
+    taken.map_err(|e| StoreError::Config {
+        message: format!("sqlite: cannot lock {shown} for the migrations: {e}"),
+    })
+}
 
 /// Opens the store at `location` (see [`StoreLocation::parse`]), bringing its schema up to
 /// date.
@@ -51,6 +78,10 @@ impl StoreLocation {
         Ok(match self {
             Self::Sqlite(path) => {
                 let pool = engine::connect_sqlite(path, self).await?;
+                // SQLite has no lock sqlx's migrator could take (PostgreSQL's uses an advisory
+                // lock): processes opening one file at once would both apply a migration, and
+                // the second would fail. A lock on a file beside it serializes them.
+                let _migrating = lock_beside(path).await?;
                 Arc::new(sql::SqlStore::<Sqlite>::new(pool, self).await?)
             }
             Self::Postgres(url) => {

@@ -10,141 +10,23 @@
 )]
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as Ttl;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use sqlx::AssertSqlSafe;
 use usage_core::store::{merge_coverage, uncovered};
 use usage_core::{
     Counters, CoveredInterval, DynUsageStore, PointFilter, PointKey, StoreError, Unit, UsageBatch,
     UsagePoint, Window,
 };
+use usage_store::testing::{Engine, Fresh, postgres_url};
 use usage_store::{POINTS_PER_STATEMENT, StoreLocation};
-
-const DATABASE_URL: &str = "USAGE_GATEWAY_TEST_DATABASE_URL";
-
-/// Numbers the PostgreSQL schemas of one test process.
-static NEXT_SCHEMA: AtomicU64 = AtomicU64::new(0);
-
-#[derive(Debug, Clone, Copy)]
-enum Engine {
-    Sqlite,
-    Postgres,
-}
 
 /// Every stored point.
 const ALL: PointFilter = PointFilter {
     agents: None,
     users: None,
 };
-
-/// A fresh, empty store location of one engine, removed when the test ends.
-struct Fresh {
-    engine: Engine,
-    location: String,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<(String, String)>,
-}
-
-impl Fresh {
-    /// A new location, or `None` when PostgreSQL is not configured (outside CI).
-    async fn new(engine: Engine) -> Option<Self> {
-        match engine {
-            Engine::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let path = dir.path().join("usage.db");
-                Some(Self {
-                    engine,
-                    location: format!("sqlite://{}", path.display()),
-                    _dir: Some(dir),
-                    schema: None,
-                })
-            }
-            Engine::Postgres => {
-                let admin = postgres_url()?;
-                let schema = format!(
-                    "usage_store_test_{}_{}_{}",
-                    std::process::id(),
-                    NEXT_SCHEMA.fetch_add(1, Ordering::Relaxed),
-                    Utc::now().timestamp_micros()
-                );
-                let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-                sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-                let mut url = url::Url::parse(&admin).unwrap();
-                url.query_pairs_mut()
-                    .append_pair("options", &format!("-c search_path={schema}"));
-                Some(Self {
-                    engine,
-                    location: url.to_string(),
-                    _dir: None,
-                    schema: Some((admin, schema)),
-                })
-            }
-        }
-    }
-
-    async fn open(&self) -> Result<DynUsageStore, StoreError> {
-        usage_store::open(&self.location).await
-    }
-
-    /// Runs raw SQL on the database, beside the store.
-    async fn exec(&self, sql: &str) {
-        let sql = AssertSqlSafe(sql.to_owned());
-        if self.schema.is_some() {
-            let pool = sqlx::PgPool::connect(&self.location).await.unwrap();
-            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        } else {
-            let path = self.location.trim_start_matches("sqlite://");
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
-                .await
-                .unwrap();
-            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
-
-    async fn remove(self) {
-        if let Some((admin, schema)) = &self.schema {
-            let pool = sqlx::PgPool::connect(admin).await.unwrap();
-            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-    }
-}
-
-/// The PostgreSQL URL of the tests, `None` (skip) when unset outside CI.
-fn postgres_url() -> Option<String> {
-    match std::env::var(DATABASE_URL) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{DATABASE_URL} is unset under CI=true: the PostgreSQL tests must run in CI \
-             (.ci/run starts a cluster with .ci/postgres.sh)"
-        ),
-        _ => {
-            // Once per run, and past the test harness's capture of `eprintln!`.
-            static TOLD: std::sync::Once = std::sync::Once::new();
-            TOLD.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: the PostgreSQL store tests are skipped: set {DATABASE_URL} \
-                     (`bash .ci/postgres.sh` starts a throw-away cluster and prints it)"
-                );
-            });
-            None
-        }
-    }
-}
 
 /// Runs a property on a fresh store of `engine`, then removes the store.
 async fn check<F>(engine: Engine, property: F)
@@ -196,6 +78,7 @@ on_both_engines!(
     an_expired_lease_passes_to_another_holder,
     a_released_lease_is_free_at_once,
     only_the_holder_publishes_progress,
+    stores_opened_at_once_on_a_fresh_database_all_open,
 );
 
 fn at(hour: i64) -> DateTime<Utc> {
@@ -1003,4 +886,23 @@ async fn only_the_holder_publishes_progress(_: &Fresh, store: DynUsageStore) {
             .as_deref(),
         Some("{\"done\":1}")
     );
+}
+
+/// Replicas starting together on a fresh database each apply or find the migrations, none
+/// failing on another's half-applied schema (SQLite: a lock file beside the database;
+/// PostgreSQL: sqlx's advisory lock).
+async fn stores_opened_at_once_on_a_fresh_database_all_open(fresh: &Fresh, _: DynUsageStore) {
+    let Some(empty) = Fresh::new(fresh.engine).await else {
+        return;
+    };
+    let opening: Vec<_> = (0..4)
+        .map(|_| {
+            let location = empty.location.clone();
+            tokio::spawn(async move { usage_store::open(&location).await })
+        })
+        .collect();
+    for task in opening {
+        task.await.unwrap().unwrap();
+    }
+    empty.remove().await;
 }
