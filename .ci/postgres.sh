@@ -5,8 +5,10 @@
 # `pg_start` installs Debian's `postgresql` when initdb is missing, creates a fresh cluster in
 # target/pg/data (owned by the `postgres` user when run as root: initdb refuses root), starts it
 # on a free port on 127.0.0.1 with its socket in target/pg/sock, password authentication and a
-# random password, creates the database `usage_store_test` and exports
-# USAGE_GATEWAY_TEST_DATABASE_URL. `pg_stop` stops it (the files stay until the next start).
+# random password and TLS (a certificate for 127.0.0.1 from a throw-away CA), creates the database
+# `usage_store_test` and exports USAGE_GATEWAY_TEST_DATABASE_URL and
+# USAGE_GATEWAY_TEST_DATABASE_CA (the CA, for sslmode=verify-full). `pg_stop` stops it
+# (the files stay until the next start).
 #
 # By hand: `bash .ci/postgres.sh` starts a cluster and prints the export line; `bash
 # .ci/postgres.sh stop` stops it.
@@ -60,9 +62,22 @@ pg_start() {
       --auth=scram-sha-256 --encoding=UTF8 --no-locale --no-sync >"$root/initdb.log" 2>&1 \
       || { cat "$root/initdb.log" >&2; exit 1; }
     rm -f "$root/pwfile"
+    # TLS on: a throw-away CA (exported below as USAGE_GATEWAY_TEST_DATABASE_CA) signs the
+    # server's certificate for 127.0.0.1, so that clients can verify it (sslmode=verify-full).
+    command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=usage-gateway test CA" \
+      -keyout "$root/ca.key" -out "$root/ca.crt" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$root/server.key" -out "$root/server.csr" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$root/server.ext"
+    openssl x509 -req -in "$root/server.csr" -CA "$root/ca.crt" -CAkey "$root/ca.key" \
+      -CAcreateserial -days 3 -extfile "$root/server.ext" -out "$root/server.crt" >/dev/null 2>&1
+    chmod 600 "$root/server.key"
+    chmod 644 "$root/server.crt" "$root/ca.crt"
+    [ ${#as[@]} -eq 0 ] || chown postgres: "$root/server.key" "$root/server.crt"
     # Durability settings off: the cluster is thrown away, and the tests never crash the server.
     "${as[@]}" "$bin/pg_ctl" --pgdata="$data" --log="$root/server.log" --wait --timeout=60 \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file=$root/server.crt -c ssl_key_file=$root/server.key" \
       start >/dev/null || { cat "$root/server.log" >&2; exit 1; }
     PGPASSWORD="$password" "$bin/psql" --quiet --no-psqlrc --host=127.0.0.1 --port="$port" \
       --username=postgres --dbname=postgres -v ON_ERROR_STOP=1 \
@@ -71,6 +86,7 @@ pg_start() {
   PG_CI_DATA="$data"
   PG_CI_BIN="$bin"
   export USAGE_GATEWAY_TEST_DATABASE_URL="postgres://postgres:$password@127.0.0.1:$port/usage_store_test"
+  export USAGE_GATEWAY_TEST_DATABASE_CA="$root/ca.crt"
   echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data in $data), ready in $((SECONDS - started)) s"
 }
 
@@ -91,6 +107,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     start)
       pg_start
       echo "export USAGE_GATEWAY_TEST_DATABASE_URL='$USAGE_GATEWAY_TEST_DATABASE_URL'"
+      echo "export USAGE_GATEWAY_TEST_DATABASE_CA='$USAGE_GATEWAY_TEST_DATABASE_CA'"
       ;;
     stop) pg_stop ;;
     *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;

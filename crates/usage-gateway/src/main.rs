@@ -345,12 +345,18 @@ fn serve(config: Config, providers: Vec<usage_gateway::fetch::SourceSpec>) -> Ex
             eprintln!("cannot use the usage store: {e}");
             return ExitCode::from(2);
         }
+        let store = state.store.clone();
+        let names = state.source_names.clone();
         let run = async {
             let bound = server::bind(state)?;
             tracing::info!(addr = %bound.addr, metrics = ?bound.metrics_addr, "usage-gateway listening");
             bound.run().await
         };
-        match run.await {
+        let result = run.await;
+        if let Some(store) = store {
+            store.release_leases(&names).await;
+        }
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("server error: {e}");

@@ -146,6 +146,19 @@ impl StoreHandle {
         }
     }
 
+    /// Gives up this process's sync leases of `sources` (at shutdown), so that another replica
+    /// takes them over at once instead of after `lease_ttl`.
+    pub async fn release_leases(&self, sources: &[String]) {
+        let Some(store) = self.get() else {
+            return;
+        };
+        for source in sources {
+            if let Err(e) = store.release_lease(source, &self.holder).await {
+                tracing::warn!(source = %source, error = %e, "releasing the sync lease failed");
+            }
+        }
+    }
+
     /// The last failure of the store and when.
     pub fn last_error(&self) -> Option<(DateTime<Utc>, String)> {
         self.last_error.lock().ok().and_then(|e| e.clone())

@@ -906,3 +906,41 @@ async fn stores_opened_at_once_on_a_fresh_database_all_open(fresh: &Fresh, _: Dy
     }
     empty.remove().await;
 }
+
+/// TLS to PostgreSQL: with `sslmode=verify-full` and the server's CA the store opens; without
+/// that CA (the system's roots do not hold the test cluster's self-signed one) it is refused
+/// at the TLS handshake, and the error shows no password.
+#[tokio::test]
+async fn postgres_over_verified_tls() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let ca = match std::env::var("USAGE_GATEWAY_TEST_DATABASE_CA") {
+        Ok(ca) if !ca.is_empty() => ca,
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "USAGE_GATEWAY_TEST_DATABASE_CA is unset under CI=true (.ci/postgres.sh sets it)"
+            )
+        }
+        _ => return,
+    };
+    let mut verified = url::Url::parse(&url).unwrap();
+    verified
+        .query_pairs_mut()
+        .append_pair("sslmode", "verify-full")
+        .append_pair("sslrootcert", &ca);
+    drop(usage_store::open(verified.as_str()).await.unwrap());
+
+    let mut unverified = url::Url::parse(&url).unwrap();
+    unverified
+        .query_pairs_mut()
+        .append_pair("sslmode", "verify-full");
+    let err = usage_store::open(unverified.as_str()).await.unwrap_err();
+    let password = url::Url::parse(&url)
+        .unwrap()
+        .password()
+        .unwrap()
+        .to_owned();
+    assert!(!err.to_string().contains(&password), "{err}");
+    assert!(!format!("{err:?}").contains(&password), "{err:?}");
+}
