@@ -446,8 +446,10 @@ async fn a_hanging_source_is_a_timeout_within_the_deadline() {
     assert_eq!(source(&v, "kb")["status"], "timeout", "{v:#}");
     assert_eq!(source(&v, "do")["status"], "ok", "{v:#}");
     assert!(v["rows"].as_array().is_some_and(|r| !r.is_empty()), "{v:#}");
+    // The hanging source would never answer: any answer soon after the deadline shows it was
+    // not waited for (the slack absorbs a loaded CI machine's scheduling delays).
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_millis(1100),
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1500),
         "answered after {took:?} on a 1 s deadline"
     );
 }

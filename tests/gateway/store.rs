@@ -54,7 +54,10 @@ fn config(values: &BTreeMap<String, String>) -> Config {
             "token = \"${SIM_DIGITALOCEAN_TOKEN}\"",
             "token = \"${SIM_DIGITALOCEAN_TOKEN}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
         )
-        .replace("sync_interval = \"1m\"", "sync_interval = \"1m\"\nsync = false");
+        .replace("sync_interval = \"1m\"", "sync_interval = \"1m\"\nsync = false")
+        // Hourly queries over three days answered live take hundreds of vendor requests: on a
+        // loaded machine they may need more than the demo's 10 s.
+        .replace("request_timeout = \"10s\"", "request_timeout = \"60s\"");
     Config::parse(&text, &|k| values.get(k).cloned()).unwrap()
 }
 
