@@ -16,10 +16,12 @@ mod calibration;
 mod gateway;
 mod load;
 mod nginx;
+mod postgres;
 mod procfs;
 mod report;
 mod scenarios;
 mod stats;
+mod store;
 mod tools;
 mod wrk;
 
@@ -38,7 +40,9 @@ use crate::scenarios::{BigSims, Ctx};
 #[derive(Debug, Parser)]
 #[command(name = "usage-bench", version)]
 struct Args {
-    /// Scenarios to run: 1 cache hit, 2 fan-out, 3 coalescing, 4 large data, 5 footprint.
+    /// Scenarios to run: 1 cache hit, 2 fan-out, 3 coalescing, 4 large data, 5 footprint; 6 store
+    /// read path, 7 replicas, 8 backfill (the usage store, issue 26: about 10 minutes together,
+    /// so not run by default).
     #[arg(long, value_delimiter = ',', default_values_t = [1u8, 2, 3, 4, 5])]
     scenarios: Vec<u8>,
     /// Relative noise margin in percent: a target missed by no more than this does not fail.
@@ -136,6 +140,37 @@ async fn run_all(ctx: &Ctx, selected: &[u8]) -> Vec<Row> {
     if has(5) {
         println!("\n[5] footprint");
         push("5 footprint", scenarios::footprint(ctx).await);
+    }
+    if [6, 7, 8].iter().any(|n| has(*n)) {
+        println!("\n[6-8] the usage store (DataSpec::bench)");
+        match scenarios::bench_data().await {
+            Ok((data, _)) => {
+                // One throw-away cluster for scenarios 6 and 7, stopped when dropped.
+                let pg = if has(6) || has(7) {
+                    tokio::task::spawn_blocking(|| {
+                        postgres::Postgres::start(&tools::workspace_root())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the PostgreSQL task failed: {e}")))
+                } else {
+                    Err("not needed".into())
+                };
+                if has(6) {
+                    println!("\n[6] store read path");
+                    push("6 store read", store::read_path(ctx, &data, &pg).await);
+                }
+                if has(7) {
+                    println!("\n[7] replicas on one PostgreSQL store");
+                    push("7 replicas", store::replicas(ctx, &data, &pg).await);
+                }
+                if has(8) {
+                    println!("\n[8] backfill");
+                    push("8 backfill", store::backfill(ctx, &data).await);
+                }
+                drop(pg);
+            }
+            Err(e) => push("6-8 usage store", Err(e)),
+        }
     }
     rows
 }

@@ -47,12 +47,12 @@ pub struct Ctx {
     pub log_filter: String,
 }
 
-fn io_err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+pub fn io_err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
 /// Formats an instant as RFC 3339 with a `Z`.
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
@@ -121,7 +121,7 @@ async fn fetch(client: &reqwest::Client, url: &str, auth: &str) -> Result<Answer
     Ok(a)
 }
 
-fn do_source(s: &SimHandle) -> SourceTable {
+pub fn do_source(s: &SimHandle) -> SourceTable {
     SourceTable::new("do", "digitalocean", &s.base_url).string("token", usage_sim::DO_TOKEN)
 }
 
@@ -129,8 +129,17 @@ fn kibana_source(s: &SimHandle) -> SourceTable {
     SourceTable::new("kibana", "kibana", &s.base_url).string("api_key", usage_sim::KIBANA_API_KEY)
 }
 
-fn cbk_source(s: &SimHandle) -> SourceTable {
+pub fn cbk_source(s: &SimHandle) -> SourceTable {
     SourceTable::new("cbk", "chatbotkit", &s.base_url).string("token", usage_sim::CBK_TOKEN)
+}
+
+/// The uuids of the data set's DigitalOcean agents.
+pub fn do_agents(data: &Dataset) -> Vec<String> {
+    data.digitalocean
+        .agents()
+        .iter()
+        .map(|a| a.uuid.clone())
+        .collect()
 }
 
 /// One source per simulator, each with its defaults.
@@ -143,7 +152,9 @@ fn all_sources(sims: &usage_sim::Simulators) -> Vec<SourceTable> {
 }
 
 impl Ctx {
-    fn config(
+    /// A config on a free port with this run's workers, a 120 s request timeout, the default
+    /// `max_buckets` and no store.
+    pub fn config(
         &self,
         cache_max_bytes: u64,
         sources: Vec<SourceTable>,
@@ -153,11 +164,18 @@ impl Ctx {
             workers: self.workers,
             cache_max_bytes,
             request_timeout_secs: 120,
+            max_buckets: 2000,
+            store: None,
             sources,
         })
     }
 
-    async fn gateway(&self, name: &str, spec: &ConfigSpec) -> Result<(Gateway, String), String> {
+    /// Starts a gateway on `spec` and mints its caller's `Authorization` value.
+    pub async fn gateway(
+        &self,
+        name: &str,
+        spec: &ConfigSpec,
+    ) -> Result<(Gateway, String), String> {
         let gw = Gateway::start(
             &self.bin,
             &self.dir,
@@ -575,12 +593,7 @@ pub async fn fan_out(ctx: &Ctx) -> Result<Vec<Row>, String> {
         |a| a.status.is_success(),
     )
     .await;
-    let agents: Vec<String> = data
-        .digitalocean
-        .agents()
-        .iter()
-        .map(|a| a.uuid.clone())
-        .collect();
+    let agents = do_agents(&data);
     let calls_per_request = agents.len() + bots.len();
     let fan_out = FanOut {
         agents,
@@ -902,17 +915,7 @@ impl std::fmt::Debug for BigSims {
 impl BigSims {
     /// Generates `DataSpec::bench` and starts the two simulators.
     pub async fn start() -> Result<Self, String> {
-        let now = Utc::now();
-        let started = Instant::now();
-        let data = Arc::new(
-            tokio::task::spawn_blocking(move || Dataset::generate(&DataSpec::bench(now)))
-                .await
-                .map_err(|e| format!("data generation: {e}"))?,
-        );
-        println!(
-            "  generated the bench data set in {}",
-            ms(started.elapsed())
-        );
+        let (data, now) = bench_data().await?;
         let kibana = usage_sim::start_kibana(data.clone(), None)
             .await
             .map_err(io_err("Kibana simulator"))?;
@@ -932,6 +935,22 @@ impl BigSims {
         self.kibana.stop().await;
         self.cbk.stop().await;
     }
+}
+
+/// Generates `DataSpec::bench` as of now (scenarios 4 to 8); returns it with its `now`.
+pub async fn bench_data() -> Result<(Arc<Dataset>, DateTime<Utc>), String> {
+    let now = Utc::now();
+    let started = Instant::now();
+    let data = Arc::new(
+        tokio::task::spawn_blocking(move || Dataset::generate(&DataSpec::bench(now)))
+            .await
+            .map_err(|e| format!("data generation: {e}"))?,
+    );
+    println!(
+        "  generated the bench data set in {}",
+        ms(started.elapsed())
+    );
+    Ok((data, now))
 }
 
 /// Cold runs of scenario 4, each on a fresh gateway.
@@ -1188,7 +1207,7 @@ const LARGE_VS_CALIBRATION: f64 = 0.6;
 
 /// Zones whose offsets put hour boundaries at different instants (each gives new hourly
 /// windows), then whole-hour zones (new daily windows).
-const ZONES: [&str; 20] = [
+pub const ZONES: [&str; 20] = [
     "UTC",
     "Asia/Kolkata",
     "Asia/Kathmandu",
