@@ -64,8 +64,10 @@
     } else {
       lines.push(`${(body && body.title) || "The request failed"} (${status}).`);
     }
-    if (body && body.detail) lines.push(body.detail);
-    for (const e of (body && body.errors) || []) lines.push(`${e.parameter}: ${e.message}`);
+    // A 400's `detail` joins its `errors`: one line for each bad parameter instead.
+    const errors = (body && body.errors) || [];
+    if (body && body.detail && errors.length === 0) lines.push(body.detail);
+    for (const e of errors) lines.push(`${e.parameter}: ${e.message}`);
     return lines;
   }
 
@@ -210,7 +212,7 @@
     const opts = { month: "short" };
     if (!short || bucket === "month") opts.year = "numeric";
     if (bucket !== "month") opts.day = "numeric";
-    if (bucket === "hour" || bucket === "none") Object.assign(opts, { hour: "2-digit", minute: "2-digit" });
+    if (bucket === "hour" || bucket === "none") Object.assign(opts, short ? { hour: "numeric" } : { hour: "2-digit", minute: "2-digit" });
     let f;
     try {
       f = new Intl.DateTimeFormat(undefined, { ...opts, timeZone: tz });
@@ -295,7 +297,8 @@
         { label: q.bucket === "none" ? "Range" : "Bucket", value: (u, i) => (when(i) === null ? "–" : fmt(when(i))) },
         ...order.map((i) => ({
           label: series[i].label,
-          stroke: "#333333",
+          // Outlined (light colours stay visible on white) while bars are wide enough.
+          stroke: xs.length <= 120 ? "#333333" : series[i].colour,
           width: 1 / devicePixelRatio,
           fill: series[i].colour,
           paths: bars,
@@ -306,6 +309,7 @@
       axes: [
         {
           incrs: [1, 2, 3, 4, 6, 7, 12, 14, 24, 28, 48, 168, 336, 720],
+          space: q.bucket === "hour" ? 110 : 60,
           values: (u, splits) => splits.map((i) => (when(i) === null ? "" : axisFmt(when(i)))),
         },
         { label: UNIT_NAMES[unit] || unit, size: 64, values: (u, splits) => splits.map((v) => compact.format(v)) },
