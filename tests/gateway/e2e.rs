@@ -308,6 +308,9 @@ async fn demo_binary_answers_401_then_200() {
     assert_eq!(v["sources"].as_array().unwrap().len(), 4);
     let r = client.get(format!("{base}/docs/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // The banner's usage page link: the page loads without a token.
+    let r = client.get(format!("{base}/ui")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     terminate(&child);
     assert!(child.wait().unwrap().success());
 }

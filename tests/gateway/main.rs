@@ -25,3 +25,4 @@ mod replicas;
 mod resilience;
 mod secrets;
 mod store;
+mod ui;

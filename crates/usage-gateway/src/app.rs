@@ -4,7 +4,7 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
-use crate::routes::{meta, usage};
+use crate::routes::{meta, ui, usage};
 use crate::state::AppState;
 
 /// Registers every route on an actix `ServiceConfig`; `/metrics` too when `with_metrics`.
@@ -43,6 +43,7 @@ pub fn configure(
             .service(utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}").config(
                 utoipa_swagger_ui::Config::new(["/openapi.json"]).persist_authorization(true),
             ))
+            .configure(ui::configure)
             .route(
                 "/docs",
                 web::get().to(|| async {

@@ -159,6 +159,7 @@ fn banner(
 usage-gateway demo is running at {base}
   simulated vendors: DigitalOcean {do_url}, Kibana {kb_url}, ChatBotKit {cbk_url}
   API docs (Swagger UI): {base}/docs/
+  usage page (charts; paste the token below into it): {base}/ui
   usage store (SQLite, removed on exit): {store}
     the last 7 days of DigitalOcean and ChatBotKit are synced into it in the background;
     `/v1/sources` shows the progress, `store_coverage` in each answer what came from it

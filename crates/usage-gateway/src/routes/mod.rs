@@ -1,4 +1,5 @@
 //! HTTP routes.
 
 pub mod meta;
+pub mod ui;
 pub mod usage;
