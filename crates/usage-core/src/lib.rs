@@ -25,9 +25,12 @@ pub mod vendor_fuzz;
 
 pub use error::{CallLimit, ProviderError};
 pub use model::{
-    Agent, Attribution, Counters, Dimension, PointKey, ProviderKind, SourceInfo,
-    UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageQuery, Window,
+    Agent, Attribution, ConversationBatch, ConversationTotals, Counters, Dimension, PointKey,
+    ProviderKind, SourceInfo, UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageQuery, Window,
 };
 pub use provider::{DynUsageProvider, UsageProvider};
-pub use store::{CoveredInterval, DynUsageStore, LeaseInfo, PointFilter, StoreError, UsageStore};
+pub use store::{
+    CoveredInterval, DynUsageStore, LeaseInfo, PlacedUsage, PointFilter, PollHistory, PollOutcome,
+    StoreError, UsageStore,
+};
 pub use time::Bucket;

@@ -571,3 +571,34 @@ mod tests {
         }
     }
 }
+
+/// One conversation's lifetime totals as a vendor reports them at one poll (Kibana's
+/// consumption API): what a snapshot of a conversation holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationTotals {
+    /// The agent the conversation belongs to.
+    pub agent: String,
+    /// The agent's human name, when known.
+    pub agent_name: Option<String>,
+    /// The conversation id (unique within its agent).
+    pub conversation: String,
+    /// The user, when known.
+    pub user: Option<String>,
+    /// When the conversation was last updated (its last round).
+    pub updated_at: DateTime<Utc>,
+    /// The unit of the counters.
+    pub unit: Unit,
+    /// The lifetime totals.
+    pub counters: Counters,
+}
+
+/// A provider's answer to [`crate::UsageProvider::conversations`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationBatch {
+    /// Every conversation updated at or after the asked instant, with its lifetime totals.
+    pub conversations: Vec<ConversationTotals>,
+    /// How many HTTP requests the provider sent upstream to answer.
+    pub upstream_requests: u64,
+    /// Remarks on data the answer lacks although the call succeeded.
+    pub notes: Vec<String>,
+}

@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::error::ProviderError;
-use crate::model::{Agent, Dimension, SourceInfo, UsageBatch, UsageQuery};
+use crate::model::{Agent, ConversationBatch, Dimension, SourceInfo, UsageBatch, UsageQuery};
 
 /// A configured connection to one vendor account (a "source").
 ///
@@ -32,6 +33,20 @@ pub trait UsageProvider: Send + Sync + std::fmt::Debug + 'static {
     /// Answers usage for every window of the query. Points carry the window they fall in and
     /// only the dimensions the query keeps; points outside every window are never returned.
     async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError>;
+
+    /// For a vendor that reports per-conversation lifetime totals (attribution
+    /// `conversation`): every conversation updated at or after `since`, with its totals now —
+    /// a snapshot the usage store compares with the previous one to place each conversation's
+    /// growth in time. `refresh` bypasses the provider's own caches. The default (`None`) says
+    /// the provider has no such snapshots.
+    async fn conversations(
+        &self,
+        since: DateTime<Utc>,
+        refresh: bool,
+    ) -> Result<Option<ConversationBatch>, ProviderError> {
+        let _ = (since, refresh);
+        Ok(None)
+    }
 }
 
 /// A shared provider handle.

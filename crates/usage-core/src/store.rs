@@ -25,7 +25,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{Counters, PointKey, Unit, UsagePoint, UsageQuery, Window};
+use crate::model::{
+    ConversationTotals, Counters, Dimension, PointKey, Unit, UsagePoint, UsageQuery, Window,
+};
 
 /// One window a store holds a source's points for, and when they were fetched from the vendor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -193,6 +195,18 @@ pub trait UsageStore: Send + Sync + std::fmt::Debug + 'static {
         filter: &PointFilter,
     ) -> Result<Vec<UsagePoint>, StoreError>;
 
+    /// Returns the stored points of `source` whose window lies inside `range` and that pass
+    /// `filter`, added up by the database per window, unit and the labels of `keep` (the other
+    /// labels dropped; the agent name kept only with the agent), sorted as [`Self::points`]:
+    /// what a query grouping by `keep` needs, without reading every stored label.
+    async fn sums(
+        &self,
+        source: &str,
+        range: Window,
+        filter: &PointFilter,
+        keep: &BTreeSet<Dimension>,
+    ) -> Result<Vec<UsagePoint>, StoreError>;
+
     /// Lists the sources the store holds any window of, sorted.
     async fn sources(&self) -> Result<Vec<String>, StoreError>;
 
@@ -231,6 +245,94 @@ pub trait UsageStore: Send + Sync + std::fmt::Debug + 'static {
     /// (by the database's clock) and the progress published; `None` when none was taken or it
     /// was released.
     async fn lease(&self, source: &str) -> Result<Option<LeaseInfo>, StoreError>;
+
+    /// Records one poll of a snapshot source (Kibana): `conversations` are the lifetime totals
+    /// of every conversation updated at or after `since`, as seen at `polled_at`. In one
+    /// transaction, each is compared with the last totals stored for it: a conversation seen
+    /// for the first time places its totals at its `updated_at` (a *baseline*: what happened
+    /// before the first poll that saw it is placed as conversation attribution places it); one
+    /// that grew places the growth at its new `updated_at`; one whose totals shrank (a reset,
+    /// an edited conversation) places nothing for the counters that shrank, is reported in the
+    /// outcome and kept as a note, and is measured from its new totals on; its usage recorded
+    /// so far stays. Recording the same totals again places nothing.
+    async fn record_poll(
+        &self,
+        source: &str,
+        polled_at: DateTime<Utc>,
+        since: DateTime<Utc>,
+        conversations: &[ConversationTotals],
+    ) -> Result<PollOutcome, StoreError>;
+
+    /// Returns the usage of `source` placed from snapshots at instants inside `range` that
+    /// passes `filter`, sorted by instant, agent and conversation.
+    async fn placed(
+        &self,
+        source: &str,
+        range: Window,
+        filter: &PointFilter,
+    ) -> Result<Vec<PlacedUsage>, StoreError>;
+
+    /// Returns the last totals stored of the given `(agent, conversation)`s of `source` (those
+    /// never seen are absent).
+    async fn last_totals(
+        &self,
+        source: &str,
+        conversations: &[(String, String)],
+    ) -> Result<Vec<ConversationTotals>, StoreError>;
+
+    /// Describes the polls of `source`: the first and the last, and the longest time between
+    /// two consecutive polls that `range` sees (the placement's resolution there); `None`
+    /// before the first poll.
+    async fn polls(&self, source: &str, range: Window) -> Result<Option<PollHistory>, StoreError>;
+
+    /// Lists the notes of totals that shrank, observed inside `range`.
+    async fn shrunk(&self, source: &str, range: Window) -> Result<Vec<String>, StoreError>;
+}
+
+/// Usage placed in time from snapshots: one conversation's growth between two polls, at its
+/// update time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlacedUsage {
+    /// Where it is placed: the conversation's `updated_at` at the poll that saw it grow.
+    pub at: DateTime<Utc>,
+    /// The agent.
+    pub agent: String,
+    /// The agent's human name, when known.
+    pub agent_name: Option<String>,
+    /// The conversation.
+    pub conversation: String,
+    /// The user, when known.
+    pub user: Option<String>,
+    /// The unit.
+    pub unit: Unit,
+    /// The growth (or the baseline totals).
+    pub counters: Counters,
+    /// The conversation's totals at the first poll that saw it (what happened before that
+    /// poll is placed at its update time then, as conversation attribution places it).
+    pub baseline: bool,
+}
+
+/// What recording one poll did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PollOutcome {
+    /// Conversations seen for the first time.
+    pub baselines: u64,
+    /// Conversations that grew.
+    pub grown: u64,
+    /// Conversations whose totals shrank, as notes.
+    pub shrunk: Vec<String>,
+}
+
+/// The polls of a snapshot source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PollHistory {
+    /// The first poll.
+    pub first: DateTime<Utc>,
+    /// The last poll.
+    pub last: DateTime<Utc>,
+    /// The longest time between two consecutive polls in the range asked (from the last poll
+    /// before it to the first after it): usage there is placed to within this.
+    pub resolution: Duration,
 }
 
 /// The longest sync lease [`UsageStore::try_lease`] grants: a longer one is refused (a lease

@@ -390,16 +390,12 @@ async fn from_store(
         agents: shape.agents.clone(),
         users: shape.users.clone(),
     };
-    let keep_name = shape.dims.contains(&Dimension::Agent);
-    for mut p in store.points(source, read, &filter).await? {
+    // The database adds the points up to the query's dimensions.
+    for mut p in store.sums(source, read, &filter, &shape.dims).await? {
         let Some(&i) = chosen.get(&p.window) else {
             continue; // a stored window straddling a query window's edge
         };
         p.window = windows[i];
-        p.key = p.key.project(&shape.dims);
-        if !keep_name {
-            p.agent_name = None;
-        }
         plan.points[i].push(p);
     }
     Ok(plan)

@@ -39,7 +39,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// A source's sync progress, as `GET /v1/sources` shows it (published by the lease holder to
 /// the store, so that every replica shows it).
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(default)]
 pub struct Progress {
     /// The replica syncing the source (host:pid:suffix).
     pub holder: String,

@@ -29,6 +29,7 @@
 mod engine;
 mod location;
 mod migrate;
+mod snapshots;
 mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;

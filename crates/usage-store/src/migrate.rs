@@ -44,12 +44,14 @@ macro_rules! embed {
 pub(crate) const SQLITE: &[Embedded] = &[
     embed!("sqlite", 1, "0001_usage_store"),
     embed!("sqlite", 2, "0002_sync_leases"),
+    embed!("sqlite", 3, "0003_conversation_snapshots"),
 ];
 
 /// The PostgreSQL migrations, in order (the same versions and names as SQLite's).
 pub(crate) const POSTGRES: &[Embedded] = &[
     embed!("postgres", 1, "0001_usage_store"),
     embed!("postgres", 2, "0002_sync_leases"),
+    embed!("postgres", 3, "0003_conversation_snapshots"),
 ];
 
 /// Builds sqlx's migrator over `migrations`, recording them in [`TABLE`].

@@ -1,6 +1,7 @@
 //! The store on any engine: one SQL text for both (`$n` placeholders, which SQLite reads too),
 //! generic over the engine; what differs is in [`crate::engine`].
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -10,8 +11,9 @@ use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 use usage_core::store::{lease_ttl_ms, merge_points};
 use usage_core::{
-    Counters, CoveredInterval, LeaseInfo, PointFilter, PointKey, StoreError, Unit, UsagePoint,
-    UsageStore, Window, model::ceil_ms,
+    ConversationTotals, Counters, CoveredInterval, Dimension, LeaseInfo, PlacedUsage, PointFilter,
+    PointKey, PollHistory, PollOutcome, StoreError, Unit, UsagePoint, UsageStore, Window,
+    model::ceil_ms,
 };
 
 use crate::engine::{Engine, db_error};
@@ -45,10 +47,6 @@ const INSERT_POINTS: &str = "INSERT INTO usage_points (source, window_start, win
 
 const SELECT_COVERAGE: &str = "SELECT window_start, window_end, synced_at FROM usage_coverage \
      WHERE source = $1 AND window_start >= $2 AND window_end <= $3 ORDER BY window_start";
-
-const SELECT_POINTS: &str = "SELECT window_start, window_end, unit, labels, agent, end_user, \
-     conversation, usage_type, agent_name, input, output, other FROM usage_points \
-     WHERE source = ";
 
 const SELECT_SOURCES: &str = "SELECT DISTINCT source FROM usage_coverage";
 
@@ -84,7 +82,7 @@ const SELECT_LEASE: &str = "SELECT holder, expires_at, progress, updated_at, {no
 
 /// Reads every column the store uses, so that a schema changed by hand fails at open; each
 /// with the version of the migration that made its table.
-const PROBES: [(i64, &str); 4] = [
+const PROBES: [(i64, &str); 8] = [
     (1, "SELECT source FROM usage_sources WHERE 1 = 0"),
     (
         1,
@@ -100,6 +98,24 @@ const PROBES: [(i64, &str); 4] = [
         "SELECT source, holder, expires_at, progress, updated_at FROM usage_sync_leases \
          WHERE 1 = 0",
     ),
+    (
+        3,
+        "SELECT source, agent, conversation, end_user, agent_name, unit, input, output, other, \
+         updated_at, observed_at FROM usage_conversations WHERE 1 = 0",
+    ),
+    (
+        3,
+        "SELECT source, agent, conversation, placed_at, end_user, agent_name, unit, input, \
+         output, other, baseline, observed_at FROM usage_placed WHERE 1 = 0",
+    ),
+    (
+        3,
+        "SELECT source, polled_at, since, conversations FROM usage_polls WHERE 1 = 0",
+    ),
+    (
+        3,
+        "SELECT source, agent, conversation, observed_at, note FROM usage_shrunk WHERE 1 = 0",
+    ),
 ];
 
 /// A lease statement with the engine's clock put in for `{now}` (if it reads it).
@@ -110,7 +126,7 @@ fn timed<DB: Engine>(statement: &'static str) -> sqlx::AssertSqlSafe<String> {
 
 /// A usage store on the engine `DB`.
 pub(crate) struct SqlStore<DB: Engine> {
-    pool: Pool<DB>,
+    pub(crate) pool: Pool<DB>,
     /// The location, as shown (password redacted).
     location: String,
 }
@@ -134,6 +150,7 @@ where
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Decode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     /// Brings the schema up to date (refusing a foreign or changed one) and checks it.
@@ -184,7 +201,7 @@ where
     }
 
     /// Begins a write of `source`, holding its lock (see [`LOCK_SOURCE`]).
-    async fn begin_write(
+    pub(crate) async fn begin_write(
         &self,
         source: &str,
     ) -> Result<sqlx::Transaction<'static, DB>, StoreError> {
@@ -255,6 +272,98 @@ where
             .map_err(|e| db_error::<DB>("committing the windows", &e))
     }
 
+    /// Reads the points of `source` whose window lies inside `range` and that pass `filter`:
+    /// as stored, or (`keep`) added up per window, unit and the kept labels.
+    async fn select_points(
+        &self,
+        source: &str,
+        range: Window,
+        filter: &PointFilter,
+        keep: Option<&BTreeSet<Dimension>>,
+    ) -> Result<Vec<UsagePoint>, StoreError> {
+        let mut select = QueryBuilder::<DB>::new("SELECT window_start, window_end, unit, ");
+        let labels = [
+            (Dimension::Agent, "agent", AGENT),
+            (Dimension::User, "end_user", USER),
+            (Dimension::Conversation, "conversation", CONVERSATION),
+            (Dimension::UsageType, "usage_type", USAGE_TYPE),
+        ];
+        let mut group = String::from("window_start, window_end, unit");
+        match keep {
+            None => {
+                select.push(
+                    "labels, agent, end_user, conversation, usage_type, agent_name, input, \
+                     output, other",
+                );
+            }
+            Some(keep) => {
+                let bits: i32 = labels
+                    .iter()
+                    .filter(|(d, _, _)| keep.contains(d))
+                    .map(|(_, _, bit)| bit)
+                    .sum();
+                select.push(format_args!("(labels & {bits})"));
+                group.push_str(", (labels & ");
+                group.push_str(&bits.to_string());
+                group.push(')');
+                for (d, column, _) in labels {
+                    if keep.contains(&d) {
+                        select.push(format_args!(", {column}"));
+                        group.push_str(", ");
+                        group.push_str(column);
+                    } else {
+                        select.push(format_args!(", ''"));
+                    }
+                }
+                select.push(if keep.contains(&Dimension::Agent) {
+                    ", MAX(agent_name)"
+                } else {
+                    ", NULL"
+                });
+                select.push(
+                    ", CAST(SUM(input) AS BIGINT), CAST(SUM(output) AS BIGINT), \
+                     CAST(SUM(other) AS BIGINT)",
+                );
+            }
+        }
+        select
+            .push(" FROM usage_points WHERE source = ")
+            .push_bind(source)
+            .push(" AND window_start >= ")
+            .push_bind(ceil_ms(range.start))
+            .push(" AND window_end <= ")
+            .push_bind(floor_ms(range.end));
+        for (set, column, bit) in [
+            (&filter.agents, "agent", AGENT),
+            (&filter.users, "end_user", USER),
+        ] {
+            let Some(set) = set else { continue };
+            if set.is_empty() {
+                return Ok(Vec::new());
+            }
+            select.push(format_args!(" AND (labels & {bit}) <> 0 AND {column} IN ("));
+            let mut values = select.separated(", ");
+            for v in set {
+                values.push_bind(v.as_str());
+            }
+            select.push(")");
+        }
+        if keep.is_some() {
+            select.push(format_args!(" GROUP BY {group}"));
+        }
+        let rows = select
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error::<DB>("reading points", &e))?;
+        let mut points = rows
+            .iter()
+            .map(read_point::<DB>)
+            .collect::<Result<Vec<_>, _>>()?;
+        points.sort_by(|a, b| (a.window, &a.key, a.unit).cmp(&(b.window, &b.key, b.unit)));
+        Ok(points)
+    }
+
     /// A lease statement on the engine's clock ([`timed`]), bound to its source (`$1`) and
     /// holder (`$2`).
     fn lease_statement<'q>(
@@ -308,6 +417,7 @@ where
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Decode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     fn engine(&self) -> &'static str {
@@ -367,39 +477,17 @@ where
         range: Window,
         filter: &PointFilter,
     ) -> Result<Vec<UsagePoint>, StoreError> {
-        let mut select = QueryBuilder::<DB>::new(SELECT_POINTS);
-        select
-            .push_bind(source)
-            .push(" AND window_start >= ")
-            .push_bind(ceil_ms(range.start))
-            .push(" AND window_end <= ")
-            .push_bind(floor_ms(range.end));
-        for (set, column, bit) in [
-            (&filter.agents, "agent", AGENT),
-            (&filter.users, "end_user", USER),
-        ] {
-            let Some(set) = set else { continue };
-            if set.is_empty() {
-                return Ok(Vec::new());
-            }
-            select.push(format_args!(" AND (labels & {bit}) <> 0 AND {column} IN ("));
-            let mut values = select.separated(", ");
-            for v in set {
-                values.push_bind(v.as_str());
-            }
-            select.push(")");
-        }
-        let rows = select
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| db_error::<DB>("reading points", &e))?;
-        let mut points = rows
-            .iter()
-            .map(read_point::<DB>)
-            .collect::<Result<Vec<_>, _>>()?;
-        points.sort_by(|a, b| (a.window, &a.key, a.unit).cmp(&(b.window, &b.key, b.unit)));
-        Ok(points)
+        self.select_points(source, range, filter, None).await
+    }
+
+    async fn sums(
+        &self,
+        source: &str,
+        range: Window,
+        filter: &PointFilter,
+        keep: &BTreeSet<Dimension>,
+    ) -> Result<Vec<UsagePoint>, StoreError> {
+        self.select_points(source, range, filter, Some(keep)).await
     }
 
     async fn sources(&self) -> Result<Vec<String>, StoreError> {
@@ -471,6 +559,42 @@ where
                 .map(str::to_owned),
             updated_at: instant(ms(3)?)?,
         }))
+    }
+
+    async fn record_poll(
+        &self,
+        source: &str,
+        polled_at: DateTime<Utc>,
+        since: DateTime<Utc>,
+        conversations: &[ConversationTotals],
+    ) -> Result<PollOutcome, StoreError> {
+        self.write_poll(source, polled_at, since, conversations)
+            .await
+    }
+
+    async fn placed(
+        &self,
+        source: &str,
+        range: Window,
+        filter: &PointFilter,
+    ) -> Result<Vec<PlacedUsage>, StoreError> {
+        self.read_placed(source, range, filter).await
+    }
+
+    async fn last_totals(
+        &self,
+        source: &str,
+        conversations: &[(String, String)],
+    ) -> Result<Vec<ConversationTotals>, StoreError> {
+        self.read_totals(source, conversations).await
+    }
+
+    async fn polls(&self, source: &str, range: Window) -> Result<Option<PollHistory>, StoreError> {
+        self.read_polls(source, range).await
+    }
+
+    async fn shrunk(&self, source: &str, range: Window) -> Result<Vec<String>, StoreError> {
+        self.read_shrunk(source, range).await
     }
 
     async fn forget(&self, source: &str, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -555,7 +679,7 @@ impl<'a> PointRow<'a> {
     }
 }
 
-/// Reads one `usage_points` row of [`SELECT_POINTS`].
+/// Reads one `usage_points` row as `select_points` selects it.
 fn read_point<DB>(row: &DB::Row) -> Result<UsagePoint, StoreError>
 where
     DB: Engine,
@@ -601,7 +725,7 @@ where
     })
 }
 
-fn corrupt(e: impl fmt::Display) -> StoreError {
+pub(crate) fn corrupt(e: impl fmt::Display) -> StoreError {
     StoreError::Corrupt {
         message: format!("reading a stored value: {e}"),
     }
@@ -680,7 +804,7 @@ fn floor_ms(t: DateTime<Utc>) -> i64 {
         .saturating_add(i64::from(nanos / 1_000_000))
 }
 
-fn instant(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn instant(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt {
         message: format!("stored instant {ms} ms is out of range"),
     })

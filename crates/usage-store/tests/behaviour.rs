@@ -16,8 +16,8 @@ use std::time::Duration as Ttl;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use usage_core::store::{merge_coverage, uncovered};
 use usage_core::{
-    Counters, CoveredInterval, DynUsageStore, PointFilter, PointKey, StoreError, Unit, UsageBatch,
-    UsagePoint, Window,
+    ConversationTotals, Counters, CoveredInterval, Dimension, DynUsageStore, PlacedUsage,
+    PointFilter, PointKey, StoreError, Unit, UsageBatch, UsagePoint, Window,
 };
 use usage_store::testing::{Engine, Fresh, postgres_url};
 use usage_store::{POINTS_PER_STATEMENT, StoreLocation};
@@ -79,6 +79,10 @@ on_both_engines!(
     a_released_lease_is_free_at_once,
     only_the_holder_publishes_progress,
     stores_opened_at_once_on_a_fresh_database_all_open,
+    snapshot_growth_is_placed_at_the_update_time,
+    shrunk_totals_are_noted_and_nothing_recorded_is_lost,
+    placed_usage_is_filtered_by_agent_and_user,
+    sums_add_up_points_per_kept_dimension,
 );
 
 fn at(hour: i64) -> DateTime<Utc> {
@@ -943,4 +947,247 @@ async fn postgres_over_verified_tls() {
         .to_owned();
     assert!(!err.to_string().contains(&password), "{err}");
     assert!(!format!("{err:?}").contains(&password), "{err:?}");
+}
+
+/// What a test reads of a placed usage: instant, conversation, (input, output), baseline.
+type Seen<'a> = (DateTime<Utc>, &'a str, (u64, u64), bool);
+
+/// A conversation's lifetime totals at a poll.
+fn snap(
+    agent: &str,
+    id: &str,
+    user: Option<&str>,
+    updated: DateTime<Utc>,
+    io: (u64, u64),
+) -> ConversationTotals {
+    ConversationTotals {
+        agent: agent.to_owned(),
+        agent_name: Some(format!("{agent} name")),
+        conversation: id.to_owned(),
+        user: user.map(str::to_owned),
+        updated_at: updated,
+        unit: Unit::Tokens,
+        counters: Counters {
+            input: io.0,
+            output: io.1,
+            other: 0,
+        },
+    }
+}
+
+fn all_time() -> Window {
+    Window::new(at(-1000), at(1000))
+}
+
+/// Each poll places a conversation's growth since the last at its new update time; its first
+/// poll places its totals as a baseline; a poll repeated or one that no longer lists a
+/// conversation places nothing and loses nothing.
+async fn snapshot_growth_is_placed_at_the_update_time(_: &Fresh, store: DynUsageStore) {
+    let minute = |h: i64, m: i64| at(h) + Duration::minutes(m);
+    let a1 = snap("kb", "a", Some("elastic"), minute(0, 10), (100, 10));
+    let out = store
+        .record_poll("s", at(1), at(-100), std::slice::from_ref(&a1))
+        .await
+        .unwrap();
+    assert_eq!((out.baselines, out.grown), (1, 0));
+    let a2 = snap("kb", "a", Some("elastic"), minute(1, 20), (150, 25));
+    let b1 = snap("kb", "b", None, minute(1, 30), (7, 3));
+    let out = store
+        .record_poll("s", at(2), at(1), &[a2.clone(), b1.clone()])
+        .await
+        .unwrap();
+    assert_eq!((out.baselines, out.grown), (1, 1));
+    // The same totals again (a repeated poll), and a poll that lists neither conversation.
+    let out = store
+        .record_poll("s", at(2), at(1), &[a2.clone(), b1.clone()])
+        .await
+        .unwrap();
+    assert_eq!((out.baselines, out.grown), (0, 0));
+    store.record_poll("s", at(4), at(2), &[]).await.unwrap();
+
+    let placed = store.placed("s", all_time(), &ALL).await.unwrap();
+    let seen: Vec<Seen<'_>> = placed
+        .iter()
+        .map(|p| {
+            (
+                p.at,
+                p.conversation.as_str(),
+                (p.counters.input, p.counters.output),
+                p.baseline,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (minute(0, 10), "a", (100, 10), true),
+            (minute(1, 20), "a", (50, 15), false),
+            (minute(1, 30), "b", (7, 3), true),
+        ]
+    );
+    assert_eq!(placed[0].user.as_deref(), Some("elastic"));
+    assert_eq!(placed[0].agent_name.as_deref(), Some("kb name"));
+    // Only what lies in the range.
+    let hour1 = store.placed("s", hour(1), &ALL).await.unwrap();
+    assert_eq!(hour1.len(), 2);
+    let totals = store
+        .last_totals(
+            "s",
+            &[("kb".into(), "a".into()), ("kb".into(), "zz".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(totals, [a2]);
+    let polls = store
+        .polls("s", Window::new(at(1), at(3)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((polls.first, polls.last), (at(1), at(4)));
+    // From the poll at 1 to the first after 3 (at 4): the longest gap is 2 hours.
+    assert_eq!(polls.resolution, std::time::Duration::from_secs(2 * 3600));
+    assert!(store.polls("other", all_time()).await.unwrap().is_none());
+}
+
+/// Totals that shrink are noted; what was recorded stays, and growth counts from the new
+/// totals (counters that grew meanwhile count at once).
+async fn shrunk_totals_are_noted_and_nothing_recorded_is_lost(_: &Fresh, store: DynUsageStore) {
+    store
+        .record_poll(
+            "s",
+            at(1),
+            at(0),
+            &[snap("kb", "a", None, at(0), (100, 10))],
+        )
+        .await
+        .unwrap();
+    let out = store
+        .record_poll("s", at(2), at(1), &[snap("kb", "a", None, at(1), (40, 15))])
+        .await
+        .unwrap();
+    assert_eq!(out.shrunk.len(), 1, "{out:?}");
+    assert!(
+        out.shrunk[0].contains("kb/a: totals shrank from 110 tokens to 55 tokens"),
+        "{out:?}"
+    );
+    store
+        .record_poll("s", at(3), at(2), &[snap("kb", "a", None, at(2), (60, 15))])
+        .await
+        .unwrap();
+    let placed = store.placed("s", all_time(), &ALL).await.unwrap();
+    let mut sum = Counters::default();
+    for p in &placed {
+        sum.add(&p.counters);
+    }
+    // 100 + 20 input (from 40 to 60), 10 + 5 output (from 10 to 15).
+    assert_eq!((sum.input, sum.output), (120, 15));
+    let notes = store.shrunk("s", Window::new(at(2), at(3))).await.unwrap();
+    assert_eq!(notes, out.shrunk);
+    assert!(store.shrunk("s", hour(5)).await.unwrap().is_empty());
+}
+
+/// The agent and user filters apply to placed usage as to points.
+async fn placed_usage_is_filtered_by_agent_and_user(_: &Fresh, store: DynUsageStore) {
+    let polls = [
+        snap("kb", "a", Some("elastic"), at(0), (1, 0)),
+        snap("kb", "b", None, at(0), (2, 0)),
+        snap("other", "c", Some("admin"), at(0), (4, 0)),
+    ];
+    store.record_poll("s", at(1), at(0), &polls).await.unwrap();
+    let only = |agents: Option<&[&str]>, users: Option<&[&str]>| PointFilter {
+        agents: agents.map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
+        users: users.map(|u| u.iter().map(|s| (*s).to_owned()).collect()),
+    };
+    let sum = |placed: Vec<PlacedUsage>| placed.iter().map(|p| p.counters.input).sum::<u64>();
+    assert_eq!(
+        sum(store
+            .placed("s", all_time(), &only(Some(&["kb"]), None))
+            .await
+            .unwrap()),
+        3
+    );
+    assert_eq!(
+        sum(store
+            .placed("s", all_time(), &only(None, Some(&["admin"])))
+            .await
+            .unwrap()),
+        4
+    );
+    assert_eq!(
+        sum(store
+            .placed("s", all_time(), &only(Some(&[]), None))
+            .await
+            .unwrap()),
+        0
+    );
+    assert_eq!(sum(store.placed("s", all_time(), &ALL).await.unwrap()), 7);
+}
+
+/// `sums` equals the stored points projected to the kept dimensions and added up, for every
+/// choice of dimensions, with the filters applied.
+async fn sums_add_up_points_per_kept_dimension(_: &Fresh, store: DynUsageStore) {
+    // The sample's labels with small counters (its largest ones would overflow a sum, which
+    // the database refuses as an error rather than wrapping).
+    for h in 0..3 {
+        let points: Vec<UsagePoint> = sample(hour(h))
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut p)| {
+                let i = i as u64;
+                p.counters = Counters {
+                    input: i + 1,
+                    output: 2 * i,
+                    other: i % 3,
+                };
+                p
+            })
+            .collect();
+        store
+            .put_window("s", hour(h), &points, at(9))
+            .await
+            .unwrap();
+    }
+    let dims = [
+        Dimension::Agent,
+        Dimension::User,
+        Dimension::Conversation,
+        Dimension::UsageType,
+    ];
+    let filters = [
+        ALL,
+        PointFilter {
+            agents: Some(BTreeSet::from(["bot-7".to_owned(), "kb-agent".to_owned()])),
+            users: None,
+        },
+    ];
+    for mask in 0..16u8 {
+        let keep: BTreeSet<Dimension> = dims
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, d)| *d)
+            .collect();
+        for filter in &filters {
+            let range = Window::new(at(0), at(3));
+            let expected = UsageBatch {
+                points: store
+                    .points("s", range, filter)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|mut p| {
+                        p.key = p.key.project(&keep);
+                        if !keep.contains(&Dimension::Agent) {
+                            p.agent_name = None;
+                        }
+                        p
+                    })
+                    .collect(),
+                ..UsageBatch::default()
+            }
+            .compact();
+            let got = store.sums("s", range, filter, &keep).await.unwrap();
+            assert_eq!(got, expected.points, "keep {keep:?}, filter {filter:?}");
+        }
+    }
 }
