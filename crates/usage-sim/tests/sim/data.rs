@@ -1,6 +1,7 @@
 //! Data generation: determinism, shape and the quirks the simulators need.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use usage_core::Window;
 use usage_sim::{BASE_TYPE, DataSpec, Dataset, HIGH_INPUT_TOKENS, TruthFilter};
@@ -176,4 +177,62 @@ fn bench_spec_is_big() {
     assert!(b.cbk_records >= 100_000);
     let s = spec();
     assert!(s.cbk_records <= 1_000 && s.do_events <= 1_000);
+}
+
+/// FNV-1a over a text: a fingerprint that stays the same across runs and platforms.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Fingerprints of `DataSpec::small` as generated before Kibana conversations had rounds: the
+/// rounds must not draw from the generator's stream, because tests and benchmarks elsewhere
+/// rely on these exact data (DigitalOcean and ChatBotKit whole, Kibana's conversations by
+/// everything but their rounds).
+#[test]
+fn small_data_is_unchanged_by_kibana_rounds() {
+    let d = Dataset::generate(&spec());
+    let mut kibana = String::new();
+    for space in d.kibana.spaces() {
+        for a in d.kibana.agents(space) {
+            writeln!(kibana, "{space} {a:?}").unwrap();
+            for c in d.kibana.conversations(space, &a.id) {
+                writeln!(
+                    kibana,
+                    "{} {:?} {:?} {} {} {} {} {} {} {} {:?}",
+                    c.id,
+                    c.title,
+                    c.user_id,
+                    c.username,
+                    c.created_at.timestamp_millis(),
+                    c.updated_at.timestamp_millis(),
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.round_count,
+                    c.llm_calls,
+                    c.warnings,
+                )
+                .unwrap();
+            }
+        }
+    }
+    let got = [
+        fnv(&format!("{:?}", d.digitalocean)),
+        fnv(&kibana),
+        // Bots and records (the struct's own indexes are hash maps, printed in any order).
+        fnv(&format!(
+            "{:?} {:?}",
+            d.chatbotkit.bots(),
+            d.chatbotkit.records()
+        )),
+    ];
+    assert_eq!(
+        got,
+        [
+            0xba8a_bc3d_4bce_2fa7,
+            0x8747_04db_00ca_620c,
+            0x7a55_cf56_3217_dd31
+        ]
+    );
 }
