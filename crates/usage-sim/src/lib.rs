@@ -16,7 +16,8 @@
 //! - Servers: [`start_digitalocean`] (with [`DoOptions`]), [`start_kibana`],
 //!   [`start_chatbotkit`], [`start_all`] (or [`start_all_with`]) → [`Simulators`]; each returns a [`SimHandle`] with
 //!   `base_url`, [`SimHandle::faults`], [`SimHandle::calls`], [`SimHandle::total_calls`],
-//!   [`SimHandle::reset_calls`] and [`SimHandle::stop`].
+//!   [`SimHandle::reset_calls`], [`SimHandle::set_clock`] (Kibana answers as of an instant)
+//!   and [`SimHandle::stop`].
 //! - Faults: [`Faults`] (latency, error rate, forced statuses, `LIMITS_REACHED`, hang,
 //!   malformed JSON, truncated bodies) and [`CursorEnd`] (ChatBotKit's last-page cursor).
 //!

@@ -223,6 +223,17 @@ impl AgentData {
         }
     }
 
+    /// Returns the agent as Kibana showed it at `t`: each conversation
+    /// [`as of`](KibanaConversation::as_of) `t`, with sort orders and aggregation of that view.
+    pub(crate) fn as_of(&self, t: DateTime<Utc>) -> Self {
+        let conversations = self
+            .conversations
+            .iter()
+            .filter_map(|c| c.as_of(t))
+            .collect();
+        Self::new(self.agent.clone(), self.description.clone(), conversations)
+    }
+
     pub(crate) fn order(&self, field: SortField, desc: bool) -> &[u32] {
         &self.orders[field.index()][usize::from(desc)]
     }
