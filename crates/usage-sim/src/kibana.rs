@@ -373,6 +373,15 @@ fn agent_consumption(st: &SimState, req: &HttpRequest, body: &[u8]) -> Reply {
             "aggregations": {"usernames": [], "total_with_warnings": 0},
         }));
     };
+    // With a clock, the view as of it (with its own sort orders); without, the precomputed one.
+    let as_of;
+    let agent = match st.clock.get() {
+        None => agent,
+        Some(t) => {
+            as_of = agent.as_of(t);
+            &as_of
+        }
+    };
     let convs = &agent.conversations;
     // Each order ascends by (key, created_at), with the key negated for `desc`.
     let signed = |k: i64| if p.desc { -k } else { k };

@@ -7,13 +7,17 @@
 //!   (`Authorization: ApiKey …`), [`KIBANA_USERNAME`]/[`KIBANA_PASSWORD`] (`Basic`),
 //!   [`CBK_TOKEN`] (`Authorization: Bearer …`).
 //! - Data: [`DataSpec`] (`small`, `bench`), [`Dataset::generate`] with [`DoData`],
-//!   [`KibanaData`], [`CbkData`].
+//!   [`KibanaData`] (conversations with their [`KibanaRound`]s,
+//!   [`KibanaConversation::as_of`]), [`CbkData`].
 //! - Ground truth: [`TruthFilter`], [`DoData::truth`], [`KibanaData::truth`],
-//!   [`KibanaData::warnings`], [`CbkData::truth`].
+//!   [`KibanaData::truth_rounds`] (when Kibana usage happened), [`KibanaData::truth_as_of`]
+//!   (what the Kibana simulator shows with its clock set), [`KibanaData::warnings`],
+//!   [`CbkData::truth`].
 //! - Servers: [`start_digitalocean`] (with [`DoOptions`]), [`start_kibana`],
 //!   [`start_chatbotkit`], [`start_all`] (or [`start_all_with`]) → [`Simulators`]; each returns a [`SimHandle`] with
 //!   `base_url`, [`SimHandle::faults`], [`SimHandle::calls`], [`SimHandle::total_calls`],
-//!   [`SimHandle::reset_calls`] and [`SimHandle::stop`].
+//!   [`SimHandle::reset_calls`], [`SimHandle::set_clock`] (Kibana answers as of an instant)
+//!   and [`SimHandle::stop`].
 //! - Faults: [`Faults`] (latency, error rate, forced statuses, `LIMITS_REACHED`, hang,
 //!   malformed JSON, truncated bodies) and [`CursorEnd`] (ChatBotKit's last-page cursor).
 //!
@@ -34,8 +38,8 @@ mod server;
 pub use chatbotkit::{DEFAULT_TAKE as CBK_DEFAULT_TAKE, MAX_TAKE as CBK_MAX_TAKE};
 pub use data::{
     BASE_TYPE, CbkBot, CbkData, CbkRecord, DataSpec, Dataset, DoAgent, DoData, DoEvent,
-    EMBEDDING_TYPE, HIGH_INPUT_TOKENS, KibanaAgent, KibanaConversation, KibanaData, KibanaWarning,
-    TruthFilter,
+    EMBEDDING_TYPE, HIGH_INPUT_TOKENS, KibanaAgent, KibanaConversation, KibanaData, KibanaRound,
+    KibanaWarning, TruthFilter,
 };
 pub use digitalocean::ZERO_TIME;
 pub use faults::{CursorEnd, Faults, TakeLimit};

@@ -10,6 +10,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -275,12 +276,27 @@ fn request_id() -> String {
     )
 }
 
+/// The instant a simulator answers as of ([`SimHandle::set_clock`]); `None` = all its data.
+#[derive(Debug, Default)]
+pub(crate) struct Clock(Mutex<Option<DateTime<Utc>>>);
+
+impl Clock {
+    pub(crate) fn get(&self) -> Option<DateTime<Utc>> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, at: Option<DateTime<Utc>>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = at;
+    }
+}
+
 /// The state every handler of one simulator shares.
 #[derive(Debug)]
 pub(crate) struct SimState {
     pub(crate) vendor: Vendor,
     pub(crate) data: Arc<Dataset>,
     pub(crate) faults: Arc<Faults>,
+    pub(crate) clock: Arc<Clock>,
     pub(crate) calls: Arc<CallCounters>,
     pub(crate) limiter: Option<RateLimiter>,
 }
@@ -381,6 +397,7 @@ pub struct SimHandle {
     pub addr: SocketAddr,
     faults: Arc<Faults>,
     calls: Arc<CallCounters>,
+    clock: Arc<Clock>,
     server: ServerHandle,
     task: Option<JoinHandle<io::Result<()>>>,
 }
@@ -404,6 +421,22 @@ impl SimHandle {
     /// Sets every counter back to zero.
     pub fn reset_calls(&self) {
         self.calls.reset();
+    }
+
+    /// Sets the instant the simulator answers as of; `None` (the default) answers from all of
+    /// its data. Applies to the next request.
+    ///
+    /// Only the Kibana simulator honours it: with `Some(t)` every consumption answer shows the
+    /// conversations [`as of`](crate::KibanaConversation::as_of) `t` (absent before their
+    /// first round, otherwise the totals, warnings and `updated_at` of their rounds up to `t`),
+    /// sorted, paged and aggregated on that view. The other simulators ignore it.
+    pub fn set_clock(&self, at: Option<DateTime<Utc>>) {
+        self.clock.set(at);
+    }
+
+    /// Returns the instant set by [`Self::set_clock`].
+    pub fn clock(&self) -> Option<DateTime<Utc>> {
+        self.clock.get()
     }
 
     /// Stops the server, dropping in-flight (e.g. hung) requests, and waits until it is down.
@@ -437,11 +470,13 @@ pub(crate) fn spawn(
     let local = listener.local_addr()?;
     let faults = Arc::new(Faults::default());
     let calls = Arc::new(CallCounters::default());
+    let clock = Arc::new(Clock::default());
     let state = web::Data::new(SimState {
         vendor,
         data,
         faults: faults.clone(),
         calls: calls.clone(),
+        clock: clock.clone(),
         limiter: limiter.map(RateLimiter::new),
     });
     let server = HttpServer::new(move || {
@@ -462,6 +497,7 @@ pub(crate) fn spawn(
         addr: local,
         faults,
         calls,
+        clock,
         server: handle,
         task: Some(task),
     })

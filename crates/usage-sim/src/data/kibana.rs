@@ -1,4 +1,5 @@
-//! Kibana Agent Builder spaces, agents and conversations with lifetime token totals.
+//! Kibana Agent Builder spaces, agents and conversations with lifetime token totals, and the
+//! rounds (with their times) those totals sum.
 
 use std::collections::BTreeMap;
 
@@ -52,7 +53,20 @@ pub struct KibanaWarning {
     pub input_tokens: u64,
 }
 
-/// A conversation with its lifetime cumulative totals.
+/// One round of a conversation (a question and the agent's answer) with its usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KibanaRound {
+    /// When the round happened (millisecond precision).
+    pub at: DateTime<Utc>,
+    /// Input tokens of the round.
+    pub input_tokens: u64,
+    /// Output tokens of the round.
+    pub output_tokens: u64,
+    /// LLM calls of the round.
+    pub llm_calls: u64,
+}
+
+/// A conversation with its lifetime cumulative totals and the rounds they sum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KibanaConversation {
     /// The conversation id.
@@ -77,6 +91,9 @@ pub struct KibanaConversation {
     pub llm_calls: u64,
     /// Rounds with more than [`HIGH_INPUT_TOKENS`] input tokens.
     pub warnings: Vec<KibanaWarning>,
+    /// The rounds by `at` ascending, whose sums are the lifetime totals: the first at
+    /// `created_at`, the last at `updated_at` (a single round is at `updated_at`).
+    pub rounds: Vec<KibanaRound>,
 }
 
 impl KibanaConversation {
@@ -84,6 +101,46 @@ impl KibanaConversation {
     pub fn total_tokens(&self) -> u64 {
         self.input_tokens + self.output_tokens
     }
+
+    /// Returns the rounds with `at <= t` (a prefix of [`Self::rounds`]).
+    pub fn rounds_until(&self, t: DateTime<Utc>) -> &[KibanaRound] {
+        &self.rounds[..self.rounds.partition_point(|r| r.at <= t)]
+    }
+
+    /// Returns the conversation as Kibana showed it at `t`: the totals, warnings and rounds of
+    /// its rounds up to `t`, and `updated_at` = the last one's `at`; `None` before its first
+    /// round. From its `updated_at` on, that is the conversation itself.
+    pub fn as_of(&self, t: DateTime<Utc>) -> Option<Self> {
+        let rounds = self.rounds_until(t);
+        let last = rounds.last()?;
+        Some(Self {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            user_id: self.user_id.clone(),
+            username: self.username.clone(),
+            created_at: self.created_at,
+            updated_at: last.at,
+            input_tokens: rounds.iter().map(|r| r.input_tokens).sum(),
+            output_tokens: rounds.iter().map(|r| r.output_tokens).sum(),
+            round_count: rounds.len() as u64,
+            llm_calls: rounds.iter().map(|r| r.llm_calls).sum(),
+            warnings: warnings_of(rounds),
+            rounds: rounds.to_vec(),
+        })
+    }
+}
+
+/// Returns the `high_input_tokens` warnings of `rounds` (the first round is `round-1`).
+fn warnings_of(rounds: &[KibanaRound]) -> Vec<KibanaWarning> {
+    rounds
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.input_tokens > HIGH_INPUT_TOKENS)
+        .map(|(i, r)| KibanaWarning {
+            round_id: format!("round-{}", i + 1),
+            input_tokens: r.input_tokens,
+        })
+        .collect()
 }
 
 /// The three sortable fields of the consumption route.
@@ -127,6 +184,56 @@ pub(crate) struct AgentData {
 }
 
 impl AgentData {
+    /// Computes the sort orders and the aggregation of `conversations` (sorted by `created_at`).
+    fn new(
+        agent: KibanaAgent,
+        description: String,
+        conversations: Vec<KibanaConversation>,
+    ) -> Self {
+        let orders = [
+            SortField::UpdatedAt,
+            SortField::TotalTokens,
+            SortField::RoundCount,
+        ]
+        .map(|f| {
+            let mut asc: Vec<u32> = (0..conversations.len() as u32).collect();
+            // `conversations` is sorted by created_at, so the index is the tiebreaker.
+            asc.sort_by_key(|&i| (f.key(&conversations[i as usize]), i));
+            let mut desc: Vec<u32> = (0..conversations.len() as u32).collect();
+            desc.sort_by_key(|&i| (std::cmp::Reverse(f.key(&conversations[i as usize])), i));
+            [asc, desc]
+        });
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for c in &conversations {
+            *counts.entry(c.username.as_str()).or_default() += 1;
+        }
+        let mut by_count: Vec<(&str, u64)> = counts.into_iter().collect();
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let usernames = by_count
+            .into_iter()
+            .take(100)
+            .map(|(u, _)| u.to_owned())
+            .collect();
+        Self {
+            agent,
+            description,
+            conversations,
+            orders,
+            usernames,
+        }
+    }
+
+    /// Returns the agent as Kibana showed it at `t`: each conversation
+    /// [`as of`](KibanaConversation::as_of) `t`, with sort orders and aggregation of that view.
+    pub(crate) fn as_of(&self, t: DateTime<Utc>) -> Self {
+        let conversations = self
+            .conversations
+            .iter()
+            .filter_map(|c| c.as_of(t))
+            .collect();
+        Self::new(self.agent.clone(), self.description.clone(), conversations)
+    }
+
     pub(crate) fn order(&self, field: SortField, desc: bool) -> &[u32] {
         &self.orders[field.index()][usize::from(desc)]
     }
@@ -184,11 +291,12 @@ impl KibanaData {
         self.spaces.iter().find(|s| s.id == id)
     }
 
-    fn matching<'a>(
+    /// Returns the conversations of `space` that match `f` (`user` = username; `usage_type`
+    /// matches nothing, Kibana has none).
+    fn filtered<'a>(
         &'a self,
         space: &str,
         f: &'a TruthFilter,
-        w: Window,
     ) -> impl Iterator<Item = &'a KibanaConversation> + 'a {
         let usage_type_ok = f.usage_type.is_none();
         self.space(space)
@@ -199,10 +307,19 @@ impl KibanaData {
             })
             .flat_map(|a| &a.conversations)
             .filter(move |c| {
-                w.contains(c.updated_at)
-                    && TruthFilter::matches_opt(f.user.as_ref(), Some(&c.username))
+                TruthFilter::matches_opt(f.user.as_ref(), Some(&c.username))
                     && TruthFilter::matches_opt(f.conversation.as_ref(), Some(&c.id))
             })
+    }
+
+    fn matching<'a>(
+        &'a self,
+        space: &str,
+        f: &'a TruthFilter,
+        w: Window,
+    ) -> impl Iterator<Item = &'a KibanaConversation> + 'a {
+        self.filtered(space, f)
+            .filter(move |c| w.contains(c.updated_at))
     }
 
     /// Returns the lifetime totals of the conversations of `space` whose `updated_at` falls in
@@ -213,6 +330,43 @@ impl KibanaData {
         for conv in self.matching(space, f, w) {
             c.input += conv.input_tokens;
             c.output += conv.output_tokens;
+        }
+        c
+    }
+
+    /// Returns when the usage happened: the tokens of the rounds whose `at` falls in `w`, of the
+    /// conversations [`Self::truth`] filters on. Over all time it equals [`Self::truth`].
+    pub fn truth_rounds(&self, space: &str, f: &TruthFilter, w: Window) -> Counters {
+        let mut c = Counters::default();
+        for r in self.filtered(space, f).flat_map(|conv| &conv.rounds) {
+            if w.contains(r.at) {
+                c.input += r.input_tokens;
+                c.output += r.output_tokens;
+            }
+        }
+        c
+    }
+
+    /// Returns what the simulator shows with its clock at `at`, placed like [`Self::truth`]:
+    /// the totals [`as of`](KibanaConversation::as_of) `at` of the conversations whose
+    /// `updated_at` as of `at` falls in `w`. From the last `updated_at` on, it is
+    /// [`Self::truth`].
+    pub fn truth_as_of(
+        &self,
+        space: &str,
+        f: &TruthFilter,
+        w: Window,
+        at: DateTime<Utc>,
+    ) -> Counters {
+        let mut c = Counters::default();
+        for conv in self.filtered(space, f) {
+            let rounds = conv.rounds_until(at);
+            if rounds.last().is_some_and(|r| w.contains(r.at)) {
+                for r in rounds {
+                    c.input += r.input_tokens;
+                    c.output += r.output_tokens;
+                }
+            }
         }
         c
     }
@@ -269,8 +423,8 @@ fn generate_agent(spec: &DataSpec, rng: &mut ChaCha8Rng, si: usize, ai: usize) -
         } else {
             None
         };
-        let (mut input, mut output, mut llm_calls) = (0, 0, 0);
-        let mut warnings = Vec::new();
+        // Round times are placed below, once `created_at` and `updated_at` are final.
+        let mut drawn = Vec::with_capacity(rounds as usize);
         for r in 0..rounds {
             let mut round_input = rng.random_range(400..6000) + r * rng.random_range(200..3000);
             if high_round == Some(r) {
@@ -279,15 +433,14 @@ fn generate_agent(spec: &DataSpec, rng: &mut ChaCha8Rng, si: usize, ai: usize) -
                 // Exactly at the threshold: no warning (the rule is strictly greater).
                 round_input = HIGH_INPUT_TOKENS;
             }
-            if round_input > HIGH_INPUT_TOKENS {
-                warnings.push(KibanaWarning {
-                    round_id: format!("round-{}", r + 1),
-                    input_tokens: round_input,
-                });
-            }
-            input += round_input;
-            output += rng.random_range(50..1500);
-            llm_calls += rng.random_range(1..=4);
+            let output_tokens: u64 = rng.random_range(50..1500);
+            let llm_calls: u64 = rng.random_range(1..=4);
+            drawn.push(KibanaRound {
+                at: ms_to_time(created_ms),
+                input_tokens: round_input,
+                output_tokens,
+                llm_calls,
+            });
         }
         let duration_ms: i64 = if rng.random_bool(0.7) {
             rng.random_range(10_000..3_600_000)
@@ -302,11 +455,12 @@ fn generate_agent(spec: &DataSpec, rng: &mut ChaCha8Rng, si: usize, ai: usize) -
             username,
             created_at: ms_to_time(created_ms),
             updated_at: ms_to_time(updated_ms),
-            input_tokens: input,
-            output_tokens: output,
+            input_tokens: drawn.iter().map(|r| r.input_tokens).sum(),
+            output_tokens: drawn.iter().map(|r| r.output_tokens).sum(),
             round_count: rounds,
-            llm_calls,
-            warnings,
+            llm_calls: drawn.iter().map(|r| r.llm_calls).sum(),
+            warnings: warnings_of(&drawn),
+            rounds: drawn,
         });
     }
     // Make `created_at` unique within the agent so (sort key, created_at) is a total order.
@@ -320,36 +474,22 @@ fn generate_agent(spec: &DataSpec, rng: &mut ChaCha8Rng, si: usize, ai: usize) -
             }
         }
     }
-    let orders = [
-        SortField::UpdatedAt,
-        SortField::TotalTokens,
-        SortField::RoundCount,
-    ]
-    .map(|f| {
-        let mut asc: Vec<u32> = (0..conversations.len() as u32).collect();
-        // `conversations` is sorted by created_at, so the index is the tiebreaker.
-        asc.sort_by_key(|&i| (f.key(&conversations[i as usize]), i));
-        let mut desc: Vec<u32> = (0..conversations.len() as u32).collect();
-        desc.sort_by_key(|&i| (std::cmp::Reverse(f.key(&conversations[i as usize])), i));
-        [asc, desc]
-    });
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for c in &conversations {
-        *counts.entry(c.username.as_str()).or_default() += 1;
+    for c in &mut conversations {
+        place_rounds(c);
     }
-    let mut by_count: Vec<(&str, u64)> = counts.into_iter().collect();
-    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let usernames = by_count
-        .into_iter()
-        .take(100)
-        .map(|(u, _)| u.to_owned())
-        .collect();
-    AgentData {
-        agent,
-        description,
-        conversations,
-        orders,
-        usernames,
+    AgentData::new(agent, description, conversations)
+}
+
+/// Spreads the rounds of `c` evenly from `created_at` to `updated_at` (a single round at
+/// `updated_at`) at whole milliseconds: ascending, and distinct when the conversation lasts at
+/// least a millisecond per gap. Draws nothing, so the rest of the data does not depend on it.
+fn place_rounds(c: &mut KibanaConversation) {
+    let from = c.created_at.timestamp_millis();
+    let span = c.updated_at.timestamp_millis() - from;
+    let gaps = i64::try_from(c.rounds.len().saturating_sub(1)).unwrap_or(i64::MAX);
+    for (k, r) in (0_i64..).zip(&mut c.rounds) {
+        let offset = if gaps == 0 { span } else { span * k / gaps };
+        r.at = ms_to_time(from + offset);
     }
 }
 

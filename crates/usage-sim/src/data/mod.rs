@@ -14,7 +14,9 @@ use rand_chacha::ChaCha8Rng;
 
 pub use chatbotkit::{BASE_TYPE, CbkBot, CbkData, CbkRecord, EMBEDDING_TYPE};
 pub use digitalocean::{DoAgent, DoData, DoEvent};
-pub use kibana::{HIGH_INPUT_TOKENS, KibanaAgent, KibanaConversation, KibanaData, KibanaWarning};
+pub use kibana::{
+    HIGH_INPUT_TOKENS, KibanaAgent, KibanaConversation, KibanaData, KibanaRound, KibanaWarning,
+};
 
 /// Describes how much data to generate, and from which seed.
 #[derive(Debug, Clone, PartialEq, Eq)]

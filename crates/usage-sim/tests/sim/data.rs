@@ -1,11 +1,13 @@
 //! Data generation: determinism, shape and the quirks the simulators need.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
+use chrono::Duration;
 use usage_core::Window;
 use usage_sim::{BASE_TYPE, DataSpec, Dataset, HIGH_INPUT_TOKENS, TruthFilter};
 
-use crate::common::{now, spec};
+use crate::common::{now, spec, windows};
 
 #[test]
 fn same_seed_same_data_other_seed_other_data() {
@@ -176,4 +178,193 @@ fn bench_spec_is_big() {
     assert!(b.cbk_records >= 100_000);
     let s = spec();
     assert!(s.cbk_records <= 1_000 && s.do_events <= 1_000);
+}
+
+/// FNV-1a over a text: a fingerprint that stays the same across runs and platforms.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Fingerprints of `DataSpec::small` as generated before Kibana conversations had rounds: the
+/// rounds must not draw from the generator's stream, because tests and benchmarks elsewhere
+/// rely on these exact data (DigitalOcean and ChatBotKit whole, Kibana's conversations by
+/// everything but their rounds).
+#[test]
+fn small_data_is_unchanged_by_kibana_rounds() {
+    let d = Dataset::generate(&spec());
+    let mut kibana = String::new();
+    for space in d.kibana.spaces() {
+        for a in d.kibana.agents(space) {
+            writeln!(kibana, "{space} {a:?}").unwrap();
+            for c in d.kibana.conversations(space, &a.id) {
+                writeln!(
+                    kibana,
+                    "{} {:?} {:?} {} {} {} {} {} {} {} {:?}",
+                    c.id,
+                    c.title,
+                    c.user_id,
+                    c.username,
+                    c.created_at.timestamp_millis(),
+                    c.updated_at.timestamp_millis(),
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.round_count,
+                    c.llm_calls,
+                    c.warnings,
+                )
+                .unwrap();
+            }
+        }
+    }
+    let got = [
+        fnv(&format!("{:?}", d.digitalocean)),
+        fnv(&kibana),
+        // Bots and records (the struct's own indexes are hash maps, printed in any order).
+        fnv(&format!(
+            "{:?} {:?}",
+            d.chatbotkit.bots(),
+            d.chatbotkit.records()
+        )),
+    ];
+    assert_eq!(
+        got,
+        [
+            0xba8a_bc3d_4bce_2fa7,
+            0x8747_04db_00ca_620c,
+            0x7a55_cf56_3217_dd31
+        ]
+    );
+}
+
+/// Rounds are when a conversation's usage happened: ascending from `created_at` to
+/// `updated_at` at distinct milliseconds, summing to the lifetime totals, the warnings exactly
+/// those of the rounds above the threshold. Some conversations last days, so polls days apart
+/// see them grow.
+#[test]
+fn kibana_rounds_sum_to_the_totals_and_span_each_conversation() {
+    let d = Dataset::generate(&spec()).kibana;
+    let mut multi_day = 0;
+    for space in d.spaces() {
+        for a in d.agents(space) {
+            for c in d.conversations(space, &a.id) {
+                let r = &c.rounds;
+                assert_eq!(r.len() as u64, c.round_count, "{}", c.id);
+                assert_eq!(
+                    r.iter().map(|r| r.input_tokens).sum::<u64>(),
+                    c.input_tokens
+                );
+                assert_eq!(
+                    r.iter().map(|r| r.output_tokens).sum::<u64>(),
+                    c.output_tokens
+                );
+                assert_eq!(r.iter().map(|r| r.llm_calls).sum::<u64>(), c.llm_calls);
+                assert_eq!(r.last().unwrap().at, c.updated_at);
+                if r.len() > 1 {
+                    assert_eq!(r[0].at, c.created_at);
+                }
+                assert!(r.windows(2).all(|p| p[0].at < p[1].at), "{}", c.id);
+                let warned: Vec<(String, u64)> = (1..)
+                    .zip(r)
+                    .filter(|(_, r)| r.input_tokens > HIGH_INPUT_TOKENS)
+                    .map(|(i, r)| (format!("round-{i}"), r.input_tokens))
+                    .collect();
+                let warnings: Vec<(String, u64)> = c
+                    .warnings
+                    .iter()
+                    .map(|w| (w.round_id.clone(), w.input_tokens))
+                    .collect();
+                assert_eq!(warned, warnings);
+                // From `updated_at` on, the conversation shows itself; before its first round,
+                // nothing.
+                assert_eq!(c.as_of(c.updated_at).as_ref(), Some(c));
+                assert_eq!(c.as_of(r[0].at - Duration::milliseconds(1)), None);
+                multi_day += usize::from(c.updated_at - c.created_at >= Duration::days(4));
+            }
+        }
+    }
+    assert!(multi_day > 0);
+}
+
+/// As of an instant between two rounds, a conversation shows the totals and warnings of the
+/// rounds so far, and its `updated_at` is the last such round's `at`.
+#[test]
+fn kibana_conversation_as_of_holds_the_rounds_so_far() {
+    let d = Dataset::generate(&spec()).kibana;
+    let c = d
+        .conversations("default", "elastic-ai-agent")
+        .iter()
+        .find(|c| c.rounds.len() >= 3)
+        .unwrap();
+    let t = c.rounds[1].at + Duration::milliseconds(1);
+    let v = c.as_of(t).unwrap();
+    assert_eq!(v.round_count, 2);
+    assert_eq!(v.updated_at, c.rounds[1].at);
+    assert_eq!(v.created_at, c.created_at);
+    assert_eq!(
+        v.input_tokens,
+        c.rounds[0].input_tokens + c.rounds[1].input_tokens
+    );
+    assert_eq!(
+        v.output_tokens,
+        c.rounds[0].output_tokens + c.rounds[1].output_tokens
+    );
+    assert_eq!(v.llm_calls, c.rounds[0].llm_calls + c.rounds[1].llm_calls);
+    assert_eq!(v.rounds, c.rounds[..2]);
+    assert!(
+        v.warnings
+            .iter()
+            .all(|w| w.round_id == "round-1" || w.round_id == "round-2")
+    );
+}
+
+/// `truth_rounds` places each round at its own instant and `truth` a conversation's whole total
+/// at its `updated_at`: over all time they agree, per week they do not (conversations spanning
+/// a week's end). `truth_as_of` the end of the span is `truth`; before the span it is empty.
+#[test]
+fn kibana_truth_rounds_and_truth_as_of_agree_with_truth_where_they_must() {
+    let s = spec();
+    let d = Dataset::generate(&s).kibana;
+    let all = Window::new(s.origin(), s.now);
+    let one = d.conversations("marketing", "elastic-ai-agent")[7]
+        .id
+        .clone();
+    let filters = [
+        TruthFilter::default(),
+        TruthFilter::agent("elastic-ai-agent"),
+        TruthFilter {
+            user: Some("alice".into()),
+            ..TruthFilter::default()
+        },
+        TruthFilter {
+            conversation: Some(one),
+            ..TruthFilter::default()
+        },
+        TruthFilter {
+            usage_type: Some("x".into()),
+            ..TruthFilter::default()
+        },
+    ];
+    for space in d.spaces() {
+        for f in &filters {
+            assert_eq!(
+                d.truth_rounds(space, f, all),
+                d.truth(space, f, all),
+                "{f:?}"
+            );
+            for w in windows() {
+                assert_eq!(d.truth_as_of(space, f, w, s.now), d.truth(space, f, w));
+            }
+            let before = s.origin() - Duration::milliseconds(1);
+            assert!(d.truth_as_of(space, f, all, before).is_zero());
+        }
+    }
+    let f = TruthFilter::default();
+    assert!(!d.truth_rounds("default", &f, all).is_zero());
+    assert!(
+        windows()
+            .iter()
+            .any(|w| d.truth_rounds("default", &f, *w) != d.truth("default", &f, *w))
+    );
 }

@@ -3,14 +3,15 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use usage_core::Counters;
 use usage_sim::{
-    Dataset, HIGH_INPUT_TOKENS, KIBANA_API_KEY, KIBANA_PASSWORD, KIBANA_USERNAME, SimHandle,
-    TruthFilter, start_kibana,
+    Dataset, HIGH_INPUT_TOKENS, KIBANA_API_KEY, KIBANA_PASSWORD, KIBANA_USERNAME,
+    KibanaConversation, SimHandle, TruthFilter, start_kibana,
 };
 
-use crate::common::{client, data, send, windows};
+use crate::common::{client, data, rfc3339_ms, send, windows};
 
 async fn sim() -> (Arc<Dataset>, SimHandle) {
     let d = data();
@@ -172,6 +173,42 @@ async fn body_validation_uses_config_schema_messages() {
     sim.stop().await;
 }
 
+/// Asserts that `rows` come without duplicates in the route's order: by `field` (`order`), then
+/// `created_at` ascending.
+fn assert_sorted(rows: &[Value], field: &str, order: &str) {
+    let ids: BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["conversation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), rows.len(), "no duplicates across pages");
+    let key = |r: &Value| -> (i64, String) {
+        let k = match field {
+            "updated_at" => time(&r["updated_at"]).timestamp_millis(),
+            "total_tokens" => r["token_usage"]["total_tokens"].as_i64().unwrap(),
+            _ => r["round_count"].as_i64().unwrap(),
+        };
+        (
+            if order == "desc" { -k } else { k },
+            r["created_at"].as_str().unwrap().to_owned(),
+        )
+    };
+    for pair in rows.windows(2) {
+        assert!(
+            key(&pair[0]) < key(&pair[1]),
+            "{field} {order}: {} then {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Parses an RFC 3339 time of a response.
+fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .to_utc()
+}
+
 #[tokio::test]
 async fn sorting_and_search_after_including_the_last_page() {
     let (d, sim) = sim().await;
@@ -182,34 +219,7 @@ async fn sorting_and_search_after_including_the_last_page() {
             let body = json!({"sort_field": field, "sort_order": order});
             let rows = all_pages(&sim, "default", agent, &body, 7).await;
             assert_eq!(rows.len(), convs.len());
-            let ids: BTreeSet<&str> = rows
-                .iter()
-                .map(|r| r["conversation_id"].as_str().unwrap())
-                .collect();
-            assert_eq!(ids.len(), rows.len(), "no duplicates across pages");
-            let key = |r: &Value| -> (i64, String) {
-                let k = match field {
-                    "updated_at" => {
-                        chrono::DateTime::parse_from_rfc3339(r["updated_at"].as_str().unwrap())
-                            .unwrap()
-                            .timestamp_millis()
-                    }
-                    "total_tokens" => r["token_usage"]["total_tokens"].as_i64().unwrap(),
-                    _ => r["round_count"].as_i64().unwrap(),
-                };
-                (
-                    if order == "desc" { -k } else { k },
-                    r["created_at"].as_str().unwrap().to_owned(),
-                )
-            };
-            for pair in rows.windows(2) {
-                assert!(
-                    key(&pair[0]) < key(&pair[1]),
-                    "{field} {order}: {} then {}",
-                    pair[0],
-                    pair[1]
-                );
-            }
+            assert_sorted(&rows, field, order);
         }
     }
     // The last page (40 = 5 * 7 + 5) still carries search_after = sort values of its last hit.
@@ -488,5 +498,164 @@ async fn consumption_totals_and_warnings_equal_truth() {
         rows.iter()
             .any(|r| !r["warnings"].as_array().unwrap().is_empty())
     );
+    sim.stop().await;
+}
+
+/// The usage a consumption row shows: its tokens and LLM calls, rounds and `updated_at`.
+fn shown(r: &Value) -> (u64, u64, u64, u64, u64, String) {
+    let u = &r["token_usage"];
+    (
+        u["input_tokens"].as_u64().unwrap(),
+        u["output_tokens"].as_u64().unwrap(),
+        u["total_tokens"].as_u64().unwrap(),
+        r["llm_calls"].as_u64().unwrap(),
+        r["round_count"].as_u64().unwrap(),
+        r["updated_at"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// What a row of `c` must show with the clock at `t`, summed from its rounds up to `t`.
+fn expected(c: &KibanaConversation, t: DateTime<Utc>) -> (u64, u64, u64, u64, u64, String) {
+    let rounds: Vec<_> = c.rounds.iter().filter(|r| r.at <= t).collect();
+    let (i, o) = (
+        rounds.iter().map(|r| r.input_tokens).sum::<u64>(),
+        rounds.iter().map(|r| r.output_tokens).sum::<u64>(),
+    );
+    (
+        i,
+        o,
+        i + o,
+        rounds.iter().map(|r| r.llm_calls).sum(),
+        rounds.len() as u64,
+        rfc3339_ms(rounds.last().unwrap().at),
+    )
+}
+
+fn find<'a>(rows: &'a [Value], id: &str) -> Option<&'a Value> {
+    rows.iter().find(|r| r["conversation_id"] == id)
+}
+
+/// With the clock set, polls see a conversation grow (the totals and `updated_at` of its rounds
+/// up to the clock) and one not begun yet absent; without it, the full data again. This is
+/// what the gateway's periodic polls of lifetime totals meet in reality.
+#[tokio::test]
+async fn clock_shows_a_conversation_growing_and_a_later_one_absent() {
+    let (d, sim) = sim().await;
+    let agent = "elastic-ai-agent";
+    let convs = d.kibana.conversations("default", agent);
+    let c = convs
+        .iter()
+        .filter(|c| c.rounds.len() >= 3)
+        .max_by_key(|c| c.updated_at - c.created_at)
+        .unwrap();
+    let mut inputs = Vec::new();
+    for t in [
+        c.created_at,
+        c.rounds[1].at + Duration::milliseconds(1),
+        c.updated_at,
+    ] {
+        sim.set_clock(Some(t));
+        assert_eq!(sim.clock(), Some(t));
+        let rows = all_pages(&sim, "default", agent, &json!({}), 100).await;
+        let row = shown(find(&rows, &c.id).unwrap());
+        assert_eq!(row, expected(c, t), "as of {t}");
+        inputs.push(row.0);
+    }
+    assert!(inputs.windows(2).all(|p| p[0] < p[1]), "{inputs:?}");
+    assert_eq!(inputs[2], c.input_tokens);
+    // The latest conversation is absent a millisecond before its first round, then shows it.
+    let late = convs.iter().rev().find(|c| c.rounds.len() > 1).unwrap();
+    let before = late.created_at - Duration::milliseconds(1);
+    sim.set_clock(Some(before));
+    let (_, v) = consumption(&sim, "default", agent, &json!({"size": 100})).await;
+    let rows = v["results"].as_array().unwrap();
+    assert!(find(rows, &late.id).is_none());
+    let begun = convs.iter().filter(|c| c.rounds[0].at <= before).count();
+    assert_eq!(
+        (rows.len(), v["total"].as_u64()),
+        (begun, Some(begun as u64))
+    );
+    sim.set_clock(Some(late.created_at));
+    let rows = all_pages(&sim, "default", agent, &json!({}), 100).await;
+    let row = shown(find(&rows, &late.id).unwrap());
+    assert_eq!(row, expected(late, late.created_at));
+    assert_eq!(row.4, 1);
+    sim.set_clock(None);
+    let rows = all_pages(&sim, "default", agent, &json!({}), 100).await;
+    assert_eq!(rows.len(), convs.len());
+    assert_eq!(
+        shown(find(&rows, &c.id).unwrap()),
+        expected(c, c.updated_at)
+    );
+    sim.stop().await;
+}
+
+/// Sorting, paging (search_after) and the usernames aggregation work on the view as of the
+/// clock: pages of 7 list exactly the conversations begun by then, in the order of their as-of
+/// values, with the counts of that view.
+#[tokio::test]
+async fn clock_sorts_pages_and_aggregates_the_view_as_of_it() {
+    let (d, sim) = sim().await;
+    let agent = "elastic-ai-agent";
+    let convs = d.kibana.conversations("default", agent);
+    // Mid-way through a conversation begun in the second half of the span: some are absent.
+    let mid = convs[convs.len() / 2..]
+        .iter()
+        .find(|c| c.rounds.len() >= 3)
+        .unwrap();
+    let t = mid.rounds[1].at;
+    sim.set_clock(Some(t));
+    let view: Vec<KibanaConversation> = convs.iter().filter_map(|c| c.as_of(t)).collect();
+    assert!(view.len() < convs.len());
+    for field in ["updated_at", "total_tokens", "round_count"] {
+        for order in ["desc", "asc"] {
+            let body = json!({"sort_field": field, "sort_order": order});
+            let rows = all_pages(&sim, "default", agent, &body, 7).await;
+            assert_eq!(rows.len(), view.len(), "{field} {order}");
+            assert_sorted(&rows, field, order);
+            for c in &view {
+                assert_eq!(shown(find(&rows, &c.id).unwrap()), expected(c, t));
+            }
+        }
+    }
+    let mut counts: Vec<(usize, &str)> = Vec::new();
+    for c in &view {
+        match counts.iter_mut().find(|(_, u)| *u == c.username) {
+            Some((n, _)) => *n += 1,
+            None => counts.push((1, &c.username)),
+        }
+    }
+    counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let (_, v) = consumption(&sim, "default", agent, &json!({})).await;
+    assert_eq!(v["total"], view.len());
+    let names: Vec<&str> = counts.iter().map(|(_, u)| *u).collect();
+    assert_eq!(v["aggregations"]["usernames"], json!(names));
+    sim.stop().await;
+}
+
+/// Polls with the clock at several instants, summed per window of their `updated_at`, equal
+/// `truth_as_of`: the ground truth of what the gateway sees when it polls then.
+#[tokio::test]
+async fn consumption_with_a_clock_equals_truth_as_of() {
+    let (d, sim) = sim().await;
+    let origin = crate::common::spec().origin();
+    for days in [20, 55, 88] {
+        let t = origin + Duration::days(days) + Duration::milliseconds(4321);
+        sim.set_clock(Some(t));
+        for space in d.kibana.spaces() {
+            for agent in d.kibana.agents(space) {
+                let rows = all_pages(&sim, space, &agent.id, &json!({}), 100).await;
+                for w in windows() {
+                    let mut c = Counters::default();
+                    for r in rows.iter().filter(|r| w.contains(time(&r["updated_at"]))) {
+                        c.input += r["token_usage"]["input_tokens"].as_u64().unwrap();
+                        c.output += r["token_usage"]["output_tokens"].as_u64().unwrap();
+                    }
+                    let f = TruthFilter::agent(&agent.id);
+                    assert_eq!(c, d.kibana.truth_as_of(space, &f, w, t), "{t} {w:?}");
+                }
+            }
+        }
+    }
     sim.stop().await;
 }
