@@ -284,3 +284,37 @@ macro_rules! on_both_engines {
     };
 }
 pub(crate) use on_both_engines;
+
+/// `GET {base}/v1/usage?{query}` with `token`, expecting 200; the JSON body.
+pub async fn usage_json(base: &str, token: &str, query: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/v1/usage?{query}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{query}");
+    resp.json().await.unwrap()
+}
+
+/// The counters of a usage row or totals entry.
+pub fn counters_of(row: &Value) -> usage_core::Counters {
+    usage_core::Counters {
+        input: row["input_tokens"].as_u64().unwrap(),
+        output: row["output_tokens"].as_u64().unwrap(),
+        other: row["other_tokens"].as_u64().unwrap(),
+    }
+}
+
+/// Simulators over `spec`, DigitalOcean's without its 250 requests per minute (for tests that
+/// fill a store or run several gateways on one simulator).
+pub async fn sims_without_do_limit(spec: &usage_sim::DataSpec) -> usage_sim::Simulators {
+    usage_sim::start_all_with(
+        spec,
+        usage_sim::DoOptions {
+            rate_limit_per_minute: 0,
+        },
+    )
+    .await
+    .unwrap()
+}

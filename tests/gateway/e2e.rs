@@ -42,22 +42,11 @@ async fn start(now: DateTime<Utc>) -> Running {
 }
 
 async fn usage(r: &Running, query: &str) -> Value {
-    let resp = reqwest::Client::new()
-        .get(format!("{}/v1/usage?{query}", r.base))
-        .bearer_auth(&r.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{query}");
-    resp.json().await.unwrap()
+    crate::common::usage_json(&r.base, &r.token, query).await
 }
 
 fn counters(row: &Value) -> Counters {
-    Counters {
-        input: row["input_tokens"].as_u64().unwrap(),
-        output: row["output_tokens"].as_u64().unwrap(),
-        other: row["other_tokens"].as_u64().unwrap(),
-    }
+    crate::common::counters_of(row)
 }
 
 fn agent_filter(agent: &str) -> TruthFilter {

@@ -24,5 +24,6 @@ mod plugin;
 mod replicas;
 mod resilience;
 mod secrets;
+mod snapshots;
 mod store;
 mod ui;

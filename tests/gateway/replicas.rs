@@ -18,7 +18,7 @@ use usage_gateway::demo::{DEMO_CONFIG, demo_values};
 use usage_gateway::registry::build_providers;
 use usage_gateway::state::AppState;
 use usage_gateway::sync::{self, Observer, PassSettings, SyncError};
-use usage_sim::{DataSpec, DoOptions, TruthFilter};
+use usage_sim::{DataSpec, TruthFilter};
 use usage_store::testing::{Engine, Fresh};
 
 use crate::common::on_both_engines;
@@ -29,14 +29,7 @@ const SECRET: &str = "replica-store-secret-0123456789abcdef0123";
 /// Simulators over 90 days up to now, DigitalOcean without its own rate limit (the gateways'
 /// budgets are raised in [`config_text`]), answering each request after `latency`.
 async fn sims(latency: Duration) -> usage_sim::Simulators {
-    let sims = usage_sim::start_all_with(
-        &DataSpec::small(Utc::now()),
-        DoOptions {
-            rate_limit_per_minute: 0,
-        },
-    )
-    .await
-    .unwrap();
+    let sims = crate::common::sims_without_do_limit(&DataSpec::small(Utc::now())).await;
     sims.digitalocean
         .faults()
         .set_latency(latency, Duration::ZERO);

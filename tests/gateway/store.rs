@@ -18,7 +18,7 @@ use usage_gateway::registry::build_providers;
 use usage_gateway::state::AppState;
 use usage_gateway::stored::StoreHandle;
 use usage_gateway::sync::{self, PassEnd, PassSettings};
-use usage_sim::{DataSpec, DoOptions};
+use usage_sim::DataSpec;
 use usage_store::testing::{Engine, Fresh};
 
 use crate::common::on_both_engines;
@@ -75,14 +75,7 @@ struct Running {
 /// when that engine is not configured here).
 async fn start(engine: Engine) -> Option<Running> {
     let fresh = Fresh::new(engine).await?;
-    let sims = usage_sim::start_all_with(
-        &spec(),
-        DoOptions {
-            rate_limit_per_minute: 0,
-        },
-    )
-    .await
-    .unwrap();
+    let sims = crate::common::sims_without_do_limit(&spec()).await;
     let values = demo_values(
         &sims,
         "127.0.0.1:0".parse().unwrap(),
@@ -151,14 +144,7 @@ async fn sync_all(r: &Running) -> Vec<String> {
 }
 
 async fn get(base: &str, token: &str, query: &str) -> Value {
-    let resp = reqwest::Client::new()
-        .get(format!("{base}/v1/usage?{query}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{query}");
-    resp.json().await.unwrap()
+    crate::common::usage_json(base, token, query).await
 }
 
 fn source_entry<'a>(v: &'a Value, name: &str) -> &'a Value {

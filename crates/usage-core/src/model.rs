@@ -152,6 +152,11 @@ pub enum Attribution {
     Exact,
     /// A conversation's lifetime totals are placed at its last update.
     Conversation,
+    /// Usage is placed from consumption snapshots kept by the usage store: the growth of each
+    /// conversation between two polls is placed at its update time, so it lies within the
+    /// poll interval of when it happened and never moves once recorded (the source's entry
+    /// states the resolution).
+    Snapshot,
 }
 
 /// The unit a counter is measured in. Numbers of different units are never added together.

@@ -328,6 +328,9 @@ pub struct PollOutcome {
 pub struct PollHistory {
     /// The first poll.
     pub first: DateTime<Utc>,
+    /// From where the first poll looked (conversations updated before it were never
+    /// recorded).
+    pub covers_from: DateTime<Utc>,
     /// The last poll.
     pub last: DateTime<Utc>,
     /// The longest time between two consecutive polls in the range asked (from the last poll

@@ -314,14 +314,14 @@ fn sync(
         println!("synced into {} ({}):", handle.shown, handle.engine);
         for s in &summary {
             println!(
-                "  {:<20} {:>6} hours stored, {:>6} vendor requests: {}",
-                s.source, s.windows, s.requests, s.outcome
+                "  {:<20} {:>6} {} stored, {:>6} vendor requests: {}",
+                s.source, s.windows, s.unit, s.requests, s.outcome
             );
         }
         println!("in {:.1}s", started.elapsed().as_secs_f64());
         if summary
             .iter()
-            .all(|s| s.outcome == "done" || s.outcome.starts_with("skipped: not stored"))
+            .all(|s| s.outcome == "done" || s.outcome.starts_with("skipped: the provider"))
         {
             ExitCode::SUCCESS
         } else {

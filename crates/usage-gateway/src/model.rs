@@ -34,7 +34,11 @@ pub struct SourceEntry {
     pub provider: ProviderKind,
     /// How the source fared.
     pub status: SourceStatus,
-    /// How exactly the source places usage in time.
+    /// How exactly the source places usage in time: `exact` (usage counted in the window it
+    /// happened in), `conversation` (a conversation's lifetime totals placed at its last
+    /// update: Kibana answered live), `snapshot` (each conversation's growth between two polls
+    /// of the usage store placed at its update time, to within
+    /// `attribution_resolution_seconds`: Kibana answered from the store).
     pub attribution: Attribution,
     /// True when every window came from the gateway's cache.
     pub cached: bool,
@@ -64,6 +68,11 @@ pub struct SourceEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0.0, maximum = 1.0, example = 0.96)]
     pub store_coverage: Option<f64>,
+    /// With `attribution: snapshot`: usage in this answer is placed to within this many
+    /// seconds of when it happened (the longest time between two polls of the source over the
+    /// range, or since the last poll for the part fetched live).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribution_resolution_seconds: Option<u64>,
     /// When the oldest stored window used in this answer was fetched from the vendor.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -232,9 +241,9 @@ pub struct SourceStore {
     /// The store's engine: `sqlite` or `postgres`.
     #[schema(example = "postgres")]
     pub engine: String,
-    /// Whether the store holds this source's usage (sources placing usage by conversation,
-    /// such as Kibana, are answered live: a continued conversation moves its whole usage to a
-    /// later window).
+    /// Whether the store holds this source's usage: by the hour for sources placed exactly,
+    /// as snapshots of each conversation's totals for sources placed by conversation (Kibana),
+    /// whose growth between two polls is placed at its update time.
     pub stored: bool,
     /// Whether the store is connected in this replica (queries are answered live while not).
     pub connected: bool,

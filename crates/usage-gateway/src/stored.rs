@@ -206,6 +206,12 @@ pub struct StoreUse {
     pub synced_at: Option<DateTime<Utc>>,
     /// Why the store was not used (it failed or is not open yet).
     pub note: Option<String>,
+    /// How the answer places usage in time, when the store changed it (snapshots).
+    pub attribution: Option<Attribution>,
+    /// With snapshots: usage is placed to within this of when it happened.
+    pub resolution: Option<Duration>,
+    /// Remarks from the store (snapshot totals that shrank, usage before the first snapshot).
+    pub notes: Vec<String>,
 }
 
 /// The part of a query the store answers: per query window, its stored points.
@@ -217,18 +223,64 @@ struct FromStore {
     stored_seconds: i64,
 }
 
+/// One source's part of a query, as the read path is asked it.
+#[derive(Debug)]
+pub struct Ask<'a> {
+    /// The window cache live answers go through.
+    pub cache: &'a UsageCache,
+    /// The source.
+    pub source: &'a Arc<Source>,
+    /// The query's windows.
+    pub windows: &'a [Window],
+    /// What to ask of the source.
+    pub shape: Arc<Shape>,
+    /// `Cache-Control: no-cache`.
+    pub refresh: bool,
+    /// The request's deadline.
+    pub deadline: tokio::time::Instant,
+}
+
+/// Answers one source's part of a query: from the store where it holds the source (by the
+/// hour for sources placed exactly, from snapshots for sources placed by conversation), the
+/// rest live through the window cache; without a store, live.
+pub async fn answer(
+    handle: Option<&StoreHandle>,
+    ask: Ask<'_>,
+) -> Result<(SourceAnswer, StoreUse), ProviderError> {
+    match handle {
+        Some(h) if is_stored(ask.source) => fetch(h, ask).await,
+        Some(h) if ask.source.info.attribution == Attribution::Conversation => {
+            fetch_snapshots(h, ask).await
+        }
+        _ => ask
+            .cache
+            .fetch(
+                ask.source,
+                ask.windows,
+                ask.shape,
+                ask.refresh,
+                ask.deadline,
+            )
+            .await
+            .map(|a| (a, StoreUse::default())),
+    }
+}
+
 /// Answers `windows` of a stored source: the store's covered part from the store, the rest
 /// through `cache` (live), writing closed live windows back. Falls back to `cache` alone when
 /// the store is not open, fails, or takes more than a quarter of the time left.
-pub async fn fetch(
+async fn fetch(
     handle: &StoreHandle,
-    cache: &UsageCache,
-    source: &Arc<Source>,
-    windows: &[Window],
-    shape: Arc<Shape>,
-    refresh: bool,
-    deadline: tokio::time::Instant,
+    ask: Ask<'_>,
 ) -> Result<(SourceAnswer, StoreUse), ProviderError> {
+    let Ask {
+        cache,
+        source,
+        windows,
+        shape,
+        refresh,
+        deadline,
+    } = ask;
     let name = source.info.name.as_str();
     let full = Arc::new(full_shape(source));
     // Unfiltered queries are fetched with every dimension, so that their closed windows can be
@@ -334,7 +386,7 @@ pub async fn fetch(
     let store_use = StoreUse {
         coverage: Some(coverage),
         synced_at,
-        note: None,
+        ..StoreUse::default()
     };
     Ok((assemble(windows, plan, live, &shape), store_use))
 }
@@ -535,4 +587,266 @@ fn write_back(
         metrics::counter!(names::STORE_WRITES, "source" => name, "origin" => "query", "outcome" => result)
             .increment(n);
     });
+}
+
+/// The snapshot part of a query: per query window, its placed usage.
+struct FromSnapshots {
+    history: usage_core::PollHistory,
+    points: Vec<Vec<UsagePoint>>,
+    shrunk: Vec<String>,
+}
+
+/// Reads what the store's snapshots place in `windows`, or `None` when the source was never
+/// polled or the range starts before the first poll looked.
+async fn from_snapshots(
+    store: &DynUsageStore,
+    source: &str,
+    windows: &[Window],
+    shape: &Shape,
+) -> Result<Option<FromSnapshots>, StoreError> {
+    let range = Window::new(windows[0].start, windows[windows.len() - 1].end);
+    let Some(history) = store.polls(source, range).await? else {
+        return Ok(None);
+    };
+    if range.start < history.covers_from {
+        return Ok(None);
+    }
+    let filter = PointFilter {
+        agents: shape.agents.clone(),
+        users: shape.users.clone(),
+    };
+    let mut points = vec![Vec::new(); windows.len()];
+    for p in store.placed(source, range, &filter).await? {
+        let i = windows.partition_point(|w| w.end <= p.at);
+        if i >= windows.len() || !windows[i].contains(p.at) {
+            continue; // between two query windows
+        }
+        let keep_agent = shape.dims.contains(&Dimension::Agent);
+        points[i].push(UsagePoint {
+            window: windows[i],
+            key: usage_core::PointKey {
+                agent: Some(p.agent),
+                user: p.user,
+                conversation: Some(p.conversation),
+                usage_type: None,
+            }
+            .project(&shape.dims),
+            agent_name: p.agent_name.filter(|_| keep_agent),
+            unit: p.unit,
+            counters: p.counters,
+        });
+    }
+    let shrunk = store.shrunk(source, range).await?;
+    Ok(Some(FromSnapshots {
+        history,
+        points,
+        shrunk,
+    }))
+}
+
+/// Answers `windows` of a snapshot source (Kibana) from the store's snapshots where it has
+/// polled the source: the growth it recorded, placed at update times; the time since the last
+/// poll is fetched live and each conversation's last recorded totals subtracted, so that
+/// nothing is counted twice. Answers live as before (attribution `conversation`) when the
+/// source was never polled, the range starts before the first poll looked, or the store fails
+/// (with a note).
+async fn fetch_snapshots(
+    handle: &StoreHandle,
+    ask: Ask<'_>,
+) -> Result<(SourceAnswer, StoreUse), ProviderError> {
+    let Ask {
+        cache,
+        source,
+        windows,
+        shape,
+        refresh,
+        deadline,
+    } = ask;
+    let name = source.info.name.as_str();
+    let live = async |note: Option<String>| {
+        let answer = cache
+            .fetch(source, windows, shape.clone(), refresh, deadline)
+            .await?;
+        Ok((
+            answer,
+            StoreUse {
+                note,
+                ..StoreUse::default()
+            },
+        ))
+    };
+    let Some(store) = handle.get() else {
+        return live(None).await;
+    };
+    if windows.is_empty() {
+        return live(None).await;
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let read = tokio::time::timeout(left / 4, from_snapshots(store, name, windows, &shape)).await;
+    let snapshots = match read {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return live(None).await,
+        failed => {
+            let message = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("usage store took more than {} ms", (left / 4).as_millis()),
+            };
+            tracing::warn!(source = name, error = %message, "usage store failed; answering live");
+            handle.failed(message);
+            metrics::counter!(names::STORE_READS, "source" => name.to_owned(), "result" => "error")
+                .increment(1);
+            let note = format!("usage store ({}) unavailable; answered live", handle.engine);
+            return live(Some(note)).await;
+        }
+    };
+    let FromSnapshots {
+        history,
+        mut points,
+        shrunk,
+    } = snapshots;
+    let last = history.last;
+    // The time since the last poll, fetched live: per conversation, its totals now less the
+    // last recorded ones, at its update time.
+    let tail: Vec<(Window, usize)> = windows
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.end > last)
+        .map(|(i, w)| (Window::new(w.start.max(last), w.end), i))
+        .collect();
+    let mut fetched_at = last;
+    let mut upstream_requests = 0;
+    let mut cached = true;
+    let mut notes = Vec::new();
+    let mut partial = false;
+    let mut stale = None;
+    if !tail.is_empty() {
+        let mut dims = shape.dims.clone();
+        dims.extend([Dimension::Agent, Dimension::Conversation]);
+        let tail_shape = Arc::new(Shape {
+            dims,
+            agents: shape.agents.clone(),
+            users: shape.users.clone(),
+        });
+        let tail_windows: Vec<Window> = tail.iter().map(|(w, _)| *w).collect();
+        let answer = cache
+            .fetch(source, &tail_windows, tail_shape, refresh, deadline)
+            .await?;
+        let keys: Vec<(String, String)> = answer
+            .entries
+            .iter()
+            .flat_map(|e| &e.points)
+            .filter_map(|p| Some((p.key.agent.clone()?, p.key.conversation.clone()?)))
+            .collect();
+        let before: BTreeMap<(String, String), usage_core::ConversationTotals> = store
+            .last_totals(name, &keys)
+            .await
+            .map_err(|e| ProviderError::Transport {
+                source_name: name.to_owned(),
+                message: format!("usage store: {e}"),
+            })?
+            .into_iter()
+            .map(|t| ((t.agent.clone(), t.conversation.clone()), t))
+            .collect();
+        let keep_agent = shape.dims.contains(&Dimension::Agent);
+        for ((_, i), entry) in tail.iter().zip(&answer.entries) {
+            fetched_at = fetched_at.min(entry.fetched_at);
+            notes.extend(entry.notes.iter().cloned());
+            partial |= entry.partial;
+            for p in &entry.points {
+                let recorded = p
+                    .key
+                    .agent
+                    .clone()
+                    .zip(p.key.conversation.clone())
+                    .and_then(|k| before.get(&k))
+                    .filter(|t| t.unit == p.unit);
+                let counters = recorded.map_or(p.counters, |t| usage_core::Counters {
+                    input: p.counters.input.saturating_sub(t.counters.input),
+                    output: p.counters.output.saturating_sub(t.counters.output),
+                    other: p.counters.other.saturating_sub(t.counters.other),
+                });
+                if counters.is_zero() {
+                    continue;
+                }
+                points[*i].push(UsagePoint {
+                    window: windows[*i],
+                    key: p.key.clone().project(&shape.dims),
+                    agent_name: p.agent_name.clone().filter(|_| keep_agent),
+                    unit: p.unit,
+                    counters,
+                });
+            }
+        }
+        upstream_requests = answer.upstream_requests;
+        cached = answer.cached;
+        stale = answer.stale;
+    }
+    notes.sort();
+    notes.dedup();
+    let entries = windows
+        .iter()
+        .zip(points)
+        .map(|(w, points)| {
+            let batch = usage_core::UsageBatch {
+                points,
+                ..usage_core::UsageBatch::default()
+            }
+            .compact();
+            Arc::new(WindowEntry {
+                points: batch.points,
+                fetched_at,
+                closed: w.end <= last,
+                warnings: None,
+                notes: notes.clone(),
+                partial,
+            })
+        })
+        .collect();
+    let total: i64 = windows
+        .iter()
+        .map(|w| (w.end - w.start).num_seconds())
+        .sum();
+    let polled: i64 = windows
+        .iter()
+        .map(|w| (w.end.min(last) - w.start).num_seconds().max(0))
+        .sum();
+    let range_start = windows[0].start;
+    let mut resolution = history.resolution;
+    if !tail.is_empty() {
+        // Usage since the last poll is placed at its conversations' update time now.
+        resolution = resolution.max((Utc::now() - last).to_std().unwrap_or_default());
+    }
+    let mut store_notes = shrunk;
+    let attribution = if range_start >= history.first {
+        Attribution::Snapshot
+    } else {
+        store_notes.push(format!(
+            "usage of conversations last updated before the first snapshot ({}) is placed at \
+             that update, as conversation attribution places it",
+            crate::render::ts(history.first)
+        ));
+        Attribution::Conversation
+    };
+    metrics::counter!(names::STORE_READS, "source" => name.to_owned(), "result" => if tail.is_empty() { "store" } else { "mixed" })
+        .increment(1);
+    Ok((
+        SourceAnswer {
+            entries,
+            cached,
+            upstream_requests,
+            stale,
+        },
+        StoreUse {
+            coverage: Some(if total > 0 {
+                polled as f64 / total as f64
+            } else {
+                0.0
+            }),
+            synced_at: Some(last),
+            note: None,
+            attribution: Some(attribution),
+            resolution: Some(resolution),
+            notes: store_notes,
+        },
+    ))
 }

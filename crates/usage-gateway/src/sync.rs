@@ -387,6 +387,9 @@ async fn wait_until(
 pub async fn run(handle: Arc<StoreHandle>, source: Arc<Source>, settle: Duration) {
     let name = source.info.name.clone();
     let settings = PassSettings::of(&handle, &source, settle);
+    // Sources placing usage by conversation are polled for snapshots; the others stored by
+    // the hour.
+    let snapshots = !is_stored(&source);
     let interval = handle.config.sync_interval;
     let ttl = settings.lease_ttl;
     metrics::gauge!(names::SYNC_LEADER, "source" => name.clone()).set(0.0);
@@ -413,7 +416,20 @@ pub async fn run(handle: Arc<StoreHandle>, source: Arc<Source>, settle: Duration
             tokio::time::sleep(ttl / 2 + Duration::from_millis(fastrand::u64(0..500))).await;
             continue;
         }
-        let pause = match pass(&handle, &source, &settings, &mut ()).await {
+        let result = if snapshots {
+            match snapshot_pass(&handle, &source, settings.backfill, settle, Utc::now()).await {
+                Ok(Some(_)) => Ok(PassEnd::Done),
+                // The provider has no snapshots after all: nothing to sync.
+                Ok(None) => {
+                    let _ = store.release_lease(&name, &handle.holder).await;
+                    return;
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            pass(&handle, &source, &settings, &mut ()).await
+        };
+        let pause = match result {
             Ok(PassEnd::Done) => interval,
             Ok(PassEnd::LostLease) => Duration::ZERO,
             Err(e) => {
@@ -437,7 +453,9 @@ pub async fn run(handle: Arc<StoreHandle>, source: Arc<Source>, settle: Duration
     }
 }
 
-/// Starts a syncer for every stored source (when `[store] sync` is on).
+/// Starts a syncer for every source (when `[store] sync` is on): stored sources are synced by
+/// the hour, the others polled for conversation snapshots (a provider without them ends its
+/// syncer at the first pass).
 pub fn spawn_all(
     handle: &Arc<StoreHandle>,
     sources: impl IntoIterator<Item = Arc<Source>>,
@@ -447,10 +465,67 @@ pub fn spawn_all(
         return;
     }
     for source in sources {
-        if is_stored(&source) {
-            tokio::spawn(run(handle.clone(), source, settle));
-        }
+        tokio::spawn(run(handle.clone(), source, settle));
     }
+}
+
+/// Polls a snapshot source (Kibana) once at `now`: the lifetime totals of every conversation
+/// updated since the last poll (less `settle`, for data that shows late; `backfill` back from
+/// `now` at the first poll), recorded in the store, which places each conversation's growth
+/// at its update time. `None` when the provider has no snapshots.
+pub async fn snapshot_pass(
+    handle: &StoreHandle,
+    source: &Arc<Source>,
+    backfill: Duration,
+    settle: Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<usage_core::PollOutcome>, SyncError> {
+    let Some(store) = handle.get().cloned() else {
+        return Err(StoreError::Unavailable {
+            message: "not connected".into(),
+        }
+        .into());
+    };
+    let name = source.info.name.as_str();
+    let history = store
+        .polls(name, Window::new(now, now + TimeDelta::milliseconds(1)))
+        .await?;
+    let margin = TimeDelta::from_std(settle).unwrap_or(TimeDelta::zero());
+    let since = match history {
+        Some(h) => h.last - margin,
+        None => now - TimeDelta::from_std(backfill).unwrap_or(TimeDelta::zero()),
+    };
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    let batch =
+        usage_core::budget::with_deadline(deadline, source.provider.conversations(since, true))
+            .await;
+    source.record(batch.as_ref().map(|_| ()));
+    let Some(batch) = batch? else {
+        return Ok(None);
+    };
+    let outcome = store
+        .record_poll(name, now, since, &batch.conversations)
+        .await?;
+    for note in &outcome.shrunk {
+        tracing::warn!(source = name, note = %note, "conversation totals shrank");
+    }
+    let from = history.map_or(since, |h| h.covers_from);
+    let mut progress = Progress {
+        holder: handle.holder.clone(),
+        state: "idle".into(),
+        backfill_from: crate::render::ts(from),
+        covered_from: Some(crate::render::ts(from)),
+        vendor_requests: batch.upstream_requests,
+        last_success: Some(crate::render::ts(Utc::now())),
+        ..Progress::default()
+    };
+    metrics::gauge!(names::SYNC_BACKLOG, "source" => name.to_owned()).set(0.0);
+    metrics::gauge!(names::SYNC_LAST_SUCCESS, "source" => name.to_owned())
+        .set(Utc::now().timestamp() as f64);
+    metrics::gauge!(names::SYNC_COVERED_FROM, "source" => name.to_owned())
+        .set(from.timestamp() as f64);
+    publish(handle, &store, name, &mut progress).await?;
+    Ok(Some(outcome))
 }
 
 /// What `usage-gateway sync` did for one source.
@@ -458,8 +533,10 @@ pub fn spawn_all(
 pub struct SourceSummary {
     /// The source.
     pub source: String,
-    /// Hours stored.
+    /// Hours stored, or (snapshot sources) conversations that were new or grew.
     pub windows: u64,
+    /// What `windows` counts: `hours` or `conversations`.
+    pub unit: &'static str,
     /// Vendor requests sent.
     pub requests: u64,
     /// How the source ended: `done`, or why it was skipped or stopped.
@@ -500,17 +577,15 @@ pub async fn one_shot(
         let name = source.info.name.clone();
         let mut summary = SourceSummary {
             source: name.clone(),
+            unit: if is_stored(source) {
+                "hours"
+            } else {
+                "conversations"
+            },
             windows: 0,
             requests: 0,
             outcome: String::new(),
         };
-        if !is_stored(source) {
-            summary.outcome =
-                "skipped: not stored (its usage is placed by conversation, not exactly in time)"
-                    .into();
-            out.push(summary);
-            continue;
-        }
         let Some(store) = handle.get().cloned() else {
             summary.outcome = "failed: the store is not connected".into();
             out.push(summary);
@@ -555,7 +630,24 @@ pub async fn one_shot(
             windows: 0,
             requests: 0,
         };
-        let result = pass(handle, source, &settings, &mut observer).await;
+        let result = if is_stored(source) {
+            pass(handle, source, &settings, &mut observer).await
+        } else {
+            // A snapshot source: one poll.
+            match snapshot_pass(handle, source, settings.backfill, settle, Utc::now()).await {
+                Ok(Some(outcome)) => {
+                    observer.windows = outcome.baselines + outcome.grown;
+                    Ok(PassEnd::Done)
+                }
+                Ok(None) => {
+                    let _ = store.release_lease(&name, &handle.holder).await;
+                    summary.outcome = "skipped: the provider has no snapshots".into();
+                    out.push(summary);
+                    continue;
+                }
+                Err(e) => Err(e),
+            }
+        };
         observer.progress.finish_and_clear();
         summary.windows = observer.windows;
         summary.requests = observer.requests;

@@ -14,8 +14,8 @@ use moka::future::Cache;
 use serde_json::Value;
 use tokio::sync::Mutex;
 use usage_core::{
-    Agent, Attribution, Counters, Dimension, PointKey, ProviderError, SourceInfo, Unit, UsageBatch,
-    UsagePoint, UsageProvider, UsageQuery, Window,
+    Agent, Attribution, ConversationBatch, ConversationTotals, Counters, Dimension, PointKey,
+    ProviderError, SourceInfo, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
 };
 
 use crate::client::Client;
@@ -383,6 +383,54 @@ impl KibanaProvider {
     }
 }
 
+impl KibanaProvider {
+    /// The lifetime totals of `agent`'s conversations updated in `[since, now]`, from its
+    /// unfiltered scan (walked back to `since`; `refresh` re-walks it). Conversations without
+    /// an id cannot be followed between polls: they are counted in `tally.unplaced`.
+    async fn agent_conversations(
+        &self,
+        agent: &Agent,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        refresh: bool,
+        tally: &CallStats,
+    ) -> Result<Vec<ConversationTotals>, Error> {
+        let key = (agent.id.clone(), None);
+        let slot = self
+            .scans
+            .get_with(key.clone(), async { Arc::new(Mutex::new(None)) })
+            .await;
+        let mut guard = slot.lock().await;
+        // The walk's end is exclusive: one millisecond past now takes in what was updated now.
+        let end = now + chrono::TimeDelta::milliseconds(1);
+        self.ensure(&mut guard, (&agent.id, None), (since, end), refresh, tally)
+            .await?;
+        let Some(state) = guard.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for c in state.conversations().iter() {
+            if c.updated_at < since {
+                continue;
+            }
+            let Some(id) = &c.id else {
+                tally.unplaced.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            out.push(ConversationTotals {
+                agent: agent.id.clone(),
+                agent_name: agent.name.clone(),
+                conversation: id.clone(),
+                user: c.username.clone(),
+                updated_at: c.updated_at,
+                unit: Unit::Tokens,
+                counters: c.counters,
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// Reads one wire conversation; `None` when it has no readable `updated_at` (it cannot be
 /// placed in time).
 pub(crate) fn conversation_from_wire(c: ConversationConsumption) -> Option<Conversation> {
@@ -503,6 +551,37 @@ impl UsageProvider for KibanaProvider {
             .agents_for(DateTime::<Utc>::MAX_UTC, false, &sent)
             .await?;
         Ok(agents.as_ref().clone())
+    }
+
+    async fn conversations(
+        &self,
+        since: DateTime<Utc>,
+        refresh: bool,
+    ) -> Result<Option<ConversationBatch>, ProviderError> {
+        let tally = CallStats::default();
+        let now = Utc::now();
+        let agents = self.agents_for(now, refresh, &tally.sent).await?;
+        let scans: Vec<_> = agents
+            .iter()
+            .map(|agent| self.agent_conversations(agent, since, now, refresh, &tally))
+            .collect();
+        let parts: Vec<Vec<ConversationTotals>> = stream::iter(scans)
+            .buffer_unordered(self.agent_concurrency)
+            .try_collect()
+            .await?;
+        let mut notes = Vec::new();
+        let anonymous = tally.unplaced.load(Ordering::Relaxed);
+        if anonymous > 0 {
+            notes.push(format!(
+                "{anonymous} Kibana conversation(s) without an id or a readable `updated_at` \
+                 cannot be followed between polls and were left out"
+            ));
+        }
+        Ok(Some(ConversationBatch {
+            conversations: parts.into_iter().flatten().collect(),
+            upstream_requests: tally.sent.load(Ordering::Relaxed),
+            notes,
+        }))
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {

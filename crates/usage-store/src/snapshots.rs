@@ -57,8 +57,9 @@ const INSERT_SHRUNK: &str = "INSERT INTO usage_shrunk (source, agent, conversati
 const SELECT_SHRUNK: &str = "SELECT note FROM usage_shrunk WHERE source = $1 \
      AND observed_at >= $2 AND observed_at < $3 ORDER BY observed_at, agent, conversation";
 
-const SELECT_POLL_SPAN: &str =
-    "SELECT MIN(polled_at), MAX(polled_at) FROM usage_polls WHERE source = $1";
+const SELECT_POLL_SPAN: &str = "SELECT MIN(polled_at), MAX(polled_at), \
+     (SELECT since FROM usage_polls WHERE source = $1 ORDER BY polled_at LIMIT 1) \
+     FROM usage_polls WHERE source = $1";
 
 /// The longest gap between consecutive polls from the last poll at or before `$2` (or `$2`)
 /// to the first at or after `$3` (or `$3`).
@@ -365,7 +366,8 @@ where
             .map_err(|e| db_error::<DB>("reading the polls", &e))?;
         let first: Option<i64> = span.try_get(0).map_err(corrupt)?;
         let last: Option<i64> = span.try_get(1).map_err(corrupt)?;
-        let (Some(first), Some(last)) = (first, last) else {
+        let since: Option<i64> = span.try_get(2).map_err(corrupt)?;
+        let (Some(first), Some(last), Some(since)) = (first, last, since) else {
             return Ok(None);
         };
         let gap = sqlx::query(SELECT_POLL_GAP)
@@ -378,6 +380,7 @@ where
         let gap: Option<i64> = gap.try_get(0).map_err(corrupt)?;
         Ok(Some(PollHistory {
             first: instant(first)?,
+            covers_from: instant(since)?,
             last: instant(last)?,
             resolution: Duration::from_millis(u64::try_from(gap.unwrap_or(0)).unwrap_or(0)),
         }))

@@ -1044,6 +1044,7 @@ async fn snapshot_growth_is_placed_at_the_update_time(_: &Fresh, store: DynUsage
         .unwrap()
         .unwrap();
     assert_eq!((polls.first, polls.last), (at(1), at(4)));
+    assert_eq!(polls.covers_from, at(-100));
     // From the poll at 1 to the first after 3 (at 4): the longest gap is 2 hours.
     assert_eq!(polls.resolution, std::time::Duration::from_secs(2 * 3600));
     assert!(store.polls("other", all_time()).await.unwrap().is_none());

@@ -97,7 +97,10 @@ pub async fn list_sources(
 async fn store_view(state: &AppState, source: &Arc<Source>) -> Option<SourceStore> {
     let handle = state.store.as_ref()?;
     let name = source.info.name.as_str();
-    let stored = crate::stored::is_stored(source);
+    // Sources placed exactly are stored by the hour; those placed by conversation (Kibana)
+    // through snapshots of their conversations' totals.
+    let stored = crate::stored::is_stored(source)
+        || source.info.attribution == usage_core::Attribution::Conversation;
     let mut view = SourceStore {
         engine: handle.engine.to_owned(),
         stored,
@@ -233,6 +236,7 @@ pub async fn list_agents(
             notes: Vec::new(),
             store_coverage: None,
             store_synced_at: None,
+            attribution_resolution_seconds: None,
             error: Some(Problem::from_provider(&err)),
         });
     }

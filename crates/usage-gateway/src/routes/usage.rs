@@ -485,6 +485,7 @@ async fn run(
             notes: Vec::new(),
             store_coverage: None,
             store_synced_at: None,
+            attribution_resolution_seconds: None,
             error: None,
         },
         points: Vec::new(),
@@ -504,25 +505,15 @@ async fn run(
         ));
         return outcome;
     };
-    let result = match &state.store {
-        Some(store) if crate::stored::is_stored(&src) => {
-            crate::stored::fetch(
-                store,
-                &state.cache,
-                &src,
-                &req.windows,
-                shape,
-                refresh,
-                deadline,
-            )
-            .await
-        }
-        _ => state
-            .cache
-            .fetch(&src, &req.windows, shape, refresh, deadline)
-            .await
-            .map(|a| (a, crate::stored::StoreUse::default())),
+    let ask = crate::stored::Ask {
+        cache: &state.cache,
+        source: &src,
+        windows: &req.windows,
+        shape,
+        refresh,
+        deadline,
     };
+    let result = crate::stored::answer(state.store.as_deref(), ask).await;
     outcome.entry.duration_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     match result {
         Ok((answer, store_use)) => {
@@ -530,6 +521,13 @@ async fn run(
                 .coverage
                 .map(|c| (c * 10_000.0).round() / 10_000.0);
             outcome.entry.store_synced_at = store_use.synced_at.map(render::ts);
+            if let Some(attribution) = store_use.attribution {
+                outcome.entry.attribution = attribution;
+            }
+            if attribution_is_snapshot(outcome.entry.attribution) {
+                outcome.entry.attribution_resolution_seconds =
+                    store_use.resolution.map(|r| r.as_secs());
+            }
             if let Some(stale) = &answer.stale {
                 tracing::warn!(source = %src.info.name, kind = stale.error.kind(), age_s = stale.age.as_secs(), "serving stale data");
                 outcome.entry.status = SourceStatus::Stale;
@@ -554,6 +552,7 @@ async fn run(
                 .flat_map(|e| e.notes.iter().cloned())
                 .collect();
             notes.extend(store_use.note);
+            notes.extend(store_use.notes);
             notes.sort();
             notes.dedup();
             outcome.entry.notes = notes;
@@ -584,6 +583,10 @@ async fn run(
         }
     }
     outcome
+}
+
+fn attribution_is_snapshot(a: usage_core::Attribution) -> bool {
+    a == usage_core::Attribution::Snapshot
 }
 
 /// Says why a query exceeds a source's per-query limit of vendor calls and what would fit,
