@@ -737,13 +737,17 @@ async fn fetch_snapshots(
             .flat_map(|e| &e.points)
             .filter_map(|p| Some((p.key.agent.clone()?, p.key.conversation.clone()?)))
             .collect();
-        let before: BTreeMap<(String, String), usage_core::ConversationTotals> = store
-            .last_totals(name, &keys)
-            .await
-            .map_err(|e| ProviderError::Transport {
-                source_name: name.to_owned(),
-                message: format!("usage store: {e}"),
-            })?
+        let recorded = match store.last_totals(name, &keys).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Without the recorded totals the tail cannot be told from what is stored.
+                tracing::warn!(source = name, error = %e, "usage store failed; answering live");
+                handle.failed(e.to_string());
+                let note = format!("usage store ({}) unavailable; answered live", handle.engine);
+                return live(Some(note)).await;
+            }
+        };
+        let before: BTreeMap<(String, String), usage_core::ConversationTotals> = recorded
             .into_iter()
             .map(|t| ((t.agent.clone(), t.conversation.clone()), t))
             .collect();
