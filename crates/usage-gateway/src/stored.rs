@@ -234,6 +234,9 @@ pub struct Ask<'a> {
     pub windows: &'a [Window],
     /// What to ask of the source.
     pub shape: Arc<Shape>,
+    /// The dimensions the query keeps of the source (the shape's may be wider): what stored
+    /// usage is added up to.
+    pub keep: &'a BTreeSet<Dimension>,
     /// `Cache-Control: no-cache`.
     pub refresh: bool,
     /// The request's deadline.
@@ -278,6 +281,7 @@ async fn fetch(
         source,
         windows,
         shape,
+        keep,
         refresh,
         deadline,
     } = ask;
@@ -312,7 +316,7 @@ async fn fetch(
         Ok(None)
     } else {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left / 4, from_store(store, name, windows, &shape)).await {
+        match tokio::time::timeout(left / 4, from_store(store, name, windows, &shape, keep)).await {
             Ok(Ok(p)) => Ok(Some(p)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
@@ -388,7 +392,7 @@ async fn fetch(
         synced_at,
         ..StoreUse::default()
     };
-    Ok((assemble(windows, plan, live, &shape), store_use))
+    Ok((assemble(windows, plan, live, keep), store_use))
 }
 
 /// Plans a query against the store: which stored windows lie inside each query window (their
@@ -399,6 +403,7 @@ async fn from_store(
     source: &str,
     windows: &[Window],
     shape: &Shape,
+    keep: &BTreeSet<Dimension>,
 ) -> Result<FromStore, StoreError> {
     let range = Window::new(windows[0].start, windows[windows.len() - 1].end);
     let covered = store.coverage(source, range).await?;
@@ -443,7 +448,7 @@ async fn from_store(
         users: shape.users.clone(),
     };
     // The database adds the points up to the query's dimensions.
-    for mut p in store.sums(source, read, &filter, &shape.dims).await? {
+    for mut p in store.sums(source, read, &filter, keep).await? {
         let Some(&i) = chosen.get(&p.window) else {
             continue; // a stored window straddling a query window's edge
         };
@@ -458,13 +463,13 @@ fn assemble(
     windows: &[Window],
     plan: FromStore,
     live: Option<SourceAnswer>,
-    shape: &Shape,
+    keep: &BTreeSet<Dimension>,
 ) -> SourceAnswer {
     let (live_entries, cached, upstream_requests, stale) = match live {
         Some(a) => (a.entries, a.cached, a.upstream_requests, a.stale),
         None => (Vec::new(), true, 0, None),
     };
-    let keep_name = shape.dims.contains(&Dimension::Agent);
+    let keep_name = keep.contains(&Dimension::Agent);
     let mut parts: Vec<Vec<(&Window, &Arc<WindowEntry>)>> = vec![Vec::new(); windows.len()];
     for ((w, i), e) in plan.live.iter().zip(live_entries.iter()) {
         parts[*i].push((w, e));
@@ -488,7 +493,7 @@ fn assemble(
             for p in &e.points {
                 let mut p = p.clone();
                 p.window = *window;
-                p.key = p.key.project(&shape.dims);
+                p.key = p.key.project(keep);
                 if !keep_name {
                     p.agent_name = None;
                 }
@@ -603,6 +608,7 @@ async fn from_snapshots(
     source: &str,
     windows: &[Window],
     shape: &Shape,
+    keep: &BTreeSet<Dimension>,
 ) -> Result<Option<FromSnapshots>, StoreError> {
     let range = Window::new(windows[0].start, windows[windows.len() - 1].end);
     let Some(history) = store.polls(source, range).await? else {
@@ -621,7 +627,7 @@ async fn from_snapshots(
         if i >= windows.len() || !windows[i].contains(p.at) {
             continue; // between two query windows
         }
-        let keep_agent = shape.dims.contains(&Dimension::Agent);
+        let keep_agent = keep.contains(&Dimension::Agent);
         points[i].push(UsagePoint {
             window: windows[i],
             key: usage_core::PointKey {
@@ -630,7 +636,7 @@ async fn from_snapshots(
                 conversation: Some(p.conversation),
                 usage_type: None,
             }
-            .project(&shape.dims),
+            .project(keep),
             agent_name: p.agent_name.filter(|_| keep_agent),
             unit: p.unit,
             counters: p.counters,
@@ -659,6 +665,7 @@ async fn fetch_snapshots(
         source,
         windows,
         shape,
+        keep,
         refresh,
         deadline,
     } = ask;
@@ -682,7 +689,8 @@ async fn fetch_snapshots(
         return live(None).await;
     }
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let read = tokio::time::timeout(left / 4, from_snapshots(store, name, windows, &shape)).await;
+    let read =
+        tokio::time::timeout(left / 4, from_snapshots(store, name, windows, &shape, keep)).await;
     let snapshots = match read {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => return live(None).await,
@@ -751,7 +759,7 @@ async fn fetch_snapshots(
             .into_iter()
             .map(|t| ((t.agent.clone(), t.conversation.clone()), t))
             .collect();
-        let keep_agent = shape.dims.contains(&Dimension::Agent);
+        let keep_agent = keep.contains(&Dimension::Agent);
         for ((_, i), entry) in tail.iter().zip(&answer.entries) {
             fetched_at = fetched_at.min(entry.fetched_at);
             notes.extend(entry.notes.iter().cloned());
@@ -774,7 +782,7 @@ async fn fetch_snapshots(
                 }
                 points[*i].push(UsagePoint {
                     window: windows[*i],
-                    key: p.key.clone().project(&shape.dims),
+                    key: p.key.clone().project(keep),
                     agent_name: p.agent_name.clone().filter(|_| keep_agent),
                     unit: p.unit,
                     counters,

@@ -16,7 +16,7 @@ use usage_core::{
     model::ceil_ms,
 };
 
-use crate::engine::{Engine, db_error};
+use crate::engine::{Engine, JSON_ROWS_CLOSE, db_error};
 use crate::location::StoreLocation;
 use crate::migrate;
 
@@ -45,8 +45,9 @@ const INSERT_COVERAGE: &str = "INSERT INTO usage_coverage \
 const INSERT_POINTS: &str = "INSERT INTO usage_points (source, window_start, window_end, unit, \
      labels, agent, end_user, conversation, usage_type, agent_name, input, output, other) ";
 
-const SELECT_COVERAGE: &str = "SELECT window_start, window_end, synced_at FROM usage_coverage \
-     WHERE source = $1 AND window_start >= $2 AND window_end <= $3 ORDER BY window_start";
+/// The windows of `$1` inside `[$2, $3]`, as `ws, we, sa` (read as JSON rows).
+const SELECT_COVERAGE: &str = "SELECT window_start AS ws, window_end AS we, synced_at AS sa \
+     FROM usage_coverage WHERE source = $1 AND window_start >= $2 AND window_end <= $3";
 
 const SELECT_SOURCES: &str = "SELECT DISTINCT source FROM usage_coverage";
 
@@ -281,48 +282,50 @@ where
         filter: &PointFilter,
         keep: Option<&BTreeSet<Dimension>>,
     ) -> Result<Vec<UsagePoint>, StoreError> {
-        let mut select = QueryBuilder::<DB>::new("SELECT window_start, window_end, unit, ");
+        let mut select = QueryBuilder::<DB>::new(
+            DB::JSON_ROWS_OPEN.replace("{columns}", "ws, we, u, l, a, eu, c, t, n, i, o, x"),
+        );
+        select.push("SELECT window_start AS ws, window_end AS we, unit AS u, ");
         let labels = [
-            (Dimension::Agent, "agent", AGENT),
-            (Dimension::User, "end_user", USER),
-            (Dimension::Conversation, "conversation", CONVERSATION),
-            (Dimension::UsageType, "usage_type", USAGE_TYPE),
+            (Dimension::Agent, "agent", "a", AGENT),
+            (Dimension::User, "end_user", "eu", USER),
+            (Dimension::Conversation, "conversation", "c", CONVERSATION),
+            (Dimension::UsageType, "usage_type", "t", USAGE_TYPE),
         ];
-        let mut group = String::from("window_start, window_end, unit");
+        // Grouped in the primary key's column order (labels before the label columns), so
+        // that a grouping by agent reads the index in order.
+        let mut group = String::from("window_start, window_end, unit, labels");
         match keep {
             None => {
                 select.push(
-                    "labels, agent, end_user, conversation, usage_type, agent_name, input, \
-                     output, other",
+                    "labels AS l, agent AS a, end_user AS eu, conversation AS c, \
+                     usage_type AS t, agent_name AS n, input AS i, output AS o, other AS x",
                 );
             }
             Some(keep) => {
                 let bits: i32 = labels
                     .iter()
-                    .filter(|(d, _, _)| keep.contains(d))
-                    .map(|(_, _, bit)| bit)
+                    .filter(|(d, ..)| keep.contains(d))
+                    .map(|(.., bit)| bit)
                     .sum();
-                select.push(format_args!("(labels & {bits})"));
-                group.push_str(", (labels & ");
-                group.push_str(&bits.to_string());
-                group.push(')');
-                for (d, column, _) in labels {
+                select.push(format_args!("(labels & {bits}) AS l"));
+                for (d, column, alias, _) in labels {
                     if keep.contains(&d) {
-                        select.push(format_args!(", {column}"));
+                        select.push(format_args!(", {column} AS {alias}"));
                         group.push_str(", ");
                         group.push_str(column);
                     } else {
-                        select.push(format_args!(", ''"));
+                        select.push(format_args!(", '' AS {alias}"));
                     }
                 }
                 select.push(if keep.contains(&Dimension::Agent) {
-                    ", MAX(agent_name)"
+                    ", MAX(agent_name) AS n"
                 } else {
-                    ", NULL"
+                    ", NULL AS n"
                 });
                 select.push(
-                    ", CAST(SUM(input) AS BIGINT), CAST(SUM(output) AS BIGINT), \
-                     CAST(SUM(other) AS BIGINT)",
+                    ", CAST(SUM(input) AS BIGINT) AS i, CAST(SUM(output) AS BIGINT) AS o, \
+                     CAST(SUM(other) AS BIGINT) AS x",
                 );
             }
         }
@@ -351,15 +354,26 @@ where
         if keep.is_some() {
             select.push(format_args!(" GROUP BY {group}"));
         }
-        let rows = select
+        select.push(JSON_ROWS_CLOSE);
+        let row = select
             .build()
-            .fetch_all(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .map_err(|e| db_error::<DB>("reading points", &e))?;
+        let rows: Vec<StoredPoint> = json_rows(&row)?;
         let mut points = rows
-            .iter()
-            .map(read_point::<DB>)
+            .into_iter()
+            .map(StoredPoint::into_point)
             .collect::<Result<Vec<_>, _>>()?;
+        // Rows grouped by the whole `labels` may share a projected key: add them up.
+        if keep.is_some() {
+            points = usage_core::UsageBatch {
+                points,
+                ..usage_core::UsageBatch::default()
+            }
+            .compact()
+            .points;
+        }
         points.sort_by(|a, b| (a.window, &a.key, a.unit).cmp(&(b.window, &b.key, b.unit)));
         Ok(points)
     }
@@ -453,22 +467,29 @@ where
         source: &str,
         range: Window,
     ) -> Result<Vec<CoveredInterval>, StoreError> {
-        let rows = sqlx::query(SELECT_COVERAGE)
+        let sql = format!(
+            "{}{SELECT_COVERAGE}{JSON_ROWS_CLOSE}",
+            DB::JSON_ROWS_OPEN.replace("{columns}", "ws, we, sa")
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(source)
             .bind(ceil_ms(range.start))
             .bind(floor_ms(range.end))
-            .fetch_all(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .map_err(|e| db_error::<DB>("reading coverage", &e))?;
-        rows.iter()
-            .map(|row| {
-                let ms = |i: usize| -> Result<i64, StoreError> { row.try_get(i).map_err(corrupt) };
+        let rows: Vec<(i64, i64, i64)> = json_rows(&row)?;
+        let mut covered = rows
+            .into_iter()
+            .map(|(start, end, synced)| {
                 Ok(CoveredInterval {
-                    window: stored_window(ms(0)?, ms(1)?)?,
-                    synced_at: instant(ms(2)?)?,
+                    window: stored_window(start, end)?,
+                    synced_at: instant(synced)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        covered.sort();
+        Ok(covered)
     }
 
     async fn points(
@@ -679,50 +700,65 @@ impl<'a> PointRow<'a> {
     }
 }
 
-/// Reads one `usage_points` row as `select_points` selects it.
-fn read_point<DB>(row: &DB::Row) -> Result<UsagePoint, StoreError>
+/// One point as `select_points` reads it (a JSON array): window bounds, unit, label bits, the
+/// four labels ('' when absent), the agent name and the three counters.
+#[derive(serde::Deserialize)]
+struct StoredPoint(
+    i64,
+    i64,
+    String,
+    i32,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+impl StoredPoint {
+    fn into_point(self) -> Result<UsagePoint, StoreError> {
+        let Self(start, end, unit, labels, agent, user, conversation, usage_type, name, i, o, x) =
+            self;
+        let label = |value: String, bit: i32| (labels & bit != 0).then_some(value);
+        let counter = |v: i64, name: &str| -> Result<u64, StoreError> {
+            u64::try_from(v).map_err(|_| StoreError::Corrupt {
+                message: format!("a stored {name} counter is negative ({v})"),
+            })
+        };
+        Ok(UsagePoint {
+            window: stored_window(start, end)?,
+            key: PointKey {
+                agent: label(agent, AGENT),
+                user: label(user, USER),
+                conversation: label(conversation, CONVERSATION),
+                usage_type: label(usage_type, USAGE_TYPE),
+            },
+            agent_name: name,
+            unit: Unit::parse(&unit).ok_or_else(|| StoreError::Corrupt {
+                message: format!("unknown unit {unit:?}"),
+            })?,
+            counters: Counters {
+                input: counter(i, "input")?,
+                output: counter(o, "output")?,
+                other: counter(x, "other")?,
+            },
+        })
+    }
+}
+
+/// Reads the rows a query opened with [`Engine::JSON_ROWS_OPEN`] returned.
+fn json_rows<DB, T>(row: &DB::Row) -> Result<Vec<T>, StoreError>
 where
     DB: Engine,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Decode<'q, DB> + Type<DB>,
+    T: serde::de::DeserializeOwned,
     for<'q> &'q str: Decode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Decode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    let int = |i: usize| -> Result<i64, StoreError> { row.try_get(i).map_err(corrupt) };
-    let text = |i: usize| -> Result<&str, StoreError> { row.try_get(i).map_err(corrupt) };
-    let labels: i32 = row.try_get(3).map_err(corrupt)?;
-    let label = |i: usize, bit: i32| -> Result<Option<String>, StoreError> {
-        Ok((labels & bit != 0).then_some(text(i)?.to_owned()))
-    };
-    let unit = text(2)?;
-    let counter = |i: usize, name: &str| -> Result<u64, StoreError> {
-        let v = int(i)?;
-        u64::try_from(v).map_err(|_| StoreError::Corrupt {
-            message: format!("a stored {name} counter is negative ({v})"),
-        })
-    };
-    Ok(UsagePoint {
-        window: stored_window(int(0)?, int(1)?)?,
-        key: PointKey {
-            agent: label(4, AGENT)?,
-            user: label(5, USER)?,
-            conversation: label(6, CONVERSATION)?,
-            usage_type: label(7, USAGE_TYPE)?,
-        },
-        agent_name: row
-            .try_get::<Option<&str>, _>(8)
-            .map_err(corrupt)?
-            .map(str::to_owned),
-        unit: Unit::parse(unit).ok_or_else(|| StoreError::Corrupt {
-            message: format!("unknown unit {unit:?}"),
-        })?,
-        counters: Counters {
-            input: counter(9, "input")?,
-            output: counter(10, "output")?,
-            other: counter(11, "other")?,
-        },
-    })
+    let text: &str = row.try_get(0).map_err(corrupt)?;
+    serde_json::from_str(text).map_err(corrupt)
 }
 
 pub(crate) fn corrupt(e: impl fmt::Display) -> StoreError {

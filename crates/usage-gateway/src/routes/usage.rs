@@ -28,6 +28,9 @@ use crate::state::{AppState, Rendered};
 struct Plan {
     source: Arc<Source>,
     shape: Option<Arc<Shape>>,
+    /// The dimensions the query keeps of this source (the shape's, before the provider widened
+    /// them): what answers from the store are added up to.
+    keep: BTreeSet<Dimension>,
 }
 
 /// Picks the caller's sources after filters and access; 400 for unknown names, 403 for names
@@ -120,16 +123,16 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
         let users =
             (!req.users.is_empty()).then(|| req.users.iter().cloned().collect::<BTreeSet<_>>());
         let can_filter_users = source.info.filters.contains(&Dimension::User);
+        let keep: BTreeSet<Dimension> = req
+            .group_by
+            .iter()
+            .copied()
+            .filter(|d| source.info.dimensions.contains(d))
+            .collect();
         let shape = (users.is_none() || can_filter_users).then(|| {
-            let dims: BTreeSet<Dimension> = req
-                .group_by
-                .iter()
-                .copied()
-                .filter(|d| source.info.dimensions.contains(d))
-                .collect();
             Arc::new(Shape {
                 // Cached by what the vendor requests depend on; the aggregation regroups.
-                dims: source.provider.fetch_dimensions(&dims),
+                dims: source.provider.fetch_dimensions(&keep),
                 agents,
                 users,
             })
@@ -137,6 +140,7 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
         out.push(Plan {
             source: source.clone(),
             shape,
+            keep,
         });
     }
     Ok(out)
@@ -510,6 +514,7 @@ async fn run(
         source: &src,
         windows: &req.windows,
         shape,
+        keep: &plan.keep,
         refresh,
         deadline,
     };
