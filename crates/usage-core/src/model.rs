@@ -595,6 +595,10 @@ pub struct ConversationTotals {
     pub unit: Unit,
     /// The lifetime totals.
     pub counters: Counters,
+    /// Rounds (user turns) so far, when the vendor reports them.
+    pub rounds: Option<u64>,
+    /// LLM calls so far, when the vendor reports them.
+    pub llm_calls: Option<u64>,
 }
 
 /// A provider's answer to [`crate::UsageProvider::conversations`].

@@ -253,7 +253,7 @@ pub(crate) struct ConsumptionResponse {
 }
 
 /// One conversation's lifetime consumption: the fields the provider uses. Others (`created_at`,
-/// `title`, `round_count`, `llm_calls`, the user's profile `id`) are skipped unread.
+/// `title`, the user's profile `id`) are skipped unread.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct ConversationConsumption {
@@ -267,6 +267,10 @@ pub(crate) struct ConversationConsumption {
     pub token_usage: Lenient<TokenUsage>,
     /// High-input-token warnings, one per round above 200 000 input tokens.
     pub warnings: LenientVec<Lenient<ConsumptionWarning>>,
+    /// Rounds (user turns) so far: kept with snapshots.
+    pub round_count: Count,
+    /// LLM calls so far: kept with snapshots.
+    pub llm_calls: Count,
 }
 
 /// The conversation's owner.

@@ -425,6 +425,8 @@ impl KibanaProvider {
                 updated_at: c.updated_at,
                 unit: Unit::Tokens,
                 counters: c.counters,
+                rounds: c.rounds,
+                llm_calls: c.llm_calls,
             });
         }
         Ok(out)
@@ -453,6 +455,8 @@ pub(crate) fn conversation_from_wire(c: ConversationConsumption) -> Option<Conve
             .count() as u64
     });
     Some(Conversation {
+        rounds: c.round_count.0,
+        llm_calls: c.llm_calls.0,
         id: c.conversation_id.0.filter(|s| !s.is_empty()),
         username: c
             .user
@@ -694,6 +698,8 @@ mod tests {
                     other: 0
                 },
                 warnings: 1,
+                rounds: Some(12),
+                llm_calls: Some(20),
             }
         );
         assert_eq!(

@@ -30,6 +30,10 @@ pub(crate) struct Conversation {
     pub counters: Counters,
     /// How many `high_input_tokens` warnings the conversation carries.
     pub warnings: u64,
+    /// Rounds so far, when Kibana gave them.
+    pub rounds: Option<u64>,
+    /// LLM calls so far, when Kibana gave them.
+    pub llm_calls: Option<u64>,
 }
 
 /// Conversations, at most one per id (the most recently updated copy wins).
@@ -310,6 +314,8 @@ mod tests {
                 output: 0,
                 other: 0,
             },
+            rounds: None,
+            llm_calls: None,
             warnings: 0,
         }
     }

@@ -45,6 +45,7 @@ pub(crate) const SQLITE: &[Embedded] = &[
     embed!("sqlite", 1, "0001_usage_store"),
     embed!("sqlite", 2, "0002_sync_leases"),
     embed!("sqlite", 3, "0003_conversation_snapshots"),
+    embed!("sqlite", 4, "0004_snapshot_rounds"),
 ];
 
 /// The PostgreSQL migrations, in order (the same versions and names as SQLite's).
@@ -52,6 +53,7 @@ pub(crate) const POSTGRES: &[Embedded] = &[
     embed!("postgres", 1, "0001_usage_store"),
     embed!("postgres", 2, "0002_sync_leases"),
     embed!("postgres", 3, "0003_conversation_snapshots"),
+    embed!("postgres", 4, "0004_snapshot_rounds"),
 ];
 
 /// Builds sqlx's migrator over `migrations`, recording them in [`TABLE`].

@@ -23,16 +23,18 @@ use crate::sql::{SqlStore, corrupt, instant};
 const ROWS_PER_STATEMENT: usize = 1000;
 
 const SELECT_TOTALS: &str = "SELECT agent, conversation, end_user, agent_name, unit, input, \
-     output, other, updated_at FROM usage_conversations WHERE source = ";
+     output, other, updated_at, rounds, llm_calls FROM usage_conversations WHERE source = ";
 
 const UPSERT_TOTALS: &str = "INSERT INTO usage_conversations (source, agent, conversation, \
-     end_user, agent_name, unit, input, output, other, updated_at, observed_at) ";
+     end_user, agent_name, unit, input, output, other, updated_at, observed_at, rounds, \
+     llm_calls) ";
 
 const ON_TOTALS_CONFLICT: &str = " ON CONFLICT (source, agent, conversation) DO UPDATE SET \
      end_user = excluded.end_user, \
      agent_name = COALESCE(excluded.agent_name, usage_conversations.agent_name), \
      unit = excluded.unit, input = excluded.input, output = excluded.output, \
-     other = excluded.other, updated_at = excluded.updated_at, observed_at = excluded.observed_at";
+     other = excluded.other, updated_at = excluded.updated_at, observed_at = excluded.observed_at, \
+     rounds = excluded.rounds, llm_calls = excluded.llm_calls";
 
 const INSERT_PLACED: &str = "INSERT INTO usage_placed (source, agent, conversation, placed_at, \
      end_user, agent_name, unit, input, output, other, baseline, observed_at) ";
@@ -96,7 +98,7 @@ where
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<i64>: Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     /// [`usage_core::UsageStore::record_poll`].
@@ -212,7 +214,9 @@ where
                     .push_bind(n[1])
                     .push_bind(n[2])
                     .push_bind(c.updated_at.timestamp_millis())
-                    .push_bind(observed);
+                    .push_bind(observed)
+                    .push_bind(c.rounds.and_then(|r| i64::try_from(r).ok()))
+                    .push_bind(c.llm_calls.and_then(|r| i64::try_from(r).ok()));
             });
             insert.push(ON_TOTALS_CONFLICT);
             insert
@@ -484,6 +488,7 @@ fn read_totals<DB>(row: &DB::Row) -> Result<ConversationTotals, StoreError>
 where
     DB: Engine,
     for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB>,
     for<'q> &'q str: Decode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Decode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
@@ -495,6 +500,15 @@ where
             .map_err(corrupt)?
             .map(str::to_owned))
     };
+    let count = |i: usize| -> Result<Option<u64>, StoreError> {
+        let v: Option<i64> = row.try_get(i).map_err(corrupt)?;
+        v.map(|v| {
+            u64::try_from(v).map_err(|_| StoreError::Corrupt {
+                message: format!("a stored count is negative ({v})"),
+            })
+        })
+        .transpose()
+    };
     Ok(ConversationTotals {
         agent: text(0)?.to_owned(),
         conversation: text(1)?.to_owned(),
@@ -503,5 +517,7 @@ where
         unit: unit(text(4)?)?,
         counters: counters::<DB>(row, 5)?,
         updated_at: instant(row.try_get(8).map_err(corrupt)?)?,
+        rounds: count(9)?,
+        llm_calls: count(10)?,
     })
 }

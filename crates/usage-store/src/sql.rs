@@ -83,7 +83,7 @@ const SELECT_LEASE: &str = "SELECT holder, expires_at, progress, updated_at, {no
 
 /// Reads every column the store uses, so that a schema changed by hand fails at open; each
 /// with the version of the migration that made its table.
-const PROBES: [(i64, &str); 8] = [
+const PROBES: [(i64, &str); 9] = [
     (1, "SELECT source FROM usage_sources WHERE 1 = 0"),
     (
         1,
@@ -116,6 +116,10 @@ const PROBES: [(i64, &str); 8] = [
     (
         3,
         "SELECT source, agent, conversation, observed_at, note FROM usage_shrunk WHERE 1 = 0",
+    ),
+    (
+        4,
+        "SELECT rounds, llm_calls FROM usage_conversations WHERE 1 = 0",
     ),
 ];
 
@@ -151,7 +155,7 @@ where
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<i64>: Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     /// Brings the schema up to date (refusing a foreign or changed one) and checks it.
@@ -431,7 +435,7 @@ where
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<i64>: Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     fn engine(&self) -> &'static str {

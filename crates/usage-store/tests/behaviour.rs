@@ -972,6 +972,9 @@ fn snap(
             output: io.1,
             other: 0,
         },
+        // Some rounds and calls, growing with the tokens.
+        rounds: Some(io.0 / 10),
+        llm_calls: (io.1 > 0).then_some(io.1),
     }
 }
 
