@@ -206,10 +206,11 @@ async fn answers_from_the_store_equal_live_answers(engine: Engine) {
                         let coverage = source_entry(&stored, name)["store_coverage"]
                             .as_f64()
                             .unwrap_or_else(|| panic!("{q}: {name} has no store_coverage"));
-                        if tz == "Asia/Kolkata" && bucket == "hour" {
+                        if tz == "Asia/Kolkata" && bucket != "none" {
                             // Kolkata hours start at :30 UTC: no stored (UTC) hour lies inside
-                            // one, so all of it is live.
-                            assert!(coverage.abs() < f64::EPSILON, "{q}: {name} {coverage}");
+                            // one; a Kolkata day would leave two live half hours, so it is
+                            // fetched live whole.
+                            assert!(coverage < 0.5, "{q}: {name} {coverage}");
                         } else {
                             assert!(coverage > 0.5, "{q}: {name} coverage {coverage}");
                         }
@@ -244,15 +245,22 @@ async fn a_fully_stored_range_costs_no_vendor_call(engine: Engine) {
             .unwrap()
             >= 72 * 4
     );
-    // A Kolkata day inside the stored range takes its two half hours live: one request per
-    // agent and half hour.
+    // A Kolkata day inside the stored range would leave its two half hours live (two requests
+    // per agent): it is fetched live whole, one request per agent, as without a store.
     let kolkata = "start=2026-10-24T18:30:00Z&end=2026-10-25T18:30:00Z&tz=Asia/Kolkata\
                    &bucket=day&source=do-prod";
     let v = get(&r.stored, &r.token, kolkata).await;
     let entry = source_entry(&v, "do-prod");
+    assert_eq!(entry["upstream_requests"], 4, "{entry:#}");
+    assert_eq!(entry["store_coverage"], 0.0, "{entry:#}");
+    // Two Kolkata days as one window keep the stored hours between the half hours.
+    let two_days = "start=2026-10-24T18:30:00Z&end=2026-10-26T18:30:00Z&tz=Asia/Kolkata\
+                    &source=do-prod";
+    let v = get(&r.stored, &r.token, two_days).await;
+    let entry = source_entry(&v, "do-prod");
     assert_eq!(entry["upstream_requests"], 2 * 4, "{entry:#}");
     let coverage = entry["store_coverage"].as_f64().unwrap();
-    assert!((coverage - 23.0 / 24.0).abs() < 1e-3, "{coverage}");
+    assert!((coverage - 47.0 / 48.0).abs() < 1e-3, "{coverage}");
     r.fresh.remove().await;
 }
 

@@ -254,7 +254,9 @@ pub trait UsageStore: Send + Sync + std::fmt::Debug + 'static {
     /// that grew places the growth at its new `updated_at`; one whose totals shrank (a reset,
     /// an edited conversation) places nothing for the counters that shrank, is reported in the
     /// outcome and kept as a note, and is measured from its new totals on; its usage recorded
-    /// so far stays. Recording the same totals again places nothing.
+    /// so far stays. Recording the same totals again places nothing; a poll older than one
+    /// recorded writes nothing (`superseded`), and a conversation seen older than recorded is
+    /// left as recorded.
     async fn record_poll(
         &self,
         source: &str,
@@ -321,6 +323,8 @@ pub struct PollOutcome {
     pub grown: u64,
     /// Conversations whose totals shrank, as notes.
     pub shrunk: Vec<String>,
+    /// A newer poll was recorded already: this one wrote nothing.
+    pub superseded: bool,
 }
 
 /// The polls of a snapshot source.

@@ -132,6 +132,9 @@ pub fn parse(
     registry: &Registry,
     now: DateTime<Utc>,
 ) -> Result<UsageRequest, ApiError> {
+    // Ranges relative to now (`now`, `-24h`, the default range) end at a whole second: the
+    // vendors' ranges have second precision (a fraction would be cut, with a note).
+    let now = chrono::SubsecRound::trunc_subsecs(now, 0);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|_| {
         ApiError::BadRequest(vec![ParamError::new(
             "(query)",

@@ -9,8 +9,9 @@
 //! as today. Closed windows fetched live with every dimension and no filter are written back.
 //! When the store fails or is slow, the whole query is answered live with a note saying so.
 //!
-//! Sources placing usage by conversation (Kibana) are not stored: a conversation's whole usage
-//! moves to a later window when it continues, so stored windows would count it twice.
+//! Sources placing usage by conversation (Kibana) are stored as snapshots of their
+//! conversations' totals instead (`fetch_snapshots`): a conversation's whole usage moves to a
+//! later window when it continues, so stored windows would count it twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,8 @@ pub struct StoreHandle {
     pub holder: String,
     /// Per-source sync progress this process knows (its own syncers').
     pub progress: Mutex<BTreeMap<String, crate::sync::Progress>>,
+    /// This process's syncers, stopped before their leases are given up at shutdown.
+    pub syncers: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl StoreHandle {
@@ -68,6 +71,7 @@ impl StoreHandle {
             last_error: Mutex::new(None),
             holder: holder_name(),
             progress: Mutex::new(BTreeMap::new()),
+            syncers: Mutex::new(Vec::new()),
             config,
         });
         match tokio::time::timeout(handle.config.open_timeout, location.open()).await {
@@ -105,6 +109,7 @@ impl StoreHandle {
             last_error: Mutex::new(None),
             holder: holder_name(),
             progress: Mutex::new(BTreeMap::new()),
+            syncers: Mutex::new(Vec::new()),
             config,
         };
         let _ = handle.store.set(store);
@@ -149,6 +154,12 @@ impl StoreHandle {
     /// Gives up this process's sync leases of `sources` (at shutdown), so that another replica
     /// takes them over at once instead of after `lease_ttl`.
     pub async fn release_leases(&self, sources: &[String]) {
+        // Stopped first: a syncer still running could take a lease again right after.
+        if let Ok(mut syncers) = self.syncers.lock() {
+            for s in syncers.drain(..) {
+                s.abort();
+            }
+        }
         let Some(store) = self.get() else {
             return;
         };
@@ -316,7 +327,16 @@ async fn fetch(
         Ok(None)
     } else {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left / 4, from_store(store, name, windows, &shape, keep)).await {
+        let read = async {
+            // Once more when a write changed the windows while they were read.
+            match from_store(store, name, windows, &shape, keep).await {
+                Err(StoreError::Unavailable { .. }) => {
+                    from_store(store, name, windows, &shape, keep).await
+                }
+                done => done,
+            }
+        };
+        match tokio::time::timeout(left / 4, read).await {
             Ok(Ok(p)) => Ok(Some(p)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
@@ -428,13 +448,22 @@ async fn from_store(
             }
             next += 1;
         }
+        let gaps = uncovered(*w, &inside);
+        if gaps.len() > 1 && w.end - w.start <= chrono::TimeDelta::days(1) {
+            // Vendors such as DigitalOcean charge a request per window: two live parts of a
+            // short window (the half hours at both ends of an Asia/Kolkata day) would cost
+            // more than the window itself, so it is fetched live whole, as without a store. A
+            // longer window (a week, a whole range) keeps its stored part: what it saves
+            // outweighs one more request per agent.
+            plan.live.push((*w, i));
+            continue;
+        }
         for c in &inside {
             chosen.insert(c.window, i);
             plan.stored_seconds += (c.window.end - c.window.start).num_seconds();
             plan.synced_at[i] = Some(plan.synced_at[i].map_or(c.synced_at, |s| s.min(c.synced_at)));
         }
-        plan.live
-            .extend(uncovered(*w, &inside).into_iter().map(|g| (g, i)));
+        plan.live.extend(gaps.into_iter().map(|g| (g, i)));
     }
     if chosen.is_empty() {
         return Ok(plan);
@@ -448,7 +477,23 @@ async fn from_store(
         users: shape.users.clone(),
     };
     // The database adds the points up to the query's dimensions.
-    for mut p in store.sums(source, read, &filter, keep).await? {
+    let sums = store.sums(source, read, &filter, keep).await?;
+    // The two reads are separate statements: a write between them (the syncer replacing a
+    // window a query wrote back) could have removed a chosen window's points. The chosen
+    // windows must still be stored, as they were, or the read does not count.
+    let again = store.coverage(source, read).await?;
+    let still: BTreeSet<(Window, DateTime<Utc>)> =
+        again.iter().map(|c| (c.window, c.synced_at)).collect();
+    let unchanged = covered
+        .iter()
+        .filter(|c| chosen.contains_key(&c.window))
+        .all(|c| still.contains(&(c.window, c.synced_at)));
+    if !unchanged {
+        return Err(StoreError::Unavailable {
+            message: format!("{source}: stored windows changed while being read"),
+        });
+    }
+    for mut p in sums {
         let Some(&i) = chosen.get(&p.window) else {
             continue; // a stored window straddling a query window's edge
         };
@@ -755,6 +800,20 @@ async fn fetch_snapshots(
                 return live(Some(note)).await;
             }
         };
+        // A poll recorded meanwhile would be in these totals but not in the usage read
+        // before them: the tail would subtract growth not counted. Then the answer is live.
+        let polled_again = store
+            .polls(
+                name,
+                Window::new(last, last + chrono::TimeDelta::milliseconds(1)),
+            )
+            .await
+            .ok()
+            .flatten()
+            .is_none_or(|h| h.last != last);
+        if polled_again {
+            return live(None).await;
+        }
         let before: BTreeMap<(String, String), usage_core::ConversationTotals> = recorded
             .into_iter()
             .map(|t| ((t.agent.clone(), t.conversation.clone()), t))

@@ -82,6 +82,8 @@ pub enum PassEnd {
     Done,
     /// Another replica holds the lease now.
     LostLease,
+    /// A newer hour closed during the pass: start again from the newest hours.
+    NewHour,
 }
 
 /// What failed in a sync pass.
@@ -126,12 +128,14 @@ impl PassSettings {
 }
 
 /// The closed hours of `[now - backfill, now - settle)` (whole hours).
-pub fn target_range(now: DateTime<Utc>, s: &PassSettings) -> Window {
+pub fn target_range(now: DateTime<Utc>, s: &PassSettings) -> Option<Window> {
     let floor = |t: DateTime<Utc>| t.duration_trunc(GRAIN).unwrap_or(t);
     let settle = TimeDelta::from_std(s.settle).unwrap_or(TimeDelta::zero());
     let back = TimeDelta::from_std(s.backfill).unwrap_or(TimeDelta::zero());
     let end = floor(now - settle);
-    Window::new(floor(end - back), end)
+    let start = floor(end - back);
+    // `backfill` shorter than an hour: nothing to fill.
+    (start < end).then(|| Window::new(start, end))
 }
 
 /// Splits gaps into grain windows, newest first.
@@ -183,8 +187,14 @@ pub async fn pass(
     settings: &PassSettings,
     observer: &mut dyn Observer,
 ) -> Result<PassEnd, SyncError> {
-    let range = target_range(Utc::now(), settings);
-    pass_over(handle, source, range, settings, observer).await
+    let Some(range) = target_range(Utc::now(), settings) else {
+        return Ok(PassEnd::Done);
+    };
+    // When the next hour closes, the pass ends, so that the syncer starts over from the newest
+    // hours instead of leaving them for the end of a long backfill.
+    let settle = TimeDelta::from_std(settings.settle).unwrap_or(TimeDelta::zero());
+    let next_hour = range.end + GRAIN + settle;
+    pass_until(handle, source, range, settings, observer, Some(next_hour)).await
 }
 
 /// [`pass`] over the whole hours of `range` (tests and tools choose the range).
@@ -194,6 +204,18 @@ pub async fn pass_over(
     range: Window,
     settings: &PassSettings,
     observer: &mut dyn Observer,
+) -> Result<PassEnd, SyncError> {
+    pass_until(handle, source, range, settings, observer, None).await
+}
+
+/// [`pass_over`], ending early (`NewHour`) once `until` has passed.
+async fn pass_until(
+    handle: &StoreHandle,
+    source: &Arc<Source>,
+    range: Window,
+    settings: &PassSettings,
+    observer: &mut dyn Observer,
+    until: Option<DateTime<Utc>>,
 ) -> Result<PassEnd, SyncError> {
     let Some(store) = handle.get().cloned() else {
         return Err(StoreError::Unavailable {
@@ -233,18 +255,25 @@ pub async fn pass_over(
     let shape = full_shape(source);
     let started = Instant::now();
     let mut stored = 0u64;
-    let mut chunk = MAX_CHUNK;
-    // Requests one window costs, learnt from the last call.
-    let mut per_window = 1.0f64;
+    // Windows per call the source allows (lowered by a `SourceLimit` answer).
+    let mut limit = MAX_CHUNK;
+    // Requests one window costs, learnt from the last call (`None` before the first).
+    let mut per_window: Option<f64> = None;
     let mut next_call = Instant::now();
     let mut i = 0;
     while i < todo.len() {
-        if let Some(rate) = settings.per_minute {
+        if until.is_some_and(|u| Utc::now() >= u) {
+            return Ok(PassEnd::NewHour);
+        }
+        let chunk = match (settings.per_minute, per_window) {
+            // The first call asks for one window, to learn what a window costs.
+            (Some(_), None) => 1,
             // Calls of at most a tenth of the syncer's minute, so that live queries always
             // find the source's budget mostly free.
-            let fits = ((rate / 10.0) / per_window).floor().max(1.0) as usize;
-            chunk = chunk.min(fits).max(1);
+            (Some(rate), Some(cost)) => ((rate / 10.0) / cost).floor().max(1.0) as usize,
+            (None, _) => limit,
         }
+        .min(limit);
         wait_until(handle, &store, name, settings.lease_ttl, next_call).await?;
         if !store
             .try_lease(name, &handle.holder, settings.lease_ttl)
@@ -255,27 +284,24 @@ pub async fn pass_over(
         let mut windows: Vec<Window> = todo[i..(i + chunk).min(todo.len())].to_vec();
         windows.sort();
         let query = UsageQuery::new(windows.clone(), shape.dims.clone());
-        let result = source
+        let call = source
             .resilient
-            .usage(
-                &query,
-                Instant::now() + CALL_TIMEOUT.min(settings.lease_ttl),
-            )
-            .await;
+            .usage(&query, Instant::now() + CALL_TIMEOUT);
+        let result = renewing(&store, name, &handle.holder, settings.lease_ttl, call).await;
         source.record(result.as_ref().map(|_| ()));
         let batch = match result {
             Ok(b) => b,
             Err(ProviderError::SourceLimit { calls, .. }) if chunk > 1 => {
                 // Fewer windows per call: what the source allows per query.
                 let per_agent = (calls.max / calls.agents.max(1)).max(1);
-                chunk = usize::try_from(per_agent).unwrap_or(1).min(chunk - 1);
+                limit = usize::try_from(per_agent).unwrap_or(1).min(chunk - 1);
                 continue;
             }
             Err(ProviderError::RateLimited {
                 retry_after: Some(after),
                 ..
             }) => {
-                next_call = Instant::now() + after;
+                next_call = Instant::now() + after.max(Duration::from_secs(1));
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -299,7 +325,7 @@ pub async fn pass_over(
         metrics::counter!(names::STORE_WRITES, "source" => name.to_owned(), "origin" => "sync", "outcome" => "ok")
             .increment(windows.len() as u64);
         let requests = batch.upstream_requests;
-        per_window = (requests as f64 / windows.len() as f64).max(0.01);
+        per_window = Some((requests as f64 / windows.len() as f64).max(0.01));
         if let Some(rate) = settings.per_minute {
             next_call = Instant::now() + Duration::from_secs_f64(requests as f64 * 60.0 / rate);
         }
@@ -361,6 +387,32 @@ async fn publish(
         .publish_progress(source, &handle.holder, &text)
         .await
         .map(|_| ())
+}
+
+/// Runs `call` while renewing the lease of `source` every third of its lifetime, so that a
+/// call longer than the lease (a slow vendor, a first Kibana scan) does not let another replica
+/// take the source and sync it at the same time.
+async fn renewing<T>(
+    store: &DynUsageStore,
+    source: &str,
+    holder: &str,
+    ttl: Duration,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let mut call = std::pin::pin!(call);
+    let mut tick = tokio::time::interval(ttl / 3);
+    // The first tick is at once; the lease was just taken.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut call => return out,
+            _ = tick.tick() => {
+                if let Err(e) = store.try_lease(source, holder, ttl).await {
+                    tracing::warn!(source, error = %e, "renewing the sync lease failed");
+                }
+            }
+        }
+    }
 }
 
 /// Sleeps until `at`, renewing the lease at least every third of its lifetime.
@@ -431,7 +483,7 @@ pub async fn run(handle: Arc<StoreHandle>, source: Arc<Source>, settle: Duration
         };
         let pause = match result {
             Ok(PassEnd::Done) => interval,
-            Ok(PassEnd::LostLease) => Duration::ZERO,
+            Ok(PassEnd::LostLease | PassEnd::NewHour) => Duration::ZERO,
             Err(e) => {
                 tracing::warn!(source = %name, error = %e, "sync pass failed");
                 metrics::counter!(names::SYNC_ERRORS, "source" => name.clone()).increment(1);
@@ -465,7 +517,10 @@ pub fn spawn_all(
         return;
     }
     for source in sources {
-        tokio::spawn(run(handle.clone(), source, settle));
+        let task = tokio::spawn(run(handle.clone(), source, settle));
+        if let Ok(mut syncers) = handle.syncers.lock() {
+            syncers.push(task.abort_handle());
+        }
     }
 }
 
@@ -496,9 +551,9 @@ pub async fn snapshot_pass(
         None => now - TimeDelta::from_std(backfill).unwrap_or(TimeDelta::zero()),
     };
     let deadline = Instant::now() + CALL_TIMEOUT;
-    let batch =
-        usage_core::budget::with_deadline(deadline, source.provider.conversations(since, true))
-            .await;
+    let call =
+        usage_core::budget::with_deadline(deadline, source.provider.conversations(since, true));
+    let batch = renewing(&store, name, &handle.holder, handle.config.lease_ttl, call).await;
     source.record(batch.as_ref().map(|_| ()));
     let Some(batch) = batch? else {
         return Ok(None);
@@ -631,7 +686,11 @@ pub async fn one_shot(
             requests: 0,
         };
         let result = if is_stored(source) {
-            pass(handle, source, &settings, &mut observer).await
+            // To the end, however many hours close meanwhile.
+            match target_range(Utc::now(), &settings) {
+                Some(range) => pass_over(handle, source, range, &settings, &mut observer).await,
+                None => Ok(PassEnd::Done),
+            }
         } else {
             // A snapshot source: one poll.
             match snapshot_pass(handle, source, settings.backfill, settle, Utc::now()).await {
@@ -654,6 +713,7 @@ pub async fn one_shot(
         summary.outcome = match result {
             Ok(PassEnd::Done) => "done".into(),
             Ok(PassEnd::LostLease) => "stopped: another replica took the lease".into(),
+            Ok(PassEnd::NewHour) => "stopped: a new hour closed (run it again)".into(),
             Err(e) => format!("failed: {e}"),
         };
         let _ = store.release_lease(&name, &handle.holder).await;

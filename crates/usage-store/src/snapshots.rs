@@ -59,6 +59,8 @@ const INSERT_SHRUNK: &str = "INSERT INTO usage_shrunk (source, agent, conversati
 const SELECT_SHRUNK: &str = "SELECT note FROM usage_shrunk WHERE source = $1 \
      AND observed_at >= $2 AND observed_at < $3 ORDER BY observed_at, agent, conversation";
 
+const SELECT_NEWEST_POLL: &str = "SELECT MAX(polled_at) FROM usage_polls WHERE source = $1";
+
 const SELECT_POLL_SPAN: &str = "SELECT MIN(polled_at), MAX(polled_at), \
      (SELECT since FROM usage_polls WHERE source = $1 ORDER BY polled_at LIMIT 1) \
      FROM usage_polls WHERE source = $1";
@@ -79,6 +81,7 @@ type Key<'a> = (&'a str, &'a str);
 struct Stored {
     unit: String,
     counters: Counters,
+    updated_at: DateTime<Utc>,
 }
 
 /// One row of `usage_placed` to write.
@@ -121,6 +124,20 @@ where
         }
         let observed = polled_at.timestamp_millis();
         let mut tx = self.begin_write(source).await?;
+        // A poll older than one recorded (a replica whose lease ran out during its call) would
+        // set totals back, and the next poll would place their growth again: refused.
+        let newest: Option<i64> = sqlx::query(SELECT_NEWEST_POLL)
+            .bind(source)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| db_error::<DB>("reading the newest poll", &e))?;
+        if newest.is_some_and(|n| n > observed) {
+            return Ok(PollOutcome {
+                superseded: true,
+                ..PollOutcome::default()
+            });
+        }
         let keys: Vec<Key<'_>> = latest.keys().copied().collect();
         let mut stored: HashMap<(String, String), Stored> = HashMap::new();
         for chunk in keys.chunks(ROWS_PER_STATEMENT) {
@@ -136,6 +153,7 @@ where
                     Stored {
                         unit: t.unit.as_str().to_owned(),
                         counters: t.counters,
+                        updated_at: t.updated_at,
                     },
                 );
             }
@@ -147,6 +165,8 @@ where
         for c in latest.values() {
             let key = (c.agent.clone(), c.conversation.clone());
             match stored.get(&key) {
+                // An older view of the conversation than the one recorded: nothing to learn.
+                Some(before) if before.updated_at > c.updated_at => {}
                 None => {
                     outcome.baselines += 1;
                     if !c.counters.is_zero() {

@@ -83,6 +83,7 @@ on_both_engines!(
     shrunk_totals_are_noted_and_nothing_recorded_is_lost,
     placed_usage_is_filtered_by_agent_and_user,
     sums_add_up_points_per_kept_dimension,
+    an_older_poll_changes_nothing,
 );
 
 fn at(hour: i64) -> DateTime<Utc> {
@@ -1194,4 +1195,47 @@ async fn sums_add_up_points_per_kept_dimension(_: &Fresh, store: DynUsageStore) 
             assert_eq!(got, expected.points, "keep {keep:?}, filter {filter:?}");
         }
     }
+}
+
+/// A poll older than one recorded (a replica whose lease ran out during its call) writes
+/// nothing, so that the next poll does not place growth twice.
+async fn an_older_poll_changes_nothing(_: &Fresh, store: DynUsageStore) {
+    store
+        .record_poll(
+            "s",
+            at(2),
+            at(0),
+            &[snap("kb", "a", None, at(1), (100, 10))],
+        )
+        .await
+        .unwrap();
+    let late = store
+        .record_poll("s", at(1), at(0), &[snap("kb", "a", None, at(0), (40, 5))])
+        .await
+        .unwrap();
+    assert!(late.superseded, "{late:?}");
+    let totals = store
+        .last_totals("s", &[("kb".into(), "a".into())])
+        .await
+        .unwrap();
+    assert_eq!(totals[0].counters.input, 100);
+    assert!(store.shrunk("s", all_time()).await.unwrap().is_empty());
+    // The next poll places only what grew since the newest one.
+    store
+        .record_poll(
+            "s",
+            at(3),
+            at(2),
+            &[snap("kb", "a", None, at(2), (130, 10))],
+        )
+        .await
+        .unwrap();
+    let sum: u64 = store
+        .placed("s", all_time(), &ALL)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.counters.input)
+        .sum();
+    assert_eq!(sum, 130);
 }
