@@ -469,7 +469,7 @@ pub async fn run(handle: Arc<StoreHandle>, source: Arc<Source>, settle: Duration
             continue;
         }
         let result = if snapshots {
-            match snapshot_pass(&handle, &source, settings.backfill, settle, Utc::now()).await {
+            match snapshot_pass(&handle, &source, settings.backfill, settle, poll_time()).await {
                 Ok(Some(_)) => Ok(PassEnd::Done),
                 // The provider has no snapshots after all: nothing to sync.
                 Ok(None) => {
@@ -522,6 +522,11 @@ pub fn spawn_all(
             syncers.push(task.abort_handle());
         }
     }
+}
+
+/// Now, to the millisecond: what the store records instants in.
+fn poll_time() -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 3)
 }
 
 /// Polls a snapshot source (Kibana) once at `now`: the lifetime totals of every conversation
@@ -693,7 +698,7 @@ pub async fn one_shot(
             }
         } else {
             // A snapshot source: one poll.
-            match snapshot_pass(handle, source, settings.backfill, settle, Utc::now()).await {
+            match snapshot_pass(handle, source, settings.backfill, settle, poll_time()).await {
                 Ok(Some(outcome)) => {
                     observer.windows = outcome.baselines + outcome.grown;
                     Ok(PassEnd::Done)
