@@ -97,10 +97,21 @@ pub async fn list_sources(
 async fn store_view(state: &AppState, source: &Arc<Source>) -> Option<SourceStore> {
     let handle = state.store.as_ref()?;
     let name = source.info.name.as_str();
+    // The syncer's lease, with the progress it published (asked for at most one second).
+    let lease = match handle.get() {
+        Some(store) => tokio::time::timeout(std::time::Duration::from_secs(1), store.lease(name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten(),
+        None => None,
+    };
     // Sources placed exactly are stored by the hour; those placed by conversation (Kibana)
-    // through snapshots of their conversations' totals.
+    // through snapshots of their conversations' totals, while some replica polls them (this
+    // one, or one holding the source's lease).
     let stored = crate::stored::is_stored(source)
-        || source.info.attribution == usage_core::Attribution::Conversation;
+        || (source.info.attribution == usage_core::Attribution::Conversation
+            && (handle.config.sync || lease.is_some()));
     let mut view = SourceStore {
         engine: handle.engine.to_owned(),
         stored,
@@ -114,16 +125,12 @@ async fn store_view(state: &AppState, source: &Arc<Source>) -> Option<SourceStor
     if !stored {
         return Some(view);
     }
-    if let Some(store) = handle.get() {
-        let lease =
-            tokio::time::timeout(std::time::Duration::from_secs(1), store.lease(name)).await;
-        if let Ok(Ok(Some(lease))) = lease {
-            view.lease_expired = Some(lease.expired);
-            view.sync = lease
-                .progress
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok());
-        }
+    if let Some(lease) = lease {
+        view.lease_expired = Some(lease.expired);
+        view.sync = lease
+            .progress
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
     }
     if view.sync.is_none() {
         view.sync = handle
