@@ -210,8 +210,9 @@ pub trait UsageStore: Send + Sync + std::fmt::Debug + 'static {
     /// Lists the sources the store holds any window of, sorted.
     async fn sources(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Forgets the windows of `source` that end at or before `before`, with their points
-    /// (retention); returns how many windows were forgotten.
+    /// Forgets the windows of `source` that end at or before `before`, with their points, and
+    /// the snapshot history before it (usage placed, polls, shrink notes; each conversation's
+    /// last totals stay) — retention; returns how many windows were forgotten.
     async fn forget(&self, source: &str, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Takes the sync lease of `source` for `holder` for `ttl` (whole milliseconds, rounded

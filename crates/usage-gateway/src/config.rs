@@ -358,6 +358,10 @@ pub struct StoreConfig {
     /// `sync` command write).
     #[serde(default = "StoreConfig::default_backfill")]
     pub backfill: WrittenDuration,
+    /// How long stored usage is kept: the syncer forgets what is older (absent: kept until
+    /// removed). At least `backfill`, or the syncer would fetch again what it forgets.
+    #[serde(default)]
+    pub retention: Option<WrittenDuration>,
     /// The share of each source's `rate_limit_per_minute` the syncer may use (the rest stays
     /// for live queries); `0 < share <= 1`.
     #[serde(default = "StoreConfig::default_budget_share")]
@@ -404,6 +408,7 @@ impl StoreConfig {
             url: url.to_owned(),
             sync_interval: Self::default_sync_interval(),
             backfill: Self::default_backfill(),
+            retention: None,
             budget_share: Self::default_budget_share(),
             sync: Self::default_sync(),
             lease_ttl: Self::default_lease_ttl(),
@@ -436,6 +441,18 @@ impl StoreConfig {
         if self.open_timeout.is_zero() {
             push("open_timeout", "must be positive".into());
         }
+        if let Some(r) = &self.retention
+            && r.get() < self.backfill.get()
+        {
+            push(
+                "retention",
+                format!(
+                    "{r} is shorter than store.backfill ({}): the syncer would fetch again what \
+                     retention forgets",
+                    self.backfill
+                ),
+            );
+        }
     }
 }
 
@@ -449,6 +466,7 @@ impl fmt::Debug for StoreConfig {
             .field("url", &location)
             .field("sync_interval", &self.sync_interval)
             .field("backfill", &self.backfill)
+            .field("retention", &self.retention)
             .field("budget_share", &self.budget_share)
             .field("sync", &self.sync)
             .field("lease_ttl", &self.lease_ttl)
@@ -1060,6 +1078,38 @@ provider = "static"
 
     fn env(k: &str) -> Option<String> {
         (k == "SECRET").then(|| "0123456789abcdef0123456789abcdef".to_owned())
+    }
+
+    #[test]
+    fn store_settings_are_checked_at_their_key_paths() {
+        let with = |store: &str| Config::parse(&format!("{GOOD}[store]\n{store}"), &env);
+        let c = with("url = \"/tmp/x.db\"\nretention = \"400d\"").unwrap();
+        let store = c.store.unwrap();
+        assert_eq!(store.retention.unwrap().to_string(), "400d");
+        assert_eq!(store.backfill.to_string(), "30d");
+        let e = with(
+            "url = \"postgres://u:hunter2@db/x\"\nbackfill = \"90d\"\nretention = \"30d\"\n\
+             budget_share = 0\nsync_interval = \"0s\"",
+        )
+        .err()
+        .unwrap();
+        let paths: Vec<&str> = e.errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "store.sync_interval",
+                "store.budget_share",
+                "store.retention"
+            ],
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("shorter than store.backfill (90d)"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("hunter2"));
+        let e = with("url = \"mysql://db/x\"").err().unwrap();
+        assert_eq!(e.errors[0].0, "store.url", "{e}");
     }
 
     #[test]

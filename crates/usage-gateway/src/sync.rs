@@ -481,6 +481,9 @@ pub async fn run(handle: Arc<StoreHandle>, source: Arc<Source>, settle: Duration
         } else {
             pass(&handle, &source, &settings, &mut ()).await
         };
+        if matches!(result, Ok(PassEnd::Done)) {
+            forget_expired(&handle, &store, &name).await;
+        }
         let pause = match result {
             Ok(PassEnd::Done) => interval,
             Ok(PassEnd::LostLease | PassEnd::NewHour) => Duration::ZERO,
@@ -521,6 +524,24 @@ pub fn spawn_all(
         if let Ok(mut syncers) = handle.syncers.lock() {
             syncers.push(task.abort_handle());
         }
+    }
+}
+
+/// Forgets what `store.retention` no longer keeps of `source` (nothing without retention).
+async fn forget_expired(handle: &StoreHandle, store: &DynUsageStore, source: &str) {
+    let Some(retention) = &handle.config.retention else {
+        return;
+    };
+    let keep = TimeDelta::from_std(retention.get()).unwrap_or(TimeDelta::MAX);
+    let Some(before) = Utc::now().checked_sub_signed(keep) else {
+        return;
+    };
+    match store.forget(source, before).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(source, windows = n, before = %before, "retention: forgot stored usage");
+        }
+        Err(e) => tracing::warn!(source, error = %e, "retention: forgetting stored usage failed"),
     }
 }
 

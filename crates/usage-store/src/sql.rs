@@ -53,6 +53,23 @@ const SELECT_SOURCES: &str = "SELECT DISTINCT source FROM usage_coverage";
 
 const FORGET: &str = "DELETE FROM usage_coverage WHERE source = $1 AND window_end <= $2";
 
+/// With the windows, the snapshot history before the same instant: usage placed, polls and
+/// shrink notes (the last totals of each conversation stay: growth is measured from them).
+const FORGET_SNAPSHOTS: [(&str, &str); 3] = [
+    (
+        "DELETE FROM usage_placed WHERE source = $1 AND placed_at < $2",
+        "forgetting placed usage",
+    ),
+    (
+        "DELETE FROM usage_polls WHERE source = $1 AND polled_at < $2",
+        "forgetting polls",
+    ),
+    (
+        "DELETE FROM usage_shrunk WHERE source = $1 AND observed_at < $2",
+        "forgetting shrink notes",
+    ),
+];
+
 // The lease statements read the database clock where they say `{now}` ([`Engine::NOW_MS`],
 // put in by [`timed`]).
 
@@ -630,6 +647,14 @@ where
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error::<DB>("forgetting windows", &e))?;
+        for (statement, doing) in FORGET_SNAPSHOTS {
+            sqlx::query(statement)
+                .bind(source)
+                .bind(floor_ms(before))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error::<DB>(doing, &e))?;
+        }
         tx.commit()
             .await
             .map_err(|e| db_error::<DB>("committing the forget", &e))?;

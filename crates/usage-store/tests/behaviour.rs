@@ -84,6 +84,7 @@ on_both_engines!(
     placed_usage_is_filtered_by_agent_and_user,
     sums_add_up_points_per_kept_dimension,
     an_older_poll_changes_nothing,
+    retention_forgets_snapshot_history_too,
 );
 
 fn at(hour: i64) -> DateTime<Utc> {
@@ -1238,4 +1239,38 @@ async fn an_older_poll_changes_nothing(_: &Fresh, store: DynUsageStore) {
         .map(|p| p.counters.input)
         .sum();
     assert_eq!(sum, 130);
+}
+
+/// Retention (`forget`) drops the snapshot history before the instant too, and keeps each
+/// conversation's last totals, so that growth after it is still measured from them.
+async fn retention_forgets_snapshot_history_too(_: &Fresh, store: DynUsageStore) {
+    store
+        .record_poll("s", at(1), at(0), &[snap("kb", "a", None, at(0), (100, 0))])
+        .await
+        .unwrap();
+    store
+        .record_poll("s", at(5), at(1), &[snap("kb", "a", None, at(4), (150, 0))])
+        .await
+        .unwrap();
+    store.forget("s", at(3)).await.unwrap();
+    let placed = store.placed("s", all_time(), &ALL).await.unwrap();
+    assert_eq!(
+        placed
+            .iter()
+            .map(|p| (p.at, p.counters.input))
+            .collect::<Vec<_>>(),
+        [(at(4), 50)]
+    );
+    let polls = store.polls("s", all_time()).await.unwrap().unwrap();
+    assert_eq!((polls.first, polls.last), (at(5), at(5)));
+    store
+        .record_poll("s", at(7), at(5), &[snap("kb", "a", None, at(6), (170, 0))])
+        .await
+        .unwrap();
+    let after = store
+        .placed("s", Window::new(at(5), at(8)), &ALL)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].counters.input, 20);
 }
