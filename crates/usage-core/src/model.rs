@@ -437,6 +437,18 @@ pub struct UsagePoint {
     pub counters: Counters,
 }
 
+impl UsagePoint {
+    /// Keeps only the labels of the given dimensions, and the agent name only with the agent.
+    #[must_use]
+    pub fn project(mut self, keep: &BTreeSet<Dimension>) -> Self {
+        self.key = self.key.project(keep);
+        if !keep.contains(&Dimension::Agent) {
+            self.agent_name = None;
+        }
+        self
+    }
+}
+
 /// A provider's answer to one [`UsageQuery`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageBatch {

@@ -4,9 +4,9 @@
 //! For each source whose usage is placed exactly in time (`attribution: exact`), a query's
 //! windows are split against the store's coverage: the stored windows lying wholly inside a
 //! query window are summed from the store, and only the rest (the open tail, history not yet
-//! synced, the edges of a window that do not fall on stored windows, such as the half hours of
-//! an Asia/Kolkata day against hourly stored windows) is fetched live through the window cache
-//! as today. Closed windows fetched live with every dimension and no filter are written back.
+//! synced, an edge of a window that does not fall on a stored hour) is fetched live through the
+//! window cache as today; a window of a day or less that would leave two live parts (an
+//! Asia/Kolkata day) is fetched live whole. Closed windows fetched live with every dimension and no filter are written back.
 //! When the store fails or is slow, the whole query is answered live with a note saying so.
 //!
 //! Sources placing usage by conversation (Kibana) are stored as snapshots of their
@@ -98,24 +98,6 @@ impl StoreHandle {
         Ok(handle)
     }
 
-    /// Opens a store handle over an already open store (tests, tools).
-    pub fn over(config: StoreConfig, store: DynUsageStore) -> Arc<Self> {
-        let handle = Self {
-            engine: store.engine(),
-            shown: config
-                .location()
-                .map_or_else(|_| "(given)".to_owned(), |l| l.to_string()),
-            store: OnceCell::new(),
-            last_error: Mutex::new(None),
-            holder: holder_name(),
-            progress: Mutex::new(BTreeMap::new()),
-            syncers: Mutex::new(Vec::new()),
-            config,
-        };
-        let _ = handle.store.set(store);
-        Arc::new(handle)
-    }
-
     async fn reopen(&self, location: usage_store::StoreLocation) {
         loop {
             tokio::time::sleep(REOPEN_EVERY).await;
@@ -142,6 +124,16 @@ impl StoreHandle {
     /// The store, once open.
     pub fn get(&self) -> Option<&DynUsageStore> {
         self.store.get()
+    }
+
+    /// Handles a failed or slow read of `source`'s stored usage: logs it, records it, counts it
+    /// and returns the note of the answer given live instead.
+    fn read_failed(&self, source: &str, message: String) -> String {
+        tracing::warn!(source, error = %message, "usage store failed; answering live");
+        self.failed(message);
+        metrics::counter!(names::STORE_READS, "source" => source.to_owned(), "result" => "error")
+            .increment(1);
+        format!("usage store ({}) unavailable; answered live", self.engine)
     }
 
     /// Records a failure of the store.
@@ -215,14 +207,26 @@ pub struct StoreUse {
     pub coverage: Option<f64>,
     /// When the oldest stored window used was fetched from the vendor.
     pub synced_at: Option<DateTime<Utc>>,
-    /// Why the store was not used (it failed or is not open yet).
-    pub note: Option<String>,
     /// How the answer places usage in time, when the store changed it (snapshots).
     pub attribution: Option<Attribution>,
     /// With snapshots: usage is placed to within this of when it happened.
     pub resolution: Option<Duration>,
-    /// Remarks from the store (snapshot totals that shrank, usage before the first snapshot).
+    /// Remarks for the answer: why the store was not used (it failed or is not open yet),
+    /// snapshot totals that shrank, usage before the first snapshot.
     pub notes: Vec<String>,
+}
+
+/// The share (0 to 1) of the time of `windows` that `seconds` are.
+fn share_of(windows: &[Window], seconds: i64) -> f64 {
+    let total: i64 = windows
+        .iter()
+        .map(|w| (w.end - w.start).num_seconds())
+        .sum();
+    if total > 0 {
+        seconds as f64 / total as f64
+    } else {
+        0.0
+    }
 }
 
 /// The part of a query the store answers: per query window, its stored points.
@@ -297,12 +301,11 @@ async fn fetch(
         deadline,
     } = ask;
     let name = source.info.name.as_str();
-    let full = Arc::new(full_shape(source));
     // Unfiltered queries are fetched with every dimension, so that their closed windows can be
     // written back (the aggregation groups the extra labels away).
     let unfiltered = shape.agents.is_none() && shape.users.is_none();
     let live_shape = if unfiltered {
-        full.clone()
+        Arc::new(full_shape(source))
     } else {
         shape.clone()
     };
@@ -317,7 +320,7 @@ async fn fetch(
         return Ok((
             answer,
             StoreUse {
-                note: Some(note),
+                notes: vec![note],
                 ..StoreUse::default()
             },
         ));
@@ -348,18 +351,14 @@ async fn fetch(
     let planned = match planned {
         Ok(p) => p,
         Err(message) => {
-            tracing::warn!(source = name, error = %message, "usage store failed; answering live");
-            handle.failed(message);
-            metrics::counter!(names::STORE_READS, "source" => name.to_owned(), "result" => "error")
-                .increment(1);
+            let note = handle.read_failed(name, message);
             let answer = cache
                 .fetch(source, windows, live_shape, refresh, deadline)
                 .await?;
-            let note = format!("usage store ({}) unavailable; answered live", handle.engine);
             return Ok((
                 answer,
                 StoreUse {
-                    note: Some(note),
+                    notes: vec![note],
                     ..StoreUse::default()
                 },
             ));
@@ -378,15 +377,7 @@ async fn fetch(
             },
         ));
     };
-    let total: i64 = windows
-        .iter()
-        .map(|w| (w.end - w.start).num_seconds())
-        .sum();
-    let coverage = if total > 0 {
-        plan.stored_seconds as f64 / total as f64
-    } else {
-        0.0
-    };
+    let coverage = share_of(windows, plan.stored_seconds);
     let result = if plan.live.is_empty() {
         "store"
     } else if plan.stored_seconds > 0 {
@@ -514,7 +505,6 @@ fn assemble(
         Some(a) => (a.entries, a.cached, a.upstream_requests, a.stale),
         None => (Vec::new(), true, 0, None),
     };
-    let keep_name = keep.contains(&Dimension::Agent);
     let mut parts: Vec<Vec<(&Window, &Arc<WindowEntry>)>> = vec![Vec::new(); windows.len()];
     for ((w, i), e) in plan.live.iter().zip(live_entries.iter()) {
         parts[*i].push((w, e));
@@ -536,12 +526,8 @@ fn assemble(
         let mut partial = false;
         for (_, e) in &parts[i] {
             for p in &e.points {
-                let mut p = p.clone();
+                let mut p = p.clone().project(keep);
                 p.window = *window;
-                p.key = p.key.project(keep);
-                if !keep_name {
-                    p.agent_name = None;
-                }
                 points.push(p);
             }
             fetched_at = Some(fetched_at.map_or(e.fetched_at, |f| f.min(e.fetched_at)));
@@ -672,20 +658,21 @@ async fn from_snapshots(
         if i >= windows.len() || !windows[i].contains(p.at) {
             continue; // between two query windows
         }
-        let keep_agent = keep.contains(&Dimension::Agent);
-        points[i].push(UsagePoint {
-            window: windows[i],
-            key: usage_core::PointKey {
-                agent: Some(p.agent),
-                user: p.user,
-                conversation: Some(p.conversation),
-                usage_type: None,
+        points[i].push(
+            UsagePoint {
+                window: windows[i],
+                key: usage_core::PointKey {
+                    agent: Some(p.agent),
+                    user: p.user,
+                    conversation: Some(p.conversation),
+                    usage_type: None,
+                },
+                agent_name: p.agent_name,
+                unit: p.unit,
+                counters: p.counters,
             }
             .project(keep),
-            agent_name: p.agent_name.filter(|_| keep_agent),
-            unit: p.unit,
-            counters: p.counters,
-        });
+        );
     }
     let shrunk = store.shrunk(source, range).await?;
     Ok(Some(FromSnapshots {
@@ -722,7 +709,7 @@ async fn fetch_snapshots(
         Ok((
             answer,
             StoreUse {
-                note,
+                notes: note.into_iter().collect(),
                 ..StoreUse::default()
             },
         ))
@@ -744,12 +731,7 @@ async fn fetch_snapshots(
                 Ok(Err(e)) => e.to_string(),
                 _ => format!("usage store took more than {} ms", (left / 4).as_millis()),
             };
-            tracing::warn!(source = name, error = %message, "usage store failed; answering live");
-            handle.failed(message);
-            metrics::counter!(names::STORE_READS, "source" => name.to_owned(), "result" => "error")
-                .increment(1);
-            let note = format!("usage store ({}) unavailable; answered live", handle.engine);
-            return live(Some(note)).await;
+            return live(Some(handle.read_failed(name, message))).await;
         }
     };
     let FromSnapshots {
@@ -794,10 +776,7 @@ async fn fetch_snapshots(
             Ok(r) => r,
             Err(e) => {
                 // Without the recorded totals the tail cannot be told from what is stored.
-                tracing::warn!(source = name, error = %e, "usage store failed; answering live");
-                handle.failed(e.to_string());
-                let note = format!("usage store ({}) unavailable; answered live", handle.engine);
-                return live(Some(note)).await;
+                return live(Some(handle.read_failed(name, e.to_string()))).await;
             }
         };
         // A poll recorded meanwhile would be in these totals but not in the usage read
@@ -818,7 +797,6 @@ async fn fetch_snapshots(
             .into_iter()
             .map(|t| ((t.agent.clone(), t.conversation.clone()), t))
             .collect();
-        let keep_agent = keep.contains(&Dimension::Agent);
         for ((_, i), entry) in tail.iter().zip(&answer.entries) {
             fetched_at = fetched_at.min(entry.fetched_at);
             notes.extend(entry.notes.iter().cloned());
@@ -839,13 +817,14 @@ async fn fetch_snapshots(
                 if counters.is_zero() {
                     continue;
                 }
-                points[*i].push(UsagePoint {
-                    window: windows[*i],
-                    key: p.key.clone().project(keep),
-                    agent_name: p.agent_name.clone().filter(|_| keep_agent),
-                    unit: p.unit,
-                    counters,
-                });
+                points[*i].push(
+                    UsagePoint {
+                        window: windows[*i],
+                        counters,
+                        ..p.clone()
+                    }
+                    .project(keep),
+                );
             }
         }
         upstream_requests = answer.upstream_requests;
@@ -873,10 +852,6 @@ async fn fetch_snapshots(
             })
         })
         .collect();
-    let total: i64 = windows
-        .iter()
-        .map(|w| (w.end - w.start).num_seconds())
-        .sum();
     let polled: i64 = windows
         .iter()
         .map(|w| (w.end.min(last) - w.start).num_seconds().max(0))
@@ -908,13 +883,8 @@ async fn fetch_snapshots(
             stale,
         },
         StoreUse {
-            coverage: Some(if total > 0 {
-                polled as f64 / total as f64
-            } else {
-                0.0
-            }),
+            coverage: Some(share_of(windows, polled)),
             synced_at: Some(last),
-            note: None,
             attribution: Some(attribution),
             resolution: Some(resolution),
             notes: store_notes,

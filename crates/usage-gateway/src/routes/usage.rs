@@ -529,7 +529,7 @@ async fn run(
             if let Some(attribution) = store_use.attribution {
                 outcome.entry.attribution = attribution;
             }
-            if attribution_is_snapshot(outcome.entry.attribution) {
+            if outcome.entry.attribution == usage_core::Attribution::Snapshot {
                 outcome.entry.attribution_resolution_seconds =
                     store_use.resolution.map(|r| r.as_secs());
             }
@@ -556,7 +556,6 @@ async fn run(
                 .iter()
                 .flat_map(|e| e.notes.iter().cloned())
                 .collect();
-            notes.extend(store_use.note);
             notes.extend(store_use.notes);
             notes.sort();
             notes.dedup();
@@ -588,10 +587,6 @@ async fn run(
         }
     }
     outcome
-}
-
-fn attribution_is_snapshot(a: usage_core::Attribution) -> bool {
-    a == usage_core::Attribution::Snapshot
 }
 
 /// Says why a query exceeds a source's per-query limit of vendor calls and what would fit,
