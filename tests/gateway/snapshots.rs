@@ -281,6 +281,47 @@ async fn conversations_are_placed_where_their_rounds_happened(engine: Engine) {
         v["sources"][0]["upstream_requests"].as_u64().unwrap() > 0,
         "{v:#}"
     );
+
+    // A poll that sees the long conversation with smaller totals (a reset) is reported in the
+    // notes of answers over that time; what was recorded stays.
+    let before = store
+        .placed(
+            "kibana-default",
+            Window::new(days.start, days.end),
+            &PointFilter::default(),
+        )
+        .await
+        .unwrap();
+    let reset_at = later + TimeDelta::seconds(1);
+    let mut reset = store
+        .last_totals("kibana-default", &[(agent.clone(), conversation.clone())])
+        .await
+        .unwrap()
+        .remove(0);
+    reset.counters.input /= 2;
+    let outcome = store
+        .record_poll("kibana-default", reset_at, later, &[reset])
+        .await
+        .unwrap();
+    assert_eq!(outcome.shrunk.len(), 1, "{outcome:?}");
+    let q = format!(
+        "start={}&end={}&source=kibana-default",
+        ts(days.start),
+        ts(reset_at + TimeDelta::hours(1))
+    );
+    let v = get(&base, &token, &q).await;
+    let notes = v["sources"][0]["notes"].to_string();
+    assert!(notes.contains("totals shrank"), "{v:#}");
+    assert!(notes.contains(&conversation), "{notes}");
+    let after = store
+        .placed(
+            "kibana-default",
+            Window::new(days.start, days.end),
+            &PointFilter::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(before, after);
     fresh.remove().await;
 }
 
