@@ -2,6 +2,7 @@
 //! aggregation shared by the gateway and every vendor crate, and the [`UsageStore`] trait.
 
 pub mod aggregate;
+pub mod buckets;
 #[cfg(feature = "http")]
 pub mod budget;
 pub mod error;

@@ -99,17 +99,21 @@ pub enum Dimension {
     Conversation,
     /// The vendor's usage type (e.g. `INPUT`, `BASE`, `log_insights:INPUT`).
     UsageType,
+    /// The model that did the work, where the vendor says (OpenAI, Anthropic, DigitalOcean
+    /// from the agent's model).
+    Model,
 }
 
 impl Dimension {
     /// Every dimension, in canonical (row sort) order.
-    pub const ALL: [Dimension; 6] = [
+    pub const ALL: [Dimension; 7] = [
         Self::Source,
         Self::Provider,
         Self::Agent,
         Self::User,
         Self::Conversation,
         Self::UsageType,
+        Self::Model,
     ];
 
     /// Returns the wire name.
@@ -121,6 +125,7 @@ impl Dimension {
             Self::User => "user",
             Self::Conversation => "conversation",
             Self::UsageType => "usage_type",
+            Self::Model => "model",
         }
     }
 
@@ -160,6 +165,11 @@ pub enum Attribution {
 }
 
 /// The unit a counter is measured in. Numbers of different units are never added together.
+///
+/// Besides tokens and credits, vendors meter some work in units that are not tokens (OpenAI's
+/// images, speech characters, transcribed seconds, code interpreter sessions, search requests;
+/// Anthropic's web search requests): those are counted in their own unit (in `other`, with the
+/// vendor's name for them as the usage type), never added to tokens.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
@@ -169,22 +179,46 @@ pub enum Unit {
     Tokens,
     /// ChatBotKit credit tokens.
     Credits,
+    /// Generated or edited images.
+    Images,
+    /// Characters of text turned into speech.
+    Characters,
+    /// Seconds of audio transcribed.
+    Seconds,
+    /// Sessions (e.g. OpenAI code interpreter sessions).
+    Sessions,
+    /// Requests to a metered tool (e.g. web or file search calls).
+    Requests,
 }
 
 impl Unit {
+    /// Every unit.
+    pub const ALL: [Unit; 7] = [
+        Self::Tokens,
+        Self::Credits,
+        Self::Images,
+        Self::Characters,
+        Self::Seconds,
+        Self::Sessions,
+        Self::Requests,
+    ];
+
     /// Returns the wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tokens => "tokens",
             Self::Credits => "credits",
+            Self::Images => "images",
+            Self::Characters => "characters",
+            Self::Seconds => "seconds",
+            Self::Sessions => "sessions",
+            Self::Requests => "requests",
         }
     }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Tokens, Self::Credits]
-            .into_iter()
-            .find(|u| u.as_str() == s)
+        Self::ALL.into_iter().find(|u| u.as_str() == s)
     }
 }
 
@@ -245,6 +279,8 @@ pub struct UsageQuery {
     pub agents: Option<BTreeSet<String>>,
     /// Only these users, when set (only asked of sources that can filter by user).
     pub users: Option<BTreeSet<String>>,
+    /// Only these models, when set (only asked of sources that can filter by model).
+    pub models: Option<BTreeSet<String>>,
     /// A refresh (`Cache-Control: no-cache`): the provider answers from the vendor, not from any
     /// cache of its own (scans, agent lists), so that a failing vendor shows; what it fetches
     /// refills those caches.
@@ -259,6 +295,7 @@ impl UsageQuery {
             dimensions,
             agents: None,
             users: None,
+            models: None,
             refresh: false,
         }
     }
@@ -284,6 +321,15 @@ impl UsageQuery {
         match &self.users {
             None => true,
             Some(users) => user.is_some_and(|u| users.contains(u)),
+        }
+    }
+
+    /// Reports whether a model passes the model filter (usage without a model never passes a
+    /// set filter).
+    pub fn wants_model(&self, model: Option<&str>) -> bool {
+        match &self.models {
+            None => true,
+            Some(models) => model.is_some_and(|m| models.contains(m)),
         }
     }
 
@@ -389,6 +435,8 @@ pub struct PointKey {
     pub conversation: Option<String>,
     /// Vendor usage type.
     pub usage_type: Option<String>,
+    /// Model.
+    pub model: Option<String>,
 }
 
 impl PointKey {
@@ -399,6 +447,7 @@ impl PointKey {
             Dimension::User => self.user.as_deref(),
             Dimension::Conversation => self.conversation.as_deref(),
             Dimension::UsageType => self.usage_type.as_deref(),
+            Dimension::Model => self.model.as_deref(),
             Dimension::Source | Dimension::Provider => None,
         }
     }
@@ -417,6 +466,9 @@ impl PointKey {
         }
         if !keep.contains(&Dimension::UsageType) {
             self.usage_type = None;
+        }
+        if !keep.contains(&Dimension::Model) {
+            self.model = None;
         }
         self
     }
@@ -512,6 +564,7 @@ impl UsageBatch {
                     &p.key.user,
                     &p.key.conversation,
                     &p.key.usage_type,
+                    &p.key.model,
                     &p.agent_name,
                 ]
                 .iter()

@@ -62,14 +62,17 @@ pub struct PointFilter {
     pub agents: Option<BTreeSet<String>>,
     /// Only points of these users (points without a user never pass).
     pub users: Option<BTreeSet<String>>,
+    /// Only points of these models (points without a model never pass).
+    pub models: Option<BTreeSet<String>>,
 }
 
 impl PointFilter {
-    /// Takes the agent and user filters of a provider query.
+    /// Takes the agent, user and model filters of a provider query.
     pub fn from_query(query: &UsageQuery) -> Self {
         Self {
             agents: query.agents.clone(),
             users: query.users.clone(),
+            models: query.models.clone(),
         }
     }
 
@@ -79,7 +82,9 @@ impl PointFilter {
             set.as_ref()
                 .is_none_or(|s| label.as_ref().is_some_and(|l| s.contains(l)))
         };
-        passes(&self.agents, &key.agent) && passes(&self.users, &key.user)
+        passes(&self.agents, &key.agent)
+            && passes(&self.users, &key.user)
+            && passes(&self.models, &key.model)
     }
 }
 
@@ -492,6 +497,7 @@ mod tests {
         let f = PointFilter {
             agents: Some(BTreeSet::from(["a".to_owned()])),
             users: Some(BTreeSet::from(["u".to_owned()])),
+            models: None,
         };
         assert!(f.matches(&key(Some("a"), Some("u"))));
         assert!(!f.matches(&key(Some("a"), None)));

@@ -46,6 +46,7 @@ impl StaticEvent {
                 user: user.map(str::to_owned),
                 conversation: None,
                 usage_type: None,
+                model: None,
             },
             unit: Unit::Tokens,
             counters: Counters {

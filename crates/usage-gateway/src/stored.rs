@@ -466,6 +466,7 @@ async fn from_store(
     let filter = PointFilter {
         agents: shape.agents.clone(),
         users: shape.users.clone(),
+        models: None,
     };
     // The database adds the points up to the query's dimensions.
     let sums = store.sums(source, read, &filter, keep).await?;
@@ -651,6 +652,7 @@ async fn from_snapshots(
     let filter = PointFilter {
         agents: shape.agents.clone(),
         users: shape.users.clone(),
+        models: None,
     };
     let mut points = vec![Vec::new(); windows.len()];
     for p in store.placed(source, range, &filter).await? {
@@ -666,6 +668,7 @@ async fn from_snapshots(
                     user: p.user,
                     conversation: Some(p.conversation),
                     usage_type: None,
+                    model: None,
                 },
                 agent_name: p.agent_name,
                 unit: p.unit,

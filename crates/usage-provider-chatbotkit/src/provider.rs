@@ -472,6 +472,7 @@ pub(crate) fn records_to_points<'r>(
                 user: owned(user),
                 conversation: owned(conversation),
                 usage_type: owned(usage_type),
+                model: None,
             };
             point(query.windows[window], key, cx, count)
         })

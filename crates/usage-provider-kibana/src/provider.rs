@@ -515,6 +515,7 @@ pub(crate) fn conversations_to_points<'a>(
                 user: user.map(str::to_owned),
                 conversation: conversation.map(str::to_owned),
                 usage_type: None,
+                model: None,
             },
             agent_name: agent.name.clone().filter(|_| keep_agent),
             unit: Unit::Tokens,
@@ -805,6 +806,7 @@ mod tests {
                 user: Some("admin".into()),
                 conversation: Some("conv-def456".into()),
                 usage_type: None,
+                model: None,
             }
         );
         assert_eq!(p.agent_name.as_deref(), Some("Elastic AI Agent"));

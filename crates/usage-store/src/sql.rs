@@ -764,6 +764,7 @@ impl StoredPoint {
                 user: label(user, USER),
                 conversation: label(conversation, CONVERSATION),
                 usage_type: label(usage_type, USAGE_TYPE),
+                model: None,
             },
             agent_name: name,
             unit: Unit::parse(&unit).ok_or_else(|| StoreError::Corrupt {

@@ -26,6 +26,7 @@ use usage_store::{POINTS_PER_STATEMENT, StoreLocation};
 const ALL: PointFilter = PointFilter {
     agents: None,
     users: None,
+    models: None,
 };
 
 /// Runs a property on a fresh store of `engine`, then removes the store.
@@ -110,6 +111,7 @@ fn point(
             user: owned(user),
             conversation: owned(conversation),
             usage_type: owned(usage_type),
+            model: None,
         },
         agent_name: None,
         unit,
@@ -266,22 +268,27 @@ async fn points_round_trip_with_every_dimension_and_unit(fresh: &Fresh, store: D
         PointFilter {
             agents: set(&["bot-7", "kb-agent"]),
             users: None,
+            models: None,
         },
         PointFilter {
             agents: None,
             users: set(&["user-1", ""]),
+            models: None,
         },
         PointFilter {
             agents: set(&["bot-7"]),
             users: set(&["user-1"]),
+            models: None,
         },
         PointFilter {
             agents: set(&[]),
             users: None,
+            models: None,
         },
         PointFilter {
             agents: set(&[""]),
             users: None,
+            models: None,
         },
     ] {
         let got = store.points("src-a", hour(0), &filter).await.unwrap();
@@ -1103,6 +1110,7 @@ async fn placed_usage_is_filtered_by_agent_and_user(_: &Fresh, store: DynUsageSt
     let only = |agents: Option<&[&str]>, users: Option<&[&str]>| PointFilter {
         agents: agents.map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
         users: users.map(|u| u.iter().map(|s| (*s).to_owned()).collect()),
+        models: None,
     };
     let sum = |placed: Vec<PlacedUsage>| placed.iter().map(|p| p.counters.input).sum::<u64>();
     assert_eq!(
@@ -1164,6 +1172,7 @@ async fn sums_add_up_points_per_kept_dimension(_: &Fresh, store: DynUsageStore) 
         PointFilter {
             agents: Some(BTreeSet::from(["bot-7".to_owned(), "kb-agent".to_owned()])),
             users: None,
+            models: None,
         },
     ];
     for mask in 0..16u8 {
