@@ -103,6 +103,8 @@ pub struct TruthFilter {
     /// Usage type as the provider names it (DigitalOcean `INPUT`/`OUTPUT`/other names verbatim/
     /// `log_insights:<TYPE>`, ChatBotKit record `type`).
     pub usage_type: Option<String>,
+    /// Model (OpenAI, Anthropic; DigitalOcean: the agent's model).
+    pub model: Option<String>,
 }
 
 impl TruthFilter {
