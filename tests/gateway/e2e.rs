@@ -72,6 +72,86 @@ fn by_agent(v: &Value, unit: &str) -> BTreeMap<(String, String), Counters> {
     out
 }
 
+/// `model`: DigitalOcean usage carries its agent's model, the sources without models give
+/// `null`, totals are the same under every grouping, and a model filter applies where a source
+/// has models and skips the others.
+#[actix_web::test]
+async fn the_model_dimension_keeps_totals_and_filters() {
+    let now = Utc::now();
+    let r = start(now).await;
+    let data = r.sims.data.clone();
+    let today = now.duration_trunc(CDuration::days(1)).unwrap();
+    let range = Window::new(today - CDuration::days(10), today);
+    let span = format!(
+        "start={}&end={}",
+        range.start.format("%Y-%m-%d"),
+        range.end.format("%Y-%m-%d")
+    );
+    let plain = usage(&r, &format!("{span}&group_by=")).await;
+    for group_by in [
+        "model",
+        "source,model",
+        "model,usage_type",
+        "agent,model,user",
+    ] {
+        let v = usage(&r, &format!("{span}&bucket=day&group_by={group_by}")).await;
+        assert_eq!(v["complete"], true, "{group_by}: {:#}", v["sources"]);
+        assert_eq!(v["totals"], plain["totals"], "{group_by}");
+    }
+    let v = usage(&r, &format!("{span}&group_by=source,agent,model")).await;
+    let model_of: BTreeMap<&str, &str> = data
+        .digitalocean
+        .agents()
+        .iter()
+        .map(|a| (a.uuid.as_str(), a.model.as_str()))
+        .collect();
+    for row in v["rows"].as_array().unwrap() {
+        let want = match row["source"].as_str().unwrap() {
+            "do-prod" => Value::from(model_of[row["agent"].as_str().unwrap()]),
+            _ => Value::Null,
+        };
+        assert_eq!(row["model"], want, "{row}");
+    }
+
+    let model = data.digitalocean.agents()[0].model.clone();
+    let v = usage(
+        &r,
+        &format!(
+            "{span}&group_by=source,model&model={}",
+            model.replace(' ', "%20")
+        ),
+    )
+    .await;
+    assert_eq!(v["query"]["filters"]["model"], serde_json::json!([model]));
+    for s in v["sources"].as_array().unwrap() {
+        if s["source"] == "do-prod" {
+            assert_eq!(s["status"], "ok", "{s}");
+        } else {
+            assert_eq!(s["status"], "skipped", "{s}");
+            let detail = s["error"]["detail"].as_str().unwrap();
+            assert!(detail.contains("has no models"), "{detail}");
+        }
+    }
+    let truth = data.digitalocean.truth(
+        &TruthFilter {
+            model: Some(model.clone()),
+            ..TruthFilter::default()
+        },
+        range,
+    );
+    let rows = v["rows"].as_array().unwrap();
+    assert!(
+        rows.iter().all(|row| row["model"] == model.as_str()),
+        "{rows:?}"
+    );
+    let mut got = Counters::default();
+    for row in rows {
+        got.add(&counters(row));
+    }
+    assert_eq!(got, truth);
+    assert!(truth.total() > 0);
+}
+
 #[actix_web::test]
 async fn demo_sources_equal_the_simulators_ground_truth() {
     let now = Utc::now();

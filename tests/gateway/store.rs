@@ -182,6 +182,8 @@ async fn answers_from_the_store_equal_live_answers(engine: Engine) {
         "conversation",
         "provider",
         "source,agent,usage_type",
+        "model",
+        "source,model,usage_type",
     ];
     let mut compared = 0;
     for (start, end) in ranges {
@@ -221,7 +223,7 @@ async fn answers_from_the_store_equal_live_answers(engine: Engine) {
             }
         }
     }
-    assert_eq!(compared, 3 * 3 * 3 * 7);
+    assert_eq!(compared, 3 * 3 * 3 * groupings.len());
     r.fresh.remove().await;
 }
 

@@ -359,7 +359,7 @@ mod tests {
     }
 
     fn arb_group_by() -> impl Strategy<Value = Vec<Dimension>> {
-        prop::sample::subsequence(Dimension::ALL.to_vec(), 0..=6).prop_shuffle()
+        prop::sample::subsequence(Dimension::ALL.to_vec(), 0..=7).prop_shuffle()
     }
 
     proptest! {

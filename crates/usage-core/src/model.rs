@@ -244,6 +244,10 @@ pub struct Agent {
     pub id: String,
     /// The human name, when the vendor gives one.
     pub name: Option<String>,
+    /// The model the agent runs on, when the vendor's agent list says (DigitalOcean): its usage
+    /// is attributed to that model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A half-open time window `[start, end)`.

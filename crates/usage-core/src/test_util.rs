@@ -109,6 +109,7 @@ impl StaticProvider {
         self.agents.extend(agents.iter().map(|(id, name)| Agent {
             id: (*id).to_owned(),
             name: Some((*name).to_owned()),
+            model: None,
         }));
         self
     }

@@ -25,7 +25,7 @@ pub struct ParamError {
     pub parameter: String,
     /// What is wrong with it.
     #[schema(
-        example = "unknown dimension `team`; expected one of source, provider, agent, user, conversation, usage_type"
+        example = "unknown dimension `team`; expected one of source, provider, agent, user, conversation, usage_type, model"
     )]
     pub message: String,
 }

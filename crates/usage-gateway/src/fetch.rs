@@ -30,6 +30,8 @@ pub struct Shape {
     pub agents: Option<BTreeSet<String>>,
     /// User filter.
     pub users: Option<BTreeSet<String>>,
+    /// Model filter.
+    pub models: Option<BTreeSet<String>>,
 }
 
 /// Cache key of one window's answer.
@@ -89,6 +91,7 @@ impl WindowEntry {
                     + heap(&p.key.user)
                     + heap(&p.key.conversation)
                     + heap(&p.key.usage_type)
+                    + heap(&p.key.model)
                     + heap(&p.agent_name)
             })
             .sum();
@@ -375,6 +378,7 @@ impl UsageCache {
                     let mut q = UsageQuery::new(missing_windows.clone(), shape.dims.clone());
                     q.agents.clone_from(&shape.agents);
                     q.users.clone_from(&shape.users);
+                    q.models.clone_from(&shape.models);
                     // A refresh reaches the provider's own caches too (scans, agent lists).
                     q.refresh = refresh;
                     let result = src.resilient.usage(&q, deadline).await;

@@ -86,7 +86,8 @@ pub struct SourceEntry {
 /// Totals of one unit.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UnitTotals {
-    /// `tokens` or `credits`.
+    /// `tokens`, `credits`, or a unit that is not tokens (`images`, `characters`, `seconds`,
+    /// `sessions`, `requests`: then the counters count that unit). Units are never added up.
     #[schema(example = "tokens")]
     pub unit: String,
     /// Input tokens.
@@ -156,7 +157,11 @@ pub struct UsageRowSchema {
     pub conversation: Option<String>,
     /// Vendor usage type.
     pub usage_type: Option<String>,
-    /// `tokens` or `credits`.
+    /// Model, where the vendor says (OpenAI, Anthropic; DigitalOcean: the agent's model).
+    #[schema(example = "gpt-4o-mini-2024-07-18")]
+    pub model: Option<String>,
+    /// `tokens`, `credits`, or a unit that is not tokens (`images`, `characters`, `seconds`,
+    /// `sessions`, `requests`: then the counters count that unit).
     #[schema(example = "tokens")]
     pub unit: String,
     /// Input tokens.

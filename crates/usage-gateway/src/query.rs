@@ -71,6 +71,8 @@ pub struct UsageRequest {
     pub agents: Vec<String>,
     /// `user` filter.
     pub users: Vec<String>,
+    /// `model` filter.
+    pub models: Vec<String>,
     /// Explicit `format`, if given.
     pub format: Option<Format>,
     /// Rows for empty buckets (`fill`).
@@ -85,7 +87,7 @@ pub struct UsageRequest {
 /// The longest single filter value (`source`, `agent`, `user`, ... after splitting comma lists).
 pub const MAX_VALUE_CHARS: usize = 256;
 
-const PARAMS: [&str; 12] = [
+const PARAMS: [&str; 13] = [
     "start",
     "end",
     "tz",
@@ -95,6 +97,7 @@ const PARAMS: [&str; 12] = [
     "provider",
     "agent",
     "user",
+    "model",
     "format",
     "fill",
     "bucket_edges",
@@ -243,7 +246,10 @@ pub fn parse(
                 Some(_) => {}
                 None => errors.push(ParamError::new(
                     "group_by",
-                    format!("unknown dimension `{v}`; expected one of source, provider, agent, user, conversation, usage_type"),
+                    format!(
+                        "unknown dimension `{v}`; expected one of {}",
+                        DIMENSIONS.replace('|', ", ")
+                    ),
                 )),
             }
         }
@@ -277,6 +283,7 @@ pub fn parse(
     let provider_names = list("provider");
     let agents = list("agent");
     let users = list("user");
+    let models = list("model");
     let mut providers = Vec::new();
     for p in provider_names {
         match registry.get(&p) {
@@ -337,6 +344,7 @@ pub fn parse(
             providers,
             agents,
             users,
+            models,
             format,
             fill,
             local_edges,
@@ -347,7 +355,7 @@ pub fn parse(
 }
 
 /// The grouping dimensions, as `group_by` names them.
-const DIMENSIONS: &str = "source|provider|agent|user|conversation|usage_type";
+const DIMENSIONS: &str = "source|provider|agent|user|conversation|usage_type|model";
 
 /// The `start`/`end` values relative to now, as the OpenAPI document states them.
 const RELATIVE_PATTERN: &str = "^(now|today|yesterday|-[0-9]{1,7}[mhdw])$";
@@ -528,7 +536,7 @@ pub struct UsageParams {
     /// `max_buckets` (2000 by default). Default: none.
     #[param(value_type = Option<BucketParam>)]
     pub bucket: Option<String>,
-    /// Comma list of source, provider, agent, user, conversation, usage_type. Default
+    /// Comma list of source, provider, agent, user, conversation, usage_type, model. Default
     /// source,agent; empty for totals only.
     #[param(value_type = Option<GroupByParam>)]
     pub group_by: Option<String>,
@@ -548,6 +556,11 @@ pub struct UsageParams {
     /// without users are reported `skipped`.
     #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
     pub user: Option<Vec<String>>,
+    /// Only these models, as the vendors name them (e.g. `gpt-4o-mini-2024-07-18`; repeated,
+    /// or comma lists; at most 100 values by default); sources without models are reported
+    /// `skipped`.
+    #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
+    pub model: Option<Vec<String>>,
     /// `json` (the default). CSV is `GET /v1/usage.csv`; `format=csv` and `Accept: text/csv`
     /// still answer CSV here too, but this operation documents JSON only.
     #[param(value_type = Option<FormatParam>)]
@@ -565,7 +578,7 @@ pub struct UsageParams {
 }
 
 impl UsageRequest {
-    /// The filters as echoed in the response (`source`, `provider`, `agent`, `user`).
+    /// The filters as echoed in the response (`source`, `provider`, `agent`, `user`, `model`).
     pub fn filters(&self) -> BTreeMap<String, Vec<String>> {
         let mut f = BTreeMap::new();
         for (name, v) in [
@@ -579,6 +592,7 @@ impl UsageRequest {
             ),
             ("agent", self.agents.clone()),
             ("user", self.users.clone()),
+            ("model", self.models.clone()),
         ] {
             if !v.is_empty() {
                 f.insert(name.to_owned(), v);
@@ -781,7 +795,7 @@ mod tests {
             Just("2026-02-30".to_owned()),
             Just("Europe/Berlin".to_owned()),
             Just("Pacific/Kiritimati".to_owned()),
-            "(none|hour|day|week|month|json|csv|source|agent|user|usage_type|kibana)",
+            "(none|hour|day|week|month|json|csv|source|agent|user|usage_type|model|kibana)",
             "[a-z,/]{0,40}",
             "\\PC{0,300}",
             any::<String>(),
@@ -799,6 +813,7 @@ mod tests {
             Just("provider"),
             Just("agent"),
             Just("user"),
+            Just("model"),
             Just("format"),
             Just("other"),
         ];
@@ -835,7 +850,7 @@ mod tests {
                         (q.range.end - q.range.start).to_std().unwrap() <= limits.max_range.get()
                     );
                     prop_assert!(q.windows.windows(2).all(|w| w[0].end <= w[1].start));
-                    for list in [&q.sources, &q.agents, &q.users] {
+                    for list in [&q.sources, &q.agents, &q.users, &q.models] {
                         prop_assert!(list.len() <= limits.max_filter_values);
                         prop_assert!(list.iter().all(|v| v.chars().count() <= MAX_VALUE_CHARS));
                     }

@@ -196,6 +196,7 @@ pub fn full_shape(source: &Source) -> Shape {
         dims: source.provider.fetch_dimensions(&dims),
         agents: None,
         users: None,
+        models: None,
     }
 }
 
@@ -303,7 +304,7 @@ async fn fetch(
     let name = source.info.name.as_str();
     // Unfiltered queries are fetched with every dimension, so that their closed windows can be
     // written back (the aggregation groups the extra labels away).
-    let unfiltered = shape.agents.is_none() && shape.users.is_none();
+    let unfiltered = shape.agents.is_none() && shape.users.is_none() && shape.models.is_none();
     let live_shape = if unfiltered {
         Arc::new(full_shape(source))
     } else {
@@ -466,7 +467,7 @@ async fn from_store(
     let filter = PointFilter {
         agents: shape.agents.clone(),
         users: shape.users.clone(),
-        models: None,
+        models: shape.models.clone(),
     };
     // The database adds the points up to the query's dimensions.
     let sums = store.sums(source, read, &filter, keep).await?;
@@ -652,7 +653,7 @@ async fn from_snapshots(
     let filter = PointFilter {
         agents: shape.agents.clone(),
         users: shape.users.clone(),
-        models: None,
+        models: shape.models.clone(),
     };
     let mut points = vec![Vec::new(); windows.len()];
     for p in store.placed(source, range, &filter).await? {
@@ -764,6 +765,7 @@ async fn fetch_snapshots(
             dims,
             agents: shape.agents.clone(),
             users: shape.users.clone(),
+            models: shape.models.clone(),
         });
         let tail_windows: Vec<Window> = tail.iter().map(|(w, _)| *w).collect();
         let answer = cache

@@ -15,9 +15,12 @@
   const COUNTERS = ["input_tokens", "output_tokens", "other_tokens", "total_tokens"];
   const DIMENSIONS = {
     source: "Source", provider: "Provider", agent: "Agent", user: "User",
-    conversation: "Conversation", usage_type: "Usage type",
+    conversation: "Conversation", usage_type: "Usage type", model: "Model",
   };
-  const UNIT_NAMES = { tokens: "Tokens", credits: "Credits" };
+  const UNIT_NAMES = {
+    tokens: "Tokens", credits: "Credits", images: "Images", characters: "Characters",
+    seconds: "Seconds", sessions: "Sessions", requests: "Requests",
+  };
   const OTHER_KEY = "\u0000other";
 
   const $ = (id) => document.getElementById(id);

@@ -117,6 +117,7 @@ impl ChatbotkitProvider {
                     .map(|id| Agent {
                         id: id.clone(),
                         name: None,
+                        model: None,
                     })
                     .collect(),
             ));
@@ -145,6 +146,7 @@ impl ChatbotkitProvider {
                     out.push(Agent {
                         id,
                         name: bot.name.filter(|n| !n.is_empty()).or(bot.alias),
+                        model: None,
                     });
                 }
             }

@@ -62,6 +62,9 @@ pub(crate) struct AgentPublic {
     pub uuid: Option<String>,
     /// The agent's name.
     pub name: Option<String>,
+    /// The agent's model (`{"name": "…", "uuid": "…", …}`), read loosely: only its `name` is
+    /// used, and any other shape counts as no model rather than failing the page.
+    pub model: Option<serde_json::Value>,
 }
 
 /// `apiLinks`.

@@ -34,8 +34,9 @@ pub const INPUT_USAGE_TYPE: &str = "INPUT";
 /// The usage type name of every output-like type (`OUTPUT`, `output*`, `completion*`).
 pub const OUTPUT_USAGE_TYPE: &str = "OUTPUT";
 
-/// The vendor dimensions DigitalOcean fills.
-const DIMENSIONS: [Dimension; 2] = [Dimension::Agent, Dimension::UsageType];
+/// The vendor dimensions DigitalOcean fills: the model is the agent's, from the agent list
+/// (a configured `agents` list has none: its usage has no model).
+const DIMENSIONS: [Dimension; 3] = [Dimension::Agent, Dimension::UsageType, Dimension::Model];
 
 /// Upper bound on agent list pages (200 agents each) followed in one discovery.
 const MAX_DISCOVERY_PAGES: usize = 1000;
@@ -128,7 +129,11 @@ impl DigitaloceanProvider {
                 ids.into_iter()
                     .map(|id| id.trim().to_owned())
                     .filter(|id| seen.insert(id.clone()))
-                    .map(|id| Agent { id, name: None })
+                    .map(|id| Agent {
+                        id,
+                        name: None,
+                        model: None,
+                    })
                     .collect(),
             )
         });
@@ -236,9 +241,18 @@ impl DigitaloceanProvider {
                     continue;
                 };
                 if seen_ids.insert(id.clone()) {
+                    let model = a
+                        .model
+                        .as_ref()
+                        .and_then(|m| m.get("name"))
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned);
                     agents.push(Agent {
                         id,
                         name: a.name.filter(|n| !n.trim().is_empty()),
+                        model,
                     });
                 }
             }
@@ -310,7 +324,11 @@ impl DigitaloceanProvider {
         } = self.agent_list(query.refresh).await?;
         let partial = broken.is_some();
         notes.extend(broken);
-        let agents: Vec<&Agent> = agents.iter().filter(|a| query.wants_agent(&a.id)).collect();
+        // The model filter picks the agents running on those models.
+        let agents: Vec<&Agent> = agents
+            .iter()
+            .filter(|a| query.wants_agent(&a.id) && query.wants_model(a.model.as_deref()))
+            .collect();
         let needed = agents.len().saturating_mul(plans.len());
         if needed > self.max_calls as usize {
             return Err(DoError::SourceLimit {
@@ -335,7 +353,7 @@ impl DigitaloceanProvider {
             .dimensions
             .iter()
             .copied()
-            .filter(|d| matches!(d, Dimension::Agent | Dimension::UsageType))
+            .filter(|d| DIMENSIONS.contains(d))
             .collect();
         let gone: Mutex<HashSet<usize>> = Mutex::new(HashSet::new());
         let sent = AtomicU64::new(0);
@@ -457,7 +475,7 @@ impl UsageProvider for DigitaloceanProvider {
             provider: crate::KIND,
             attribution: Attribution::Exact,
             dimensions: DIMENSIONS.into_iter().collect(),
-            filters: BTreeSet::from([Dimension::Agent]),
+            filters: BTreeSet::from([Dimension::Agent, Dimension::Model]),
         }
     }
 
@@ -623,6 +641,7 @@ pub(crate) fn usage_to_points(
                 key: PointKey {
                     agent: Some(agent.id.clone()),
                     usage_type: Some(usage_type),
+                    model: agent.model.clone(),
                     ..PointKey::default()
                 }
                 .project(keep),
@@ -653,6 +672,7 @@ mod tests {
         Agent {
             id: "c441bf77-81d6-11ef-bf8f-4e013e2ddde4".into(),
             name: Some("support-agent".into()),
+            model: None,
         }
     }
 

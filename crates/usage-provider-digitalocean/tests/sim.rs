@@ -140,6 +140,64 @@ async fn discovery_matches_the_simulator() {
 }
 
 #[tokio::test]
+async fn usage_is_attributed_to_the_agents_model_and_filtered_by_it() {
+    let s = setup().await;
+    let agents = s.provider.agents().await.unwrap();
+    for a in &agents {
+        let sim = s
+            .data
+            .digitalocean
+            .agents()
+            .iter()
+            .find(|x| x.uuid == a.id)
+            .unwrap();
+        assert_eq!(a.model.as_deref(), Some(sim.model.as_str()), "{}", a.id);
+    }
+    let models: BTreeSet<String> = agents.iter().filter_map(|a| a.model.clone()).collect();
+    assert!(
+        models.len() > 1,
+        "the simulator's agents run on several models"
+    );
+    let w = Window::new(now() - TimeDelta::days(20), now());
+    let keep = BTreeSet::from([Dimension::Model]);
+    let all = s
+        .provider
+        .usage(&UsageQuery::new(vec![w], keep.clone()))
+        .await
+        .unwrap();
+    for m in &models {
+        let truth = s.data.digitalocean.truth(
+            &TruthFilter {
+                model: Some(m.clone()),
+                ..TruthFilter::default()
+            },
+            w,
+        );
+        let grouped = sum(all
+            .points
+            .iter()
+            .filter(|p| p.key.model.as_ref() == Some(m)));
+        assert_eq!(grouped, truth, "grouped by model {m}");
+        let mut q = UsageQuery::new(vec![w], keep.clone());
+        q.models = Some(BTreeSet::from([m.clone()]));
+        let filtered = s.provider.usage(&q).await.unwrap();
+        assert!(
+            filtered
+                .points
+                .iter()
+                .all(|p| p.key.model.as_ref() == Some(m))
+        );
+        assert_eq!(sum(filtered.points.iter()), truth, "filtered to model {m}");
+    }
+    assert_eq!(
+        sum(all.points.iter()),
+        s.data.digitalocean.truth(&TruthFilter::default(), w),
+        "the model grouping keeps the total"
+    );
+    s.sim.stop().await;
+}
+
+#[tokio::test]
 async fn discovery_pages_through_many_agents() {
     let mut spec = DataSpec::small(now());
     spec.do_agents = 450;

@@ -828,8 +828,14 @@ async fn describe_and_debug() {
     assert_eq!(info.name, "do-test");
     assert_eq!(info.provider, usage_provider_digitalocean::KIND);
     assert_eq!(info.attribution, usage_core::Attribution::Exact);
-    assert_eq!(info.dimensions, dims());
-    assert_eq!(info.filters, BTreeSet::from([Dimension::Agent]));
+    assert_eq!(
+        info.dimensions,
+        BTreeSet::from([Dimension::Agent, Dimension::UsageType, Dimension::Model])
+    );
+    assert_eq!(
+        info.filters,
+        BTreeSet::from([Dimension::Agent, Dimension::Model])
+    );
     let dbg = format!("{p:?}");
     assert!(!dbg.contains(TOKEN), "{dbg}");
 

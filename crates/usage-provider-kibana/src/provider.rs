@@ -107,7 +107,11 @@ impl KibanaProvider {
             Arc::new(
                 ids.into_iter()
                     .filter(|id| seen.insert(id.clone()))
-                    .map(|id| Agent { id, name: None })
+                    .map(|id| Agent {
+                        id,
+                        name: None,
+                        model: None,
+                    })
                     .collect(),
             )
         });
@@ -157,7 +161,11 @@ impl KibanaProvider {
             .into_iter()
             .filter_map(|a| {
                 let id = a.id.0.filter(|id| !id.is_empty())?;
-                Some(Agent { name: a.name.0, id })
+                Some(Agent {
+                    name: a.name.0,
+                    id,
+                    model: None,
+                })
             })
             .filter(|a| seen.insert(a.id.clone()))
             .collect();
@@ -671,6 +679,7 @@ mod tests {
         Agent {
             id: "elastic-ai-agent".into(),
             name: Some("Elastic AI Agent".into()),
+            model: None,
         }
     }
 

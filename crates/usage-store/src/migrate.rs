@@ -46,6 +46,7 @@ pub(crate) const SQLITE: &[Embedded] = &[
     embed!("sqlite", 2, "0002_sync_leases"),
     embed!("sqlite", 3, "0003_conversation_snapshots"),
     embed!("sqlite", 4, "0004_snapshot_rounds"),
+    embed!("sqlite", 5, "0005_model_label"),
 ];
 
 /// The PostgreSQL migrations, in order (the same versions and names as SQLite's).
@@ -54,6 +55,7 @@ pub(crate) const POSTGRES: &[Embedded] = &[
     embed!("postgres", 2, "0002_sync_leases"),
     embed!("postgres", 3, "0003_conversation_snapshots"),
     embed!("postgres", 4, "0004_snapshot_rounds"),
+    embed!("postgres", 5, "0005_model_label"),
 ];
 
 /// Builds sqlx's migrator over `migrations`, recording them in [`TABLE`].

@@ -21,7 +21,7 @@ use crate::location::StoreLocation;
 use crate::migrate;
 
 /// Points per `INSERT` statement: a window with more points is written in several statements
-/// of its one transaction (13 parameters a point, within every engine's parameter limit).
+/// of its one transaction (14 parameters a point, within every engine's parameter limit).
 pub const POINTS_PER_STATEMENT: usize = 1000;
 
 /// Bits of `usage_points.labels`: which labels a point has (an absent one is stored as '').
@@ -29,6 +29,7 @@ const AGENT: i32 = 1;
 const USER: i32 = 2;
 const CONVERSATION: i32 = 4;
 const USAGE_TYPE: i32 = 8;
+const MODEL: i32 = 16;
 
 /// Takes the source's row lock (inserting the row the first time), which serializes writers
 /// of one source.
@@ -43,7 +44,7 @@ const INSERT_COVERAGE: &str = "INSERT INTO usage_coverage \
      (source, window_start, window_end, synced_at) VALUES ($1, $2, $3, $4)";
 
 const INSERT_POINTS: &str = "INSERT INTO usage_points (source, window_start, window_end, unit, \
-     labels, agent, end_user, conversation, usage_type, agent_name, input, output, other) ";
+     labels, agent, end_user, conversation, usage_type, model, agent_name, input, output, other) ";
 
 /// The windows of `$1` inside `[$2, $3]`, as `ws, we, sa` (read as JSON rows).
 const SELECT_COVERAGE: &str = "SELECT window_start AS ws, window_end AS we, synced_at AS sa \
@@ -100,7 +101,7 @@ const SELECT_LEASE: &str = "SELECT holder, expires_at, progress, updated_at, {no
 
 /// Reads every column the store uses, so that a schema changed by hand fails at open; each
 /// with the version of the migration that made its table.
-const PROBES: [(i64, &str); 9] = [
+const PROBES: [(i64, &str); 10] = [
     (1, "SELECT source FROM usage_sources WHERE 1 = 0"),
     (
         1,
@@ -138,6 +139,7 @@ const PROBES: [(i64, &str); 9] = [
         4,
         "SELECT rounds, llm_calls FROM usage_conversations WHERE 1 = 0",
     ),
+    (5, "SELECT model FROM usage_points WHERE 1 = 0"),
 ];
 
 /// A lease statement with the engine's clock put in for `{now}` (if it reads it).
@@ -304,7 +306,7 @@ where
         keep: Option<&BTreeSet<Dimension>>,
     ) -> Result<Vec<UsagePoint>, StoreError> {
         let mut select = QueryBuilder::<DB>::new(
-            DB::JSON_ROWS_OPEN.replace("{columns}", "ws, we, u, l, a, eu, c, t, n, i, o, x"),
+            DB::JSON_ROWS_OPEN.replace("{columns}", "ws, we, u, l, a, eu, c, t, m, n, i, o, x"),
         );
         select.push("SELECT window_start AS ws, window_end AS we, unit AS u, ");
         let labels = [
@@ -312,6 +314,7 @@ where
             (Dimension::User, "end_user", "eu", USER),
             (Dimension::Conversation, "conversation", "c", CONVERSATION),
             (Dimension::UsageType, "usage_type", "t", USAGE_TYPE),
+            (Dimension::Model, "model", "m", MODEL),
         ];
         // Grouped in the primary key's column order (labels before the label columns), so
         // that a grouping by agent reads the index in order.
@@ -320,7 +323,8 @@ where
             None => {
                 select.push(
                     "labels AS l, agent AS a, end_user AS eu, conversation AS c, \
-                     usage_type AS t, agent_name AS n, input AS i, output AS o, other AS x",
+                     usage_type AS t, model AS m, agent_name AS n, input AS i, output AS o, \
+                     other AS x",
                 );
             }
             Some(keep) => {
@@ -360,6 +364,7 @@ where
         for (set, column, bit) in [
             (&filter.agents, "agent", AGENT),
             (&filter.users, "end_user", USER),
+            (&filter.models, "model", MODEL),
         ] {
             let Some(set) = set else { continue };
             if set.is_empty() {
@@ -427,6 +432,7 @@ where
                 .push_bind(r.strings[1])
                 .push_bind(r.strings[2])
                 .push_bind(r.strings[3])
+                .push_bind(r.strings[4])
                 .push_bind(r.agent_name)
                 .push_bind(r.counters[0])
                 .push_bind(r.counters[1])
@@ -669,7 +675,7 @@ struct PointRow<'a> {
     end: i64,
     unit: &'static str,
     labels: i32,
-    strings: [&'a str; 4],
+    strings: [&'a str; 5],
     agent_name: Option<&'a str>,
     counters: [i64; 3],
 }
@@ -685,12 +691,13 @@ impl<'a> PointRow<'a> {
         counters: &Counters,
     ) -> Result<Self, StoreError> {
         let mut labels = 0;
-        let mut strings = [""; 4];
+        let mut strings = [""; 5];
         for (i, (label, bit)) in [
             (&key.agent, AGENT),
             (&key.user, USER),
             (&key.conversation, CONVERSATION),
             (&key.usage_type, USAGE_TYPE),
+            (&key.model, MODEL),
         ]
         .into_iter()
         .enumerate()
@@ -730,13 +737,14 @@ impl<'a> PointRow<'a> {
 }
 
 /// One point as `select_points` reads it (a JSON array): window bounds, unit, label bits, the
-/// four labels ('' when absent), the agent name and the three counters.
+/// five labels ('' when absent), the agent name and the three counters.
 #[derive(serde::Deserialize)]
 struct StoredPoint(
     i64,
     i64,
     String,
     i32,
+    String,
     String,
     String,
     String,
@@ -749,8 +757,21 @@ struct StoredPoint(
 
 impl StoredPoint {
     fn into_point(self) -> Result<UsagePoint, StoreError> {
-        let Self(start, end, unit, labels, agent, user, conversation, usage_type, name, i, o, x) =
-            self;
+        let Self(
+            start,
+            end,
+            unit,
+            labels,
+            agent,
+            user,
+            conversation,
+            usage_type,
+            model,
+            name,
+            i,
+            o,
+            x,
+        ) = self;
         let label = |value: String, bit: i32| (labels & bit != 0).then_some(value);
         let counter = |v: i64, name: &str| -> Result<u64, StoreError> {
             u64::try_from(v).map_err(|_| StoreError::Corrupt {
@@ -764,7 +785,7 @@ impl StoredPoint {
                 user: label(user, USER),
                 conversation: label(conversation, CONVERSATION),
                 usage_type: label(usage_type, USAGE_TYPE),
-                model: None,
+                model: label(model, MODEL),
             },
             agent_name: name,
             unit: Unit::parse(&unit).ok_or_else(|| StoreError::Corrupt {

@@ -141,7 +141,14 @@ fn named(name: &str, point: UsagePoint) -> UsagePoint {
     }
 }
 
-/// Points as a provider would give them for `window`: DigitalOcean-like (agent and usage type),
+/// The point with a model.
+fn modeled(model: &str, mut point: UsagePoint) -> UsagePoint {
+    point.key.model = Some(model.to_owned());
+    point
+}
+
+/// Points as a provider would give them for `window`: OpenAI- and Anthropic-like (models,
+/// units that are not tokens, an empty model beside an absent one), DigitalOcean-like (agent and usage type),
 /// ChatBotKit-like (every label, credits), Kibana-like (no usage type), unattributed usage, an
 /// empty label beside an absent one, non-ASCII labels, the largest counter the store holds,
 /// and two points of one key (added up when stored).
@@ -175,6 +182,37 @@ fn sample(window: Window) -> Vec<UsagePoint> {
         tokens(w, "big", (i64::MAX as u64, 0, 0)),
         // Same key and unit as the first point, without its name: added up.
         point(w, support("INPUT"), tok, (3, 0, 0)),
+        modeled(
+            "gpt-4o-mini",
+            point(
+                w,
+                [Some("proj_1"), Some("user-1"), None, Some("input")],
+                tok,
+                (10, 0, 0),
+            ),
+        ),
+        modeled(
+            "gpt-4o-mini",
+            point(
+                w,
+                [Some("proj_1"), None, None, Some("images")],
+                Unit::Images,
+                (0, 0, 2),
+            ),
+        ),
+        modeled(
+            "claude-sonnet-4",
+            point(
+                w,
+                [Some("default"), None, None, Some("web_search_requests")],
+                Unit::Requests,
+                (0, 0, 3),
+            ),
+        ),
+        modeled(
+            "",
+            point(w, [Some("proj_1"), None, None, None], tok, (1, 1, 1)),
+        ),
     ]
 }
 
@@ -289,6 +327,16 @@ async fn points_round_trip_with_every_dimension_and_unit(fresh: &Fresh, store: D
             agents: set(&[""]),
             users: None,
             models: None,
+        },
+        PointFilter {
+            agents: None,
+            users: None,
+            models: set(&["gpt-4o-mini", ""]),
+        },
+        PointFilter {
+            agents: set(&["proj_1"]),
+            users: None,
+            models: set(&["claude-sonnet-4"]),
         },
     ] {
         let got = store.points("src-a", hour(0), &filter).await.unwrap();
@@ -1166,6 +1214,7 @@ async fn sums_add_up_points_per_kept_dimension(_: &Fresh, store: DynUsageStore) 
         Dimension::User,
         Dimension::Conversation,
         Dimension::UsageType,
+        Dimension::Model,
     ];
     let filters = [
         ALL,
@@ -1174,8 +1223,13 @@ async fn sums_add_up_points_per_kept_dimension(_: &Fresh, store: DynUsageStore) 
             users: None,
             models: None,
         },
+        PointFilter {
+            agents: None,
+            users: None,
+            models: Some(BTreeSet::from(["gpt-4o-mini".to_owned()])),
+        },
     ];
-    for mask in 0..16u8 {
+    for mask in 0..32u8 {
         let keep: BTreeSet<Dimension> = dims
             .iter()
             .enumerate()

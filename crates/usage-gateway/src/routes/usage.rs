@@ -27,7 +27,8 @@ use crate::state::{AppState, Rendered};
 /// One source the query touches, with what to ask of it.
 struct Plan {
     source: Arc<Source>,
-    shape: Option<Arc<Shape>>,
+    /// What to ask the source, or the filter dimension (`user`, `model`) it cannot apply.
+    shape: Result<Arc<Shape>, Dimension>,
     /// The dimensions the query keeps of this source (the shape's, before the provider widened
     /// them): what answers from the store are added up to.
     keep: BTreeSet<Dimension>,
@@ -120,23 +121,30 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
                 Some(a) => a.intersection(allowed).cloned().collect(),
             });
         }
-        let users =
-            (!req.users.is_empty()).then(|| req.users.iter().cloned().collect::<BTreeSet<_>>());
-        let can_filter_users = source.info.filters.contains(&Dimension::User);
+        let set =
+            |v: &[String]| (!v.is_empty()).then(|| v.iter().cloned().collect::<BTreeSet<_>>());
+        let (users, models) = (set(&req.users), set(&req.models));
+        // A filter the source cannot apply skips it: counting its usage unfiltered would be wrong.
+        let unapplicable = [(Dimension::User, &users), (Dimension::Model, &models)]
+            .into_iter()
+            .find(|(d, f)| f.is_some() && !source.info.filters.contains(d))
+            .map(|(d, _)| d);
         let keep: BTreeSet<Dimension> = req
             .group_by
             .iter()
             .copied()
             .filter(|d| source.info.dimensions.contains(d))
             .collect();
-        let shape = (users.is_none() || can_filter_users).then(|| {
-            Arc::new(Shape {
+        let shape = match unapplicable {
+            Some(d) => Err(d),
+            None => Ok(Arc::new(Shape {
                 // Cached by what the vendor requests depend on; the aggregation regroups.
                 dims: source.provider.fetch_dimensions(&keep),
                 agents,
                 users,
-            })
-        });
+                models,
+            })),
+        };
         out.push(Plan {
             source: source.clone(),
             shape,
@@ -199,11 +207,11 @@ receives CSV from this operation.",
                 "type": "urn:usage-gateway:problem:invalid_parameter",
                 "title": "Invalid query parameter",
                 "status": 400,
-                "detail": "tz: `Mars/Base` is not an IANA time zone name (e.g. `UTC`, `Europe/Berlin`); end: must be after `start`; group_by: unknown dimension `team`; expected one of source, provider, agent, user, conversation, usage_type",
+                "detail": "tz: `Mars/Base` is not an IANA time zone name (e.g. `UTC`, `Europe/Berlin`); end: must be after `start`; group_by: unknown dimension `team`; expected one of source, provider, agent, user, conversation, usage_type, model",
                 "errors": [
                     {"parameter": "tz", "message": "`Mars/Base` is not an IANA time zone name (e.g. `UTC`, `Europe/Berlin`)"},
                     {"parameter": "end", "message": "must be after `start`"},
-                    {"parameter": "group_by", "message": "unknown dimension `team`; expected one of source, provider, agent, user, conversation, usage_type"}
+                    {"parameter": "group_by", "message": "unknown dimension `team`; expected one of source, provider, agent, user, conversation, usage_type, model"}
                 ],
                 "instance": "urn:request-id:4f0c2a9e-2b7d-4c1e-9a3f-0d6b8e5c7a21"
             }))),
@@ -496,18 +504,22 @@ async fn run(
         invalid: None,
         partial: false,
     };
-    let Some(shape) = plan.shape else {
-        outcome.entry.status = SourceStatus::Skipped;
-        outcome.entry.error = Some(Problem::new(
-            "filter_not_supported",
-            "Source cannot apply a filter",
-            400,
-            format!(
-                "`{}` has no users, so the `user` filter cannot be applied; the source was skipped",
-                src.info.name
-            ),
-        ));
-        return outcome;
+    let shape = match plan.shape {
+        Ok(shape) => shape,
+        Err(filter) => {
+            outcome.entry.status = SourceStatus::Skipped;
+            outcome.entry.error = Some(Problem::new(
+                "filter_not_supported",
+                "Source cannot apply a filter",
+                400,
+                format!(
+                    "`{}` has no {filter}s, so the `{filter}` filter cannot be applied; the source \
+                     was skipped",
+                    src.info.name
+                ),
+            ));
+            return outcome;
+        }
     };
     let ask = crate::stored::Ask {
         cache: &state.cache,

@@ -229,7 +229,9 @@ impl CbkData {
             .iter()
             .filter(|r| {
                 let agent = r.bot_id.as_deref().unwrap_or(UNATTRIBUTED_AGENT);
-                TruthFilter::matches_opt(f.agent.as_ref(), Some(agent))
+                // ChatBotKit records name no model.
+                f.model.is_none()
+                    && TruthFilter::matches_opt(f.agent.as_ref(), Some(agent))
                     && TruthFilter::matches_opt(f.user.as_ref(), r.contact_id.as_deref())
                     && TruthFilter::matches_opt(
                         f.conversation.as_ref(),

@@ -209,7 +209,9 @@ impl DoData {
             return c;
         }
         for (agent, events) in self.agents.iter().zip(&self.events) {
-            if !TruthFilter::matches_opt(f.agent.as_ref(), Some(&agent.uuid)) {
+            if !TruthFilter::matches_opt(f.agent.as_ref(), Some(&agent.uuid))
+                || !TruthFilter::matches_opt(f.model.as_ref(), Some(&agent.model))
+            {
                 continue;
             }
             let lo = events.partition_point(|e| e.at < w.start);

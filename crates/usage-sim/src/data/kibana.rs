@@ -298,7 +298,8 @@ impl KibanaData {
         space: &str,
         f: &'a TruthFilter,
     ) -> impl Iterator<Item = &'a KibanaConversation> + 'a {
-        let usage_type_ok = f.usage_type.is_none();
+        // Kibana has neither usage types nor models.
+        let usage_type_ok = f.usage_type.is_none() && f.model.is_none();
         self.space(space)
             .into_iter()
             .flat_map(|s| &s.agents)
