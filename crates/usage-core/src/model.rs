@@ -521,6 +521,9 @@ pub struct UsageBatch {
     /// Set when the answer lacks data the source holds (e.g. agents on an agent list page that
     /// could not be read; `notes` say which): the gateway's answer is then not `complete`.
     pub partial: bool,
+    /// For vendors that report usage in fixed buckets (OpenAI, Anthropic): the bucket width the
+    /// answer was read at (`1d`, `1h`, `1m`), shown in the source's entry.
+    pub bucket_width: Option<String>,
 }
 
 impl UsageBatch {

@@ -210,6 +210,7 @@ impl UsageProvider for StaticProvider {
             warnings: None,
             notes: Vec::new(),
             partial: false,
+            bucket_width: None,
         }
         .compact())
     }

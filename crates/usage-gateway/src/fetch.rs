@@ -68,6 +68,8 @@ pub struct WindowEntry {
     /// The provider's answer lacked data the source holds (`notes` say what); such an entry
     /// lives only `open_ttl`, so that the next query asks again soon.
     pub partial: bool,
+    /// The vendor bucket width the window was read at ([`usage_core::UsageBatch::bucket_width`]).
+    pub bucket_width: Option<String>,
 }
 
 /// What one cached window costs besides its points and strings: its key, the
@@ -408,6 +410,7 @@ impl UsageCache {
                                 .map(|m| m.get(w).copied().unwrap_or(0)),
                             notes: batch.notes.clone(),
                             partial: batch.partial,
+                            bucket_width: batch.bucket_width.clone(),
                         });
                         let key = WindowKey {
                             source: src_name.clone(),

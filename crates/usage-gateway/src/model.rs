@@ -73,6 +73,13 @@ pub struct SourceEntry {
     /// range, or since the last poll for the part fetched live).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attribution_resolution_seconds: Option<u64>,
+    /// For vendors that report usage in fixed UTC buckets (OpenAI, Anthropic): the bucket
+    /// widths the live part of this answer was read at, coarsest first (`1d`; `1h` for days of
+    /// zones an hour off UTC or for hour buckets; `1m` for zones with non-hour offsets or edges
+    /// inside an hour). Absent when nothing was read live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "1h")]
+    pub vendor_bucket_width: Option<String>,
     /// When the oldest stored window used in this answer was fetched from the vendor.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -200,6 +207,10 @@ pub struct AgentEntry {
     pub agent: String,
     /// The agent's name, when known.
     pub agent_name: Option<String>,
+    /// The model the agent runs on, when the vendor's agent list says (DigitalOcean); its
+    /// usage is attributed to it under `group_by=model`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// The body of `GET /v1/agents`.

@@ -103,14 +103,17 @@ const PARAMS: [&str; 13] = [
     "bucket_edges",
 ];
 
-/// Splits comma lists and repeated parameters into one list, trimming blanks.
+/// Splits comma lists and repeated parameters into one list, trimming blanks; a value named
+/// twice is kept once (in its first place), so that the per-parameter limit counts distinct
+/// values (the filters are sets) and, e.g., `provider` can never exceed it by repetition.
 fn values(pairs: &[(String, String)], name: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
     pairs
         .iter()
         .filter(|(k, _)| k == name)
         .flat_map(|(_, v)| v.split(','))
         .map(str::trim)
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && seen.insert(*s))
         .map(str::to_owned)
         .collect()
 }
@@ -774,6 +777,16 @@ mod tests {
         assert_eq!(bad("tz=UTC&tz=UTC")[0].parameter, "tz");
         // The OpenAPI document states the default limits.
         assert_eq!(ServerConfig::default().max_filter_values, 100, "maxItems");
+        // The limit counts distinct values: a name repeated beyond it is one value.
+        let limits = ServerConfig::default();
+        let repeated = vec!["kibana,digitalocean"; 120].join("&provider=");
+        let q = parse(&format!("provider={repeated}"), &limits, &registry(), now()).unwrap();
+        assert_eq!(q.providers.len(), 2);
+        let many: Vec<String> = (0..101).map(|i| format!("m{i}")).collect();
+        assert_eq!(
+            bad(&format!("model={}", many.join(",")))[0].parameter,
+            "model"
+        );
         // A long value cut for the message at a character, not a byte, boundary.
         let e = bad(&format!("user={}", "é".repeat(MAX_VALUE_CHARS + 1)));
         assert_eq!(e[0].parameter, "user");

@@ -526,6 +526,7 @@ fn assemble(
         let mut closed = true;
         let mut notes = Vec::new();
         let mut partial = false;
+        let mut bucket_width = None;
         for (_, e) in &parts[i] {
             for p in &e.points {
                 let mut p = p.clone().project(keep);
@@ -536,6 +537,7 @@ fn assemble(
             closed &= e.closed;
             notes.extend(e.notes.iter().cloned());
             partial |= e.partial;
+            bucket_width = bucket_width.or_else(|| e.bucket_width.clone());
         }
         let batch = usage_core::UsageBatch {
             points,
@@ -551,6 +553,7 @@ fn assemble(
             warnings: None,
             notes,
             partial,
+            bucket_width,
         }));
     }
     SourceAnswer {
@@ -854,6 +857,7 @@ async fn fetch_snapshots(
                 warnings: None,
                 notes: notes.clone(),
                 partial,
+                bucket_width: None,
             })
         })
         .collect();

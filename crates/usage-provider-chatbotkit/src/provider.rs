@@ -646,6 +646,7 @@ impl UsageProvider for ChatbotkitProvider {
             warnings: None,
             notes,
             partial: false,
+            bucket_width: None,
         }
         .compact())
     }

@@ -444,6 +444,7 @@ impl DigitaloceanProvider {
             warnings: None,
             notes,
             partial,
+            bucket_width: None,
         }
         .compact())
     }

@@ -648,6 +648,7 @@ impl UsageProvider for KibanaProvider {
             warnings: Some(warnings),
             notes,
             partial: false,
+            bucket_width: None,
         }
         .compact())
     }

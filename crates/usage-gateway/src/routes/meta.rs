@@ -214,6 +214,7 @@ pub async fn list_agents(
                             provider: s.info.provider,
                             agent: a.id.clone(),
                             agent_name: a.name.clone(),
+                            model: a.model.clone(),
                         }),
                 );
                 continue;
@@ -245,6 +246,7 @@ pub async fn list_agents(
             store_synced_at: None,
             attribution_resolution_seconds: None,
             error: Some(Problem::from_provider(&err)),
+            vendor_bucket_width: None,
         });
     }
     agents.sort_by(|a, b| (&a.source, &a.agent).cmp(&(&b.source, &b.agent)));

@@ -499,6 +499,7 @@ async fn run(
             store_synced_at: None,
             attribution_resolution_seconds: None,
             error: None,
+            vendor_bucket_width: None,
         },
         points: Vec::new(),
         invalid: None,
@@ -572,6 +573,15 @@ async fn run(
             notes.sort();
             notes.dedup();
             outcome.entry.notes = notes;
+            let mut widths: Vec<&str> = answer
+                .entries
+                .iter()
+                .filter_map(|e| e.bucket_width.as_deref())
+                .collect();
+            // `1d` < `1h` < `1m` as text: coarsest first.
+            widths.sort_unstable();
+            widths.dedup();
+            outcome.entry.vendor_bucket_width = (!widths.is_empty()).then(|| widths.join(", "));
             outcome.partial = answer.entries.iter().any(|e| e.partial);
             outcome.points = answer.entries;
         }
