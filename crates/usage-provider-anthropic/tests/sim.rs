@@ -348,7 +348,7 @@ async fn a_fixed_agent_list_skips_discovery_and_limits_usage() {
     let data = Dataset::generate(&DataSpec::small(now()));
     let ws = data.anthropic.workspaces()[1].id.clone();
     let s = setup_with(0, |c| {
-        c.agents = Some(vec![ws.clone(), DEFAULT_AGENT.to_owned()])
+        c.agents = Some(vec![ws.clone(), DEFAULT_AGENT.to_owned()]);
     })
     .await;
     let agents = s.provider.agents().await.unwrap();

@@ -1,6 +1,11 @@
 //! Request shape, paging, tolerance and error handling against a wiremock Anthropic, one test
 //! per quirk the provider relies on (CONTRACTS-openai-anthropic.md part B).
-#![allow(clippy::unwrap_used, reason = "test helpers panic on broken fixtures")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::needless_pass_by_value,
+    clippy::type_complexity,
+    reason = "test helpers panic on broken fixtures and take JSON by value; case tables are tuples"
+)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -98,9 +98,8 @@ impl DataSpec {
 /// nothing, because every point of that vendor carries no such label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TruthFilter {
-    /// Agent id (DigitalOcean uuid, Kibana agent id, ChatBotKit bot id, Anthropic workspace id
-    /// or `default`, or
-    /// [`usage_core::UNATTRIBUTED_AGENT`]).
+    /// Agent id (DigitalOcean uuid, Kibana agent id, ChatBotKit bot id or
+    /// [`usage_core::UNATTRIBUTED_AGENT`], Anthropic workspace id or `default`).
     pub agent: Option<String>,
     /// User (Kibana username, ChatBotKit contact id, Anthropic API key id).
     pub user: Option<String>,

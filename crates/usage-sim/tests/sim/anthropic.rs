@@ -406,11 +406,11 @@ async fn workspaces_page_with_after_id_and_hide_archived_by_default() {
     ])
     .await;
     assert_eq!(v["has_more"], true);
-    let last = v["last_id"].as_str().unwrap().to_owned();
+    let after = v["last_id"].as_str().unwrap().to_owned();
     let (_, _, v) = list(vec![
         ("include_archived", "true".into()),
         ("limit", "3".into()),
-        ("after_id", last),
+        ("after_id", after),
     ])
     .await;
     assert_eq!(v["has_more"], false);
