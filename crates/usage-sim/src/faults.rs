@@ -73,6 +73,7 @@ struct State {
     truncated: bool,
     cursor_end: CursorEnd,
     take_limit: TakeLimit,
+    omit_retry_after: bool,
 }
 
 /// The faults of one simulator; every setter takes `&self` and applies to the next request on
@@ -153,6 +154,16 @@ impl Faults {
     /// Cuts the body of successful answers in half (status 200).
     pub fn set_truncated(&self, on: bool) {
         lock(&self.state).truncated = on;
+    }
+
+    /// Sends every 429 answer (forced or from a simulator's rate limit) without its
+    /// `retry-after` header, as a vendor that gives no delay would.
+    pub fn set_omit_retry_after(&self, on: bool) {
+        lock(&self.state).omit_retry_after = on;
+    }
+
+    pub(crate) fn omits_retry_after(&self) -> bool {
+        lock(&self.state).omit_retry_after
     }
 
     /// Chooses how ChatBotKit list routes mark the last page (not a fault, but a documented

@@ -23,6 +23,24 @@ pub(crate) enum Vendor {
     DigitalOcean,
     Kibana,
     ChatBotKit,
+    Anthropic,
+}
+
+/// Options of the Anthropic simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnthropicOptions {
+    /// Requests per admin key in any 60-second window, answered 429 `rate_limit_error` with
+    /// `retry-after` above it (`0` disables the limit). Anthropic publishes no number for these
+    /// endpoints ("polling once per minute for sustained use"); 60 is the simulator's choice.
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for AnthropicOptions {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: 60,
+        }
+    }
 }
 
 /// Options of the DigitalOcean simulator.
@@ -246,6 +264,40 @@ impl Vendor {
                     &json!({"message": message.unwrap_or(default), "code": code}),
                 )
             }
+            Self::Anthropic => {
+                let (kind, default) = match status {
+                    400 => (
+                        "invalid_request_error",
+                        "There was an issue with your request.",
+                    ),
+                    401 => ("authentication_error", "invalid x-api-key"),
+                    402 => ("billing_error", "There is an issue with your billing."),
+                    403 => (
+                        "permission_error",
+                        "Your API key does not have permission to use the specified resource.",
+                    ),
+                    404 => ("not_found_error", "Not found"),
+                    409 => ("conflict_error", "Conflict"),
+                    413 => (
+                        "request_too_large",
+                        "Request exceeds the maximum allowed size.",
+                    ),
+                    429 => ("rate_limit_error", "Your account has hit a rate limit."),
+                    504 => ("timeout_error", "Request timed out."),
+                    529 => ("overloaded_error", "Overloaded"),
+                    _ => ("api_error", "Internal server error"),
+                };
+                let request_id = format!("req_{}", request_id().replace('-', ""));
+                Reply::json(
+                    status,
+                    &json!({
+                        "type": "error",
+                        "error": {"type": kind, "message": message.unwrap_or(default)},
+                        "request_id": request_id,
+                    }),
+                )
+                .header("request-id", request_id)
+            }
         }
     }
 
@@ -255,7 +307,9 @@ impl Vendor {
                 429,
                 &json!({"message": "Usage limits reached", "code": "LIMITS_REACHED"}),
             ),
-            (Self::DigitalOcean, 429, _) => self.error(429, None).header("retry-after", 1),
+            (Self::DigitalOcean | Self::Anthropic, 429, _) => {
+                self.error(429, None).header("retry-after", 1)
+            }
             (_, status, _) => self.error(status, None),
         }
     }
@@ -332,10 +386,14 @@ impl SimState {
 
     fn finish(&self, mut reply: Reply) -> HttpResponse {
         if let Some(l) = &self.limiter
+            && self.vendor == Vendor::DigitalOcean
             && !reply.has_header("ratelimit-limit")
         {
             let info = l.peek(crate::DO_TOKEN);
             reply = with_rate_headers(reply, info);
+        }
+        if reply.status == StatusCode::TOO_MANY_REQUESTS && self.faults.omits_retry_after() {
+            reply.headers.retain(|(n, _)| n.as_str() != "retry-after");
         }
         let mut b = HttpResponse::build(reply.status);
         b.insert_header(("content-type", reply.content_type));
@@ -426,7 +484,10 @@ impl SimHandle {
     /// Sets the instant the simulator answers as of; `None` (the default) answers from all of
     /// its data. Applies to the next request.
     ///
-    /// Only the Kibana simulator honours it: with `Some(t)` every consumption answer shows the
+    /// The Anthropic simulator shows usage as of `t` (each event only [`crate::ANTHROPIC_FRESHNESS`]
+    /// after it happened; its default clock is the data's `now`).
+    ///
+    /// The Kibana simulator honours it too: with `Some(t)` every consumption answer shows the
     /// conversations [`as of`](crate::KibanaConversation::as_of) `t` (absent before their
     /// first round, otherwise the totals, warnings and `updated_at` of their rounds up to `t`),
     /// sorted, paged and aggregated on that view. The other simulators ignore it.
@@ -537,6 +598,32 @@ pub async fn start_chatbotkit(
         None,
         addr,
         crate::chatbotkit::routes,
+    )
+}
+
+/// Starts the Anthropic simulator on `addr` (`None` = `127.0.0.1:0`) with the default
+/// [`AnthropicOptions`].
+#[allow(clippy::unused_async, reason = "async keeps callers inside a runtime")]
+pub async fn start_anthropic(
+    data: Arc<Dataset>,
+    addr: Option<SocketAddr>,
+) -> io::Result<SimHandle> {
+    start_anthropic_with(data, AnthropicOptions::default(), addr).await
+}
+
+/// Starts the Anthropic simulator with `opts` on `addr` (`None` = `127.0.0.1:0`).
+#[allow(clippy::unused_async, reason = "async keeps callers inside a runtime")]
+pub async fn start_anthropic_with(
+    data: Arc<Dataset>,
+    opts: AnthropicOptions,
+    addr: Option<SocketAddr>,
+) -> io::Result<SimHandle> {
+    spawn(
+        Vendor::Anthropic,
+        data,
+        Some(opts.rate_limit_per_minute),
+        addr,
+        crate::anthropic::routes,
     )
 }
 

@@ -4,6 +4,7 @@
 //! and [`DoData::truth`], [`KibanaData::truth`] and [`CbkData::truth`] give the exact totals a
 //! correct provider must report for a half-open window.
 
+pub(crate) mod anthropic;
 pub(crate) mod chatbotkit;
 pub(crate) mod digitalocean;
 pub(crate) mod kibana;
@@ -12,6 +13,10 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use anthropic::{
+    ANTHROPIC_DEFAULT_WORKSPACE, ANTHROPIC_FRESHNESS, ANTHROPIC_USAGE_TYPES, AnthropicApiKey,
+    AnthropicData, AnthropicEvent, AnthropicWorkspace,
+};
 pub use chatbotkit::{BASE_TYPE, CbkBot, CbkData, CbkRecord, EMBEDDING_TYPE};
 pub use digitalocean::{DoAgent, DoData, DoEvent};
 pub use kibana::{
@@ -94,9 +99,9 @@ impl DataSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TruthFilter {
     /// Agent id (DigitalOcean uuid, Kibana agent id, ChatBotKit bot id or
-    /// [`usage_core::UNATTRIBUTED_AGENT`]).
+    /// [`usage_core::UNATTRIBUTED_AGENT`], Anthropic workspace id or `default`).
     pub agent: Option<String>,
-    /// User (Kibana username, ChatBotKit contact id).
+    /// User (Kibana username, ChatBotKit contact id, Anthropic API key id).
     pub user: Option<String>,
     /// Conversation id (Kibana, ChatBotKit).
     pub conversation: Option<String>,
@@ -133,6 +138,8 @@ pub struct Dataset {
     pub kibana: KibanaData,
     /// ChatBotKit bots and usage records.
     pub chatbotkit: CbkData,
+    /// Anthropic workspaces, API keys and Messages usage.
+    pub anthropic: AnthropicData,
 }
 
 impl Dataset {
@@ -144,6 +151,7 @@ impl Dataset {
             digitalocean: DoData::generate(spec, &mut stream(spec.seed, 1)),
             kibana: KibanaData::generate(spec, &mut stream(spec.seed, 2)),
             chatbotkit: CbkData::generate(spec, &mut stream(spec.seed, 3)),
+            anthropic: AnthropicData::generate(spec, &mut stream(spec.seed, 5)),
         }
     }
 }

@@ -5,6 +5,7 @@
 // Short names (`d`ata, `s`tatus, `v`alue) keep the assertions readable.
 #![allow(clippy::many_single_char_names, reason = "test code")]
 
+mod anthropic;
 mod chatbotkit;
 mod common;
 mod data;

@@ -1,0 +1,197 @@
+//! The one table from an Anthropic answer (status and error envelope) to
+//! [`usage_core::ProviderError`], and the transport's own failures.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use usage_core::ProviderError;
+use usage_core::budget::BudgetError;
+use usage_core::transport::{TransportError, truncate};
+
+use crate::model::ErrorEnvelope;
+
+/// Maps a non-2xx answer of source `source` to an error. `retry_after` is the delay the
+/// answer's headers give (a 429's `retry-after`; `None` when it has none).
+///
+/// 400/413/422 (`invalid_request_error`) → invalid query with the vendor's message; 401 →
+/// unauthenticated; 403 → forbidden (e.g. a key that is not an Admin key); 404 → not found;
+/// 429 → rate limited; 5xx, 529 `overloaded_error` included → upstream (retryable); anything
+/// else → upstream.
+pub(crate) fn parse_error(
+    source: &str,
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> ProviderError {
+    let message = message(body);
+    let source_name = source.to_owned();
+    match status.as_u16() {
+        400 | 413 | 422 => ProviderError::InvalidQuery {
+            source_name,
+            message: format!("Anthropic rejected the request (HTTP {status}): {message}"),
+        },
+        401 => ProviderError::Unauthenticated {
+            source_name,
+            message,
+        },
+        403 => ProviderError::Forbidden {
+            source_name,
+            message,
+        },
+        404 => ProviderError::NotFound {
+            source_name,
+            message,
+            hint: None,
+        },
+        429 => ProviderError::RateLimited {
+            source_name,
+            retry_after,
+        },
+        s => ProviderError::Upstream {
+            source_name,
+            status: s,
+            message,
+        },
+    }
+}
+
+/// The envelope's `type: message (request_id …)`, or a cut excerpt of a body that is not one.
+fn message(body: &[u8]) -> String {
+    let envelope = serde_json::from_slice::<ErrorEnvelope>(body).ok();
+    let detail = envelope.as_ref().and_then(|e| e.error.as_ref());
+    let Some(detail) = detail.filter(|d| d.kind.is_some() || d.message.is_some()) else {
+        let text = String::from_utf8_lossy(body);
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        return if text.is_empty() {
+            "empty body".to_owned()
+        } else {
+            truncate(&text)
+        };
+    };
+    let mut m = match (detail.kind.as_deref(), detail.message.as_deref()) {
+        (Some(k), Some(m)) => format!("{k}: {}", m.trim()),
+        (Some(k), None) => k.to_owned(),
+        (None, m) => m.unwrap_or_default().trim().to_owned(),
+    };
+    if let Some(id) = envelope
+        .as_ref()
+        .and_then(|e| e.request_id.as_deref())
+        .filter(|r| !r.is_empty())
+    {
+        m = format!("{} (request_id {})", truncate(&m), truncate(id));
+    }
+    truncate(&m)
+}
+
+/// Names a failure of the transport itself.
+pub(crate) fn failed(source: &str, e: TransportError) -> ProviderError {
+    let source_name = source.to_owned();
+    match e {
+        TransportError::Budget(e) => budget(source, &e),
+        TransportError::Timeout { elapsed } => ProviderError::Timeout {
+            source_name,
+            elapsed,
+        },
+        TransportError::Transport { message } => ProviderError::Transport {
+            source_name,
+            message,
+        },
+        e @ TransportError::TooLarge { .. } => ProviderError::Decode {
+            source_name,
+            message: e.message(),
+        },
+    }
+}
+
+/// Names a refusal of the local budget: spent → rate limited with its wait; more requests than
+/// the whole budget → an invalid query.
+pub(crate) fn budget(source: &str, e: &BudgetError) -> ProviderError {
+    match e.retry_after() {
+        Some(wait) => ProviderError::RateLimited {
+            source_name: source.to_owned(),
+            retry_after: Some(wait),
+        },
+        None => ProviderError::InvalidQuery {
+            source_name: source.to_owned(),
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(status: u16, body: &str, retry: Option<u64>) -> ProviderError {
+        parse_error(
+            "an",
+            StatusCode::from_u16(status).unwrap(),
+            body.as_bytes(),
+            retry.map(Duration::from_secs),
+        )
+    }
+
+    fn envelope(kind: &str, message: &str) -> String {
+        format!(
+            r#"{{"type":"error","error":{{"type":"{kind}","message":"{message}"}},"request_id":"req_011"}}"#
+        )
+    }
+
+    #[test]
+    fn status_table() {
+        let e = err(
+            400,
+            &envelope(
+                "invalid_request_error",
+                "limit: Input should be less than or equal to 31",
+            ),
+            None,
+        );
+        assert_eq!(e.kind(), "invalid_query");
+        assert!(
+            e.to_string()
+                .contains("invalid_request_error: limit: Input should be less than or equal to 31 (request_id req_011)"),
+            "{e}"
+        );
+        assert_eq!(
+            err(
+                401,
+                &envelope("authentication_error", "invalid x-api-key"),
+                None
+            )
+            .kind(),
+            "upstream_unauthenticated"
+        );
+        assert_eq!(
+            err(403, &envelope("permission_error", "no"), None).kind(),
+            "upstream_forbidden"
+        );
+        assert_eq!(
+            err(404, &envelope("not_found_error", "no"), None).kind(),
+            "upstream_not_found"
+        );
+        let limited = err(429, &envelope("rate_limit_error", "slow"), Some(7));
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            err(429, &envelope("rate_limit_error", "slow"), None).retry_after(),
+            None
+        );
+        let overloaded = err(529, &envelope("overloaded_error", "Overloaded"), None);
+        assert!(overloaded.is_transient() && overloaded.is_vendor_fault());
+        assert!(
+            overloaded
+                .to_string()
+                .contains("overloaded_error: Overloaded")
+        );
+        assert!(err(500, &envelope("api_error", "boom"), None).is_transient());
+    }
+
+    #[test]
+    fn other_bodies_are_cut_excerpts() {
+        let e = err(502, "<html>  Bad   gateway </html>", None);
+        assert!(e.to_string().ends_with("<html> Bad gateway </html>"), "{e}");
+        let e = err(503, &"x".repeat(5000), None);
+        assert!(e.to_string().chars().count() < 300, "{e}");
+        assert!(err(500, "", None).to_string().contains("empty body"));
+    }
+}

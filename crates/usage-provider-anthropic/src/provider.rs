@@ -1,0 +1,580 @@
+//! [`AnthropicProvider`]: workspace discovery, request planning, paging, and the mapping from
+//! usage report rows to normalized points.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use futures::{StreamExt, TryStreamExt, stream};
+use usage_core::buckets::{BucketWidth, PagingStop, follow_cursor};
+use usage_core::transport::Admission;
+use usage_core::{
+    Agent, Attribution, CallLimit, Counters, Dimension, PointKey, ProviderError, SourceInfo, Unit,
+    UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
+};
+
+use crate::client::AnthropicClient;
+use crate::config::Config;
+use crate::model::{UsageBucket, UsageRow};
+
+/// The agent id of the default workspace (`workspace_id: null` in a grouped answer).
+pub const DEFAULT_AGENT: &str = "default";
+
+/// The default workspace's name.
+pub const DEFAULT_AGENT_NAME: &str = "Default workspace";
+
+/// The usage types, as the report names its fields: input, output, three kinds of cache
+/// tokens (other), web search requests (other, unit `requests`).
+pub const USAGE_TYPES: [&str; 6] = [
+    "uncached_input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation.ephemeral_5m_input_tokens",
+    "cache_creation.ephemeral_1h_input_tokens",
+    "server_tool_use.web_search_requests",
+];
+
+/// The widths the usage report offers.
+const WIDTHS: [BucketWidth; 3] = BucketWidth::COARSEST_FIRST;
+
+/// The vendor dimensions this source fills.
+const DIMENSIONS: [Dimension; 4] = [
+    Dimension::Agent,
+    Dimension::User,
+    Dimension::Model,
+    Dimension::UsageType,
+];
+
+/// Pages followed for one request range (one page is expected: `limit` covers the range).
+const MAX_PAGES_PER_RANGE: usize = 64;
+
+/// Workspace list pages followed in one discovery (100 workspaces each).
+const MAX_WORKSPACE_PAGES: usize = 100;
+
+/// The usage report's `limit` maximum for a width (bucket count per page).
+fn max_limit(width: BucketWidth) -> u32 {
+    match width {
+        BucketWidth::Day => 31,
+        BucketWidth::Hour => 168,
+        BucketWidth::Minute => 1440,
+    }
+}
+
+/// An Anthropic organization: one Admin key, its workspaces, and the Messages usage report.
+pub struct AnthropicProvider {
+    name: String,
+    client: AnthropicClient,
+    fixed_agents: Option<Arc<Vec<Agent>>>,
+    max_calls_configured: u32,
+    /// The configured maximum, capped by the per-minute budget.
+    max_calls: u32,
+    max_concurrency: usize,
+    discovery_ttl: Duration,
+    discovery: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Agent>>)>>,
+}
+
+impl fmt::Debug for AnthropicProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnthropicProvider")
+            .field("name", &self.name)
+            .field("client", &self.client)
+            .field("fixed_agents", &self.fixed_agents.as_ref().map(|a| a.len()))
+            .field("max_calls", &self.max_calls)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("discovery_ttl", &self.discovery_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default workspace as an agent.
+fn default_agent() -> Agent {
+    Agent {
+        id: DEFAULT_AGENT.to_owned(),
+        name: Some(DEFAULT_AGENT_NAME.to_owned()),
+    }
+}
+
+/// What one query sends and how rows come back.
+struct Plan {
+    width: BucketWidth,
+    /// The parameters every request range shares (besides its times and `limit`).
+    params: Vec<(&'static str, String)>,
+    by_workspace: bool,
+    by_key: bool,
+    by_model: bool,
+    /// Agents whose rows are kept, when the filter is applied here (it names `default`).
+    local_agents: Option<BTreeSet<String>>,
+}
+
+impl AnthropicProvider {
+    /// Creates the provider for source `name`, sending every request through `http`.
+    pub fn new(
+        name: impl Into<String>,
+        config: Config,
+        http: reqwest::Client,
+    ) -> Result<Self, ProviderError> {
+        let name = name.into();
+        config.validate().map_err(|message| ProviderError::Config {
+            source_name: name.clone(),
+            message,
+        })?;
+        let per_minute = NonZeroU32::new(config.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
+        let fixed_agents = config.agents.map(|ids| {
+            let mut seen = BTreeSet::new();
+            Arc::new(
+                ids.iter()
+                    .map(|id| id.trim())
+                    .filter(|id| seen.insert(id.to_owned()))
+                    .map(|id| {
+                        if id == DEFAULT_AGENT {
+                            default_agent()
+                        } else {
+                            Agent {
+                                id: id.to_owned(),
+                                name: None,
+                            }
+                        }
+                    })
+                    .collect(),
+            )
+        });
+        Ok(Self {
+            client: AnthropicClient::new(
+                &name,
+                http,
+                config.base_url,
+                config.admin_key,
+                per_minute,
+                config.max_concurrency,
+                config.max_body_bytes,
+            ),
+            name,
+            fixed_agents,
+            max_calls_configured: config.max_upstream_calls,
+            max_calls: config.max_upstream_calls.min(per_minute.get()),
+            max_concurrency: config.max_concurrency,
+            discovery_ttl: config.discovery_ttl,
+            discovery: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn decode(&self, message: String) -> ProviderError {
+        ProviderError::Decode {
+            source_name: self.name.clone(),
+            message,
+        }
+    }
+
+    fn paging(&self, stop: PagingStop<ProviderError>) -> ProviderError {
+        match stop {
+            PagingStop::Page(e) => e,
+            other => self.decode(other.message()),
+        }
+    }
+
+    /// The agents (fixed, or `default` and every workspace listed, cached for `discovery_ttl`;
+    /// `refresh` lists again) and the requests listing took.
+    async fn agent_list(&self, refresh: bool) -> Result<(Arc<Vec<Agent>>, u64), ProviderError> {
+        if let Some(fixed) = &self.fixed_agents {
+            return Ok((Arc::clone(fixed), 0));
+        }
+        let mut cached = self.discovery.lock().await;
+        if let Some((at, agents)) = cached.as_ref()
+            && !refresh
+            && at.elapsed() < self.discovery_ttl
+        {
+            return Ok((Arc::clone(agents), 0));
+        }
+        let (workspaces, pages) = follow_cursor(MAX_WORKSPACE_PAGES, |after: Option<String>| {
+            let client = &self.client;
+            async move {
+                let page = client.workspaces_page(after.as_deref()).await?;
+                let next = page
+                    .has_more
+                    .then_some(page.last_id)
+                    .flatten()
+                    .filter(|id| !id.is_empty());
+                Ok((page.data.unwrap_or_default(), next))
+            }
+        })
+        .await
+        .map_err(|e| self.paging(e))?;
+        let mut seen = BTreeSet::from([DEFAULT_AGENT.to_owned()]);
+        let mut agents = vec![default_agent()];
+        for w in workspaces {
+            if let Some(id) = w.id.filter(|id| seen.insert(id.clone())) {
+                agents.push(Agent {
+                    id,
+                    name: w.name.filter(|n| !n.trim().is_empty()),
+                });
+            }
+        }
+        let agents = Arc::new(agents);
+        *cached = Some((Instant::now(), Arc::clone(&agents)));
+        Ok((agents, pages as u64))
+    }
+
+    /// Plans a query: width, shared parameters, grouping; `None` when the agent filter leaves
+    /// nothing to ask for.
+    fn plan(&self, query: &UsageQuery) -> Option<Plan> {
+        let fixed: Option<BTreeSet<String>> = self
+            .fixed_agents
+            .as_ref()
+            .map(|a| a.iter().map(|a| a.id.clone()).collect());
+        let agents = match (&query.agents, fixed) {
+            (None, f) => f,
+            (Some(q), None) => Some(q.clone()),
+            (Some(q), Some(f)) => Some(q.intersection(&f).cloned().collect()),
+        };
+        if agents.as_ref().is_some_and(BTreeSet::is_empty) {
+            return None;
+        }
+        let width = BucketWidth::for_windows(&query.windows, &WIDTHS);
+        let local = agents.as_ref().is_some_and(|a| a.contains(DEFAULT_AGENT));
+        let by_workspace = query.keeps(Dimension::Agent) || local;
+        let by_key = query.keeps(Dimension::User);
+        let by_model = query.keeps(Dimension::Model);
+        let mut params: Vec<(&'static str, String)> =
+            vec![("bucket_width", width.as_str().to_owned())];
+        for (on, name) in [
+            (by_workspace, "workspace_id"),
+            (by_key, "api_key_id"),
+            (by_model, "model"),
+        ] {
+            if on {
+                params.push(("group_by[]", name.to_owned()));
+            }
+        }
+        if !local && let Some(ids) = &agents {
+            params.extend(ids.iter().map(|id| ("workspace_ids[]", id.clone())));
+        }
+        for (name, set) in [("api_key_ids[]", &query.users), ("models[]", &query.models)] {
+            params.extend(set.iter().flatten().map(|v| (name, v.clone())));
+        }
+        Some(Plan {
+            width,
+            params,
+            by_workspace,
+            by_key,
+            by_model,
+            local_agents: agents.filter(|_| local),
+        })
+    }
+
+    /// Every bucket of one request range, following `next_page`: the first page was reserved
+    /// with the query's others; a further page takes its own place in the budget.
+    async fn range(
+        &self,
+        plan: &Plan,
+        range: Window,
+        sent: &AtomicU64,
+    ) -> Result<Vec<UsageBucket>, ProviderError> {
+        let mut params = plan.params.clone();
+        let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        params.push(("starting_at", time(range.start)));
+        params.push(("ending_at", time(range.end)));
+        params.push(("limit", plan.width.count(range).max(1).to_string()));
+        let params = &params;
+        let (buckets, _) = follow_cursor(MAX_PAGES_PER_RANGE, |page: Option<String>| async move {
+            let admission = if page.is_some() {
+                Admission::Admit
+            } else {
+                Admission::Reserved
+            };
+            let report = self
+                .client
+                .usage_page(params, page.as_deref(), admission, sent)
+                .await?;
+            let next = report
+                .has_more
+                .then_some(report.next_page)
+                .flatten()
+                .filter(|p| !p.is_empty());
+            if report.has_more && next.is_none() {
+                return Err(
+                    self.decode("the usage report says has_more but gives no next_page".to_owned())
+                );
+            }
+            Ok((report.data.unwrap_or_default(), next))
+        })
+        .await
+        .map_err(|e| self.paging(e))?;
+        Ok(buckets)
+    }
+
+    async fn answer(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {
+        let Some(plan) = self.plan(query).filter(|_| !query.windows.is_empty()) else {
+            return Ok(UsageBatch::default());
+        };
+        let ranges = plan
+            .width
+            .request_ranges(&query.windows, max_limit(plan.width));
+        let needed = ranges.len();
+        if needed > self.max_calls as usize {
+            return Err(self.too_many(needed, plan.width));
+        }
+        let (agents, discovery_calls) = if query.keeps(Dimension::Agent) {
+            self.agent_list(query.refresh).await?
+        } else {
+            (Arc::new(Vec::new()), 0)
+        };
+        let names: BTreeMap<&str, &str> = agents
+            .iter()
+            .filter_map(|a| Some((a.id.as_str(), a.name.as_deref()?)))
+            .chain([(DEFAULT_AGENT, DEFAULT_AGENT_NAME)])
+            .collect();
+        self.client
+            .reserve(u32::try_from(needed).unwrap_or(u32::MAX))
+            .await?;
+        let sent = AtomicU64::new(0);
+        let pages: Vec<Vec<UsageBucket>> = stream::iter(ranges)
+            .map(|r| self.range(&plan, r, &sent))
+            .buffer_unordered(self.max_concurrency)
+            .try_collect()
+            .await?;
+
+        let keep: BTreeSet<Dimension> = query
+            .dimensions
+            .iter()
+            .copied()
+            .filter(|d| DIMENSIONS.contains(d))
+            .collect();
+        let mut points = Vec::new();
+        for bucket in pages.into_iter().flatten() {
+            let Some(wi) = query.window_index_of(bucket.starting_at) else {
+                continue;
+            };
+            let window = query.windows[wi];
+            for row in bucket.results.into_iter().flatten() {
+                let agent = plan
+                    .by_workspace
+                    .then(|| row.workspace_id.as_deref().unwrap_or(DEFAULT_AGENT));
+                if let (Some(wanted), Some(agent)) = (&plan.local_agents, agent)
+                    && !wanted.contains(agent)
+                {
+                    continue;
+                }
+                let key = PointKey {
+                    agent: agent.map(str::to_owned),
+                    user: row.api_key_id.clone().filter(|_| plan.by_key),
+                    model: row.model.clone().filter(|_| plan.by_model),
+                    ..PointKey::default()
+                };
+                let agent_name = agent.and_then(|a| names.get(a)).map(|n| (*n).to_owned());
+                for (usage_type, unit, counters) in row_usage(&row) {
+                    if counters.is_zero() {
+                        continue;
+                    }
+                    points.push(
+                        UsagePoint {
+                            window,
+                            key: PointKey {
+                                usage_type: Some(usage_type.to_owned()),
+                                ..key.clone()
+                            },
+                            agent_name: agent_name.clone(),
+                            unit,
+                            counters,
+                        }
+                        .project(&keep),
+                    );
+                }
+            }
+        }
+        Ok(UsageBatch {
+            points,
+            upstream_requests: discovery_calls + sent.load(Ordering::Relaxed),
+            warnings: None,
+            notes: plan.width.edge_note(&query.windows).into_iter().collect(),
+            partial: false,
+        }
+        .compact())
+    }
+
+    fn too_many(&self, needed: usize, width: BucketWidth) -> ProviderError {
+        let capped = self.max_calls < self.max_calls_configured;
+        let cap = if capped {
+            format!(
+                " (max_upstream_calls {} capped by rate_limit_per_minute)",
+                self.max_calls_configured
+            )
+        } else {
+            String::new()
+        };
+        ProviderError::SourceLimit {
+            source_name: self.name.clone(),
+            message: format!(
+                "this query needs {needed} Anthropic usage report requests ({} buckets of at most \
+                 {} each), above this source's maximum of {}{cap} per query; use a shorter range, \
+                 or window edges on whole UTC days (1d buckets) or hours (1h buckets)",
+                width.as_str(),
+                max_limit(width),
+                self.max_calls
+            ),
+            calls: CallLimit {
+                needed: needed as u64,
+                max: u64::from(self.max_calls),
+                setting: if capped {
+                    "rate_limit_per_minute"
+                } else {
+                    "max_upstream_calls"
+                },
+                agents: 1,
+                windows: needed as u64,
+            },
+        }
+    }
+}
+
+/// One row's usage per usage type: `(name, unit, counters)`, in [`USAGE_TYPES`] order.
+///
+/// `uncached_input_tokens` → input, `output_tokens` → output, cache reads and both cache
+/// creations → other (tokens), web search requests → other (unit `requests`). Each token is
+/// counted once: the report's kinds are disjoint.
+pub(crate) fn row_usage(row: &UsageRow) -> [(&'static str, Unit, Counters); 6] {
+    let cache = row.cache_creation.clone().unwrap_or_default();
+    let tools = row.server_tool_use.clone().unwrap_or_default();
+    let input = |n| Counters {
+        input: n,
+        ..Counters::default()
+    };
+    let output = |n| Counters {
+        output: n,
+        ..Counters::default()
+    };
+    let other = |n| Counters {
+        other: n,
+        ..Counters::default()
+    };
+    [
+        (
+            USAGE_TYPES[0],
+            Unit::Tokens,
+            input(row.uncached_input_tokens),
+        ),
+        (USAGE_TYPES[1], Unit::Tokens, output(row.output_tokens)),
+        (
+            USAGE_TYPES[2],
+            Unit::Tokens,
+            other(row.cache_read_input_tokens),
+        ),
+        (
+            USAGE_TYPES[3],
+            Unit::Tokens,
+            other(cache.ephemeral_5m_input_tokens),
+        ),
+        (
+            USAGE_TYPES[4],
+            Unit::Tokens,
+            other(cache.ephemeral_1h_input_tokens),
+        ),
+        (
+            USAGE_TYPES[5],
+            Unit::Requests,
+            other(tools.web_search_requests),
+        ),
+    ]
+}
+
+#[async_trait]
+impl UsageProvider for AnthropicProvider {
+    fn describe(&self) -> SourceInfo {
+        SourceInfo {
+            name: self.name.clone(),
+            provider: crate::KIND,
+            attribution: Attribution::Exact,
+            dimensions: DIMENSIONS.into_iter().collect(),
+            filters: BTreeSet::from([Dimension::Agent, Dimension::User, Dimension::Model]),
+        }
+    }
+
+    /// Lists `default` (the default workspace, which the workspaces list omits) and every
+    /// workspace, archived ones included (their usage still counts); or the configured list.
+    async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
+        Ok(self.agent_list(false).await?.0.as_ref().clone())
+    }
+
+    async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {
+        self.answer(query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CacheCreation, ServerToolUse};
+
+    fn full_row() -> UsageRow {
+        UsageRow {
+            uncached_input_tokens: 1500,
+            output_tokens: 500,
+            cache_read_input_tokens: 200,
+            cache_creation: Some(CacheCreation {
+                ephemeral_5m_input_tokens: 500,
+                ephemeral_1h_input_tokens: 1000,
+            }),
+            server_tool_use: Some(ServerToolUse {
+                web_search_requests: 10,
+            }),
+            ..UsageRow::default()
+        }
+    }
+
+    #[test]
+    fn every_kind_lands_in_one_slot_once() {
+        let got = row_usage(&full_row());
+        let c = |input, output, other| Counters {
+            input,
+            output,
+            other,
+        };
+        assert_eq!(
+            got,
+            [
+                ("uncached_input_tokens", Unit::Tokens, c(1500, 0, 0)),
+                ("output_tokens", Unit::Tokens, c(0, 500, 0)),
+                ("cache_read_input_tokens", Unit::Tokens, c(0, 0, 200)),
+                (
+                    "cache_creation.ephemeral_5m_input_tokens",
+                    Unit::Tokens,
+                    c(0, 0, 500)
+                ),
+                (
+                    "cache_creation.ephemeral_1h_input_tokens",
+                    Unit::Tokens,
+                    c(0, 0, 1000)
+                ),
+                (
+                    "server_tool_use.web_search_requests",
+                    Unit::Requests,
+                    c(0, 0, 10)
+                ),
+            ]
+        );
+        let tokens: u64 = got
+            .iter()
+            .filter(|(_, u, _)| *u == Unit::Tokens)
+            .map(|(_, _, c)| c.total())
+            .sum();
+        assert_eq!(tokens, 1500 + 500 + 200 + 500 + 1000, "no token twice");
+        // Missing blocks count nothing.
+        let bare = UsageRow {
+            output_tokens: 3,
+            ..UsageRow::default()
+        };
+        let total: u64 = row_usage(&bare).iter().map(|(_, _, c)| c.total()).sum();
+        assert_eq!(total, 3);
+    }
+
+    #[test]
+    fn limits_per_width() {
+        assert_eq!(max_limit(BucketWidth::Day), 31);
+        assert_eq!(max_limit(BucketWidth::Hour), 168);
+        assert_eq!(max_limit(BucketWidth::Minute), 1440);
+    }
+}

@@ -1,0 +1,377 @@
+//! The Anthropic Admin API simulator: the Messages usage report and the workspaces list
+//! (CONTRACTS-openai-anthropic.md part B, simulator guidance in part D).
+//!
+//! - Auth: `x-api-key` must be [`crate::ANTHROPIC_ADMIN_KEY`] (401 `authentication_error`
+//!   otherwise; 403 `permission_error` for a regular `sk-ant-api…` key); `anthropic-version`
+//!   is required (400 without it).
+//! - Buckets: `starting_at` floored to the UTC unit of `bucket_width`; a bucket is returned when
+//!   it ends at or before `ending_at` (default: the end of the bucket holding the clock); empty
+//!   buckets are returned; at most `limit` per page (default and maximum per width: 7/31,
+//!   24/168, 60/1440; above the maximum: 400). `next_page` is `page_` + base64 of the next
+//!   bucket start and a hash of the query (`#…`); a cursor used with another query is refused.
+//! - Arrays are read as `name[]=` or repeated `name=`. Grouped rows carry every dimension
+//!   field, `null` when not grouped, and also `null` for the default workspace and Console
+//!   usage when grouped.
+//! - Freshness: an event shows once the clock ([`crate::SimHandle::set_clock`], default the
+//!   data's `now`) is [`crate::ANTHROPIC_FRESHNESS`] past it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use usage_core::buckets::BucketWidth;
+
+use crate::data::{ANTHROPIC_FRESHNESS, AnthropicData, AnthropicEvent};
+use crate::server::{Reply, SimState, Vendor, query_get, query_pairs};
+
+/// The only `anthropic-version` there is.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+const GROUP_BY: [&str; 9] = [
+    "api_key_id",
+    "workspace_id",
+    "model",
+    "service_tier",
+    "context_window",
+    "inference_geo",
+    "speed",
+    "account_id",
+    "service_account_id",
+];
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/organizations/usage_report/messages")
+            .route(web::get().to(usage))
+            .default_service(web::to(not_found)),
+    )
+    .service(
+        web::resource("/v1/organizations/workspaces")
+            .route(web::get().to(workspaces))
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn not_found(st: web::Data<SimState>) -> HttpResponse {
+    st.serve("unknown", || Vendor::Anthropic.error(404, None))
+        .await
+}
+
+async fn usage(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse {
+    st.serve("anthropic.usage", || {
+        guarded(&st, &req, |st| usage_report(st, &req))
+    })
+    .await
+}
+
+async fn workspaces(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse {
+    st.serve("anthropic.workspaces", || {
+        guarded(&st, &req, |st| list_workspaces(st, &req))
+    })
+    .await
+}
+
+fn bad(message: &str) -> Reply {
+    Vendor::Anthropic.error(400, Some(message))
+}
+
+/// Checks the admin key, the rate limit and the version header, then runs `f`.
+fn guarded(st: &SimState, req: &HttpRequest, f: impl FnOnce(&SimState) -> Reply) -> Reply {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    match header("x-api-key") {
+        Some(crate::ANTHROPIC_ADMIN_KEY) => {}
+        Some(k) if k.starts_with("sk-ant-api") => {
+            return Vendor::Anthropic.error(
+                403,
+                Some("This endpoint requires an Admin API key (sk-ant-admin…)."),
+            );
+        }
+        _ => return Vendor::Anthropic.error(401, None),
+    }
+    if let Some(limiter) = &st.limiter
+        && let Err(info) = limiter.acquire(crate::ANTHROPIC_ADMIN_KEY)
+    {
+        return Vendor::Anthropic
+            .error(429, None)
+            .header("retry-after", info.retry_after.unwrap_or(1).max(1));
+    }
+    match header("anthropic-version") {
+        Some(ANTHROPIC_VERSION) => f(st),
+        Some(v) => bad(&format!("anthropic-version: unknown version `{v}`")),
+        None => bad("anthropic-version: header is required"),
+    }
+}
+
+/// The values of an array parameter, given as `name[]=` or repeated `name=`.
+fn array<'a>(q: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    let bracketed = format!("{name}[]");
+    q.iter()
+        .filter(|(k, _)| *k == name || *k == bracketed)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn parse_time(q: &[(String, String)], name: &str) -> Result<Option<DateTime<Utc>>, Reply> {
+    query_get(q, name)
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    bad(&format!(
+                        "{name}: Input should be a valid RFC 3339 datetime"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A hash of the query without `page` and `limit`, names without `[]`, in sorted order.
+fn query_hash(q: &[(String, String)]) -> u64 {
+    let mut pairs: Vec<(&str, &str)> = q
+        .iter()
+        .map(|(k, v)| (k.strip_suffix("[]").unwrap_or(k), v.as_str()))
+        .filter(|(k, _)| *k != "page" && *k != "limit")
+        .collect();
+    pairs.sort_unstable();
+    let mut h = DefaultHasher::new();
+    pairs.hash(&mut h);
+    h.finish()
+}
+
+fn cursor(start: DateTime<Utc>, hash: u64) -> String {
+    format!(
+        "page_{}",
+        BASE64.encode(format!("{}#{hash:016x}", rfc3339(start)))
+    )
+}
+
+fn read_cursor(page: &str, hash: u64) -> Result<DateTime<Utc>, Reply> {
+    let invalid = || bad("page: invalid page token");
+    let raw = page
+        .strip_prefix("page_")
+        .and_then(|b| BASE64.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid)?;
+    let (start, h) = raw.split_once('#').ok_or_else(invalid)?;
+    if u64::from_str_radix(h, 16).ok() != Some(hash) {
+        return Err(bad(
+            "page: the page token belongs to a different query; repeat the query's parameters",
+        ));
+    }
+    DateTime::parse_from_rfc3339(start)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| invalid())
+}
+
+/// The grouping key of a row: workspace, API key and model, each `Some` only when grouped
+/// (the inner `None` is the default workspace / Console usage).
+type RowKey = (
+    Option<Option<String>>,
+    Option<Option<String>>,
+    Option<String>,
+);
+
+#[derive(Default)]
+struct Sums {
+    uncached: u64,
+    output: u64,
+    cache_read: u64,
+    cache_5m: u64,
+    cache_1h: u64,
+    web_search: u64,
+}
+
+impl Sums {
+    fn add(&mut self, e: &AnthropicEvent) {
+        self.uncached += e.uncached_input_tokens;
+        self.output += e.output_tokens;
+        self.cache_read += e.cache_read_input_tokens;
+        self.cache_5m += e.cache_5m_input_tokens;
+        self.cache_1h += e.cache_1h_input_tokens;
+        self.web_search += e.web_search_requests;
+    }
+}
+
+fn row(key: &RowKey, s: &Sums) -> Value {
+    json!({
+        "uncached_input_tokens": s.uncached,
+        "cache_creation": {
+            "ephemeral_1h_input_tokens": s.cache_1h,
+            "ephemeral_5m_input_tokens": s.cache_5m,
+        },
+        "cache_read_input_tokens": s.cache_read,
+        "output_tokens": s.output,
+        "server_tool_use": {"web_search_requests": s.web_search},
+        "workspace_id": key.0.clone().flatten(),
+        "api_key_id": key.1.clone().flatten(),
+        "model": key.2,
+        "service_tier": null,
+        "context_window": null,
+        "inference_geo": null,
+        "account_id": null,
+        "service_account_id": null,
+    })
+}
+
+fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
+    let data: &AnthropicData = &st.data.anthropic;
+    let q = query_pairs(req);
+    let width = match query_get(&q, "bucket_width").unwrap_or("1d") {
+        "1d" => BucketWidth::Day,
+        "1h" => BucketWidth::Hour,
+        "1m" => BucketWidth::Minute,
+        _ => return bad("bucket_width: Input should be '1d', '1h' or '1m'"),
+    };
+    let (default_limit, max_limit) = match width {
+        BucketWidth::Day => (7, 31),
+        BucketWidth::Hour => (24, 168),
+        BucketWidth::Minute => (60, 1440),
+    };
+    let limit = match query_get(&q, "limit").map(str::parse::<u32>) {
+        None => default_limit,
+        Some(Ok(n)) if (1..=max_limit).contains(&n) => n,
+        Some(Ok(0)) => return bad("limit: Input should be greater than or equal to 1"),
+        Some(Ok(_)) => {
+            return bad(&format!(
+                "limit: Input should be less than or equal to {max_limit}"
+            ));
+        }
+        Some(Err(_)) => return bad("limit: Input should be a valid integer"),
+    };
+    let group_by: BTreeSet<&str> = array(&q, "group_by").into_iter().collect();
+    if let Some(g) = group_by.iter().find(|g| !GROUP_BY.contains(g)) {
+        return bad(&format!(
+            "group_by: Input should be one of {}; got `{g}`",
+            GROUP_BY.join(", ")
+        ));
+    }
+    let starting_at = match parse_time(&q, "starting_at") {
+        Ok(Some(t)) => t,
+        Ok(None) => return bad("starting_at: Field required"),
+        Err(r) => return r,
+    };
+    let ending_at = match parse_time(&q, "ending_at") {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if ending_at.is_some_and(|e| e <= starting_at) {
+        return bad("ending_at: must be after starting_at");
+    }
+    let hash = query_hash(&q);
+    let mut start = width.floor(starting_at);
+    if let Some(page) = query_get(&q, "page") {
+        match read_cursor(page, hash) {
+            Ok(t) => start = t,
+            Err(r) => return r,
+        }
+    }
+    let clock = st.clock.get().unwrap_or_else(|| data.now());
+    let horizon = ending_at.unwrap_or_else(|| width.ceil(clock));
+    let visible_until = clock - ANTHROPIC_FRESHNESS;
+    let set = |name: &str| -> Option<BTreeSet<&str>> {
+        let v = array(&q, name);
+        (!v.is_empty()).then(|| v.into_iter().collect())
+    };
+    let (workspaces, keys, models) = (set("workspace_ids"), set("api_key_ids"), set("models"));
+    let by_ws = group_by.contains("workspace_id");
+    let by_key = group_by.contains("api_key_id");
+    let by_model = group_by.contains("model");
+
+    let mut buckets = Vec::new();
+    let mut at = start;
+    while buckets.len() < limit as usize && at + width.delta() <= horizon {
+        let end = at + width.delta();
+        let mut rows: BTreeMap<RowKey, Sums> = BTreeMap::new();
+        for e in data.between(at, end) {
+            if e.at > visible_until
+                || workspaces
+                    .as_ref()
+                    .is_some_and(|w| !e.workspace_id.as_deref().is_some_and(|id| w.contains(id)))
+                || keys
+                    .as_ref()
+                    .is_some_and(|k| !e.api_key_id.as_deref().is_some_and(|id| k.contains(id)))
+                || models
+                    .as_ref()
+                    .is_some_and(|m| !m.contains(e.model.as_str()))
+            {
+                continue;
+            }
+            let key: RowKey = (
+                by_ws.then(|| e.workspace_id.clone()),
+                by_key.then(|| e.api_key_id.clone()),
+                by_model.then(|| e.model.clone()),
+            );
+            rows.entry(key).or_default().add(e);
+        }
+        let results: Vec<Value> = rows.iter().map(|(k, s)| row(k, s)).collect();
+        buckets.push(json!({
+            "starting_at": rfc3339(at),
+            "ending_at": rfc3339(end),
+            "results": results,
+        }));
+        at = end;
+    }
+    let has_more = at + width.delta() <= horizon;
+    Reply::ok(&json!({
+        "data": buckets,
+        "has_more": has_more,
+        "next_page": has_more.then(|| cursor(at, hash)),
+    }))
+}
+
+fn list_workspaces(st: &SimState, req: &HttpRequest) -> Reply {
+    let q = query_pairs(req);
+    let limit = match query_get(&q, "limit").map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return bad("limit: Input should be between 1 and 1000"),
+    };
+    let include_archived = matches!(query_get(&q, "include_archived"), Some("true" | "1"));
+    let all: Vec<_> = st
+        .data
+        .anthropic
+        .workspaces()
+        .iter()
+        .filter(|w| include_archived || w.archived_at.is_none())
+        .collect();
+    let from = match query_get(&q, "after_id") {
+        None => 0,
+        Some(id) => match all.iter().position(|w| w.id == id) {
+            Some(i) => i + 1,
+            None => return bad("after_id: unknown workspace id"),
+        },
+    };
+    let page: Vec<_> = all.iter().skip(from).take(limit).collect();
+    let data: Vec<Value> = page
+        .iter()
+        .map(|w| {
+            json!({
+                "id": w.id,
+                "type": "workspace",
+                "name": w.name,
+                "created_at": w.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                "archived_at": w.archived_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+                "display_color": w.display_color,
+            })
+        })
+        .collect();
+    Reply::ok(&json!({
+        "data": data,
+        "has_more": from + page.len() < all.len(),
+        "first_id": page.first().map(|w| w.id.clone()),
+        "last_id": page.last().map(|w| w.id.clone()),
+    }))
+}
