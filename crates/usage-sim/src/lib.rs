@@ -5,25 +5,31 @@
 //! # Public API
 //! - Credentials: [`DO_TOKEN`] (`Authorization: Bearer …`), [`KIBANA_API_KEY`]
 //!   (`Authorization: ApiKey …`), [`KIBANA_USERNAME`]/[`KIBANA_PASSWORD`] (`Basic`),
-//!   [`CBK_TOKEN`] (`Authorization: Bearer …`).
+//!   [`CBK_TOKEN`] (`Authorization: Bearer …`), [`OPENAI_ADMIN_KEY`] (`Authorization: Bearer …`;
+//!   [`OPENAI_PROJECT_KEY`] is a non-admin key, answered 403).
 //! - Data: [`DataSpec`] (`small`, `bench`), [`Dataset::generate`] with [`DoData`],
 //!   [`KibanaData`] (conversations with their [`KibanaRound`]s,
-//!   [`KibanaConversation::as_of`]), [`CbkData`].
+//!   [`KibanaConversation::as_of`]), [`CbkData`], [`OpenAiData`] (projects, users, minute
+//!   [`OpenAiEvent`]s per [`OpenAiEndpoint`]; `legacy_completions` switches completions to the
+//!   legacy schema).
 //! - Ground truth: [`TruthFilter`], [`DoData::truth`], [`KibanaData::truth`],
 //!   [`KibanaData::truth_rounds`] (when Kibana usage happened), [`KibanaData::truth_as_of`]
 //!   (what the Kibana simulator shows with its clock set), [`KibanaData::warnings`],
-//!   [`CbkData::truth`].
+//!   [`CbkData::truth`], [`OpenAiData::truth`] and [`OpenAiData::truth_by`] (split by
+//!   dimensions).
 //! - Servers: [`start_digitalocean`] (with [`DoOptions`]), [`start_kibana`],
-//!   [`start_chatbotkit`], [`start_all`] (or [`start_all_with`]) → [`Simulators`]; each returns a [`SimHandle`] with
+//!   [`start_chatbotkit`], [`start_openai`], [`start_all`] (or [`start_all_with`]) → [`Simulators`]; each returns a [`SimHandle`] with
 //!   `base_url`, [`SimHandle::faults`], [`SimHandle::calls`], [`SimHandle::total_calls`],
 //!   [`SimHandle::reset_calls`], [`SimHandle::set_clock`] (Kibana answers as of an instant)
 //!   and [`SimHandle::stop`].
 //! - Faults: [`Faults`] (latency, error rate, forced statuses, `LIMITS_REACHED`, hang,
-//!   malformed JSON, truncated bodies) and [`CursorEnd`] (ChatBotKit's last-page cursor).
+//!   malformed JSON, truncated bodies, a per-minute [`RateLimit`] with or without
+//!   `Retry-After` for OpenAI) and [`CursorEnd`] (ChatBotKit's last-page cursor).
 //!
 //! Route names for [`SimHandle::calls`]: `do.agents`, `do.usage`, `kibana.agents`,
-//! `kibana.consumption`, `cbk.bots`, `cbk.usage_list`, `cbk.bot_usage` (and `unknown` for
-//! paths no route matches).
+//! `kibana.consumption`, `cbk.bots`, `cbk.usage_list`, `cbk.bot_usage`, `openai.projects`,
+//! `openai.usage.<endpoint>` (e.g. `openai.usage.completions`, `openai.usage.vector_stores`)
+//! (and `unknown` for paths no route matches).
 //!
 //! Servers run on the caller's Tokio runtime (multi- or current-thread `#[tokio::test]`, or an
 //! `#[actix_web::main]` program) with one actix worker thread each.
@@ -33,19 +39,21 @@ pub mod data;
 mod digitalocean;
 mod faults;
 mod kibana;
+mod openai;
 mod server;
 
 pub use chatbotkit::{DEFAULT_TAKE as CBK_DEFAULT_TAKE, MAX_TAKE as CBK_MAX_TAKE};
+pub use data::OpenAiTokens;
 pub use data::{
     BASE_TYPE, CbkBot, CbkData, CbkRecord, DataSpec, Dataset, DoAgent, DoData, DoEvent,
     EMBEDDING_TYPE, HIGH_INPUT_TOKENS, KibanaAgent, KibanaConversation, KibanaData, KibanaRound,
-    KibanaWarning, TruthFilter,
+    KibanaWarning, OpenAiData, OpenAiEndpoint, OpenAiEvent, OpenAiProject, TruthFilter,
 };
 pub use digitalocean::ZERO_TIME;
-pub use faults::{CursorEnd, Faults, TakeLimit};
+pub use faults::{CursorEnd, Faults, RateLimit, TakeLimit};
 pub use server::{
     DoOptions, SimHandle, Simulators, start_all, start_all_with, start_chatbotkit,
-    start_digitalocean, start_kibana,
+    start_digitalocean, start_kibana, start_openai,
 };
 
 /// The DigitalOcean token: `Authorization: Bearer sim-do-token`.
@@ -58,3 +66,7 @@ pub const KIBANA_USERNAME: &str = "elastic";
 pub const KIBANA_PASSWORD: &str = "sim-kibana-password";
 /// The ChatBotKit token: `Authorization: Bearer sim-cbk-token`.
 pub const CBK_TOKEN: &str = "sim-cbk-token";
+/// The OpenAI admin key: `Authorization: Bearer sim-openai-admin-key`.
+pub const OPENAI_ADMIN_KEY: &str = "sim-openai-admin-key";
+/// An OpenAI project (non-admin) key: the usage and projects routes answer it 403.
+pub const OPENAI_PROJECT_KEY: &str = "sim-openai-project-key";

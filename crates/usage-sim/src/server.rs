@@ -23,6 +23,7 @@ pub(crate) enum Vendor {
     DigitalOcean,
     Kibana,
     ChatBotKit,
+    OpenAi,
 }
 
 /// Options of the DigitalOcean simulator.
@@ -246,6 +247,38 @@ impl Vendor {
                     &json!({"message": message.unwrap_or(default), "code": code}),
                 )
             }
+            Self::OpenAi => {
+                let (kind, code, default) = match status {
+                    400 => ("invalid_request_error", None, "Invalid request."),
+                    401 => (
+                        "invalid_request_error",
+                        Some("invalid_api_key"),
+                        "Incorrect API key provided.",
+                    ),
+                    403 => (
+                        "invalid_request_error",
+                        Some("insufficient_permissions"),
+                        "You have insufficient permissions for this operation.",
+                    ),
+                    404 => (
+                        "invalid_request_error",
+                        Some("unknown_url"),
+                        "Unknown request URL. Please check the URL for typos.",
+                    ),
+                    429 => (
+                        "requests",
+                        Some("rate_limit_exceeded"),
+                        "Rate limit reached for requests.",
+                    ),
+                    s if s >= 500 => (
+                        "server_error",
+                        None,
+                        "The server had an error while processing your request. Sorry about that!",
+                    ),
+                    _ => ("invalid_request_error", None, reason(status)),
+                };
+                crate::openai::error(status, kind, None, code, message.unwrap_or(default))
+            }
         }
     }
 
@@ -255,7 +288,9 @@ impl Vendor {
                 429,
                 &json!({"message": "Usage limits reached", "code": "LIMITS_REACHED"}),
             ),
-            (Self::DigitalOcean, 429, _) => self.error(429, None).header("retry-after", 1),
+            (Self::DigitalOcean | Self::OpenAi, 429, _) => {
+                self.error(429, None).header("retry-after", 1)
+            }
             (_, status, _) => self.error(status, None),
         }
     }
@@ -332,6 +367,7 @@ impl SimState {
 
     fn finish(&self, mut reply: Reply) -> HttpResponse {
         if let Some(l) = &self.limiter
+            && self.vendor == Vendor::DigitalOcean
             && !reply.has_header("ratelimit-limit")
         {
             let info = l.peek(crate::DO_TOKEN);
@@ -538,6 +574,14 @@ pub async fn start_chatbotkit(
         addr,
         crate::chatbotkit::routes,
     )
+}
+
+/// Starts the OpenAI Administration API simulator on `addr` (`None` = `127.0.0.1:0`): usage
+/// and projects, answering [`crate::OPENAI_ADMIN_KEY`]; a per-minute limit is set with
+/// [`Faults::set_rate_limit`].
+#[allow(clippy::unused_async, reason = "async keeps callers inside a runtime")]
+pub async fn start_openai(data: Arc<Dataset>, addr: Option<SocketAddr>) -> io::Result<SimHandle> {
+    spawn(Vendor::OpenAi, data, None, addr, crate::openai::routes)
 }
 
 /// The three simulators over one data set.
