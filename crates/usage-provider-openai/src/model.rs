@@ -45,6 +45,10 @@ pub(crate) struct UsageResult {
     pub input_cache_write_tokens: Option<u64>,
     /// `Some` when the KEY is present (even `null`): the current completions schema.
     #[serde(deserialize_with = "present")]
+    #[allow(
+        clippy::option_option,
+        reason = "key absent, null and a number differ here"
+    )]
     pub input_uncached_tokens: Option<Option<u64>>,
     pub input_audio_tokens: Option<u64>,
     pub input_image_tokens: Option<u64>,
@@ -117,6 +121,10 @@ pub(crate) struct ErrorBody {
     pub code: Option<String>,
 }
 
+#[allow(
+    clippy::option_option,
+    reason = "key absent, null and a number differ here"
+)]
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
     Option::<u64>::deserialize(d).map(Some)
 }

@@ -79,6 +79,10 @@ impl fmt::Debug for OpenaiProvider {
 
 impl OpenaiProvider {
     /// Creates the provider for source `name`, sending every request through `http`.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the registry's build_with hands the configuration over by value"
+    )]
     pub fn new(
         name: impl Into<String>,
         config: Config,

@@ -38,12 +38,12 @@ fn provider(server: &MockServer, edit: impl FnOnce(&mut Config)) -> OpenaiProvid
 }
 
 fn page(buckets: Vec<Value>, next: Option<&str>) -> Value {
-    json!({"object": "page", "data": buckets, "has_more": next.is_some(), "next_page": next})
+    json!({"object": "page", "data": Value::Array(buckets), "has_more": next.is_some(), "next_page": next})
 }
 
 fn bucket(start: DateTime<Utc>, width: i64, results: Vec<Value>) -> Value {
     let s = start.timestamp();
-    json!({"object": "bucket", "start_time": s, "end_time": s + width, "results": results})
+    json!({"object": "bucket", "start_time": s, "end_time": s + width, "results": Value::Array(results)})
 }
 
 fn totals(b: &UsageBatch) -> Counters {

@@ -418,7 +418,7 @@ fn usage_page(st: &SimState, req: &HttpRequest, endpoint: Endpoint) -> Reply {
     };
     let mut data = Vec::new();
     let mut b = r.first;
-    while b < r.end && (data.len() as i64) < r.limit {
+    while b < r.end && i64::try_from(data.len()).unwrap_or(i64::MAX) < r.limit {
         let results = match endpoint {
             Endpoint::VectorStores => vector_store_rows(st, &r, b),
             Endpoint::Metered(e) => metered_rows(st, &r, e, b),

@@ -310,7 +310,8 @@ impl OpenAiData {
             .map(|i| OpenAiProject {
                 id: random_id(rng, "proj_", 24),
                 name: pooled_name(PROJECT_NAMES, i),
-                created_at: (origin - Duration::days(30 + i as i64)).timestamp(),
+                created_at: (origin - Duration::days(30 + i64::try_from(i).unwrap_or(0)))
+                    .timestamp(),
                 // The fourth project was archived half-way through the span.
                 archived_at: (i == 3).then(|| mid.timestamp()),
             })
