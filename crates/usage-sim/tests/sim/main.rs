@@ -11,5 +11,6 @@ mod data;
 mod digitalocean;
 mod faults;
 mod kibana;
+mod openai;
 mod runtime;
 mod scale;
