@@ -306,15 +306,28 @@ pub fn counters_of(row: &Value) -> usage_core::Counters {
     }
 }
 
-/// Simulators over `spec`, DigitalOcean's without its 250 requests per minute (for tests that
-/// fill a store or run several gateways on one simulator).
+/// Simulators over `spec`, DigitalOcean's and Anthropic's without their per-minute limits
+/// (for tests that fill a store or run several gateways on one simulator).
 pub async fn sims_without_do_limit(spec: &usage_sim::DataSpec) -> usage_sim::Simulators {
-    usage_sim::start_all_with(
+    let mut sims = usage_sim::start_all_with(
         spec,
         usage_sim::DoOptions {
             rate_limit_per_minute: 0,
         },
     )
     .await
-    .unwrap()
+    .unwrap();
+    let unlimited = usage_sim::start_anthropic_with(
+        sims.data.clone(),
+        usage_sim::AnthropicOptions {
+            rate_limit_per_minute: 0,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    std::mem::replace(&mut sims.anthropic, unlimited)
+        .stop()
+        .await;
+    sims
 }

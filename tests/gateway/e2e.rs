@@ -106,11 +106,16 @@ async fn the_model_dimension_keeps_totals_and_filters() {
         .map(|a| (a.uuid.as_str(), a.model.as_str()))
         .collect();
     for row in v["rows"].as_array().unwrap() {
-        let want = match row["source"].as_str().unwrap() {
-            "do-prod" => Value::from(model_of[row["agent"].as_str().unwrap()]),
-            _ => Value::Null,
-        };
-        assert_eq!(row["model"], want, "{row}");
+        match row["source"].as_str().unwrap() {
+            "do-prod" => assert_eq!(
+                row["model"],
+                Value::from(model_of[row["agent"].as_str().unwrap()]),
+                "{row}"
+            ),
+            // The vendors that name models per request (tests/gateway/vendors.rs).
+            "openai" | "anthropic" => {}
+            _ => assert_eq!(row["model"], Value::Null, "{row}"),
+        }
     }
 
     let model = data.digitalocean.agents()[0].model.clone();
@@ -124,7 +129,7 @@ async fn the_model_dimension_keeps_totals_and_filters() {
     .await;
     assert_eq!(v["query"]["filters"]["model"], serde_json::json!([model]));
     for s in v["sources"].as_array().unwrap() {
-        if s["source"] == "do-prod" {
+        if ["do-prod", "openai", "anthropic"].contains(&s["source"].as_str().unwrap()) {
             assert_eq!(s["status"], "ok", "{s}");
         } else {
             assert_eq!(s["status"], "skipped", "{s}");
@@ -175,10 +180,12 @@ async fn demo_sources_equal_the_simulators_ground_truth() {
     assert_eq!(
         names,
         [
+            "anthropic",
             "chatbotkit",
             "do-prod",
             "kibana-default",
-            "kibana-marketing"
+            "kibana-marketing",
+            "openai"
         ]
     );
     let tokens = by_agent(&v, "tokens");
@@ -231,6 +238,37 @@ async fn demo_sources_equal_the_simulators_ground_truth() {
         .copied()
         .unwrap_or_default();
     assert_eq!(got.total(), unattributed, "records without botId are kept");
+
+    // OpenAI projects and Anthropic workspaces (and its default workspace), every unit: the
+    // units that are not tokens (images, characters, seconds, sessions, requests) apart.
+    let mut agents: Vec<(&str, String, BTreeMap<usage_core::Unit, Counters>)> = Vec::new();
+    for p in data.openai.projects() {
+        agents.push((
+            "openai",
+            p.id.clone(),
+            data.openai.truth(&agent_filter(&p.id), range),
+        ));
+    }
+    let workspaces = data.anthropic.workspaces().iter().map(|w| w.id.clone());
+    for id in std::iter::once(usage_sim::ANTHROPIC_DEFAULT_WORKSPACE.to_owned()).chain(workspaces) {
+        let truth = data.anthropic.truth(&agent_filter(&id), range);
+        agents.push(("anthropic", id, truth));
+    }
+    let mut units = std::collections::BTreeSet::new();
+    for (source, id, truth) in agents {
+        for unit in usage_core::Unit::ALL {
+            let got = by_agent(&v, unit.as_str())
+                .get(&(source.to_owned(), id.clone()))
+                .copied()
+                .unwrap_or_default();
+            let want = truth.get(&unit).copied().unwrap_or_default();
+            assert_eq!(got, want, "{source} agent {id} in {}", unit.as_str());
+            if want.total() > 0 {
+                units.insert(unit);
+            }
+        }
+    }
+    assert!(units.len() >= 6, "tokens and five other units: {units:?}");
 
     // Per-user and per-conversation on request, in another zone with weekly buckets.
     let q2 = format!(
@@ -374,7 +412,7 @@ async fn demo_binary_answers_401_then_200() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["complete"], true);
-    assert_eq!(v["sources"].as_array().unwrap().len(), 4);
+    assert_eq!(v["sources"].as_array().unwrap().len(), 6);
     let r = client.get(format!("{base}/docs/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // The banner's usage page link: the page loads without a token.

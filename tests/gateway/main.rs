@@ -27,3 +27,4 @@ mod secrets;
 mod snapshots;
 mod store;
 mod ui;
+mod vendors;

@@ -102,7 +102,7 @@ async fn a_provider_from_outside_the_gateway_is_one_line_away() {
     assert_eq!(status, 200);
     let providers = json_of(&body)["providers"].clone();
     assert_eq!(
-        providers[3],
+        providers[5],
         serde_json::json!({"provider": "fake", "description": "A test provider: fixed tokens per day"})
     );
 
@@ -111,7 +111,14 @@ async fn a_provider_from_outside_the_gateway_is_one_line_away() {
     let kinds = &doc["components"]["schemas"]["ProviderKind"]["enum"];
     assert_eq!(
         kinds,
-        &serde_json::json!(["digitalocean", "kibana", "chatbotkit", "fake"])
+        &serde_json::json!([
+            "digitalocean",
+            "kibana",
+            "chatbotkit",
+            "openai",
+            "anthropic",
+            "fake"
+        ])
     );
     assert!(
         doc["components"]["schemas"]["ProviderList"]["pattern"]
@@ -125,7 +132,7 @@ async fn a_provider_from_outside_the_gateway_is_one_line_away() {
     assert_eq!(status, 400);
     assert_eq!(
         json_of(&body)["errors"][0]["message"],
-        "unknown provider `fak`; expected one of digitalocean, kibana, chatbotkit, fake"
+        "unknown provider `fak`; expected one of digitalocean, kibana, chatbotkit, openai, anthropic, fake"
     );
 }
 
@@ -141,7 +148,7 @@ async fn configuration_mistakes_name_their_key_path() {
     assert_eq!(e.errors[0].0, "sources[0].provider");
     assert_eq!(
         e.errors[0].1,
-        "unknown provider `fake`; expected one of digitalocean, kibana, chatbotkit"
+        "unknown provider `fake`; expected one of digitalocean, kibana, chatbotkit, openai, anthropic"
     );
     // With it, the provider's own keys are checked with their path.
     let registry = Registry::builtin().with(fake::DESCRIPTOR);

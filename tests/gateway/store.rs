@@ -54,6 +54,14 @@ fn config(values: &BTreeMap<String, String>) -> Config {
             "token = \"${SIM_DIGITALOCEAN_TOKEN}\"",
             "token = \"${SIM_DIGITALOCEAN_TOKEN}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
         )
+        .replace(
+            "admin_key = \"${SIM_OPENAI_ADMIN_KEY}\"",
+            "admin_key = \"${SIM_OPENAI_ADMIN_KEY}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
+        )
+        .replace(
+            "admin_key = \"${SIM_ANTHROPIC_ADMIN_KEY}\"",
+            "admin_key = \"${SIM_ANTHROPIC_ADMIN_KEY}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
+        )
         .replace("sync_interval = \"1m\"", "sync_interval = \"1m\"\nsync = false")
         // Hourly queries over three days answered live take hundreds of vendor requests: on a
         // loaded machine they may need more than the demo's 10 s.
@@ -161,7 +169,7 @@ async fn answers_from_the_store_equal_live_answers(engine: Engine) {
         return;
     };
     let synced = sync_all(&r).await;
-    assert_eq!(synced, ["chatbotkit", "do-prod"]);
+    assert_eq!(synced, ["anthropic", "chatbotkit", "do-prod", "openai"]);
 
     let ranges = [
         // Whole UTC days, all stored.
@@ -192,7 +200,7 @@ async fn answers_from_the_store_equal_live_answers(engine: Engine) {
                 for group_by in groupings {
                     let q = format!(
                         "start={start}&end={end}&tz={tz}&bucket={bucket}&group_by={group_by}\
-                         &source=do-prod,chatbotkit"
+                         &source=do-prod,chatbotkit,openai,anthropic"
                     );
                     let live = get(&r.live, &r.token, &q).await;
                     let stored = get(&r.stored, &r.token, &q).await;
@@ -204,7 +212,7 @@ async fn answers_from_the_store_equal_live_answers(engine: Engine) {
                         live["rows"].as_array().is_some_and(|r| !r.is_empty()),
                         "{q}: no rows"
                     );
-                    for name in ["do-prod", "chatbotkit"] {
+                    for name in ["do-prod", "chatbotkit", "openai", "anthropic"] {
                         let coverage = source_entry(&stored, name)["store_coverage"]
                             .as_f64()
                             .unwrap_or_else(|| panic!("{q}: {name} has no store_coverage"));

@@ -117,6 +117,25 @@ impl From<ProviderError> for ConfigProblem {
     }
 }
 
+/// Checks a provider's `base_url` as every provider does: http(s), a host, no query or
+/// fragment. Returns one `base_url: …` problem per mistake (`example` shows a good value).
+pub fn base_url_problems(url: &reqwest::Url, example: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !matches!(url.scheme(), "http" | "https") {
+        problems.push(format!(
+            "base_url: scheme `{}` is not http or https",
+            url.scheme()
+        ));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        problems.push(format!("base_url: needs a host, e.g. {example}"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        problems.push("base_url: must not carry a query or fragment".to_owned());
+    }
+    problems
+}
+
 /// Builds a provider from its context and the source table's own keys (the gateway's common
 /// keys, such as `name` and `timeout`, already taken out).
 pub type BuildFn = fn(BuildContext, toml::Table) -> Result<DynUsageProvider, Vec<ConfigProblem>>;
@@ -199,6 +218,16 @@ mod tests {
         assert_eq!(e[0].key, "");
         assert!(e[0].message.contains("missing field `token`"), "{e:?}");
         assert!(parse_keys::<Keys>(table("token = \"t\"")).is_ok());
+    }
+
+    #[test]
+    fn base_url_checks() {
+        let p = |s: &str| base_url_problems(&reqwest::Url::parse(s).unwrap(), "https://x");
+        assert!(p("https://api.example.com").is_empty());
+        assert!(p("http://127.0.0.1:9/prefix/").is_empty());
+        assert_eq!(p("ftp://x/").len(), 1);
+        assert_eq!(p("mailto:a@b").len(), 2);
+        assert_eq!(p("https://x/?a=1").len(), 1);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `usage-gateway demo`: the three vendor simulators in-process, the embedded
+//! `usage-gateway demo`: the five vendor simulators in-process, the embedded
 //! `config/demo.toml`, a printed dev token and ready-to-paste `curl` commands.
 
 use std::collections::BTreeMap;
@@ -58,6 +58,19 @@ pub fn demo_values(
             "SIM_CHATBOTKIT_TOKEN".to_owned(),
             usage_sim::CBK_TOKEN.to_owned(),
         ),
+        ("SIM_OPENAI_URL".to_owned(), sims.openai.base_url.clone()),
+        (
+            "SIM_OPENAI_ADMIN_KEY".to_owned(),
+            usage_sim::OPENAI_ADMIN_KEY.to_owned(),
+        ),
+        (
+            "SIM_ANTHROPIC_URL".to_owned(),
+            sims.anthropic.base_url.clone(),
+        ),
+        (
+            "SIM_ANTHROPIC_ADMIN_KEY".to_owned(),
+            usage_sim::ANTHROPIC_ADMIN_KEY.to_owned(),
+        ),
     ])
 }
 
@@ -73,7 +86,7 @@ pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
         let sims = usage_sim::start_all(&spec)
             .await
             .map_err(|e| format!("cannot start the simulators: {e}"))?;
-        for s in [&sims.digitalocean, &sims.kibana, &sims.chatbotkit] {
+        for s in sims.handles() {
             s.faults().set_latency(sim_latency, Duration::ZERO);
         }
         // A fresh secret per run, so demo tokens are worthless outside this process, unless
@@ -110,9 +123,7 @@ pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
             writeln!(out, "{}", banner(&base, &token, &sims, &store)).and_then(|()| out.flush());
         drop(out);
         let result = bound.run().await.map_err(|e| format!("server error: {e}"));
-        for s in [sims.digitalocean, sims.kibana, sims.chatbotkit] {
-            s.stop().await;
-        }
+        sims.stop().await;
         result
     })
 }
@@ -127,6 +138,8 @@ pub const EXAMPLES: &[(&str, bool)] = &[
         true,
     ),
     ("/v1/usage?bucket=week&tz=Europe/Berlin&format=csv", true),
+    // Per model, across the vendors that name one (OpenAI, Anthropic, DigitalOcean).
+    ("/v1/usage?group_by=provider,model", true),
     // Today so far, hour by hour in Berlin time, every hour present, edges with the offset.
     (
         "/v1/usage?start=today&end=now&bucket=hour&fill=zero&tz=Europe/Berlin&bucket_edges=local",
@@ -157,11 +170,13 @@ fn banner(
     format!(
         r"
 usage-gateway demo is running at {base}
-  simulated vendors: DigitalOcean {do_url}, Kibana {kb_url}, ChatBotKit {cbk_url}
+  simulated vendors: DigitalOcean {do_url}, Kibana {kb_url}, ChatBotKit {cbk_url},
+    OpenAI {openai_url}, Anthropic {anthropic_url}
   API docs (Swagger UI): {base}/docs/
   usage page (charts; paste the token below into it): {base}/ui
   usage store (SQLite, removed on exit): {store}
-    the last 7 days of DigitalOcean and ChatBotKit are synced into it in the background;
+    the last 7 days of DigitalOcean, ChatBotKit, OpenAI and Anthropic are synced into it in
+    the background;
     `/v1/sources` shows the progress, `store_coverage` in each answer what came from it
 
 A development token (sub=demo, scope usage:read, valid 12h for this run only):
@@ -176,6 +191,8 @@ Stop with Ctrl-C.
         do_url = sims.digitalocean.base_url,
         kb_url = sims.kibana.base_url,
         cbk_url = sims.chatbotkit.base_url,
+        openai_url = sims.openai.base_url,
+        anthropic_url = sims.anthropic.base_url,
         store = store.display(),
     )
 }

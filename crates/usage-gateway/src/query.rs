@@ -547,8 +547,8 @@ pub struct UsageParams {
     /// Names outside the caller's access answer 403, unknown names 400.
     #[param(value_type = Option<Vec<FilterValueParam>>, max_items = 100)]
     pub source: Option<Vec<String>>,
-    /// Only these providers (the registered ones: digitalocean, kibana, chatbotkit in this
-    /// build; see `ProviderKind`), repeated, or comma lists.
+    /// Only these providers (the registered ones: digitalocean, kibana, chatbotkit, openai,
+    /// anthropic in this build; see `ProviderKind`), repeated, or comma lists.
     #[param(value_type = Option<Vec<ProviderListParam>>, max_items = 100)]
     pub provider: Option<Vec<String>>,
     /// Only these agents: `<source>/<agent_id>` or a bare agent id (repeated, or comma lists;

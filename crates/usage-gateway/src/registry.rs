@@ -23,6 +23,8 @@ impl Registry {
             .with(usage_provider_digitalocean::DESCRIPTOR)
             .with(usage_provider_kibana::DESCRIPTOR)
             .with(usage_provider_chatbotkit::DESCRIPTOR)
+            .with(usage_provider_openai::DESCRIPTOR)
+            .with(usage_provider_anthropic::DESCRIPTOR)
     }
 
     /// Adds a provider (e.g. a test's own). Two providers of one name are a programming error.

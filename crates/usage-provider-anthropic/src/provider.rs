@@ -96,6 +96,7 @@ fn default_agent() -> Agent {
     Agent {
         id: DEFAULT_AGENT.to_owned(),
         name: Some(DEFAULT_AGENT_NAME.to_owned()),
+        model: None,
     }
 }
 
@@ -137,6 +138,7 @@ impl AnthropicProvider {
                             Agent {
                                 id: id.to_owned(),
                                 name: None,
+                                model: None,
                             }
                         }
                     })
@@ -211,6 +213,7 @@ impl AnthropicProvider {
                 agents.push(Agent {
                     id,
                     name: w.name.filter(|n| !n.trim().is_empty()),
+                    model: None,
                 });
             }
         }
@@ -392,6 +395,7 @@ impl AnthropicProvider {
             warnings: None,
             notes: plan.width.edge_note(&query.windows).into_iter().collect(),
             partial: false,
+            bucket_width: Some(plan.width.as_str().to_owned()),
         }
         .compact())
     }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,6 +46,17 @@ impl Default for TakeLimit {
     }
 }
 
+/// A per-minute request limit ([`Faults::set_rate_limit`]; honoured by the OpenAI simulator):
+/// requests beyond `per_minute` in any 60 seconds answer 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed in any 60 seconds.
+    pub per_minute: u32,
+    /// Whether the 429 carries `Retry-After` (the seconds until a request passes again);
+    /// OpenAI documents the header as optional.
+    pub retry_after: bool,
+}
+
 /// A forced answer queued by [`Faults::force_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Forced {
@@ -74,6 +85,8 @@ struct State {
     cursor_end: CursorEnd,
     take_limit: TakeLimit,
     omit_retry_after: bool,
+    rate_limit: Option<RateLimit>,
+    hits: VecDeque<Instant>,
 }
 
 /// The faults of one simulator; every setter takes `&self` and applies to the next request on
@@ -191,6 +204,41 @@ impl Faults {
             };
         }
         self.set_hang(false);
+    }
+
+    /// Limits requests per minute (`None`: no limit). Only the OpenAI simulator honours it.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        let mut s = lock(&self.state);
+        s.rate_limit = limit;
+        s.hits.clear();
+    }
+
+    /// Counts a request against the rate limit; `Err` with the `Retry-After` seconds to send
+    /// (`None`: no header) when it is spent.
+    pub(crate) fn rate_check(&self) -> Result<(), Option<u64>> {
+        let mut s = lock(&self.state);
+        let Some(limit) = s.rate_limit else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let window = Duration::from_secs(60);
+        while s
+            .hits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            s.hits.pop_front();
+        }
+        if s.hits.len() >= limit.per_minute as usize {
+            let wait = s
+                .hits
+                .front()
+                .map_or(window, |t| (*t + window).saturating_duration_since(now));
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(limit.retry_after.then_some(secs.max(1)));
+        }
+        s.hits.push_back(now);
+        Ok(())
     }
 
     pub(crate) fn cursor_end(&self) -> CursorEnd {

@@ -56,7 +56,7 @@ async fn consumption(req: HttpRequest, body: web::Bytes, st: web::Data<SimState>
 }
 
 /// Encodes bytes as standard base64 with padding.
-fn base64(input: &[u8]) -> String {
+pub(crate) fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {

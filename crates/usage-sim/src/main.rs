@@ -18,7 +18,8 @@ enum Scale {
     Bench,
 }
 
-/// Serves simulated DigitalOcean, Kibana and ChatBotKit usage APIs on 127.0.0.1.
+/// Serves simulated DigitalOcean, Kibana, ChatBotKit, OpenAI and Anthropic usage APIs on
+/// 127.0.0.1.
 #[derive(Debug, Parser)]
 #[command(name = "usage-sim", version)]
 struct Args {
@@ -31,6 +32,12 @@ struct Args {
     /// Address of the ChatBotKit simulator.
     #[arg(long, default_value = "127.0.0.1:0")]
     cbk_addr: SocketAddr,
+    /// Address of the OpenAI simulator.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    openai_addr: SocketAddr,
+    /// Address of the Anthropic simulator.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    anthropic_addr: SocketAddr,
     /// Seed of the generated data.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -63,6 +70,8 @@ async fn main() -> std::io::Result<()> {
         usage_sim::start_digitalocean(data.clone(), opts, Some(args.do_addr)).await?;
     let kibana = usage_sim::start_kibana(data.clone(), Some(args.kibana_addr)).await?;
     let chatbotkit = usage_sim::start_chatbotkit(data.clone(), Some(args.cbk_addr)).await?;
+    let openai = usage_sim::start_openai(data.clone(), Some(args.openai_addr)).await?;
+    let anthropic = usage_sim::start_anthropic(data.clone(), Some(args.anthropic_addr)).await?;
     println!(
         "DigitalOcean  {}  (Authorization: Bearer {DO_TOKEN})",
         digitalocean.base_url
@@ -76,10 +85,23 @@ async fn main() -> std::io::Result<()> {
         "ChatBotKit    {}  (Authorization: Bearer {CBK_TOKEN})",
         chatbotkit.base_url
     );
+    println!(
+        "OpenAI        {}  (Authorization: Bearer {})",
+        openai.base_url,
+        usage_sim::OPENAI_ADMIN_KEY
+    );
+    println!(
+        "Anthropic     {}  (x-api-key: {}, anthropic-version: {})",
+        anthropic.base_url,
+        usage_sim::ANTHROPIC_ADMIN_KEY,
+        usage_sim::ANTHROPIC_VERSION
+    );
     println!("Serving until Ctrl-C.");
     tokio::signal::ctrl_c().await?;
     digitalocean.stop().await;
     kibana.stop().await;
     chatbotkit.stop().await;
+    openai.stop().await;
+    anthropic.stop().await;
     Ok(())
 }

@@ -24,6 +24,7 @@ pub(crate) enum Vendor {
     Kibana,
     ChatBotKit,
     Anthropic,
+    OpenAi,
 }
 
 /// Options of the Anthropic simulator.
@@ -298,6 +299,38 @@ impl Vendor {
                 )
                 .header("request-id", request_id)
             }
+            Self::OpenAi => {
+                let (kind, code, default) = match status {
+                    400 => ("invalid_request_error", None, "Invalid request."),
+                    401 => (
+                        "invalid_request_error",
+                        Some("invalid_api_key"),
+                        "Incorrect API key provided.",
+                    ),
+                    403 => (
+                        "invalid_request_error",
+                        Some("insufficient_permissions"),
+                        "You have insufficient permissions for this operation.",
+                    ),
+                    404 => (
+                        "invalid_request_error",
+                        Some("unknown_url"),
+                        "Unknown request URL. Please check the URL for typos.",
+                    ),
+                    429 => (
+                        "requests",
+                        Some("rate_limit_exceeded"),
+                        "Rate limit reached for requests.",
+                    ),
+                    s if s >= 500 => (
+                        "server_error",
+                        None,
+                        "The server had an error while processing your request. Sorry about that!",
+                    ),
+                    _ => ("invalid_request_error", None, reason(status)),
+                };
+                crate::openai::error(status, kind, None, code, message.unwrap_or(default))
+            }
         }
     }
 
@@ -307,7 +340,7 @@ impl Vendor {
                 429,
                 &json!({"message": "Usage limits reached", "code": "LIMITS_REACHED"}),
             ),
-            (Self::DigitalOcean | Self::Anthropic, 429, _) => {
+            (Self::DigitalOcean | Self::Anthropic | Self::OpenAi, 429, _) => {
                 self.error(429, None).header("retry-after", 1)
             }
             (_, status, _) => self.error(status, None),
@@ -627,6 +660,14 @@ pub async fn start_anthropic_with(
     )
 }
 
+/// Starts the OpenAI Administration API simulator on `addr` (`None` = `127.0.0.1:0`): usage
+/// and projects, answering [`crate::OPENAI_ADMIN_KEY`]; a per-minute limit is set with
+/// [`Faults::set_rate_limit`].
+#[allow(clippy::unused_async, reason = "async keeps callers inside a runtime")]
+pub async fn start_openai(data: Arc<Dataset>, addr: Option<SocketAddr>) -> io::Result<SimHandle> {
+    spawn(Vendor::OpenAi, data, None, addr, crate::openai::routes)
+}
+
 /// The three simulators over one data set.
 #[derive(Debug)]
 pub struct Simulators {
@@ -638,19 +679,40 @@ pub struct Simulators {
     pub kibana: SimHandle,
     /// The ChatBotKit simulator.
     pub chatbotkit: SimHandle,
+    /// The OpenAI simulator.
+    pub openai: SimHandle,
+    /// The Anthropic simulator.
+    pub anthropic: SimHandle,
 }
 
 impl Simulators {
-    /// Stops all three simulators.
+    /// Every simulator.
+    pub fn handles(&self) -> [&SimHandle; 5] {
+        [
+            &self.digitalocean,
+            &self.kibana,
+            &self.chatbotkit,
+            &self.openai,
+            &self.anthropic,
+        ]
+    }
+
+    /// Stops every simulator.
     pub async fn stop(self) {
-        self.digitalocean.stop().await;
-        self.kibana.stop().await;
-        self.chatbotkit.stop().await;
+        for s in [
+            self.digitalocean,
+            self.kibana,
+            self.chatbotkit,
+            self.openai,
+            self.anthropic,
+        ] {
+            s.stop().await;
+        }
     }
 }
 
-/// Generates the data of `spec` and starts all three simulators on free `127.0.0.1` ports
-/// (DigitalOcean with the default options).
+/// Generates the data of `spec` and starts every simulator on free `127.0.0.1` ports
+/// (DigitalOcean and Anthropic with their default options).
 pub async fn start_all(spec: &DataSpec) -> io::Result<Simulators> {
     start_all_with(spec, DoOptions::default()).await
 }
@@ -663,6 +725,8 @@ pub async fn start_all_with(spec: &DataSpec, digitalocean: DoOptions) -> io::Res
         digitalocean: start_digitalocean(data.clone(), digitalocean, None).await?,
         kibana: start_kibana(data.clone(), None).await?,
         chatbotkit: start_chatbotkit(data.clone(), None).await?,
+        openai: start_openai(data.clone(), None).await?,
+        anthropic: start_anthropic(data.clone(), None).await?,
         data,
     })
 }

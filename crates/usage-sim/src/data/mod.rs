@@ -8,6 +8,7 @@ pub(crate) mod anthropic;
 pub(crate) mod chatbotkit;
 pub(crate) mod digitalocean;
 pub(crate) mod kibana;
+pub(crate) mod openai;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
@@ -22,6 +23,7 @@ pub use digitalocean::{DoAgent, DoData, DoEvent};
 pub use kibana::{
     HIGH_INPUT_TOKENS, KibanaAgent, KibanaConversation, KibanaData, KibanaRound, KibanaWarning,
 };
+pub use openai::{OpenAiData, OpenAiEndpoint, OpenAiEvent, OpenAiProject, OpenAiTokens};
 
 /// Describes how much data to generate, and from which seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,12 @@ pub struct DataSpec {
     pub cbk_bots: usize,
     /// Number of ChatBotKit usage records (some without a bot).
     pub cbk_records: usize,
+    /// Number of OpenAI projects (the fourth is archived half-way through the span).
+    pub openai_projects: usize,
+    /// Number of OpenAI users.
+    pub openai_users: usize,
+    /// Number of OpenAI usage events (each one minute of one project, user, model, endpoint).
+    pub openai_events: usize,
 }
 
 impl DataSpec {
@@ -62,6 +70,9 @@ impl DataSpec {
             kibana_conversations_per_agent: 40,
             cbk_bots: 3,
             cbk_records: 400,
+            openai_projects: 5,
+            openai_users: 6,
+            openai_events: 6_000,
         }
     }
 
@@ -79,6 +90,9 @@ impl DataSpec {
             kibana_conversations_per_agent: 20_000,
             cbk_bots: 10,
             cbk_records: 100_000,
+            openai_projects: 12,
+            openai_users: 40,
+            openai_events: 200_000,
         }
     }
 
@@ -140,6 +154,8 @@ pub struct Dataset {
     pub chatbotkit: CbkData,
     /// Anthropic workspaces, API keys and Messages usage.
     pub anthropic: AnthropicData,
+    /// OpenAI projects, users and usage events.
+    pub openai: OpenAiData,
 }
 
 impl Dataset {
@@ -152,6 +168,7 @@ impl Dataset {
             kibana: KibanaData::generate(spec, &mut stream(spec.seed, 2)),
             chatbotkit: CbkData::generate(spec, &mut stream(spec.seed, 3)),
             anthropic: AnthropicData::generate(spec, &mut stream(spec.seed, 5)),
+            openai: OpenAiData::generate(spec, &mut stream(spec.seed, 4)),
         }
     }
 }
@@ -210,6 +227,24 @@ pub(crate) fn pooled_name(pool: &[&str], i: usize) -> String {
     } else {
         format!("{base}-{}", i / pool.len() + 1)
     }
+}
+
+/// Floors an instant to the whole minute.
+pub(crate) fn minute_floor(t: DateTime<Utc>) -> DateTime<Utc> {
+    let s = t.timestamp();
+    ms_to_time((s - s.rem_euclid(60)) * 1000)
+}
+
+/// Index bounds of the items of a slice sorted by `key` whose key lies in `[lo, hi)`.
+pub(crate) fn range_of_by<T, K: Ord>(
+    sorted: &[T],
+    lo: &K,
+    hi: &K,
+    key: impl Fn(&T) -> K,
+) -> (usize, usize) {
+    let a = sorted.partition_point(|x| key(x) < *lo);
+    let b = sorted.partition_point(|x| key(x) < *hi);
+    (a, b.max(a))
 }
 
 /// Counts of values in `[lo, hi)` of a sorted slice, as index bounds.

@@ -12,5 +12,6 @@ mod data;
 mod digitalocean;
 mod faults;
 mod kibana;
+mod openai;
 mod runtime;
 mod scale;

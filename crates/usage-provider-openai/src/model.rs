@@ -1,0 +1,158 @@
+//! OpenAI wire types (CONTRACTS-openai-anthropic.md A.3, A.6, A.7, and the Projects admin API),
+//! kept apart from the mapping.
+//!
+//! Every field is optional and defaults when absent or `null`; unknown fields and enum values
+//! are ignored (only the fields read are declared).
+
+use serde::{Deserialize, Deserializer};
+
+/// `UsageResponse`: a page of buckets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct UsagePage {
+    /// The buckets, oldest first.
+    pub data: Vec<UsageBucket>,
+    /// Whether more buckets follow.
+    pub has_more: bool,
+    /// The cursor of the next page.
+    pub next_page: Option<String>,
+}
+
+/// `UsageTimeBucket`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct UsageBucket {
+    /// Bucket start, Unix seconds.
+    pub start_time: i64,
+    /// The rows; `null` reads as none.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub results: Vec<UsageResult>,
+}
+
+/// One result row of any usage endpoint: its dimensions and every metric the mapping reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub(crate) struct UsageResult {
+    /// `project_id` (set when grouped by it).
+    pub project_id: Option<String>,
+    /// `user_id` (set when grouped by it; `null` for service-account keys).
+    pub user_id: Option<String>,
+    /// `model` (set when grouped by it).
+    pub model: Option<String>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub input_cached_tokens: Option<u64>,
+    pub input_cache_write_tokens: Option<u64>,
+    /// `Some` when the KEY is present (even `null`): the current completions schema.
+    #[serde(deserialize_with = "present")]
+    #[allow(
+        clippy::option_option,
+        reason = "key absent, null and a number differ here"
+    )]
+    pub input_uncached_tokens: Option<Option<u64>>,
+    pub input_audio_tokens: Option<u64>,
+    pub input_image_tokens: Option<u64>,
+    pub output_audio_tokens: Option<u64>,
+    pub output_image_tokens: Option<u64>,
+    pub images: Option<u64>,
+    pub characters: Option<u64>,
+    pub seconds: Option<u64>,
+    pub num_sessions: Option<u64>,
+    pub num_requests: Option<u64>,
+}
+
+impl UsageResult {
+    /// The count field `name` of a non-token endpoint (0 when absent).
+    pub(crate) fn count(&self, name: &str) -> Option<u64> {
+        match name {
+            "images" => self.images,
+            "characters" => self.characters,
+            "seconds" => self.seconds,
+            "num_sessions" => self.num_sessions,
+            "num_requests" => self.num_requests,
+            _ => None,
+        }
+    }
+}
+
+/// `GET /v1/organization/projects`: a list page.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ProjectList {
+    /// The projects.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub data: Vec<Project>,
+    /// The id to pass as `after` for the next page.
+    pub last_id: Option<String>,
+    /// Whether more projects follow.
+    pub has_more: bool,
+}
+
+/// `organization.project`, only the fields read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Project {
+    /// `proj_…`.
+    pub id: Option<String>,
+    /// The name.
+    pub name: Option<String>,
+}
+
+/// OpenAI's error envelope `{"error": {message, type, param, code}}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ErrorEnvelope {
+    /// The error.
+    pub error: Option<ErrorBody>,
+}
+
+/// The inner error object.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ErrorBody {
+    /// The message.
+    pub message: Option<String>,
+    /// `invalid_request_error`, ...
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The parameter at fault.
+    pub param: Option<String>,
+    /// A machine code (`invalid_api_key`, ...).
+    pub code: Option<String>,
+}
+
+#[allow(
+    clippy::option_option,
+    reason = "key absent, null and a number differ here"
+)]
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_and_unknown_fields_decode() {
+        let p: UsagePage = serde_json::from_str(
+            r#"{"object":"page","data":[{"object":"bucket","start_time":60,"end_time":120,
+               "results":null,"extra":1},{"start_time":120,"results":[{"object":"x",
+               "service_tier":"flex_new","batch":true,"model":null}]}],"has_more":false,
+               "next_page":null,"new_field":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.data.len(), 2);
+        assert!(p.data[0].results.is_empty());
+        assert_eq!(p.data[1].results[0], UsageResult::default());
+        let e: ErrorEnvelope = serde_json::from_str(
+            r#"{"error":{"message":"m","type":"t","param":null,"code":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.error.unwrap().message.as_deref(), Some("m"));
+    }
+}

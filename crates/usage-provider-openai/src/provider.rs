@@ -1,0 +1,496 @@
+//! [`OpenaiProvider`]: project listing, request planning (width, ranges, budget), the fan-out
+//! over endpoints × ranges with cursor paging, and the bucket → point mapping.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use futures::{StreamExt, TryStreamExt, stream};
+use usage_core::buckets::{BucketWidth, PagingStop, follow_cursor};
+use usage_core::transport::Admission;
+use usage_core::{
+    Agent, Attribution, CallLimit, Dimension, PointKey, ProviderError, SourceInfo,
+    UNATTRIBUTED_AGENT, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
+};
+
+use crate::client::OaClient;
+use crate::config::Config;
+use crate::mapping::{Endpoint, EndpointSpec, result_usage};
+use crate::model::{ProjectList, UsagePage};
+
+/// The widths the usage endpoints offer, coarsest first.
+const WIDTHS: [BucketWidth; 3] = BucketWidth::COARSEST_FIRST;
+
+/// Upper bound on project list pages (100 projects each) in one listing.
+const MAX_LIST_PAGES: usize = 1000;
+
+/// The most buckets one usage request may ask for (`limit` maximum per width).
+pub(crate) fn max_limit(width: BucketWidth) -> u32 {
+    match width {
+        BucketWidth::Day => 31,
+        BucketWidth::Hour => 168,
+        BucketWidth::Minute => 1440,
+    }
+}
+
+/// An OpenAI organization source: one admin key, its projects as agents, and the usage
+/// endpoints chosen by `endpoints`.
+///
+/// Projects come from the configured `agents` list (usage is then read for those projects
+/// only) or from `GET /v1/organization/projects?include_archived=true` (OpenAI's Projects admin
+/// API, not part of the usage contract), paged with `after`, cached for `discovery_ttl`.
+/// Archived projects are listed too: their usage still counts.
+pub struct OpenaiProvider {
+    name: String,
+    client: OaClient,
+    endpoints: Vec<&'static EndpointSpec>,
+    fixed_agents: Option<Arc<Vec<Agent>>>,
+    /// The configured `max_upstream_calls`.
+    max_calls_configured: u32,
+    /// The per-query maximum in force: the configured one, capped by the per-minute budget.
+    max_calls: u32,
+    max_concurrency: usize,
+    discovery_ttl: Duration,
+    /// The last listing; the lock also makes concurrent refreshes wait for one listing.
+    listed: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Agent>>)>>,
+}
+
+impl fmt::Debug for OpenaiProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenaiProvider")
+            .field("name", &self.name)
+            .field("client", &self.client)
+            .field(
+                "endpoints",
+                &self.endpoints.iter().map(|e| e.path).collect::<Vec<_>>(),
+            )
+            .field("fixed_agents", &self.fixed_agents.as_ref().map(|a| a.len()))
+            .field("max_calls", &self.max_calls)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("discovery_ttl", &self.discovery_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenaiProvider {
+    /// Creates the provider for source `name`, sending every request through `http`.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the registry's build_with hands the configuration over by value"
+    )]
+    pub fn new(
+        name: impl Into<String>,
+        config: Config,
+        http: reqwest::Client,
+    ) -> Result<Self, ProviderError> {
+        let name = name.into();
+        let invalid = |message| ProviderError::Config {
+            source_name: name.clone(),
+            message,
+        };
+        config.validate().map_err(invalid)?;
+        let endpoints = config
+            .endpoint_list()
+            .map_err(|e| invalid(e.join("; ")))?
+            .into_iter()
+            .map(crate::Endpoint::spec)
+            .collect();
+        let per_minute = NonZeroU32::new(config.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
+        let fixed_agents = config.agents.as_ref().map(|ids| {
+            let mut seen = HashSet::new();
+            Arc::new(
+                ids.iter()
+                    .map(|id| id.trim().to_owned())
+                    .filter(|id| seen.insert(id.clone()))
+                    .map(|id| Agent {
+                        id,
+                        name: None,
+                        model: None,
+                    })
+                    .collect(),
+            )
+        });
+        Ok(Self {
+            client: OaClient::new(&name, http, &config, per_minute),
+            name,
+            endpoints,
+            fixed_agents,
+            max_calls_configured: config.max_upstream_calls,
+            max_calls: config.max_upstream_calls.min(per_minute.get()),
+            max_concurrency: config.max_concurrency,
+            discovery_ttl: config.discovery_ttl,
+            listed: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn paging_error(&self, stop: PagingStop<ProviderError>) -> ProviderError {
+        match stop {
+            PagingStop::Page(e) => e,
+            stop => ProviderError::Decode {
+                source_name: self.name.clone(),
+                message: stop.message(),
+            },
+        }
+    }
+
+    /// The projects: fixed, or listed (cached for `discovery_ttl`; `refresh` lists again).
+    async fn agent_list(
+        &self,
+        refresh: bool,
+        sent: &AtomicU64,
+    ) -> Result<Arc<Vec<Agent>>, ProviderError> {
+        if let Some(fixed) = &self.fixed_agents {
+            return Ok(Arc::clone(fixed));
+        }
+        let mut listed = self.listed.lock().await;
+        if let Some((at, agents)) = listed.as_ref()
+            && !refresh
+            && at.elapsed() < self.discovery_ttl
+        {
+            return Ok(Arc::clone(agents));
+        }
+        let (projects, _pages) = follow_cursor(MAX_LIST_PAGES, |after: Option<String>| {
+            let mut q = vec![
+                ("limit", "100".to_owned()),
+                ("include_archived", "true".to_owned()),
+            ];
+            q.extend(after.map(|a| ("after", a)));
+            let url = self.client.url(&["projects"], &q);
+            async move {
+                let page: ProjectList = self.client.get_json(url, Admission::Admit, sent).await?;
+                let last = page
+                    .last_id
+                    .clone()
+                    .or_else(|| page.data.last()?.id.clone());
+                let next = if page.has_more { last } else { None };
+                Ok((page.data, next))
+            }
+        })
+        .await
+        .map_err(|stop| self.paging_error(stop))?;
+        let mut seen = HashSet::new();
+        let agents: Arc<Vec<Agent>> = Arc::new(
+            projects
+                .into_iter()
+                .filter_map(|p| {
+                    let id = p.id?.trim().to_owned();
+                    (!id.is_empty() && seen.insert(id.clone())).then(|| Agent {
+                        id,
+                        name: p.name.filter(|n| !n.trim().is_empty()),
+                        model: None,
+                    })
+                })
+                .collect(),
+        );
+        *listed = Some((Instant::now(), Arc::clone(&agents)));
+        Ok(agents)
+    }
+
+    /// The projects usage is read for: the query's agent filter, within the fixed list when
+    /// there is one; `None` = every project.
+    fn project_filter(&self, query: &UsageQuery) -> Option<BTreeSet<String>> {
+        let fixed = self
+            .fixed_agents
+            .as_ref()
+            .map(|f| f.iter().map(|a| a.id.clone()).collect::<BTreeSet<_>>());
+        match (fixed, &query.agents) {
+            (None, None) => None,
+            (Some(f), None) => Some(f),
+            (None, Some(q)) => Some(q.clone()),
+            (Some(f), Some(q)) => Some(f.intersection(q).cloned().collect()),
+        }
+    }
+
+    async fn answer(
+        &self,
+        query: &UsageQuery,
+        sent: &AtomicU64,
+    ) -> Result<UsageBatch, ProviderError> {
+        let mut notes = Vec::new();
+        let mut endpoints = Vec::new();
+        for spec in &self.endpoints {
+            let unfiltered: Vec<&str> = [
+                (query.users.is_some() && !spec.user, "user"),
+                (query.models.is_some() && !spec.model, "model"),
+            ]
+            .into_iter()
+            .filter_map(|(missing, d)| missing.then_some(d))
+            .collect();
+            if unfiltered.is_empty() {
+                endpoints.push(*spec);
+            } else {
+                notes.push(format!(
+                    "OpenAI's `{}` usage is left out: that endpoint cannot be filtered by {}",
+                    spec.path,
+                    unfiltered.join(" or ")
+                ));
+            }
+        }
+        // An endpoint without users or models (code interpreter sessions, file search) gives
+        // its usage `null` there when the query keeps that dimension, as any source without
+        // the dimension does (API.md): no note, since nothing is missing — and notes must not
+        // depend on the dimensions fetched, which the gateway may widen.
+        let projects = self.project_filter(query);
+        let nothing_wanted = projects.as_ref().is_some_and(BTreeSet::is_empty)
+            || query.users.as_ref().is_some_and(BTreeSet::is_empty)
+            || query.models.as_ref().is_some_and(BTreeSet::is_empty);
+        if endpoints.is_empty() || query.windows.is_empty() || nothing_wanted {
+            return Ok(UsageBatch {
+                notes,
+                ..UsageBatch::default()
+            });
+        }
+
+        let width = BucketWidth::for_windows(&query.windows, &WIDTHS);
+        let ranges = width.request_ranges(&query.windows, max_limit(width));
+        let needed = ranges.len() * endpoints.len();
+        if needed > self.max_calls as usize {
+            return Err(self.too_many_calls(needed, ranges.len(), endpoints.len(), width));
+        }
+        let names: HashMap<String, Option<String>> = if query.keeps(Dimension::Agent) {
+            self.agent_list(query.refresh, sent)
+                .await?
+                .iter()
+                .map(|a| (a.id.clone(), a.name.clone()))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        self.client
+            .reserve(u32::try_from(needed).unwrap_or(u32::MAX))
+            .await?;
+        notes.extend(width.edge_note(&query.windows));
+
+        let mut filters: Vec<(&'static str, bool, String)> = Vec::new();
+        for (name, applies_everywhere, set) in [
+            ("project_ids[]", true, &projects),
+            ("user_ids[]", false, &query.users),
+            ("models[]", false, &query.models),
+        ] {
+            filters.extend(
+                set.iter()
+                    .flatten()
+                    .map(|v| (name, applies_everywhere, v.clone())),
+            );
+        }
+        let plan = Plan {
+            query,
+            width,
+            filters: &filters,
+            names: &names,
+            sent,
+        };
+        // Owned items (not references): a stream of closures over borrowed items trips rustc's
+        // `Send` check of the async-trait future.
+        let calls: Vec<(Endpoint, Window)> = endpoints
+            .iter()
+            .flat_map(|spec| ranges.iter().map(move |r| (spec.endpoint, *r)))
+            .collect();
+        let pages: Vec<Vec<UsagePoint>> = stream::iter(calls)
+            .map(|(endpoint, range)| self.read_range(&plan, endpoint.spec(), range))
+            .buffer_unordered(self.max_concurrency)
+            .try_collect()
+            .await?;
+        Ok(UsageBatch {
+            points: pages.into_iter().flatten().collect(),
+            upstream_requests: sent.load(Ordering::Relaxed),
+            warnings: None,
+            notes,
+            partial: false,
+            bucket_width: Some(width.as_str().to_owned()),
+        }
+        .compact())
+    }
+
+    /// Reads one endpoint over one request range, following `next_page`, and maps its buckets.
+    async fn read_range(
+        &self,
+        plan: &Plan<'_>,
+        spec: &'static EndpointSpec,
+        range: Window,
+    ) -> Result<Vec<UsagePoint>, ProviderError> {
+        let q = plan.query;
+        let mut params: Vec<(&str, String)> = vec![
+            ("start_time", range.start.timestamp().to_string()),
+            ("end_time", range.end.timestamp().to_string()),
+            ("bucket_width", plan.width.as_str().to_owned()),
+            ("limit", max_limit(plan.width).to_string()),
+        ];
+        let keep_user = q.keeps(Dimension::User) && spec.user;
+        let keep_model = q.keeps(Dimension::Model) && spec.model;
+        for (keep, g) in [
+            (q.keeps(Dimension::Agent), "project_id"),
+            (keep_user, "user_id"),
+            (keep_model, "model"),
+        ] {
+            if keep {
+                params.push(("group_by[]", g.to_owned()));
+            }
+        }
+        // Endpoints that cannot filter by user or model were left out of such queries.
+        params.extend(
+            plan.filters
+                .iter()
+                .filter(|(name, everywhere, _)| {
+                    *everywhere
+                        || (*name == "user_ids[]" && spec.user)
+                        || (*name == "models[]" && spec.model)
+                })
+                .map(|(name, _, v)| (*name, v.clone())),
+        );
+        let max_pages = usize::try_from(plan.width.count(range))
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let (buckets, _pages) = follow_cursor(max_pages, |cursor: Option<String>| {
+            // The first page was reserved with the plan; further pages take their own budget.
+            let admission = if cursor.is_some() {
+                Admission::Admit
+            } else {
+                Admission::Reserved
+            };
+            let mut params = params.clone();
+            params.extend(cursor.map(|c| ("page", c)));
+            let url = self.client.url(&["usage", spec.path], &params);
+            async move {
+                let page: UsagePage = self.client.get_json(url, admission, plan.sent).await?;
+                let next = match (page.has_more, page.next_page.filter(|p| !p.is_empty())) {
+                    (false, _) => None,
+                    (true, Some(next)) => Some(next),
+                    (true, None) => {
+                        return Err(ProviderError::Decode {
+                            source_name: self.name.clone(),
+                            message: "OpenAI answered has_more without a next_page cursor"
+                                .to_owned(),
+                        });
+                    }
+                };
+                Ok((page.data, next))
+            }
+        })
+        .await
+        .map_err(|stop| self.paging_error(stop))?;
+
+        let mut points = Vec::new();
+        for bucket in buckets {
+            let Some(window) = DateTime::from_timestamp(bucket.start_time, 0)
+                .and_then(|t| q.window_index_of(t))
+                .map(|i| q.windows[i])
+            else {
+                continue;
+            };
+            for r in &bucket.results {
+                let agent = q.keeps(Dimension::Agent).then(|| {
+                    r.project_id
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| UNATTRIBUTED_AGENT.to_owned())
+                });
+                let agent_name = agent
+                    .as_ref()
+                    .and_then(|a| plan.names.get(a).cloned().flatten());
+                for (usage_type, unit, counters) in result_usage(spec, r) {
+                    points.push(UsagePoint {
+                        window,
+                        key: PointKey {
+                            agent: agent.clone(),
+                            user: r.user_id.clone().filter(|_| keep_user),
+                            conversation: None,
+                            usage_type: q
+                                .keeps(Dimension::UsageType)
+                                .then(|| usage_type.to_owned()),
+                            model: r.model.clone().filter(|_| keep_model),
+                        },
+                        agent_name: agent_name.clone(),
+                        unit,
+                        counters,
+                    });
+                }
+            }
+        }
+        Ok(points)
+    }
+
+    fn too_many_calls(
+        &self,
+        needed: usize,
+        ranges: usize,
+        endpoints: usize,
+        width: BucketWidth,
+    ) -> ProviderError {
+        let capped = self.max_calls < self.max_calls_configured;
+        let cap = if capped {
+            format!(
+                " (max_upstream_calls {} capped by rate_limit_per_minute)",
+                self.max_calls_configured
+            )
+        } else {
+            String::new()
+        };
+        ProviderError::SourceLimit {
+            source_name: self.name.clone(),
+            message: format!(
+                "this query needs {needed} OpenAI usage requests ({ranges} range(s) of up to {} \
+                 `{}` buckets × {endpoints} endpoint(s)), above this source's maximum of {}{cap} \
+                 per query; use a shorter range, windows on UTC hours or days (coarser vendor \
+                 buckets), or fewer `endpoints`",
+                max_limit(width),
+                width.as_str(),
+                self.max_calls
+            ),
+            calls: CallLimit {
+                needed: needed as u64,
+                max: u64::from(self.max_calls),
+                setting: if capped {
+                    "rate_limit_per_minute"
+                } else {
+                    "max_upstream_calls"
+                },
+                agents: endpoints as u64,
+                windows: ranges as u64,
+            },
+        }
+    }
+}
+
+/// What every request of one query shares.
+struct Plan<'a> {
+    query: &'a UsageQuery,
+    width: BucketWidth,
+    /// `(parameter, applies to every endpoint, value)`.
+    filters: &'a [(&'static str, bool, String)],
+    names: &'a HashMap<String, Option<String>>,
+    sent: &'a AtomicU64,
+}
+
+#[async_trait]
+impl UsageProvider for OpenaiProvider {
+    fn describe(&self) -> SourceInfo {
+        SourceInfo {
+            name: self.name.clone(),
+            provider: crate::KIND,
+            attribution: Attribution::Exact,
+            dimensions: BTreeSet::from([
+                Dimension::Agent,
+                Dimension::User,
+                Dimension::Model,
+                Dimension::UsageType,
+            ]),
+            filters: BTreeSet::from([Dimension::Agent, Dimension::User, Dimension::Model]),
+        }
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
+        let sent = AtomicU64::new(0);
+        Ok(self.agent_list(false, &sent).await?.as_ref().clone())
+    }
+
+    async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {
+        let sent = AtomicU64::new(0);
+        self.answer(query, &sent).await
+    }
+}
