@@ -59,8 +59,8 @@ fn config(values: &BTreeMap<String, String>) -> Config {
             "admin_key = \"${SIM_OPENAI_ADMIN_KEY}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
         )
         .replace(
-            "admin_key = \"${SIM_ANTHROPIC_ADMIN_KEY}\"",
-            "admin_key = \"${SIM_ANTHROPIC_ADMIN_KEY}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
+            "rate_limit_per_minute = 60",
+            "rate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
         )
         .replace("sync_interval = \"1m\"", "sync_interval = \"1m\"\nsync = false")
         // Hourly queries over three days answered live take hundreds of vendor requests: on a

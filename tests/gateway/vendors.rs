@@ -69,8 +69,8 @@ async fn start() -> Running {
             &format!("admin_key = \"${{SIM_OPENAI_ADMIN_KEY}}\"\n{raised}"),
         )
         .replace(
-            "admin_key = \"${SIM_ANTHROPIC_ADMIN_KEY}\"\ntimeout = \"5s\"",
-            &format!("admin_key = \"${{SIM_ANTHROPIC_ADMIN_KEY}}\"\n{raised}"),
+            "rate_limit_per_minute = 60",
+            "rate_limit_per_minute = 10000\nmax_upstream_calls = 2000",
         );
     assert_eq!(text.matches("max_upstream_calls = 2000").count(), 2);
     let config = usage_gateway::config::Config::parse(&text, &|k| values.get(k).cloned()).unwrap();
