@@ -9,6 +9,7 @@ pub mod error;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod model;
+pub mod money;
 #[cfg(feature = "http")]
 pub mod plugin;
 pub mod provider;
