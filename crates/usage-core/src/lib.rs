@@ -12,6 +12,7 @@ pub mod model;
 pub mod money;
 #[cfg(feature = "http")]
 pub mod plugin;
+pub mod prices;
 pub mod provider;
 #[cfg(any(feature = "http", feature = "test-util"))]
 pub mod requests;

@@ -1,0 +1,535 @@
+//! The price table (issue 23, groundwork; not yet read from the configuration nor applied to
+//! answers): `[[prices]]` entries that price usage the vendors report without money.
+//!
+//! An entry matches usage by any of `provider`, `source`, `agent`, `model`, `usage_type` and
+//! `counter` (`input`, `output`, `other`); an entry without a matcher matches everything of its
+//! unit. Each of a point's three counters is priced by the most specific entry that matches it
+//! at that instant (the one with the most matchers set); two entries equally specific that can
+//! match the same usage while both are valid are a configuration error naming both, so that a
+//! price never depends on the order of the file. An entry is valid from `valid_from`
+//! (inclusive) to `valid_to` (exclusive), both RFC 3339 instants with their offset (a price
+//! change at midnight in Berlin is `2026-11-01T00:00:00+01:00`), so a new price does not rewrite
+//! the history priced by the old one.
+//!
+//! Prices are per million tokens (`per_million_tokens`), per credit (`per_credit`, ChatBotKit)
+//! or per unit of a unit that is not tokens (`per_unit`, with `unit`: images, characters,
+//! seconds, sessions, requests).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use crate::model::{Counters, Unit};
+use crate::money::{Currency, Money};
+
+/// One `[[prices]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntry {
+    /// Only usage of this provider (`openai`, ...).
+    pub provider: Option<String>,
+    /// Only usage of this configured source.
+    pub source: Option<String>,
+    /// Only usage of this agent id.
+    pub agent: Option<String>,
+    /// Only usage of this model.
+    pub model: Option<String>,
+    /// Only usage of this usage type.
+    pub usage_type: Option<String>,
+    /// Only this counter: `input`, `output` or `other`.
+    pub counter: Option<String>,
+    /// Price per million tokens (decimal string).
+    pub per_million_tokens: Option<String>,
+    /// Price per ChatBotKit credit (decimal string).
+    pub per_credit: Option<String>,
+    /// Price per unit of `unit` (decimal string), for units that are not tokens.
+    pub per_unit: Option<String>,
+    /// With `per_unit`: the unit (`images`, `characters`, `seconds`, `sessions`, `requests`).
+    pub unit: Option<String>,
+    /// ISO 4217 code (`USD`).
+    pub currency: String,
+    /// Valid from this instant (RFC 3339 with offset; absent: always before).
+    pub valid_from: Option<String>,
+    /// Valid until this instant, exclusive (absent: from then on).
+    pub valid_to: Option<String>,
+}
+
+/// Which counter of a point a price applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterKind {
+    /// `input`.
+    Input,
+    /// `output`.
+    Output,
+    /// `other`.
+    Other,
+}
+
+impl CounterKind {
+    const ALL: [Self; 3] = [Self::Input, Self::Output, Self::Other];
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "input" => Some(Self::Input),
+            "output" => Some(Self::Output),
+            "other" => Some(Self::Other),
+            _ => None,
+        }
+    }
+
+    fn of(self, c: &Counters) -> u64 {
+        match self {
+            Self::Input => c.input,
+            Self::Output => c.output,
+            Self::Other => c.other,
+        }
+    }
+}
+
+/// A checked entry.
+#[derive(Debug, Clone)]
+struct Price {
+    /// Its place in the file (`prices[3]`), for messages.
+    key: String,
+    provider: Option<String>,
+    source: Option<String>,
+    agent: Option<String>,
+    model: Option<String>,
+    usage_type: Option<String>,
+    counter: Option<CounterKind>,
+    unit: Unit,
+    /// Price of one unit (a token's price is the million's divided by a million).
+    per_one: Decimal,
+    currency: Currency,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+impl Price {
+    fn specificity(&self) -> usize {
+        [
+            self.provider.is_some(),
+            self.source.is_some(),
+            self.agent.is_some(),
+            self.model.is_some(),
+            self.usage_type.is_some(),
+            self.counter.is_some(),
+        ]
+        .into_iter()
+        .filter(|s| *s)
+        .count()
+    }
+
+    fn valid_at(&self, t: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| f <= t) && self.to.is_none_or(|e| t < e)
+    }
+
+    /// Whether some usage could match both (no matcher set differently in the two, the same
+    /// unit) while both are valid.
+    fn overlaps(&self, o: &Price) -> bool {
+        let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        // `None` is no start (the beginning of time) and no end (its end): `Option`'s order
+        // puts `None` first, right for starts only.
+        let periods = match (self.from.max(o.from), min_end(self.to, o.to)) {
+            (Some(start), Some(end)) => start < end,
+            _ => true,
+        };
+        self.unit == o.unit
+            && same(&self.provider, &o.provider)
+            && same(&self.source, &o.source)
+            && same(&self.agent, &o.agent)
+            && same(&self.model, &o.model)
+            && same(&self.usage_type, &o.usage_type)
+            && (self.counter.is_none() || o.counter.is_none() || self.counter == o.counter)
+            && periods
+    }
+}
+
+/// The earlier of two optional ends (`None`: no end).
+fn min_end(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What a priced point is: the labels a price can match.
+#[derive(Debug, Clone, Copy)]
+pub struct Priced<'a> {
+    /// The provider name.
+    pub provider: &'a str,
+    /// The source name.
+    pub source: &'a str,
+    /// The agent id, when known.
+    pub agent: Option<&'a str>,
+    /// The model, when known.
+    pub model: Option<&'a str>,
+    /// The usage type, when known.
+    pub usage_type: Option<&'a str>,
+    /// The unit of the counters.
+    pub unit: Unit,
+    /// When the usage happened (a window's start: windows are cut at every price change).
+    pub at: DateTime<Utc>,
+}
+
+/// The outcome of pricing one point.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pricing {
+    /// The cost of the priced counters.
+    pub cost: Vec<Money>,
+    /// Quantities no entry priced (per counter), so that unpriced usage is reported rather
+    /// than priced at 0.
+    pub unpriced: u64,
+}
+
+/// A checked price table.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    prices: Vec<Price>,
+}
+
+impl PriceTable {
+    /// Checks the entries: each a valid price and currency, one price field fitting its unit,
+    /// valid instants in order, no two equally specific entries that can match the same usage
+    /// at once. Problems are `(key, message)` with keys as `prices[i].field`.
+    pub fn new(entries: &[PriceEntry]) -> Result<Self, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut prices = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match check(i, e) {
+                Ok(p) => prices.push(p),
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        for (i, a) in prices.iter().enumerate() {
+            for b in &prices[i + 1..] {
+                if a.specificity() == b.specificity() && a.overlaps(b) {
+                    problems.push((
+                        b.key.clone(),
+                        format!(
+                            "overlaps {}: both can price the same usage at the same time with \
+                             equal specificity; add a matcher to one or make their validity \
+                             periods disjoint",
+                            a.key
+                        ),
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { prices })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Reports whether the table has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.prices.is_empty()
+    }
+
+    /// Prices a point's counters: each counter by the most specific entry matching it.
+    pub fn price(&self, p: &Priced<'_>, counters: &Counters) -> Pricing {
+        let mut out = Pricing::default();
+        for kind in CounterKind::ALL {
+            let quantity = kind.of(counters);
+            if quantity == 0 {
+                continue;
+            }
+            let best = self
+                .prices
+                .iter()
+                .filter(|e| matches(e, p, kind))
+                .max_by_key(|e| e.specificity());
+            match best.and_then(|e| {
+                e.per_one
+                    .checked_mul(Decimal::from(quantity))
+                    .map(|amount| Money {
+                        amount,
+                        currency: e.currency,
+                    })
+            }) {
+                Some(m) => out.cost.push(m),
+                None => out.unpriced = out.unpriced.saturating_add(quantity),
+            }
+        }
+        out
+    }
+}
+
+fn matches(e: &Price, p: &Priced<'_>, kind: CounterKind) -> bool {
+    let is =
+        |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| have == Some(w));
+    e.unit == p.unit
+        && e.valid_at(p.at)
+        && is(&e.provider, Some(p.provider))
+        && is(&e.source, Some(p.source))
+        && is(&e.agent, p.agent)
+        && is(&e.model, p.model)
+        && is(&e.usage_type, p.usage_type)
+        && e.counter.is_none_or(|c| c == kind)
+}
+
+fn check(i: usize, e: &PriceEntry) -> Result<Price, Vec<(String, String)>> {
+    let key = format!("prices[{i}]");
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, message: String| {
+        problems.push((format!("{key}.{field}"), message));
+    };
+    let currency = Currency::parse(&e.currency)
+        .map_err(|m| problem("currency", m.to_string()))
+        .ok();
+    let counter = match e.counter.as_deref() {
+        None => None,
+        Some(c) => {
+            let k = CounterKind::parse(c);
+            if k.is_none() {
+                problem("counter", format!("`{c}` is not input, output or other"));
+            }
+            k
+        }
+    };
+    let instant = |field: &str, v: &Option<String>, problem: &mut dyn FnMut(&str, String)| {
+        let s = v.as_deref()?;
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Some(t.with_timezone(&Utc));
+        }
+        problem(
+            field,
+            format!(
+                "`{s}` is not an RFC 3339 instant with its offset (e.g. 2026-11-01T00:00:00+01:00)"
+            ),
+        );
+        None
+    };
+    let from = instant("valid_from", &e.valid_from, &mut problem);
+    let to = instant("valid_to", &e.valid_to, &mut problem);
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        problem("valid_to", "must be after valid_from".to_owned());
+    }
+    let set: Vec<(&str, &String)> = [
+        ("per_million_tokens", &e.per_million_tokens),
+        ("per_credit", &e.per_credit),
+        ("per_unit", &e.per_unit),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
+    let priced = match set.as_slice() {
+        [(field, text)] => {
+            let amount = Decimal::from_str_exact(text.trim())
+                .ok()
+                .filter(|d| !d.is_sign_negative());
+            match (amount, *field) {
+                (None, _) => {
+                    problem(
+                        field,
+                        format!("`{text}` is not a decimal price of at least 0"),
+                    );
+                    None
+                }
+                (Some(a), "per_million_tokens") => {
+                    if e.unit.as_deref().is_some_and(|u| u != "tokens") {
+                        problem("unit", "per_million_tokens prices tokens".to_owned());
+                    }
+                    Some((Unit::Tokens, a / Decimal::from(1_000_000u32)))
+                }
+                (Some(a), "per_credit") => {
+                    if e.unit.as_deref().is_some_and(|u| u != "credits") {
+                        problem("unit", "per_credit prices credits".to_owned());
+                    }
+                    Some((Unit::Credits, a))
+                }
+                (Some(a), _) => match e.unit.as_deref().and_then(Unit::parse) {
+                    Some(u) if !matches!(u, Unit::Tokens | Unit::Credits) => Some((u, a)),
+                    _ => {
+                        problem(
+                            "unit",
+                            "per_unit needs `unit`: images, characters, seconds, sessions or \
+                             requests (tokens use per_million_tokens, credits per_credit)"
+                                .to_owned(),
+                        );
+                        None
+                    }
+                },
+            }
+        }
+        [] => {
+            problem(
+                "per_million_tokens",
+                "one price is needed: per_million_tokens, per_credit or per_unit".to_owned(),
+            );
+            None
+        }
+        _ => {
+            problem(
+                set[1].0,
+                "one price per entry: per_million_tokens, per_credit or per_unit".to_owned(),
+            );
+            None
+        }
+    };
+    match (currency, priced) {
+        (Some(currency), Some((unit, per_one))) if problems.is_empty() => Ok(Price {
+            key,
+            provider: e.provider.clone(),
+            source: e.source.clone(),
+            agent: e.agent.clone(),
+            model: e.model.clone(),
+            usage_type: e.usage_type.clone(),
+            counter,
+            unit,
+            per_one,
+            currency,
+            from,
+            to,
+        }),
+        _ => Err(problems),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn entries(json: &str) -> Vec<PriceEntry> {
+        #[derive(Deserialize)]
+        struct File {
+            prices: Vec<PriceEntry>,
+        }
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        serde_json::from_value::<File>(v).unwrap().prices
+    }
+
+    fn point<'a>(
+        model: Option<&'a str>,
+        usage_type: Option<&'a str>,
+        at: DateTime<Utc>,
+    ) -> Priced<'a> {
+        Priced {
+            provider: "openai",
+            source: "openai",
+            agent: Some("proj_1"),
+            model,
+            usage_type,
+            unit: Unit::Tokens,
+            at,
+        }
+    }
+
+    fn at(d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap()
+    }
+
+    fn tokens(input: u64, output: u64, other: u64) -> Counters {
+        Counters {
+            input,
+            output,
+            other,
+        }
+    }
+
+    fn shown(p: &Pricing) -> Vec<String> {
+        p.cost
+            .iter()
+            .map(|m| format!("{} {}", m.display_amount(), m.currency))
+            .collect()
+    }
+
+    #[test]
+    fn the_most_specific_price_wins_per_counter_and_unpriced_usage_is_reported() {
+        let table = PriceTable::new(&entries(
+            r#"{"prices": [
+                {"provider": "openai", "per_million_tokens": "1", "currency": "USD"},
+                {"provider": "openai", "model": "gpt-4o-mini", "counter": "input", "per_million_tokens": "0.15", "currency": "USD"},
+                {"provider": "openai", "model": "gpt-4o-mini", "counter": "output", "per_million_tokens": "0.60", "currency": "USD"}
+            ]}"#,
+        ))
+        .unwrap();
+        let mini = table.price(
+            &point(Some("gpt-4o-mini"), None, at(1, 0)),
+            &tokens(2_000_000, 1_000_000, 500_000),
+        );
+        // input 2M × 0.15, output 1M × 0.60, other 0.5M × 1 (the general price).
+        assert_eq!(shown(&mini), ["0.3000 USD", "0.6000 USD", "0.5000 USD"]);
+        assert_eq!(mini.unpriced, 0);
+        let other = table.price(&point(Some("o3"), None, at(1, 0)), &tokens(1_000_000, 0, 0));
+        assert_eq!(shown(&other), ["1.0000 USD"]);
+        // Another provider's usage has no price: reported, not priced at 0.
+        let mut p = point(None, None, at(1, 0));
+        p.provider = "anthropic";
+        let none = table.price(&p, &tokens(10, 20, 0));
+        assert!(none.cost.is_empty());
+        assert_eq!(none.unpriced, 30);
+    }
+
+    #[test]
+    fn a_price_change_at_local_midnight_prices_each_side_by_its_own_price() {
+        let table = PriceTable::new(&entries(
+            r#"{"prices": [
+                {"model": "m", "per_million_tokens": "2", "currency": "EUR", "valid_to": "2026-11-02T00:00:00+01:00"},
+                {"model": "m", "per_million_tokens": "3", "currency": "EUR", "valid_from": "2026-11-02T00:00:00+01:00"}
+            ]}"#,
+        ))
+        .unwrap();
+        let change = Utc.with_ymd_and_hms(2026, 11, 1, 23, 0, 0).unwrap();
+        let before = change - chrono::Duration::seconds(1);
+        let one = tokens(1_000_000, 0, 0);
+        assert_eq!(
+            shown(&table.price(&point(Some("m"), None, before), &one)),
+            ["2.0000 EUR"]
+        );
+        assert_eq!(
+            shown(&table.price(&point(Some("m"), None, change), &one)),
+            ["3.0000 EUR"]
+        );
+    }
+
+    #[test]
+    fn mistakes_and_overlaps_name_their_entries() {
+        let e = PriceTable::new(&entries(
+            r#"{"prices": [
+                {"model": "m", "per_million_tokens": "2", "currency": "USD"},
+                {"agent": "a", "per_million_tokens": "3", "currency": "USD", "valid_from": "2026-01-01T00:00:00Z"},
+                {"model": "m", "usage_type": "input", "per_million_tokens": "-1", "currency": "US"},
+                {"per_unit": "0.04", "currency": "USD"},
+                {"per_unit": "0.04", "unit": "images", "per_credit": "1", "currency": "USD"},
+                {"per_credit": "0.001", "currency": "USD", "valid_from": "2026-02-01T00:00:00Z", "valid_to": "2026-01-01T00:00:00Z"}
+            ]}"#,
+        ))
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "prices[2].currency",
+                "prices[2].per_million_tokens",
+                "prices[3].unit",
+                "prices[4].per_unit",
+                "prices[5].valid_to",
+                "prices[1]",
+            ],
+            "{e:?}"
+        );
+        assert!(e[5].1.contains("overlaps prices[0]"), "{e:?}");
+        // Disjoint periods, other units or a different matcher value do not overlap.
+        PriceTable::new(&entries(
+            r#"{"prices": [
+                {"model": "m", "per_million_tokens": "2", "currency": "USD", "valid_to": "2026-01-01T00:00:00Z"},
+                {"model": "m", "per_million_tokens": "3", "currency": "USD", "valid_from": "2026-01-01T00:00:00Z"},
+                {"model": "n", "per_million_tokens": "3", "currency": "USD"},
+                {"model": "m", "unit": "images", "per_unit": "0.04", "currency": "USD"},
+                {"model": "m", "counter": "input", "per_million_tokens": "1", "currency": "USD"},
+                {"model": "m", "counter": "output", "per_million_tokens": "4", "currency": "USD"}
+            ]}"#,
+        ))
+        .unwrap();
+    }
+}
