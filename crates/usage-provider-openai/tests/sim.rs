@@ -225,6 +225,35 @@ async fn widths_follow_the_window_edges() {
 }
 
 #[tokio::test]
+async fn a_week_to_an_odd_now_reads_mixed_widths_within_the_default_maximum() {
+    // The default per-query maximum (60): a week read in minutes alone would take 7 ranges × 9
+    // endpoints = 63 requests; days with hours and minutes at the ends take 5 × 9.
+    let s = setup_with(|_| {}, |c| c.max_upstream_calls = 60).await;
+    let now = Utc.with_ymd_and_hms(2026, 4, 14, 4, 41, 23).unwrap();
+    let dims: BTreeSet<Dimension> = DIMS.into_iter().collect();
+    for bucket in [Bucket::None, Bucket::Day] {
+        let windows = cut(Window::new(now - TimeDelta::days(7), now), "UTC", bucket);
+        s.sim.reset_calls();
+        let b = s
+            .provider
+            .usage(&UsageQuery::new(windows.clone(), dims.clone()))
+            .await
+            .unwrap();
+        assert_eq!(b.bucket_width.as_deref(), Some("1d, 1h, 1m"), "{bucket:?}");
+        let listing = s.sim.calls("openai.projects");
+        assert_eq!(b.upstream_requests, 45 + listing, "{bucket:?}");
+        assert_eq!(s.sim.total_calls(), 45 + listing, "{bucket:?}");
+        assert_eq!(s.sim.calls("openai.usage.completions"), 5, "{bucket:?}");
+        assert_eq!(
+            cells(&b),
+            truth_cells(&s.data, &TruthFilter::default(), &windows, &dims),
+            "{bucket:?}"
+        );
+    }
+    s.sim.stop().await;
+}
+
+#[tokio::test]
 async fn filters_by_agent_user_and_model_equal_truth() {
     let s = setup().await;
     let windows = cut(
