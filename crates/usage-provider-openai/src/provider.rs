@@ -258,9 +258,13 @@ impl OpenaiProvider {
             .await?;
         notes.extend(BucketWidth::Minute.edge_note(&query.windows));
 
+        // Usage of no project (`project_id: null`, agent `(unattributed)`) cannot be asked for
+        // by id: a filter naming it is applied here, to rows grouped by project.
+        let local_projects = projects.clone().filter(|p| p.contains(UNATTRIBUTED_AGENT));
+        let sent_projects = projects.filter(|_| local_projects.is_none());
         let mut filters: Vec<(&'static str, bool, String)> = Vec::new();
         for (name, applies_everywhere, set) in [
-            ("project_ids[]", true, &projects),
+            ("project_ids[]", true, &sent_projects),
             ("user_ids[]", false, &query.users),
             ("models[]", false, &query.models),
         ] {
@@ -273,6 +277,7 @@ impl OpenaiProvider {
         let plan = Plan {
             query,
             filters: &filters,
+            local_projects: local_projects.as_ref(),
             names: &names,
             sent,
         };
@@ -316,7 +321,10 @@ impl OpenaiProvider {
         let keep_user = q.keeps(Dimension::User) && spec.user;
         let keep_model = q.keeps(Dimension::Model) && spec.model;
         for (keep, g) in [
-            (q.keeps(Dimension::Agent), "project_id"),
+            (
+                q.keeps(Dimension::Agent) || plan.local_projects.is_some(),
+                "project_id",
+            ),
             (keep_user, "user_id"),
             (keep_model, "model"),
         ] {
@@ -376,12 +384,18 @@ impl OpenaiProvider {
                 continue;
             };
             for r in &bucket.results {
-                let agent = q.keeps(Dimension::Agent).then(|| {
-                    r.project_id
-                        .clone()
-                        .filter(|p| !p.is_empty())
-                        .unwrap_or_else(|| UNATTRIBUTED_AGENT.to_owned())
-                });
+                let project = r
+                    .project_id
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(UNATTRIBUTED_AGENT);
+                if plan
+                    .local_projects
+                    .is_some_and(|wanted| !wanted.contains(project))
+                {
+                    continue;
+                }
+                let agent = q.keeps(Dimension::Agent).then(|| project.to_owned());
                 let agent_name = agent
                     .as_ref()
                     .and_then(|a| plan.names.get(a).cloned().flatten());
@@ -448,6 +462,9 @@ struct Plan<'a> {
     query: &'a UsageQuery,
     /// `(parameter, applies to every endpoint, value)`.
     filters: &'a [(&'static str, bool, String)],
+    /// The projects whose rows are kept, when the agent filter is applied here (it names
+    /// [`UNATTRIBUTED_AGENT`]); no `project_ids[]` is sent then.
+    local_projects: Option<&'a BTreeSet<String>>,
     names: &'a HashMap<String, Option<String>>,
     sent: &'a AtomicU64,
 }
