@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::SecondsFormat;
+use chrono::{SecondsFormat, TimeDelta};
 use futures::{StreamExt, TryStreamExt, stream};
 use usage_core::buckets::{
     BucketWidth, PagingStop, Piece, follow_cursor, plan_limits, usage_report_limit,
@@ -270,7 +270,10 @@ impl AnthropicProvider {
         let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         params.push(("bucket_width", width.as_str().to_owned()));
         params.push(("starting_at", time(range.start)));
-        params.push(("ending_at", time(range.end)));
+        // "Buckets that end before this": a second past the range's end, so that its last
+        // bucket comes back whether the server keeps buckets ending at or before `ending_at`
+        // or strictly before it; `limit` keeps the answer to the range's buckets either way.
+        params.push(("ending_at", time(range.end + TimeDelta::seconds(1))));
         params.push(("limit", width.count(range).max(1).to_string()));
         let params = &params;
         let (buckets, _) = follow_cursor(MAX_PAGES_PER_RANGE, |page: Option<String>| async move {
@@ -297,7 +300,12 @@ impl AnthropicProvider {
         })
         .await
         .map_err(|e| self.paging(e))?;
-        Ok(buckets)
+        // A bucket past the range (a server reading `ending_at` as "starting before") belongs
+        // to another range, or to none.
+        Ok(buckets
+            .into_iter()
+            .filter(|b| b.starting_at < range.end)
+            .collect())
     }
 
     async fn answer(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {

@@ -100,7 +100,9 @@ async fn headers_bracket_arrays_and_filters_on_the_wire() {
         .and(header("x-api-key", KEY))
         .and(header("anthropic-version", "2023-06-01"))
         .and(query_param("starting_at", "2026-11-01T00:00:00Z"))
-        .and(query_param("ending_at", "2026-11-02T00:00:00Z"))
+        // A second past the range: its last bucket comes back under either reading of "end
+        // before".
+        .and(query_param("ending_at", "2026-11-02T00:00:01Z"))
         .and(query_param("bucket_width", "1d"))
         .and(query_param("limit", "1"))
         .and(query_param("api_key_ids[]", "apikey_1"))
@@ -456,7 +458,12 @@ async fn the_width_and_limit_follow_the_windows() {
         got.sort();
         let want: Vec<(String, String, String, String)> = want
             .into_iter()
-            .map(|(a, b, c, d)| (a.into(), b.into(), c.into(), d.into()))
+            .map(|(a, b, c, d)| {
+                // `ending_at` is sent a second past the range's end.
+                let d = (t(d) + chrono::TimeDelta::seconds(1))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                (a.into(), b.into(), c.into(), d)
+            })
             .collect();
         assert_eq!(got, want, "{name}");
         assert_eq!(b.notes.len(), usize::from(note), "{name}: {:?}", b.notes);
@@ -490,6 +497,58 @@ async fn buckets_outside_every_window_are_dropped() {
         .await
         .unwrap();
     assert_eq!(tokens(&b).output, 2);
+}
+
+#[tokio::test]
+async fn a_bucket_past_its_range_is_not_counted_twice() {
+    // Two ranges of minutes (1,440 + 30); a server that also returns the bucket starting at
+    // the first range's end must not have it counted with both.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(USAGE))
+        .and(query_param("starting_at", "2026-11-01T00:00:00Z"))
+        .respond_with(page(
+            vec![
+                bucket(
+                    "2026-11-01T23:59:00Z",
+                    "2026-11-02T00:00:00Z",
+                    json!([{"output_tokens": 1}]),
+                ),
+                bucket(
+                    "2026-11-02T00:00:00Z",
+                    "2026-11-02T00:01:00Z",
+                    json!([{"output_tokens": 5}]),
+                ),
+            ],
+            None,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(USAGE))
+        .and(query_param("starting_at", "2026-11-02T00:00:00Z"))
+        .respond_with(page(
+            vec![bucket(
+                "2026-11-02T00:00:00Z",
+                "2026-11-02T00:01:00Z",
+                json!([{"output_tokens": 5}]),
+            )],
+            None,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let windows = vec![
+        Window::new(t("2026-11-01T00:00:00Z"), t("2026-11-02T00:00:00Z")),
+        Window::new(t("2026-11-02T00:00:00Z"), t("2026-11-02T00:30:00Z")),
+    ];
+    let b = provider(&server, |_| {})
+        .usage(&UsageQuery::new(windows, BTreeSet::new()))
+        .await
+        .unwrap();
+    assert_eq!(b.bucket_width.as_deref(), Some("1m"));
+    assert_eq!(tokens(&b).output, 6);
 }
 
 #[tokio::test]
