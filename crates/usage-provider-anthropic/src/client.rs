@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use reqwest::header::ACCEPT;
+use reqwest::header::{ACCEPT, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -145,6 +145,19 @@ impl AnthropicClient {
         self.get_json(url, Admission::Admit, None).await
     }
 
+    /// The `x-api-key` value, marked sensitive (kept out of `Debug` output and of HTTP/2
+    /// header compression tables).
+    fn api_key(&self) -> Result<HeaderValue, ProviderError> {
+        let mut key = HeaderValue::from_str(self.admin_key.expose_secret()).map_err(|_| {
+            ProviderError::Config {
+                source_name: self.source().to_owned(),
+                message: "admin_key is not a valid header value".to_owned(),
+            }
+        })?;
+        key.set_sensitive(true);
+        Ok(key)
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         url: Url,
@@ -155,7 +168,7 @@ impl AnthropicClient {
             .transport
             .http()
             .get(url)
-            .header("x-api-key", self.admin_key.expose_secret())
+            .header("x-api-key", self.api_key()?)
             .header("anthropic-version", ANTHROPIC_VERSION)
             .header(ACCEPT, "application/json");
         let vendor = Anthropic(self.source());
@@ -167,5 +180,32 @@ impl AnthropicClient {
             source_name: self.source().to_owned(),
             message: truncate(&format!("unexpected {} body: {e}", answer.status)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(key: &str) -> AnthropicClient {
+        AnthropicClient::new(
+            "an",
+            reqwest::Client::new(),
+            Url::parse("http://127.0.0.1:9").unwrap(),
+            SecretString::from(key),
+            NonZeroU32::MIN,
+            1,
+            1024,
+        )
+    }
+
+    #[test]
+    fn the_api_key_header_is_sensitive() {
+        let key = client("sk-ant-admin01-secret").api_key().unwrap();
+        assert!(key.is_sensitive());
+        assert!(!format!("{key:?}").contains("secret"));
+        let e = client("bad\nkey").api_key().unwrap_err();
+        assert_eq!(e.kind(), "source_config");
+        assert!(!e.to_string().contains("bad"), "{e}");
     }
 }
