@@ -23,7 +23,7 @@ pub(crate) fn parse_error(
     body: &[u8],
     retry_after: Option<Duration>,
 ) -> ProviderError {
-    let message = message(body);
+    let message = message(status, body);
     let source_name = source.to_owned();
     match status.as_u16() {
         400 | 413 | 422 => ProviderError::InvalidQuery {
@@ -55,18 +55,14 @@ pub(crate) fn parse_error(
     }
 }
 
-/// The envelope's `type: message (request_id …)`, or a cut excerpt of a body that is not one.
-fn message(body: &[u8]) -> String {
+/// The envelope's `type: message (request_id …)`, or a note that the body was not Anthropic's
+/// (a body that is not the envelope, e.g. a proxy's page, is not quoted: it could echo the
+/// request's headers).
+fn message(status: StatusCode, body: &[u8]) -> String {
     let envelope = serde_json::from_slice::<ErrorEnvelope>(body).ok();
     let detail = envelope.as_ref().and_then(|e| e.error.as_ref());
     let Some(detail) = detail.filter(|d| d.kind.is_some() || d.message.is_some()) else {
-        let text = String::from_utf8_lossy(body);
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        return if text.is_empty() {
-            "empty body".to_owned()
-        } else {
-            truncate(&text)
-        };
+        return format!("HTTP {} without Anthropic's error body", status.as_u16());
     };
     let mut m = match (detail.kind.as_deref(), detail.message.as_deref()) {
         (Some(k), Some(m)) => format!("{k}: {}", m.trim()),
@@ -187,11 +183,22 @@ mod tests {
     }
 
     #[test]
-    fn other_bodies_are_cut_excerpts() {
-        let e = err(502, "<html>  Bad   gateway </html>", None);
-        assert!(e.to_string().ends_with("<html> Bad gateway </html>"), "{e}");
+    fn other_bodies_are_not_quoted() {
+        let e = err(502, "<html>x-api-key: sk-ant-admin01-secret</html>", None);
+        assert!(
+            e.to_string()
+                .ends_with("HTTP 502 without Anthropic's error body"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("secret"), "{e}");
         let e = err(503, &"x".repeat(5000), None);
-        assert!(e.to_string().chars().count() < 300, "{e}");
-        assert!(err(500, "", None).to_string().contains("empty body"));
+        assert!(!e.to_string().contains("xxx"), "{e}");
+        assert!(
+            err(500, "", None)
+                .to_string()
+                .contains("HTTP 500 without Anthropic's error body")
+        );
+        let e = err(404, r#"{"detail": "not here"}"#, None);
+        assert!(!e.to_string().contains("not here"), "{e}");
     }
 }
