@@ -5,19 +5,23 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use usage_core::ProviderError;
-use usage_core::budget::BudgetError;
-use usage_core::transport::{TransportError, truncate};
+use usage_core::transport::{Refusal, truncate};
 
 use crate::model::ErrorEnvelope;
 
-/// Maps a non-2xx answer of source `source` to an error. `retry_after` is the delay the
-/// answer's headers give (a 429's `retry-after`; `None` when it has none).
+/// Maps a non-2xx answer of source `source` to an error (a 429 keeps the delay the answer's
+/// headers give, `None` when they give none).
 ///
 /// 400/413/422 (`invalid_request_error`) → invalid query with the vendor's message; 401 →
 /// unauthenticated; 403 → forbidden (e.g. a key that is not an Admin key); 404 → not found;
 /// 429 → rate limited; 5xx, 529 `overloaded_error` included → upstream (retryable); anything
 /// else → upstream.
-pub(crate) fn parse_error(
+pub(crate) fn parse_error(source: &str, answer: &Refusal<'_>) -> ProviderError {
+    status_table(source, answer.status, answer.body, answer.retry_after)
+}
+
+/// [`parse_error`] on the answer's parts.
+fn status_table(
     source: &str,
     status: StatusCode,
     body: &[u8],
@@ -79,47 +83,12 @@ fn message(status: StatusCode, body: &[u8]) -> String {
     truncate(&m)
 }
 
-/// Names a failure of the transport itself.
-pub(crate) fn failed(source: &str, e: TransportError) -> ProviderError {
-    let source_name = source.to_owned();
-    match e {
-        TransportError::Budget(e) => budget(source, &e),
-        TransportError::Timeout { elapsed } => ProviderError::Timeout {
-            source_name,
-            elapsed,
-        },
-        TransportError::Transport { message } => ProviderError::Transport {
-            source_name,
-            message,
-        },
-        e @ TransportError::TooLarge { .. } => ProviderError::Decode {
-            source_name,
-            message: e.message(),
-        },
-    }
-}
-
-/// Names a refusal of the local budget: spent → rate limited with its wait; more requests than
-/// the whole budget → an invalid query.
-pub(crate) fn budget(source: &str, e: &BudgetError) -> ProviderError {
-    match e.retry_after() {
-        Some(wait) => ProviderError::RateLimited {
-            source_name: source.to_owned(),
-            retry_after: Some(wait),
-        },
-        None => ProviderError::InvalidQuery {
-            source_name: source.to_owned(),
-            message: e.to_string(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn err(status: u16, body: &str, retry: Option<u64>) -> ProviderError {
-        parse_error(
+        super::status_table(
             "an",
             StatusCode::from_u16(status).unwrap(),
             body.as_bytes(),

@@ -491,6 +491,8 @@ async fn the_simulators_429_is_rate_limited_with_and_without_a_delay() {
     assert_eq!(s.sim.calls("anthropic.usage"), 2, "no retry storm");
     s.sim.stop().await;
 
+    // A 429 without `retry-after` pauses the source too (a minute): the next query is
+    // refused here, without a request.
     let s = setup().await;
     s.sim.faults().set_omit_retry_after(true);
     s.sim.faults().force_next(1, 429);
@@ -502,6 +504,17 @@ async fn the_simulators_429_is_rate_limited_with_and_without_a_delay() {
             retry_after: None
         }
     );
-    s.provider.usage(&q).await.unwrap();
+    let sent = s.sim.total_calls();
+    let again = s.provider.usage(&q).await.unwrap_err();
+    let wait = again.retry_after().unwrap();
+    assert!(
+        wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+        "{again:?}"
+    );
+    assert_eq!(
+        s.sim.total_calls(),
+        sent,
+        "refused without a vendor request"
+    );
     s.sim.stop().await;
 }

@@ -587,7 +587,7 @@ async fn error_envelopes_map_to_provider_errors() {
 }
 
 #[tokio::test]
-async fn a_429_with_retry_after_pauses_the_source_and_without_it_does_not() {
+async fn a_429_pauses_the_source_for_its_delay_or_a_minute() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(USAGE))
@@ -610,26 +610,33 @@ async fn a_429_with_retry_after_pauses_the_source_and_without_it_does_not() {
     drop(p);
     server.verify().await;
 
+    // Without a delay: a minute's pause (Anthropic's guidance is one poll a minute).
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(USAGE))
         .respond_with(
             ResponseTemplate::new(429).set_body_json(envelope("rate_limit_error", "slow down")),
         )
-        .expect(2)
+        .expect(1)
         .mount(&server)
         .await;
     let p = provider(&server, |_| {});
-    for _ in 0..2 {
-        let e = p.usage(&day_query(&[])).await.unwrap_err();
-        assert_eq!(
-            e,
-            ProviderError::RateLimited {
-                source_name: "an".into(),
-                retry_after: None
-            }
-        );
-    }
+    let e = p.usage(&day_query(&[])).await.unwrap_err();
+    assert_eq!(
+        e,
+        ProviderError::RateLimited {
+            source_name: "an".into(),
+            retry_after: None
+        }
+    );
+    let again = p.usage(&day_query(&[])).await.unwrap_err();
+    let wait = again.retry_after().unwrap();
+    assert!(
+        wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+        "{again:?}"
+    );
+    drop(p);
+    server.verify().await;
 }
 
 #[tokio::test]

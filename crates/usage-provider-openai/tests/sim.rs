@@ -640,4 +640,34 @@ async fn keys_and_429s() {
         assert!(s.sim.total_calls() <= 9, "no retry storm");
         s.sim.stop().await;
     }
+
+    // A 429 without `Retry-After` pauses the source for 10 s: the next query is refused here,
+    // without a request.
+    let s = setup().await;
+    s.sim.faults().set_omit_retry_after(true);
+    s.sim.faults().force_next(1, 429);
+    let e = s.provider.usage(&q).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProviderError::RateLimited {
+                retry_after: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let sent = s.sim.total_calls();
+    let again = s.provider.usage(&q).await.unwrap_err();
+    let wait = again.retry_after().unwrap();
+    assert!(
+        wait > Duration::from_secs(5) && wait <= Duration::from_secs(10),
+        "{again:?}"
+    );
+    assert_eq!(
+        s.sim.total_calls(),
+        sent,
+        "refused without a vendor request"
+    );
+    s.sim.stop().await;
 }
