@@ -319,6 +319,55 @@ where
     }
 }
 
+/// One page of a cursor-paged usage report, as [`follow_planned_range`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorPage<T> {
+    /// The page's items (buckets).
+    pub items: Vec<T>,
+    /// Whether another page follows.
+    pub has_more: bool,
+    /// The next page's cursor (an empty one counts as none).
+    pub next_page: Option<String>,
+}
+
+/// Reads every page of one planned request range (OpenAI's and Anthropic's usage reports):
+/// `fetch(cursor, admission)` sends one request; the first page's was reserved with the
+/// query's plan ([`Admission::Reserved`](crate::transport::Admission::Reserved)), each further
+/// page takes its own place in the budget
+/// ([`Admission::Admit`](crate::transport::Admission::Admit)). A page that says `has_more`
+/// without a cursor is the error `no_cursor()`; loops and more than `max_pages` pages stop as
+/// in [`follow_cursor`].
+#[cfg(feature = "http")]
+pub async fn follow_planned_range<T, E, F, Fut>(
+    max_pages: usize,
+    no_cursor: impl Fn() -> E,
+    mut fetch: F,
+) -> Result<(Vec<T>, usize), PagingStop<E>>
+where
+    F: FnMut(Option<String>, crate::transport::Admission) -> Fut,
+    Fut: Future<Output = Result<CursorPage<T>, E>>,
+{
+    use crate::transport::Admission;
+    let no_cursor = &no_cursor;
+    follow_cursor(max_pages, |cursor: Option<String>| {
+        let admission = if cursor.is_some() {
+            Admission::Admit
+        } else {
+            Admission::Reserved
+        };
+        let page = fetch(cursor, admission);
+        async move {
+            let page = page.await?;
+            match (page.has_more, page.next_page.filter(|p| !p.is_empty())) {
+                (false, _) => Ok((page.items, None)),
+                (true, Some(next)) => Ok((page.items, Some(next))),
+                (true, None) => Err(no_cursor()),
+            }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -507,6 +556,58 @@ mod tests {
         assert_eq!(usage_report_limit(BucketWidth::Day), 31);
         assert_eq!(usage_report_limit(Hour), 168);
         assert_eq!(usage_report_limit(Minute), 1440);
+    }
+
+    #[cfg(feature = "http")]
+    #[tokio::test]
+    async fn planned_ranges_reserve_the_first_page_and_need_a_cursor_for_more() {
+        use crate::transport::Admission;
+        let seen = std::sync::Mutex::new(Vec::new());
+        let (items, pages) = follow_planned_range(
+            5,
+            || "no cursor",
+            |cursor: Option<String>, admission| {
+                seen.lock().unwrap().push((cursor.clone(), admission));
+                async move {
+                    Ok(match cursor.as_deref() {
+                        None => CursorPage {
+                            items: vec![1],
+                            has_more: true,
+                            next_page: Some("p2".to_owned()),
+                        },
+                        _ => CursorPage {
+                            items: vec![2],
+                            has_more: false,
+                            // Ignored without has_more.
+                            next_page: Some("p3".to_owned()),
+                        },
+                    })
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((items, pages), (vec![1, 2], 2));
+        assert_eq!(
+            seen.into_inner().unwrap(),
+            vec![
+                (None, Admission::Reserved),
+                (Some("p2".to_owned()), Admission::Admit)
+            ]
+        );
+        let missing = follow_planned_range(
+            5,
+            || "no cursor",
+            |_c: Option<String>, _a| async {
+                Ok(CursorPage::<u8> {
+                    items: vec![],
+                    has_more: true,
+                    next_page: Some(String::new()),
+                })
+            },
+        )
+        .await;
+        assert_eq!(missing, Err(PagingStop::Page("no cursor")));
     }
 
     #[tokio::test]

@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, TimeDelta};
 use futures::{StreamExt, TryStreamExt, stream};
 use usage_core::buckets::{
-    BucketWidth, PagingStop, Piece, follow_cursor, plan_limits, usage_report_limit,
+    BucketWidth, CursorPage, PagingStop, Piece, follow_cursor, follow_planned_range, plan_limits,
+    usage_report_limit,
 };
-use usage_core::transport::Admission;
 use usage_core::{
     Agent, Attribution, CallLimit, Counters, Dimension, PointKey, ProviderError, SourceInfo, Unit,
     UsageBatch, UsagePoint, UsageProvider, UsageQuery,
@@ -276,28 +276,23 @@ impl AnthropicProvider {
         params.push(("ending_at", time(range.end + TimeDelta::seconds(1))));
         params.push(("limit", width.count(range).max(1).to_string()));
         let params = &params;
-        let (buckets, _) = follow_cursor(MAX_PAGES_PER_RANGE, |page: Option<String>| async move {
-            let admission = if page.is_some() {
-                Admission::Admit
-            } else {
-                Admission::Reserved
-            };
-            let report = self
-                .client
-                .usage_page(params, page.as_deref(), admission, sent)
-                .await?;
-            let next = report
-                .has_more
-                .then_some(report.next_page)
-                .flatten()
-                .filter(|p| !p.is_empty());
-            if report.has_more && next.is_none() {
-                return Err(
-                    self.decode("the usage report says has_more but gives no next_page".to_owned())
-                );
-            }
-            Ok((report.data.unwrap_or_default(), next))
-        })
+        let no_cursor =
+            || self.decode("the usage report says has_more but gives no next_page".to_owned());
+        let (buckets, _) = follow_planned_range(
+            MAX_PAGES_PER_RANGE,
+            no_cursor,
+            |page: Option<String>, admission| async move {
+                let report = self
+                    .client
+                    .usage_page(params, page.as_deref(), admission, sent)
+                    .await?;
+                Ok(CursorPage {
+                    items: report.data.unwrap_or_default(),
+                    has_more: report.has_more,
+                    next_page: report.next_page,
+                })
+            },
+        )
         .await
         .map_err(|e| self.paging(e))?;
         // A bucket past the range (a server reading `ending_at` as "starting before") belongs

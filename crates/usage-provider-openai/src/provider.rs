@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use futures::{StreamExt, TryStreamExt, stream};
 use usage_core::buckets::{
-    BucketWidth, PagingStop, Piece, follow_cursor, plan_limits, usage_report_limit,
+    BucketWidth, CursorPage, PagingStop, Piece, follow_cursor, follow_planned_range, plan_limits,
+    usage_report_limit,
 };
 use usage_core::transport::Admission;
 use usage_core::{
@@ -346,34 +347,26 @@ impl OpenaiProvider {
         let max_pages = usize::try_from(width.count(range))
             .unwrap_or(usize::MAX)
             .saturating_add(1);
-        let (buckets, _pages) = follow_cursor(max_pages, |cursor: Option<String>| {
-            // The first page was reserved with the plan; further pages take their own budget.
-            let admission = if cursor.is_some() {
-                Admission::Admit
-            } else {
-                Admission::Reserved
-            };
-            let mut params = params.clone();
-            params.extend(cursor.map(|c| ("page", c)));
-            let url = self.client.url(&["usage", spec.path], &params);
-            async move {
-                let page: UsagePage = self.client.get_json(url, admission, plan.sent).await?;
-                let next = match (page.has_more, page.next_page.filter(|p| !p.is_empty())) {
-                    (false, _) => None,
-                    (true, Some(next)) => Some(next),
-                    (true, None) => {
-                        return Err(ProviderError::Decode {
-                            source_name: self.name.clone(),
-                            message: "OpenAI answered has_more without a next_page cursor"
-                                .to_owned(),
-                        });
-                    }
-                };
-                Ok((page.data, next))
-            }
-        })
-        .await
-        .map_err(|stop| self.paging_error(stop))?;
+        let no_cursor = || ProviderError::Decode {
+            source_name: self.name.clone(),
+            message: "OpenAI answered has_more without a next_page cursor".to_owned(),
+        };
+        let (buckets, _pages) =
+            follow_planned_range(max_pages, no_cursor, |cursor: Option<String>, admission| {
+                let mut params = params.clone();
+                params.extend(cursor.map(|c| ("page", c)));
+                let url = self.client.url(&["usage", spec.path], &params);
+                async move {
+                    let page: UsagePage = self.client.get_json(url, admission, plan.sent).await?;
+                    Ok(CursorPage {
+                        items: page.data,
+                        has_more: page.has_more,
+                        next_page: page.next_page,
+                    })
+                }
+            })
+            .await
+            .map_err(|stop| self.paging_error(stop))?;
 
         let mut points = Vec::new();
         for bucket in buckets {
