@@ -59,6 +59,17 @@ fn page(data: Vec<Value>, next: Option<&str>) -> ResponseTemplate {
         .set_body_json(json!({"data": data, "has_more": next.is_some(), "next_page": next}))
 }
 
+/// A last page of buckets `(start, end, output tokens)`.
+fn output_buckets(buckets: &[(&str, &str, u64)]) -> ResponseTemplate {
+    page(
+        buckets
+            .iter()
+            .map(|(start, end, n)| bucket(start, end, json!([{ "output_tokens": n }])))
+            .collect(),
+        None,
+    )
+}
+
 fn one_day(results: Value) -> ResponseTemplate {
     page(
         vec![bucket(
@@ -475,21 +486,10 @@ async fn buckets_outside_every_window_are_dropped() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(USAGE))
-        .respond_with(page(
-            vec![
-                bucket(
-                    "2026-10-31T00:00:00Z",
-                    "2026-11-01T00:00:00Z",
-                    json!([{"output_tokens": 1}]),
-                ),
-                bucket(
-                    "2026-11-01T00:00:00Z",
-                    "2026-11-02T00:00:00Z",
-                    json!([{"output_tokens": 2}]),
-                ),
-            ],
-            None,
-        ))
+        .respond_with(output_buckets(&[
+            ("2026-10-31T00:00:00Z", "2026-11-01T00:00:00Z", 1),
+            ("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z", 2),
+        ]))
         .mount(&server)
         .await;
     let b = provider(&server, |_| {})
@@ -504,41 +504,27 @@ async fn a_bucket_past_its_range_is_not_counted_twice() {
     // Two ranges of minutes (1,440 + 30); a server that also returns the bucket starting at
     // the first range's end must not have it counted with both.
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(USAGE))
-        .and(query_param("starting_at", "2026-11-01T00:00:00Z"))
-        .respond_with(page(
+    for (starting_at, answer) in [
+        (
+            "2026-11-01T00:00:00Z",
             vec![
-                bucket(
-                    "2026-11-01T23:59:00Z",
-                    "2026-11-02T00:00:00Z",
-                    json!([{"output_tokens": 1}]),
-                ),
-                bucket(
-                    "2026-11-02T00:00:00Z",
-                    "2026-11-02T00:01:00Z",
-                    json!([{"output_tokens": 5}]),
-                ),
+                ("2026-11-01T23:59:00Z", "2026-11-02T00:00:00Z", 1),
+                ("2026-11-02T00:00:00Z", "2026-11-02T00:01:00Z", 5),
             ],
-            None,
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(USAGE))
-        .and(query_param("starting_at", "2026-11-02T00:00:00Z"))
-        .respond_with(page(
-            vec![bucket(
-                "2026-11-02T00:00:00Z",
-                "2026-11-02T00:01:00Z",
-                json!([{"output_tokens": 5}]),
-            )],
-            None,
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+        ),
+        (
+            "2026-11-02T00:00:00Z",
+            vec![("2026-11-02T00:00:00Z", "2026-11-02T00:01:00Z", 5)],
+        ),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(USAGE))
+            .and(query_param("starting_at", starting_at))
+            .respond_with(output_buckets(&answer))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
     let windows = vec![
         Window::new(t("2026-11-01T00:00:00Z"), t("2026-11-02T00:00:00Z")),
         Window::new(t("2026-11-02T00:00:00Z"), t("2026-11-02T00:30:00Z")),

@@ -646,28 +646,9 @@ async fn keys_and_429s() {
     let s = setup().await;
     s.sim.faults().set_omit_retry_after(true);
     s.sim.faults().force_next(1, 429);
-    let e = s.provider.usage(&q).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ProviderError::RateLimited {
-                retry_after: None,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    let sent = s.sim.total_calls();
-    let again = s.provider.usage(&q).await.unwrap_err();
-    let wait = again.retry_after().unwrap();
-    assert!(
-        wait > Duration::from_secs(5) && wait <= Duration::from_secs(10),
-        "{again:?}"
-    );
-    assert_eq!(
-        s.sim.total_calls(),
-        sent,
-        "refused without a vendor request"
-    );
+    usage_core::test_util::assert_429_pauses(&s.provider, &q, Duration::from_secs(10), || {
+        s.sim.total_calls()
+    })
+    .await;
     s.sim.stop().await;
 }
