@@ -218,10 +218,11 @@ impl OpenaiProvider {
             if unfiltered.is_empty() {
                 endpoints.push(*spec);
             } else {
+                let dims = unfiltered.join(" or ");
                 notes.push(format!(
-                    "OpenAI's `{}` usage is left out: that endpoint cannot be filtered by {}",
+                    "OpenAI's `{}` usage is left out: it has no {dims}, so none of it can match \
+                     the {dims} filter",
                     spec.path,
-                    unfiltered.join(" or ")
                 ));
             }
         }
