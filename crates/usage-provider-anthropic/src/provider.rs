@@ -214,8 +214,8 @@ impl AnthropicProvider {
         Ok((agents, pages as u64))
     }
 
-    /// Plans a query: width, shared parameters, grouping; `None` when the agent filter leaves
-    /// nothing to ask for.
+    /// Plans a query: shared parameters, grouping; `None` when a filter (agent, user or model)
+    /// leaves nothing to ask for.
     fn plan(&self, query: &UsageQuery) -> Option<Plan> {
         let fixed: Option<BTreeSet<String>> = self
             .fixed_agents
@@ -226,7 +226,11 @@ impl AnthropicProvider {
             (Some(q), None) => Some(q.clone()),
             (Some(q), Some(f)) => Some(q.intersection(&f).cloned().collect()),
         };
-        if agents.as_ref().is_some_and(BTreeSet::is_empty) {
+        // An empty set (agent, user or model) leaves nothing to ask for.
+        if [agents.as_ref(), query.users.as_ref(), query.models.as_ref()]
+            .into_iter()
+            .any(|set| set.is_some_and(BTreeSet::is_empty))
+        {
             return None;
         }
         let local = agents.as_ref().is_some_and(|a| a.contains(DEFAULT_AGENT));

@@ -538,6 +538,29 @@ async fn a_bucket_past_its_range_is_not_counted_twice() {
 }
 
 #[tokio::test]
+async fn an_empty_filter_set_asks_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(one_day(json!([{"output_tokens": 1}])))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let p = provider(&server, |_| {});
+    for set in ["agents", "users", "models"] {
+        let mut q = day_query(&[Dimension::Agent]);
+        match set {
+            "agents" => q.agents = Some(BTreeSet::new()),
+            "users" => q.users = Some(BTreeSet::new()),
+            _ => q.models = Some(BTreeSet::new()),
+        }
+        let b = p.usage(&q).await.unwrap();
+        assert!(b.points.is_empty(), "{set}");
+        assert_eq!(b.upstream_requests, 0, "{set}");
+    }
+    server.verify().await;
+}
+
+#[tokio::test]
 async fn error_envelopes_map_to_provider_errors() {
     let cases: Vec<(u16, &str, &str)> = vec![
         (400, "invalid_request_error", "invalid_query"),
