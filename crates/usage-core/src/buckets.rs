@@ -227,26 +227,27 @@ fn pieces(windows: &[Window], widths: &[BucketWidth], limit: fn(BucketWidth) -> 
     out
 }
 
-/// Covers `[a, b)` (edges on boundaries of the finest of `widths`, coarsest first) with the
-/// coarsest buckets that fit, finer ones at the edges.
-fn cover(a: DateTime<Utc>, b: DateTime<Utc>, widths: &[BucketWidth], out: &mut Vec<Piece>) {
-    let Some((&w, finer)) = widths.split_first() else {
+/// Covers `[from, to)` (edges on boundaries of the finest of `widths`, coarsest first) with
+/// the coarsest buckets that fit, finer ones at the edges.
+fn cover(from: DateTime<Utc>, to: DateTime<Utc>, widths: &[BucketWidth], out: &mut Vec<Piece>) {
+    let Some((&width, finer)) = widths.split_first() else {
         return;
     };
-    if a >= b {
+    if from >= to {
         return;
     }
     if finer.is_empty() {
-        out.push((w, Window::new(a, b)));
+        out.push((width, Window::new(from, to)));
         return;
     }
-    let (x, y) = (w.ceil(a), w.floor(b));
-    if x < y {
-        cover(a, x, finer, out);
-        out.push((w, Window::new(x, y)));
-        cover(y, b, finer, out);
+    // The whole buckets of this width inside: from the first boundary to the last.
+    let (first, last) = (width.ceil(from), width.floor(to));
+    if first < last {
+        cover(from, first, finer, out);
+        out.push((width, Window::new(first, last)));
+        cover(last, to, finer, out);
     } else {
-        cover(a, b, finer, out);
+        cover(from, to, finer, out);
     }
 }
 
