@@ -321,6 +321,7 @@ pub async fn sims_without_do_limit(spec: &usage_sim::DataSpec) -> usage_sim::Sim
         sims.data.clone(),
         usage_sim::AnthropicOptions {
             rate_limit_per_minute: 0,
+            ..usage_sim::AnthropicOptions::default()
         },
         None,
     )

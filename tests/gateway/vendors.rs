@@ -49,6 +49,7 @@ async fn start() -> Running {
             data.clone(),
             usage_sim::AnthropicOptions {
                 rate_limit_per_minute: 0,
+                ..usage_sim::AnthropicOptions::default()
             },
             None,
         )

@@ -29,6 +29,28 @@ impl BodyError {
     }
 }
 
+/// Reads a count field of a vendor's JSON (serde `deserialize_with`): a non-negative integer, a
+/// whole non-negative number written as a float (`12.0`), or `null` (`None`). Anything else
+/// (a fraction, a negative number, text) is an error.
+pub fn opt_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n: Option<serde_json::Number> = serde::Deserialize::deserialize(d)?;
+    let Some(n) = n else { return Ok(None) };
+    if let Some(v) = n.as_u64() {
+        return Ok(Some(v));
+    }
+    match n.as_f64() {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a finite whole number at least 0; above u64::MAX it saturates"
+        )]
+        Some(f) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "a count must be a whole number at least 0, got {n}"
+        ))),
+    }
+}
+
 /// Decodes a vendor's JSON body.
 ///
 /// A body that is UTF-8 as a whole (every valid JSON text) is read as text: `serde_json` reading

@@ -521,8 +521,9 @@ pub struct UsageBatch {
     /// Set when the answer lacks data the source holds (e.g. agents on an agent list page that
     /// could not be read; `notes` say which): the gateway's answer is then not `complete`.
     pub partial: bool,
-    /// For vendors that report usage in fixed buckets (OpenAI, Anthropic): the bucket width the
-    /// answer was read at (`1d`, `1h`, `1m`), shown in the source's entry.
+    /// For vendors that report usage in fixed buckets (OpenAI, Anthropic): the bucket widths the
+    /// answer was read at, coarsest first, joined by `, ` (`1d`, or `1d, 1h, 1m` for a week
+    /// whose ends fall inside hours), shown in the source's entry.
     pub bucket_width: Option<String>,
 }
 

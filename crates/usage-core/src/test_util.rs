@@ -17,6 +17,37 @@ use crate::model::{
 };
 use crate::provider::UsageProvider;
 
+/// Checks the pause after a 429 without a delay: `provider`, whose vendor answers the next
+/// request 429 without `Retry-After`, answers `query` rate limited with no delay; a query right
+/// after is refused here, rate limited with a wait in (`pause` − 5 s, `pause`], without a vendor
+/// request (`vendor_calls` counts them).
+pub async fn assert_429_pauses(
+    provider: &dyn UsageProvider,
+    query: &UsageQuery,
+    pause: Duration,
+    vendor_calls: impl Fn() -> u64,
+) {
+    let e = provider.usage(query).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProviderError::RateLimited {
+                retry_after: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let sent = vendor_calls();
+    let again = provider.usage(query).await.unwrap_err();
+    let wait = again.retry_after().expect("a local refusal gives its wait");
+    assert!(
+        wait > pause.saturating_sub(Duration::from_secs(5)) && wait <= pause,
+        "{again:?}"
+    );
+    assert_eq!(vendor_calls(), sent, "refused without a vendor request");
+}
+
 /// One usage event of the static provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticEvent {

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
+use crate::ProviderError;
 use crate::budget::{Budget, BudgetError};
 use crate::http::{BodyError, read_body};
 
@@ -93,6 +94,79 @@ pub trait Vendor {
     /// The pause an error asks the whole source to take (a 429 with a known delay): every
     /// request of the source waits for it, instead of earning more 429s.
     fn pause(&self, error: &Self::Error) -> Option<Duration>;
+}
+
+/// The [`Vendor`] of a provider whose error type is [`ProviderError`] (OpenAI, Anthropic): its
+/// own status table (`refused`), and what such providers share — transport failures and budget
+/// refusals named by [`provider_failure`] and [`budget_refusal`], and a pause for every 429:
+/// the delay the answer gives or, when it gives none, `default_pause` (so that other queries on
+/// the source do not keep sending while the vendor is refusing).
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderVendor<'a> {
+    /// The source's name.
+    pub source: &'a str,
+    /// The vendor's status table: `(source, answer)` → error.
+    pub refused: fn(&str, &Refusal<'_>) -> ProviderError,
+    /// The pause after a 429 without a delay.
+    pub default_pause: Duration,
+}
+
+impl Vendor for ProviderVendor<'_> {
+    type Error = ProviderError;
+
+    fn refused(&self, answer: &Refusal<'_>) -> ProviderError {
+        (self.refused)(self.source, answer)
+    }
+
+    fn failed(&self, error: TransportError) -> ProviderError {
+        provider_failure(self.source, error)
+    }
+
+    fn pause(&self, error: &ProviderError) -> Option<Duration> {
+        match error {
+            ProviderError::RateLimited { retry_after, .. } => {
+                Some(retry_after.unwrap_or(self.default_pause))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Names a failure of the transport of source `source` as a [`ProviderError`]: the budget's
+/// refusal ([`budget_refusal`]), a timeout, a transport failure, or an oversized body (a decode
+/// error).
+pub fn provider_failure(source: &str, error: TransportError) -> ProviderError {
+    let source_name = source.to_owned();
+    match error {
+        TransportError::Budget(e) => budget_refusal(source, &e),
+        TransportError::Timeout { elapsed } => ProviderError::Timeout {
+            source_name,
+            elapsed,
+        },
+        TransportError::Transport { message } => ProviderError::Transport {
+            source_name,
+            message,
+        },
+        e @ TransportError::TooLarge { .. } => ProviderError::Decode {
+            source_name,
+            message: e.message(),
+        },
+    }
+}
+
+/// Names a refusal of source `source`'s budget: spent (or paused) → rate limited with its
+/// wait; more requests at once than the whole per-minute budget → an invalid query.
+pub fn budget_refusal(source: &str, e: &BudgetError) -> ProviderError {
+    match e.retry_after() {
+        Some(wait) => ProviderError::RateLimited {
+            source_name: source.to_owned(),
+            retry_after: Some(wait),
+        },
+        None => ProviderError::InvalidQuery {
+            source_name: source.to_owned(),
+            message: e.to_string(),
+        },
+    }
 }
 
 /// How a request takes its place in the source's budget.
@@ -361,6 +435,54 @@ mod tests {
 
     fn delay(pairs: &[(&'static str, &str)]) -> Option<u64> {
         rate_limit_delay(&headers(pairs), now()).map(|d| d.as_secs())
+    }
+
+    #[test]
+    fn provider_vendors_pause_for_every_429() {
+        fn table(source: &str, a: &Refusal<'_>) -> ProviderError {
+            ProviderError::RateLimited {
+                source_name: source.to_owned(),
+                retry_after: a.retry_after,
+            }
+        }
+        let v = ProviderVendor {
+            source: "s",
+            refused: table,
+            default_pause: Duration::from_secs(60),
+        };
+        let h = HeaderMap::new();
+        let answer = |retry_after| Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            headers: &h,
+            body: b"",
+            retry_after,
+        };
+        let given = v.refused(&answer(Some(Duration::from_secs(7))));
+        assert_eq!(v.pause(&given), Some(Duration::from_secs(7)));
+        let none = v.refused(&answer(None));
+        assert_eq!(none.retry_after(), None, "the vendor gave no delay");
+        assert_eq!(v.pause(&none), Some(Duration::from_secs(60)));
+        let timeout = v.failed(TransportError::Timeout {
+            elapsed: Duration::from_secs(1),
+        });
+        assert_eq!(timeout.kind(), "timeout");
+        assert_eq!(v.pause(&timeout), None);
+        let spent = v.failed(TransportError::Budget(BudgetError::RateLimited {
+            retry_after: Duration::from_secs(3),
+        }));
+        assert_eq!(spent.retry_after(), Some(Duration::from_secs(3)));
+        let exceeds = budget_refusal(
+            "s",
+            &BudgetError::ExceedsBudget {
+                requested: 9,
+                per_minute: 5,
+            },
+        );
+        assert_eq!(exceeds.kind(), "invalid_query");
+        assert_eq!(
+            v.failed(TransportError::TooLarge { limit: 10 }).kind(),
+            "upstream_decode"
+        );
     }
 
     #[test]

@@ -74,9 +74,11 @@ pub struct SourceEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attribution_resolution_seconds: Option<u64>,
     /// For vendors that report usage in fixed UTC buckets (OpenAI, Anthropic): the bucket
-    /// widths the live part of this answer was read at, coarsest first (`1d`; `1h` for days of
-    /// zones an hour off UTC or for hour buckets; `1m` for zones with non-hour offsets or edges
-    /// inside an hour). Absent when nothing was read live.
+    /// widths the live part of this answer was read at, coarsest first, joined by `, ` (`1d`
+    /// for UTC days; `1h` for days of zones an hour off UTC or for hour buckets; `1m` for zones
+    /// with non-hour offsets; several when a long range's edges fall inside days or hours:
+    /// `1d, 1h, 1m` for the last seven days, read in days with hours and minutes at the ends).
+    /// Absent when nothing was read live.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "1h")]
     pub vendor_bucket_width: Option<String>,

@@ -6,15 +6,15 @@ use std::num::NonZeroU32;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use reqwest::header::ACCEPT;
+use reqwest::header::{ACCEPT, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use url::Url;
 use usage_core::ProviderError;
 use usage_core::budget::Budget;
-use usage_core::transport::{Admission, Refusal, Transport, TransportError, Vendor, truncate};
+use usage_core::transport::{Admission, ProviderVendor, Transport, budget_refusal, truncate};
 
-use crate::error::{budget, failed, parse_error};
+use crate::error::parse_error;
 use crate::model::{UsageReport, WorkspaceList};
 
 /// The API version every request sends (`anthropic-version`).
@@ -40,25 +40,16 @@ impl fmt::Debug for AnthropicClient {
     }
 }
 
-/// Anthropic's part of the transport: its error table, naming the source.
-struct Anthropic<'a>(&'a str);
+/// The pause after a 429 that gives no delay: Anthropic's guidance for these endpoints is one
+/// poll a minute.
+const DEFAULT_429_PAUSE: Duration = Duration::from_secs(60);
 
-impl Vendor for Anthropic<'_> {
-    type Error = ProviderError;
-
-    fn refused(&self, answer: &Refusal<'_>) -> ProviderError {
-        parse_error(self.0, answer.status, answer.body, answer.retry_after)
-    }
-
-    fn failed(&self, error: TransportError) -> ProviderError {
-        failed(self.0, error)
-    }
-
-    fn pause(&self, error: &ProviderError) -> Option<Duration> {
-        match error {
-            ProviderError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        }
+/// Anthropic's part of the transport: its error table, and the shared transport mapping.
+fn vendor(source: &str) -> ProviderVendor<'_> {
+    ProviderVendor {
+        source,
+        refused: parse_error,
+        default_pause: DEFAULT_429_PAUSE,
     }
 }
 
@@ -104,7 +95,7 @@ impl AnthropicClient {
             .budget()
             .reserve(n)
             .await
-            .map_err(|e| budget(self.source(), &e))
+            .map_err(|e| budget_refusal(self.source(), &e))
     }
 
     /// One page of the Messages usage report: `params` (array names with `[]`) plus `page`.
@@ -145,6 +136,19 @@ impl AnthropicClient {
         self.get_json(url, Admission::Admit, None).await
     }
 
+    /// The `x-api-key` value, marked sensitive (kept out of `Debug` output and of HTTP/2
+    /// header compression tables).
+    fn api_key(&self) -> Result<HeaderValue, ProviderError> {
+        let mut key = HeaderValue::from_str(self.admin_key.expose_secret()).map_err(|_| {
+            ProviderError::Config {
+                source_name: self.source().to_owned(),
+                message: "admin_key is not a valid header value".to_owned(),
+            }
+        })?;
+        key.set_sensitive(true);
+        Ok(key)
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         url: Url,
@@ -155,17 +159,43 @@ impl AnthropicClient {
             .transport
             .http()
             .get(url)
-            .header("x-api-key", self.admin_key.expose_secret())
+            .header("x-api-key", self.api_key()?)
             .header("anthropic-version", ANTHROPIC_VERSION)
             .header(ACCEPT, "application/json");
-        let vendor = Anthropic(self.source());
         let answer = self
             .transport
-            .send(&vendor, admission, request, sent)
+            .send(&vendor(self.source()), admission, request, sent)
             .await?;
         usage_core::http::json(&answer.body).map_err(|e| ProviderError::Decode {
             source_name: self.source().to_owned(),
             message: truncate(&format!("unexpected {} body: {e}", answer.status)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(key: &str) -> AnthropicClient {
+        AnthropicClient::new(
+            "an",
+            reqwest::Client::new(),
+            Url::parse("http://127.0.0.1:9").unwrap(),
+            SecretString::from(key),
+            NonZeroU32::MIN,
+            1,
+            1024,
+        )
+    }
+
+    #[test]
+    fn the_api_key_header_is_sensitive() {
+        let key = client("sk-ant-admin01-secret").api_key().unwrap();
+        assert!(key.is_sensitive());
+        assert!(!format!("{key:?}").contains("secret"));
+        let e = client("bad\nkey").api_key().unwrap_err();
+        assert_eq!(e.kind(), "source_config");
+        assert!(!e.to_string().contains("bad"), "{e}");
     }
 }

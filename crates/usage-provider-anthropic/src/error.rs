@@ -5,25 +5,29 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use usage_core::ProviderError;
-use usage_core::budget::BudgetError;
-use usage_core::transport::{TransportError, truncate};
+use usage_core::transport::{Refusal, truncate};
 
 use crate::model::ErrorEnvelope;
 
-/// Maps a non-2xx answer of source `source` to an error. `retry_after` is the delay the
-/// answer's headers give (a 429's `retry-after`; `None` when it has none).
+/// Maps a non-2xx answer of source `source` to an error (a 429 keeps the delay the answer's
+/// headers give, `None` when they give none).
 ///
 /// 400/413/422 (`invalid_request_error`) → invalid query with the vendor's message; 401 →
 /// unauthenticated; 403 → forbidden (e.g. a key that is not an Admin key); 404 → not found;
 /// 429 → rate limited; 5xx, 529 `overloaded_error` included → upstream (retryable); anything
 /// else → upstream.
-pub(crate) fn parse_error(
+pub(crate) fn parse_error(source: &str, answer: &Refusal<'_>) -> ProviderError {
+    status_table(source, answer.status, answer.body, answer.retry_after)
+}
+
+/// [`parse_error`] on the answer's parts.
+fn status_table(
     source: &str,
     status: StatusCode,
     body: &[u8],
     retry_after: Option<Duration>,
 ) -> ProviderError {
-    let message = message(body);
+    let message = message(status, body);
     let source_name = source.to_owned();
     match status.as_u16() {
         400 | 413 | 422 => ProviderError::InvalidQuery {
@@ -55,18 +59,14 @@ pub(crate) fn parse_error(
     }
 }
 
-/// The envelope's `type: message (request_id …)`, or a cut excerpt of a body that is not one.
-fn message(body: &[u8]) -> String {
+/// The envelope's `type: message (request_id …)`, or a note that the body was not Anthropic's
+/// (a body that is not the envelope, e.g. a proxy's page, is not quoted: it could echo the
+/// request's headers).
+fn message(status: StatusCode, body: &[u8]) -> String {
     let envelope = serde_json::from_slice::<ErrorEnvelope>(body).ok();
     let detail = envelope.as_ref().and_then(|e| e.error.as_ref());
     let Some(detail) = detail.filter(|d| d.kind.is_some() || d.message.is_some()) else {
-        let text = String::from_utf8_lossy(body);
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        return if text.is_empty() {
-            "empty body".to_owned()
-        } else {
-            truncate(&text)
-        };
+        return format!("HTTP {} without Anthropic's error body", status.as_u16());
     };
     let mut m = match (detail.kind.as_deref(), detail.message.as_deref()) {
         (Some(k), Some(m)) => format!("{k}: {}", m.trim()),
@@ -83,47 +83,12 @@ fn message(body: &[u8]) -> String {
     truncate(&m)
 }
 
-/// Names a failure of the transport itself.
-pub(crate) fn failed(source: &str, e: TransportError) -> ProviderError {
-    let source_name = source.to_owned();
-    match e {
-        TransportError::Budget(e) => budget(source, &e),
-        TransportError::Timeout { elapsed } => ProviderError::Timeout {
-            source_name,
-            elapsed,
-        },
-        TransportError::Transport { message } => ProviderError::Transport {
-            source_name,
-            message,
-        },
-        e @ TransportError::TooLarge { .. } => ProviderError::Decode {
-            source_name,
-            message: e.message(),
-        },
-    }
-}
-
-/// Names a refusal of the local budget: spent → rate limited with its wait; more requests than
-/// the whole budget → an invalid query.
-pub(crate) fn budget(source: &str, e: &BudgetError) -> ProviderError {
-    match e.retry_after() {
-        Some(wait) => ProviderError::RateLimited {
-            source_name: source.to_owned(),
-            retry_after: Some(wait),
-        },
-        None => ProviderError::InvalidQuery {
-            source_name: source.to_owned(),
-            message: e.to_string(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn err(status: u16, body: &str, retry: Option<u64>) -> ProviderError {
-        parse_error(
+        super::status_table(
             "an",
             StatusCode::from_u16(status).unwrap(),
             body.as_bytes(),
@@ -187,11 +152,22 @@ mod tests {
     }
 
     #[test]
-    fn other_bodies_are_cut_excerpts() {
-        let e = err(502, "<html>  Bad   gateway </html>", None);
-        assert!(e.to_string().ends_with("<html> Bad gateway </html>"), "{e}");
+    fn other_bodies_are_not_quoted() {
+        let e = err(502, "<html>x-api-key: sk-ant-admin01-secret</html>", None);
+        assert!(
+            e.to_string()
+                .ends_with("HTTP 502 without Anthropic's error body"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("secret"), "{e}");
         let e = err(503, &"x".repeat(5000), None);
-        assert!(e.to_string().chars().count() < 300, "{e}");
-        assert!(err(500, "", None).to_string().contains("empty body"));
+        assert!(!e.to_string().contains("xxx"), "{e}");
+        assert!(
+            err(500, "", None)
+                .to_string()
+                .contains("HTTP 500 without Anthropic's error body")
+        );
+        let e = err(404, r#"{"detail": "not here"}"#, None);
+        assert!(!e.to_string().contains("not here"), "{e}");
     }
 }

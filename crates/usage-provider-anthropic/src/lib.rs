@@ -2,11 +2,14 @@
 //!
 //! [`AnthropicProvider`] answers a query from the Admin API's usage report,
 //! `GET /v1/organizations/usage_report/messages`, which sums usage in UTC buckets of `1d`, `1h`
-//! or `1m` and groups it by the dimensions asked for. It asks for the coarsest width whose
-//! boundaries include every window edge (UTC days: `1d`; Berlin days or hour buckets: `1h`;
-//! Kolkata days: `1m`), in request ranges of at most the width's `limit` maximum (31, 168, 1440
-//! buckets), follows `next_page` cursors, and places each bucket in the window its start lies
-//! in, so the answer is exact.
+//! or `1m` and groups it by the dimensions asked for. It plans its requests with
+//! [`usage_core::buckets::BucketWidth::plan`]: each window in the coarsest buckets that fit inside
+//! it (UTC days: `1d`; Berlin days or hour buckets: `1h`; Kolkata days: `1m`; a week from
+//! 04:41: minutes and hours at its ends, days between), in request ranges of at most the
+//! width's `limit` maximum (31, 168, 1440 buckets). Each range is asked for with `ending_at` a
+//! second past its end, so that its last bucket comes back whether the server keeps buckets
+//! ending at or strictly before `ending_at`. It follows `next_page` cursors and places each
+//! bucket in the window its start lies in, so the answer is exact.
 //!
 //! # Dimensions
 //! - **agent** = workspace (`group_by[]=workspace_id`, filter `workspace_ids[]`). The default
@@ -29,7 +32,8 @@
 //! paginated data) more frequent polling is acceptable". The source's budget
 //! (`rate_limit_per_minute`, default 10) allows the minute's budget as one burst, and a query
 //! needs one request per request range (`max_upstream_calls`, default 10, capped by the
-//! budget); the gateway's cache and the usage store's sync keep sustained polling low. Usage
+//! budget); the gateway's cache and the usage store's sync keep sustained polling low. A 429
+//! pauses the whole source for its `retry-after`, or a minute when it gives none. Usage
 //! shows in the report within about five minutes; the gateway's `settle` treats such recent
 //! windows as open.
 //!

@@ -105,17 +105,7 @@ pub(crate) struct ErrorDetail {
 
 /// A count: a non-negative integer, a whole non-negative JSON number, or `null` (0).
 fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n: Option<serde_json::Number> = Option::deserialize(d)?;
-    let Some(n) = n else { return Ok(0) };
-    if let Some(v) = n.as_u64() {
-        return Ok(v);
-    }
-    match n.as_f64() {
-        Some(f) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 => Ok(f as u64),
-        _ => Err(serde::de::Error::custom(format!(
-            "a count must be a whole number at least 0, got {n}"
-        ))),
-    }
+    Ok(usage_core::http::opt_count(d)?.unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::SecondsFormat;
+use chrono::{SecondsFormat, TimeDelta};
 use futures::{StreamExt, TryStreamExt, stream};
-use usage_core::buckets::{BucketWidth, PagingStop, follow_cursor};
-use usage_core::transport::Admission;
+use usage_core::buckets::{
+    BucketWidth, CursorPage, PagingStop, Piece, follow_cursor, follow_planned_range, plan_limits,
+    usage_report_limit,
+};
 use usage_core::{
     Agent, Attribution, CallLimit, Counters, Dimension, PointKey, ProviderError, SourceInfo, Unit,
-    UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
+    UsageBatch, UsagePoint, UsageProvider, UsageQuery,
 };
 
 use crate::client::AnthropicClient;
@@ -56,15 +58,6 @@ const MAX_PAGES_PER_RANGE: usize = 64;
 /// Workspace list pages followed in one discovery (100 workspaces each).
 const MAX_WORKSPACE_PAGES: usize = 100;
 
-/// The usage report's `limit` maximum for a width (bucket count per page).
-fn max_limit(width: BucketWidth) -> u32 {
-    match width {
-        BucketWidth::Day => 31,
-        BucketWidth::Hour => 168,
-        BucketWidth::Minute => 1440,
-    }
-}
-
 /// An Anthropic organization: one Admin key, its workspaces, and the Messages usage report.
 pub struct AnthropicProvider {
     name: String,
@@ -102,8 +95,7 @@ fn default_agent() -> Agent {
 
 /// What one query sends and how rows come back.
 struct Plan {
-    width: BucketWidth,
-    /// The parameters every request range shares (besides its times and `limit`).
+    /// The parameters every request range shares (besides its width, times and `limit`).
     params: Vec<(&'static str, String)>,
     by_workspace: bool,
     by_key: bool,
@@ -222,8 +214,8 @@ impl AnthropicProvider {
         Ok((agents, pages as u64))
     }
 
-    /// Plans a query: width, shared parameters, grouping; `None` when the agent filter leaves
-    /// nothing to ask for.
+    /// Plans a query: shared parameters, grouping; `None` when a filter (agent, user or model)
+    /// leaves nothing to ask for.
     fn plan(&self, query: &UsageQuery) -> Option<Plan> {
         let fixed: Option<BTreeSet<String>> = self
             .fixed_agents
@@ -234,16 +226,18 @@ impl AnthropicProvider {
             (Some(q), None) => Some(q.clone()),
             (Some(q), Some(f)) => Some(q.intersection(&f).cloned().collect()),
         };
-        if agents.as_ref().is_some_and(BTreeSet::is_empty) {
+        // An empty set (agent, user or model) leaves nothing to ask for.
+        if [agents.as_ref(), query.users.as_ref(), query.models.as_ref()]
+            .into_iter()
+            .any(|set| set.is_some_and(BTreeSet::is_empty))
+        {
             return None;
         }
-        let width = BucketWidth::for_windows(&query.windows, &WIDTHS);
         let local = agents.as_ref().is_some_and(|a| a.contains(DEFAULT_AGENT));
         let by_workspace = query.keeps(Dimension::Agent) || local;
         let by_key = query.keeps(Dimension::User);
         let by_model = query.keeps(Dimension::Model);
-        let mut params: Vec<(&'static str, String)> =
-            vec![("bucket_width", width.as_str().to_owned())];
+        let mut params: Vec<(&'static str, String)> = Vec::new();
         for (on, name) in [
             (by_workspace, "workspace_id"),
             (by_key, "api_key_id"),
@@ -260,7 +254,6 @@ impl AnthropicProvider {
             params.extend(set.iter().flatten().map(|v| (name, v.clone())));
         }
         Some(Plan {
-            width,
             params,
             by_workspace,
             by_key,
@@ -274,52 +267,54 @@ impl AnthropicProvider {
     async fn range(
         &self,
         plan: &Plan,
-        range: Window,
+        (width, range): Piece,
         sent: &AtomicU64,
     ) -> Result<Vec<UsageBucket>, ProviderError> {
         let mut params = plan.params.clone();
         let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        params.push(("bucket_width", width.as_str().to_owned()));
         params.push(("starting_at", time(range.start)));
-        params.push(("ending_at", time(range.end)));
-        params.push(("limit", plan.width.count(range).max(1).to_string()));
+        // "Buckets that end before this": a second past the range's end, so that its last
+        // bucket comes back whether the server keeps buckets ending at or before `ending_at`
+        // or strictly before it; `limit` keeps the answer to the range's buckets either way.
+        params.push(("ending_at", time(range.end + TimeDelta::seconds(1))));
+        params.push(("limit", width.count(range).max(1).to_string()));
         let params = &params;
-        let (buckets, _) = follow_cursor(MAX_PAGES_PER_RANGE, |page: Option<String>| async move {
-            let admission = if page.is_some() {
-                Admission::Admit
-            } else {
-                Admission::Reserved
-            };
-            let report = self
-                .client
-                .usage_page(params, page.as_deref(), admission, sent)
-                .await?;
-            let next = report
-                .has_more
-                .then_some(report.next_page)
-                .flatten()
-                .filter(|p| !p.is_empty());
-            if report.has_more && next.is_none() {
-                return Err(
-                    self.decode("the usage report says has_more but gives no next_page".to_owned())
-                );
-            }
-            Ok((report.data.unwrap_or_default(), next))
-        })
+        let no_cursor =
+            || self.decode("the usage report says has_more but gives no next_page".to_owned());
+        let (buckets, _) = follow_planned_range(
+            MAX_PAGES_PER_RANGE,
+            no_cursor,
+            |page: Option<String>, admission| async move {
+                let report = self
+                    .client
+                    .usage_page(params, page.as_deref(), admission, sent)
+                    .await?;
+                Ok(CursorPage {
+                    items: report.data.unwrap_or_default(),
+                    has_more: report.has_more,
+                    next_page: report.next_page,
+                })
+            },
+        )
         .await
         .map_err(|e| self.paging(e))?;
-        Ok(buckets)
+        // A bucket past the range (a server reading `ending_at` as "starting before") belongs
+        // to another range, or to none.
+        Ok(buckets
+            .into_iter()
+            .filter(|b| b.starting_at < range.end)
+            .collect())
     }
 
     async fn answer(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {
         let Some(plan) = self.plan(query).filter(|_| !query.windows.is_empty()) else {
             return Ok(UsageBatch::default());
         };
-        let ranges = plan
-            .width
-            .request_ranges(&query.windows, max_limit(plan.width));
+        let ranges = BucketWidth::plan(&query.windows, &WIDTHS, usage_report_limit);
         let needed = ranges.len();
         if needed > self.max_calls as usize {
-            return Err(self.too_many(needed, plan.width));
+            return Err(self.too_many(&ranges));
         }
         let (agents, discovery_calls) = if query.keeps(Dimension::Agent) {
             self.agent_list(query.refresh).await?
@@ -335,7 +330,7 @@ impl AnthropicProvider {
             .reserve(u32::try_from(needed).unwrap_or(u32::MAX))
             .await?;
         let sent = AtomicU64::new(0);
-        let pages: Vec<Vec<UsageBucket>> = stream::iter(ranges)
+        let pages: Vec<Vec<UsageBucket>> = stream::iter(ranges.clone())
             .map(|r| self.range(&plan, r, &sent))
             .buffer_unordered(self.max_concurrency)
             .try_collect()
@@ -393,14 +388,18 @@ impl AnthropicProvider {
             points,
             upstream_requests: discovery_calls + sent.load(Ordering::Relaxed),
             warnings: None,
-            notes: plan.width.edge_note(&query.windows).into_iter().collect(),
+            notes: BucketWidth::Minute
+                .edge_note(&query.windows)
+                .into_iter()
+                .collect(),
             partial: false,
-            bucket_width: Some(plan.width.as_str().to_owned()),
+            bucket_width: BucketWidth::plan_label(&ranges),
         }
         .compact())
     }
 
-    fn too_many(&self, needed: usize, width: BucketWidth) -> ProviderError {
+    fn too_many(&self, ranges: &[Piece]) -> ProviderError {
+        let needed = ranges.len();
         let capped = self.max_calls < self.max_calls_configured;
         let cap = if capped {
             format!(
@@ -413,11 +412,10 @@ impl AnthropicProvider {
         ProviderError::SourceLimit {
             source_name: self.name.clone(),
             message: format!(
-                "this query needs {needed} Anthropic usage report requests ({} buckets of at most \
-                 {} each), above this source's maximum of {}{cap} per query; use a shorter range, \
-                 or window edges on whole UTC days (1d buckets) or hours (1h buckets)",
-                width.as_str(),
-                max_limit(width),
+                "this query needs {needed} Anthropic usage report requests (one per range of at \
+                 most {}), above this source's maximum of {}{cap} per query; use a shorter \
+                 range, or window edges on whole UTC days (1d buckets) or hours (1h buckets)",
+                plan_limits(ranges, usage_report_limit),
                 self.max_calls
             ),
             calls: CallLimit {
@@ -573,12 +571,5 @@ mod tests {
         };
         let total: u64 = row_usage(&bare).iter().map(|(_, _, c)| c.total()).sum();
         assert_eq!(total, 3);
-    }
-
-    #[test]
-    fn limits_per_width() {
-        assert_eq!(max_limit(BucketWidth::Day), 31);
-        assert_eq!(max_limit(BucketWidth::Hour), 168);
-        assert_eq!(max_limit(BucketWidth::Minute), 1440);
     }
 }

@@ -38,16 +38,18 @@ struct Setup {
 }
 
 async fn setup_with(sim_limit: u32, edit: impl FnOnce(&mut Config)) -> Setup {
+    let opts = AnthropicOptions {
+        rate_limit_per_minute: sim_limit,
+        ..AnthropicOptions::default()
+    };
+    setup_opts(opts, edit).await
+}
+
+async fn setup_opts(opts: AnthropicOptions, edit: impl FnOnce(&mut Config)) -> Setup {
     let data = Arc::new(Dataset::generate(&DataSpec::small(now())));
-    let sim = start_anthropic_with(
-        Arc::clone(&data),
-        AnthropicOptions {
-            rate_limit_per_minute: sim_limit,
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    let sim = start_anthropic_with(Arc::clone(&data), opts, None)
+        .await
+        .unwrap();
     let mut config = Config::new(SecretString::from(ANTHROPIC_ADMIN_KEY));
     config.base_url = Url::parse(&sim.base_url).unwrap();
     config.rate_limit_per_minute = 100_000;
@@ -221,6 +223,45 @@ async fn every_grouping_of_every_cut_equals_truth() {
         }
     }
     s.sim.stop().await;
+}
+
+#[tokio::test]
+async fn both_readings_of_ending_at_give_the_same_answer() {
+    // "Buckets that end before `ending_at`": at or before it (the simulator's default), or
+    // strictly before.
+    let inclusive = setup().await;
+    let strict = setup_opts(
+        AnthropicOptions {
+            rate_limit_per_minute: 0,
+            strict_ending_at: true,
+        },
+        |_| {},
+    )
+    .await;
+    let now = Utc.with_ymd_and_hms(2026, 4, 10, 4, 41, 23).unwrap();
+    let mut cases = cuts();
+    cases.push((
+        "a week to 04:41:23",
+        vec![Window::new(now - TimeDelta::days(7), now)],
+    ));
+    let dims: BTreeSet<Dimension> = dims_all().into_iter().collect();
+    let cells = |b: &UsageBatch| -> BTreeMap<(Window, PointKey, Unit), Counters> {
+        b.points
+            .iter()
+            .map(|p| ((p.window, p.key.clone(), p.unit), p.counters))
+            .collect()
+    };
+    for (name, windows) in cases {
+        let q = UsageQuery::new(windows.clone(), dims.clone());
+        let a = inclusive.provider.usage(&q).await.unwrap();
+        let b = strict.provider.usage(&q).await.unwrap();
+        assert_eq!(cells(&a), cells(&b), "{name}");
+        assert_eq!(a.upstream_requests, b.upstream_requests, "{name}");
+        assert_eq!(a.bucket_width, b.bucket_width, "{name}");
+        assert_matches_truth(&strict, &windows, &dims, &b);
+    }
+    inclusive.sim.stop().await;
+    strict.sim.stop().await;
 }
 
 #[tokio::test]
@@ -450,17 +491,14 @@ async fn the_simulators_429_is_rate_limited_with_and_without_a_delay() {
     assert_eq!(s.sim.calls("anthropic.usage"), 2, "no retry storm");
     s.sim.stop().await;
 
+    // A 429 without `retry-after` pauses the source too (a minute): the next query is
+    // refused here, without a request.
     let s = setup().await;
     s.sim.faults().set_omit_retry_after(true);
     s.sim.faults().force_next(1, 429);
-    let e = s.provider.usage(&q).await.unwrap_err();
-    assert_eq!(
-        e,
-        ProviderError::RateLimited {
-            source_name: "an-sim".into(),
-            retry_after: None
-        }
-    );
-    s.provider.usage(&q).await.unwrap();
+    usage_core::test_util::assert_429_pauses(&s.provider, &q, Duration::from_secs(60), || {
+        s.sim.total_calls()
+    })
+    .await;
     s.sim.stop().await;
 }

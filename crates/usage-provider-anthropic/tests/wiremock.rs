@@ -59,6 +59,17 @@ fn page(data: Vec<Value>, next: Option<&str>) -> ResponseTemplate {
         .set_body_json(json!({"data": data, "has_more": next.is_some(), "next_page": next}))
 }
 
+/// A last page of buckets `(start, end, output tokens)`.
+fn output_buckets(buckets: &[(&str, &str, u64)]) -> ResponseTemplate {
+    page(
+        buckets
+            .iter()
+            .map(|(start, end, n)| bucket(start, end, json!([{ "output_tokens": n }])))
+            .collect(),
+        None,
+    )
+}
+
 fn one_day(results: Value) -> ResponseTemplate {
     page(
         vec![bucket(
@@ -100,7 +111,9 @@ async fn headers_bracket_arrays_and_filters_on_the_wire() {
         .and(header("x-api-key", KEY))
         .and(header("anthropic-version", "2023-06-01"))
         .and(query_param("starting_at", "2026-11-01T00:00:00Z"))
-        .and(query_param("ending_at", "2026-11-02T00:00:00Z"))
+        // A second past the range: its last bucket comes back under either reading of "end
+        // before".
+        .and(query_param("ending_at", "2026-11-02T00:00:01Z"))
         .and(query_param("bucket_width", "1d"))
         .and(query_param("limit", "1"))
         .and(query_param("api_key_ids[]", "apikey_1"))
@@ -402,6 +415,21 @@ async fn the_width_and_limit_follow_the_windows() {
             false,
         ),
         (
+            "a week to 04:41:23: days, hours and minutes at the ends",
+            vec![Window::new(
+                t("2026-11-02T04:41:23Z"),
+                t("2026-11-09T04:41:23Z"),
+            )],
+            vec![
+                ("1d", "6", "2026-11-03T00:00:00Z", "2026-11-09T00:00:00Z"),
+                ("1h", "19", "2026-11-02T05:00:00Z", "2026-11-03T00:00:00Z"),
+                ("1h", "4", "2026-11-09T00:00:00Z", "2026-11-09T04:00:00Z"),
+                ("1m", "18", "2026-11-02T04:42:00Z", "2026-11-02T05:00:00Z"),
+                ("1m", "42", "2026-11-09T04:00:00Z", "2026-11-09T04:42:00Z"),
+            ],
+            true,
+        ),
+        (
             "odd edges: minutes, with a note",
             vec![Window::new(
                 t("2026-11-01T12:00:30Z"),
@@ -441,7 +469,12 @@ async fn the_width_and_limit_follow_the_windows() {
         got.sort();
         let want: Vec<(String, String, String, String)> = want
             .into_iter()
-            .map(|(a, b, c, d)| (a.into(), b.into(), c.into(), d.into()))
+            .map(|(a, b, c, d)| {
+                // `ending_at` is sent a second past the range's end.
+                let d = (t(d) + chrono::TimeDelta::seconds(1))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                (a.into(), b.into(), c.into(), d)
+            })
             .collect();
         assert_eq!(got, want, "{name}");
         assert_eq!(b.notes.len(), usize::from(note), "{name}: {:?}", b.notes);
@@ -453,21 +486,10 @@ async fn buckets_outside_every_window_are_dropped() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(USAGE))
-        .respond_with(page(
-            vec![
-                bucket(
-                    "2026-10-31T00:00:00Z",
-                    "2026-11-01T00:00:00Z",
-                    json!([{"output_tokens": 1}]),
-                ),
-                bucket(
-                    "2026-11-01T00:00:00Z",
-                    "2026-11-02T00:00:00Z",
-                    json!([{"output_tokens": 2}]),
-                ),
-            ],
-            None,
-        ))
+        .respond_with(output_buckets(&[
+            ("2026-10-31T00:00:00Z", "2026-11-01T00:00:00Z", 1),
+            ("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z", 2),
+        ]))
         .mount(&server)
         .await;
     let b = provider(&server, |_| {})
@@ -475,6 +497,67 @@ async fn buckets_outside_every_window_are_dropped() {
         .await
         .unwrap();
     assert_eq!(tokens(&b).output, 2);
+}
+
+#[tokio::test]
+async fn a_bucket_past_its_range_is_not_counted_twice() {
+    // Two ranges of minutes (1,440 + 30); a server that also returns the bucket starting at
+    // the first range's end must not have it counted with both.
+    let server = MockServer::start().await;
+    for (starting_at, answer) in [
+        (
+            "2026-11-01T00:00:00Z",
+            vec![
+                ("2026-11-01T23:59:00Z", "2026-11-02T00:00:00Z", 1),
+                ("2026-11-02T00:00:00Z", "2026-11-02T00:01:00Z", 5),
+            ],
+        ),
+        (
+            "2026-11-02T00:00:00Z",
+            vec![("2026-11-02T00:00:00Z", "2026-11-02T00:01:00Z", 5)],
+        ),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(USAGE))
+            .and(query_param("starting_at", starting_at))
+            .respond_with(output_buckets(&answer))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let windows = vec![
+        Window::new(t("2026-11-01T00:00:00Z"), t("2026-11-02T00:00:00Z")),
+        Window::new(t("2026-11-02T00:00:00Z"), t("2026-11-02T00:30:00Z")),
+    ];
+    let b = provider(&server, |_| {})
+        .usage(&UsageQuery::new(windows, BTreeSet::new()))
+        .await
+        .unwrap();
+    assert_eq!(b.bucket_width.as_deref(), Some("1m"));
+    assert_eq!(tokens(&b).output, 6);
+}
+
+#[tokio::test]
+async fn an_empty_filter_set_asks_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(one_day(json!([{"output_tokens": 1}])))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let p = provider(&server, |_| {});
+    for set in ["agents", "users", "models"] {
+        let mut q = day_query(&[Dimension::Agent]);
+        match set {
+            "agents" => q.agents = Some(BTreeSet::new()),
+            "users" => q.users = Some(BTreeSet::new()),
+            _ => q.models = Some(BTreeSet::new()),
+        }
+        let b = p.usage(&q).await.unwrap();
+        assert!(b.points.is_empty(), "{set}");
+        assert_eq!(b.upstream_requests, 0, "{set}");
+    }
+    server.verify().await;
 }
 
 #[tokio::test]
@@ -513,7 +596,7 @@ async fn error_envelopes_map_to_provider_errors() {
 }
 
 #[tokio::test]
-async fn a_429_with_retry_after_pauses_the_source_and_without_it_does_not() {
+async fn a_429_pauses_the_source_for_its_delay_or_a_minute() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(USAGE))
@@ -536,26 +619,33 @@ async fn a_429_with_retry_after_pauses_the_source_and_without_it_does_not() {
     drop(p);
     server.verify().await;
 
+    // Without a delay: a minute's pause (Anthropic's guidance is one poll a minute).
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(USAGE))
         .respond_with(
             ResponseTemplate::new(429).set_body_json(envelope("rate_limit_error", "slow down")),
         )
-        .expect(2)
+        .expect(1)
         .mount(&server)
         .await;
     let p = provider(&server, |_| {});
-    for _ in 0..2 {
-        let e = p.usage(&day_query(&[])).await.unwrap_err();
-        assert_eq!(
-            e,
-            ProviderError::RateLimited {
-                source_name: "an".into(),
-                retry_after: None
-            }
-        );
-    }
+    let e = p.usage(&day_query(&[])).await.unwrap_err();
+    assert_eq!(
+        e,
+        ProviderError::RateLimited {
+            source_name: "an".into(),
+            retry_after: None
+        }
+    );
+    let again = p.usage(&day_query(&[])).await.unwrap_err();
+    let wait = again.retry_after().unwrap();
+    assert!(
+        wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+        "{again:?}"
+    );
+    drop(p);
+    server.verify().await;
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 use usage_core::ProviderError;
 use usage_core::budget::Budget;
-use usage_core::transport::{Admission, Refusal, Transport, TransportError, Vendor, truncate};
+use usage_core::transport::{Admission, ProviderVendor, Transport, budget_refusal, truncate};
 
 /// Talks to one OpenAI organization with an admin key.
 pub(crate) struct OaClient {
@@ -33,25 +33,16 @@ impl fmt::Debug for OaClient {
     }
 }
 
-/// OpenAI's part of the transport.
-struct OpenAi<'a>(&'a str);
+/// The pause after a 429 that gives no delay: OpenAI's rate limits are per minute and it
+/// sends no `Retry-After` with some 429s.
+const DEFAULT_429_PAUSE: Duration = Duration::from_secs(10);
 
-impl Vendor for OpenAi<'_> {
-    type Error = ProviderError;
-
-    fn refused(&self, a: &Refusal<'_>) -> ProviderError {
-        crate::error::refused(self.0, a.status, a.body, a.retry_after)
-    }
-
-    fn failed(&self, error: TransportError) -> ProviderError {
-        crate::error::failed(self.0, error)
-    }
-
-    fn pause(&self, error: &ProviderError) -> Option<Duration> {
-        match error {
-            ProviderError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        }
+/// OpenAI's part of the transport: its status table, and the shared transport mapping.
+fn vendor(source: &str) -> ProviderVendor<'_> {
+    ProviderVendor {
+        source,
+        refused: crate::error::refused,
+        default_pause: DEFAULT_429_PAUSE,
     }
 }
 
@@ -104,7 +95,7 @@ impl OaClient {
             .budget()
             .reserve(n)
             .await
-            .map_err(|e| crate::error::budget(self.source(), &e))
+            .map_err(|e| budget_refusal(self.source(), &e))
     }
 
     /// Sends a GET and decodes the answer; `sent` counts it once it is sent.
@@ -125,7 +116,7 @@ impl OaClient {
         }
         let answer = self
             .transport
-            .send(&OpenAi(self.source()), admission, request, Some(sent))
+            .send(&vendor(self.source()), admission, request, Some(sent))
             .await?;
         usage_core::http::json(&answer.body).map_err(|e| ProviderError::Decode {
             source_name: self.source().to_owned(),

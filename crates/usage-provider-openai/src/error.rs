@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use usage_core::ProviderError;
-use usage_core::budget::BudgetError;
-use usage_core::transport::{TransportError, truncate};
+use usage_core::transport::{Refusal, truncate};
 
 use crate::model::ErrorEnvelope;
 
@@ -44,8 +43,13 @@ fn message(status: StatusCode, body: &[u8]) -> String {
     truncate(&m)
 }
 
+/// Maps a non-2xx answer of source `source` (the transport's [`Refusal`]).
+pub(crate) fn refused(source: &str, answer: &Refusal<'_>) -> ProviderError {
+    status_table(source, answer.status, answer.body, answer.retry_after)
+}
+
 /// Maps a non-2xx answer; `retry_after` is the delay its rate-limit headers give.
-pub(crate) fn refused(
+fn status_table(
     source: &str,
     status: StatusCode,
     body: &[u8],
@@ -89,46 +93,12 @@ pub(crate) fn refused(
     }
 }
 
-/// Maps a failure of the transport or of the local budget.
-pub(crate) fn failed(source: &str, error: TransportError) -> ProviderError {
-    let source_name = source.to_owned();
-    match error {
-        TransportError::Budget(e) => budget(source, &e),
-        TransportError::Timeout { elapsed } => ProviderError::Timeout {
-            source_name,
-            elapsed,
-        },
-        TransportError::Transport { message } => ProviderError::Transport {
-            source_name,
-            message,
-        },
-        e @ TransportError::TooLarge { .. } => ProviderError::Decode {
-            source_name,
-            message: e.message(),
-        },
-    }
-}
-
-/// Maps a refusal of the local budget.
-pub(crate) fn budget(source: &str, e: &BudgetError) -> ProviderError {
-    match *e {
-        BudgetError::ExceedsBudget { .. } => ProviderError::InvalidQuery {
-            source_name: source.to_owned(),
-            message: e.to_string(),
-        },
-        BudgetError::RateLimited { retry_after } => ProviderError::RateLimited {
-            source_name: source.to_owned(),
-            retry_after: Some(retry_after),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn err(status: u16, body: &str) -> ProviderError {
-        refused(
+        super::status_table(
             "oa",
             StatusCode::from_u16(status).unwrap(),
             body.as_bytes(),
@@ -189,7 +159,7 @@ mod tests {
             None
         );
         assert_eq!(
-            refused(
+            super::status_table(
                 "oa",
                 StatusCode::TOO_MANY_REQUESTS,
                 b"{}",

@@ -1,18 +1,21 @@
 //! OpenAI organization usage as a usage-gateway source (CONTRACTS-openai-anthropic.md part A).
 //!
 //! [`OpenaiProvider`] reads the Administration API's usage endpoints
-//! (`GET /v1/organization/usage/<endpoint>`, admin key) in UTC buckets of `1d`, `1h` or `1m`:
-//! the coarsest width whose boundaries hold every window edge, so that each bucket lies inside
-//! one window and the answer is exact. It asks the vendor to group by exactly the dimensions a
-//! query keeps (`group_by[]=project_id|user_id|model`), applies the query's filters upstream
+//! (`GET /v1/organization/usage/<endpoint>`, admin key) in UTC buckets of `1d`, `1h` or `1m`,
+//! planned by [`usage_core::buckets::BucketWidth::plan`]: each window in the coarsest buckets
+//! that fit inside it, finer ones at its edges, so that each bucket lies inside one window and
+//! the answer is exact. It asks the vendor to group by exactly the dimensions a query keeps
+//! (`group_by[]=project_id|user_id|model`), applies the query's filters upstream
 //! (`project_ids[]`, `user_ids[]`, `models[]`), and maps every result row to points through one
 //! table of endpoints ([`ENDPOINTS`]) — agent = project, usage type = the kind of usage, units
-//! other than tokens (images, characters, seconds, sessions, requests) kept apart. Projects
-//! (agents) come from the configured list or from the Projects admin API, cached for
-//! `discovery_ttl`.
+//! other than tokens (images, characters, seconds, sessions, requests) kept apart. Usage of no
+//! project (`project_id: null`) is the agent `(unattributed)`; a filter naming it cannot be
+//! sent, so such queries group by project and filter rows here. Projects (agents) come from
+//! the configured list or from the Projects admin API, cached for `discovery_ttl`.
 //!
 //! Before sending it counts the requests a query needs (request ranges × endpoints), refuses
-//! queries above `max_upstream_calls`, and takes them from the source's budget all at once.
+//! queries above `max_upstream_calls`, and takes them from the source's budget all at once. A
+//! 429 pauses the whole source for its `Retry-After`, or 10 s when it gives none.
 //!
 //! Files: `config.rs` (keys), `client.rs` (HTTP on usage-core's transport), `error.rs` (the
 //! status table), `model.rs` (wire types), `mapping.rs` (the endpoint table and the result →

@@ -195,7 +195,9 @@ fn other(n: u64) -> Counters {
 /// metric fields count 0; `num_model_requests` is not reported.
 ///
 /// Completions in the CURRENT schema (the row has the key `input_uncached_tokens`), where
-/// `input_tokens = uncached + cached + cache_write` and the modality fields are parts:
+/// `input_tokens = uncached + cached + cache_write` (so a `null` uncached count is
+/// `input_tokens − input_cached_tokens − input_cache_write_tokens`) and the modality fields are
+/// parts:
 /// `input` = uncached − uncached audio − uncached image, `output` = output − audio − image
 /// output, and in `other`: `input_cached`, `input_cache_write`, `input_audio`, `input_image`,
 /// `output_audio`, `output_image`. In the LEGACY schema (no such key; `input_tokens` and
@@ -213,7 +215,12 @@ pub(crate) fn result_usage(
                 (
                     "input",
                     input(
-                        n(uncached)
+                        uncached
+                            .unwrap_or_else(|| {
+                                n(r.input_tokens)
+                                    .saturating_sub(n(r.input_cached_tokens))
+                                    .saturating_sub(n(r.input_cache_write_tokens))
+                            })
                             .saturating_sub(n(r.input_audio_tokens))
                             .saturating_sub(n(r.input_image_tokens)),
                     ),
@@ -323,14 +330,26 @@ mod tests {
         let spec = Endpoint::Completions.spec();
         let legacy = result_usage(spec, &row(r#"{"input_tokens":10,"output_tokens":5}"#));
         assert_eq!(get(&legacy, "input"), input(10));
+        // A null uncached count is what input_tokens leaves after cache reads and writes.
         let current = result_usage(
             spec,
             &row(
-                r#"{"input_tokens":10,"output_tokens":5,"input_uncached_tokens":null,"input_cached_tokens":10}"#,
+                r#"{"input_tokens":100,"output_tokens":5,"input_uncached_tokens":null,
+                "input_cached_tokens":30,"input_cache_write_tokens":20,"input_audio_tokens":10}"#,
             ),
         );
-        assert_eq!(get(&current, "input"), Counters::default());
-        assert_eq!(get(&current, "input_cached"), other(10));
+        assert_eq!(get(&current, "input"), input(40));
+        assert_eq!(get(&current, "input_cached"), other(30));
+        assert_eq!(get(&current, "input_cache_write"), other(20));
+        assert_eq!(get(&current, "input_audio"), other(10));
+        assert_eq!(total(&current), 100 + 5, "every token once");
+        // Inconsistent counts saturate at 0.
+        let over = result_usage(
+            spec,
+            &row(r#"{"input_tokens":10,"input_uncached_tokens":null,"input_cached_tokens":30}"#),
+        );
+        assert_eq!(get(&over, "input"), Counters::default());
+        assert_eq!(get(&over, "input_cached"), other(30));
     }
 
     #[test]

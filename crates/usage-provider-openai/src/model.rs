@@ -1,8 +1,9 @@
 //! OpenAI wire types (CONTRACTS-openai-anthropic.md A.3, A.6, A.7, and the Projects admin API),
 //! kept apart from the mapping.
 //!
-//! Every field is optional and defaults when absent or `null`; unknown fields and enum values
-//! are ignored (only the fields read are declared).
+//! Every field but a bucket's `start_time` is optional and defaults when absent or `null`;
+//! counts may be whole numbers written as floats (`12.0`); unknown fields and enum values are
+//! ignored (only the fields read are declared).
 
 use serde::{Deserialize, Deserializer};
 
@@ -19,13 +20,12 @@ pub(crate) struct UsagePage {
 }
 
 /// `UsageTimeBucket`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct UsageBucket {
-    /// Bucket start, Unix seconds.
+    /// Bucket start, Unix seconds (required: a bucket without it cannot be placed).
     pub start_time: i64,
-    /// The rows; `null` reads as none.
-    #[serde(deserialize_with = "null_as_empty")]
+    /// The rows; absent or `null` reads as none.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub results: Vec<UsageResult>,
 }
 
@@ -39,9 +39,13 @@ pub(crate) struct UsageResult {
     pub user_id: Option<String>,
     /// `model` (set when grouped by it).
     pub model: Option<String>,
+    #[serde(deserialize_with = "count")]
     pub input_tokens: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub output_tokens: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub input_cached_tokens: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub input_cache_write_tokens: Option<u64>,
     /// `Some` when the KEY is present (even `null`): the current completions schema.
     #[serde(deserialize_with = "present")]
@@ -50,14 +54,23 @@ pub(crate) struct UsageResult {
         reason = "key absent, null and a number differ here"
     )]
     pub input_uncached_tokens: Option<Option<u64>>,
+    #[serde(deserialize_with = "count")]
     pub input_audio_tokens: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub input_image_tokens: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub output_audio_tokens: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub output_image_tokens: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub images: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub characters: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub seconds: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub num_sessions: Option<u64>,
+    #[serde(deserialize_with = "count")]
     pub num_requests: Option<u64>,
 }
 
@@ -126,7 +139,12 @@ pub(crate) struct ErrorBody {
     reason = "key absent, null and a number differ here"
 )]
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
+    count(d).map(Some)
+}
+
+/// A metric: a non-negative integer, a whole number written as a float, or `null`.
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    usage_core::http::opt_count(d)
 }
 
 fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
@@ -154,5 +172,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.error.unwrap().message.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn a_bucket_needs_its_start() {
+        let e = serde_json::from_str::<UsagePage>(r#"{"data":[{"results":[]}]}"#).unwrap_err();
+        assert!(e.to_string().contains("start_time"), "{e}");
+        let b: UsageBucket = serde_json::from_str(r#"{"start_time":60}"#).unwrap();
+        assert!(b.results.is_empty());
+    }
+
+    #[test]
+    fn metrics_may_be_whole_numbers_written_as_floats() {
+        let r: UsageResult =
+            serde_json::from_str(r#"{"input_tokens":12.0,"output_tokens":3,"images":null}"#)
+                .unwrap();
+        assert_eq!(
+            (r.input_tokens, r.output_tokens, r.images),
+            (Some(12), Some(3), None)
+        );
+        let current: UsageResult =
+            serde_json::from_str(r#"{"input_uncached_tokens":5.0}"#).unwrap();
+        assert_eq!(current.input_uncached_tokens, Some(Some(5)));
+        assert!(serde_json::from_str::<UsageResult>(r#"{"input_tokens":1.5}"#).is_err());
+        assert!(serde_json::from_str::<UsageResult>(r#"{"seconds":-1}"#).is_err());
     }
 }

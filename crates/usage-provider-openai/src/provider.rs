@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::DateTime;
 use futures::{StreamExt, TryStreamExt, stream};
-use usage_core::buckets::{BucketWidth, PagingStop, follow_cursor};
+use usage_core::buckets::{
+    BucketWidth, CursorPage, PagingStop, Piece, follow_cursor, follow_planned_range, plan_limits,
+    usage_report_limit,
+};
 use usage_core::transport::Admission;
 use usage_core::{
     Agent, Attribution, CallLimit, Dimension, PointKey, ProviderError, SourceInfo,
-    UNATTRIBUTED_AGENT, UsageBatch, UsagePoint, UsageProvider, UsageQuery, Window,
+    UNATTRIBUTED_AGENT, UsageBatch, UsagePoint, UsageProvider, UsageQuery,
 };
 
 use crate::client::OaClient;
@@ -28,15 +31,6 @@ const WIDTHS: [BucketWidth; 3] = BucketWidth::COARSEST_FIRST;
 
 /// Upper bound on project list pages (100 projects each) in one listing.
 const MAX_LIST_PAGES: usize = 1000;
-
-/// The most buckets one usage request may ask for (`limit` maximum per width).
-pub(crate) fn max_limit(width: BucketWidth) -> u32 {
-    match width {
-        BucketWidth::Day => 31,
-        BucketWidth::Hour => 168,
-        BucketWidth::Minute => 1440,
-    }
-}
 
 /// An OpenAI organization source: one admin key, its projects as agents, and the usage
 /// endpoints chosen by `endpoints`.
@@ -224,10 +218,11 @@ impl OpenaiProvider {
             if unfiltered.is_empty() {
                 endpoints.push(*spec);
             } else {
+                let dims = unfiltered.join(" or ");
                 notes.push(format!(
-                    "OpenAI's `{}` usage is left out: that endpoint cannot be filtered by {}",
+                    "OpenAI's `{}` usage is left out: it has no {dims}, so none of it can match \
+                     the {dims} filter",
                     spec.path,
-                    unfiltered.join(" or ")
                 ));
             }
         }
@@ -246,11 +241,10 @@ impl OpenaiProvider {
             });
         }
 
-        let width = BucketWidth::for_windows(&query.windows, &WIDTHS);
-        let ranges = width.request_ranges(&query.windows, max_limit(width));
+        let ranges = BucketWidth::plan(&query.windows, &WIDTHS, usage_report_limit);
         let needed = ranges.len() * endpoints.len();
         if needed > self.max_calls as usize {
-            return Err(self.too_many_calls(needed, ranges.len(), endpoints.len(), width));
+            return Err(self.too_many_calls(needed, &ranges, endpoints.len()));
         }
         let names: HashMap<String, Option<String>> = if query.keeps(Dimension::Agent) {
             self.agent_list(query.refresh, sent)
@@ -264,11 +258,15 @@ impl OpenaiProvider {
         self.client
             .reserve(u32::try_from(needed).unwrap_or(u32::MAX))
             .await?;
-        notes.extend(width.edge_note(&query.windows));
+        notes.extend(BucketWidth::Minute.edge_note(&query.windows));
 
+        // Usage of no project (`project_id: null`, agent `(unattributed)`) cannot be asked for
+        // by id: a filter naming it is applied here, to rows grouped by project.
+        let local_projects = projects.clone().filter(|p| p.contains(UNATTRIBUTED_AGENT));
+        let sent_projects = projects.filter(|_| local_projects.is_none());
         let mut filters: Vec<(&'static str, bool, String)> = Vec::new();
         for (name, applies_everywhere, set) in [
-            ("project_ids[]", true, &projects),
+            ("project_ids[]", true, &sent_projects),
             ("user_ids[]", false, &query.users),
             ("models[]", false, &query.models),
         ] {
@@ -280,19 +278,19 @@ impl OpenaiProvider {
         }
         let plan = Plan {
             query,
-            width,
             filters: &filters,
+            local_projects: local_projects.as_ref(),
             names: &names,
             sent,
         };
         // Owned items (not references): a stream of closures over borrowed items trips rustc's
         // `Send` check of the async-trait future.
-        let calls: Vec<(Endpoint, Window)> = endpoints
+        let calls: Vec<(Endpoint, Piece)> = endpoints
             .iter()
             .flat_map(|spec| ranges.iter().map(move |r| (spec.endpoint, *r)))
             .collect();
         let pages: Vec<Vec<UsagePoint>> = stream::iter(calls)
-            .map(|(endpoint, range)| self.read_range(&plan, endpoint.spec(), range))
+            .map(|(endpoint, piece)| self.read_range(&plan, endpoint.spec(), piece))
             .buffer_unordered(self.max_concurrency)
             .try_collect()
             .await?;
@@ -302,29 +300,33 @@ impl OpenaiProvider {
             warnings: None,
             notes,
             partial: false,
-            bucket_width: Some(width.as_str().to_owned()),
+            bucket_width: BucketWidth::plan_label(&ranges),
         }
         .compact())
     }
 
-    /// Reads one endpoint over one request range, following `next_page`, and maps its buckets.
+    /// Reads one endpoint over one request range at its width, following `next_page`, and
+    /// maps its buckets.
     async fn read_range(
         &self,
         plan: &Plan<'_>,
         spec: &'static EndpointSpec,
-        range: Window,
+        (width, range): Piece,
     ) -> Result<Vec<UsagePoint>, ProviderError> {
         let q = plan.query;
         let mut params: Vec<(&str, String)> = vec![
             ("start_time", range.start.timestamp().to_string()),
             ("end_time", range.end.timestamp().to_string()),
-            ("bucket_width", plan.width.as_str().to_owned()),
-            ("limit", max_limit(plan.width).to_string()),
+            ("bucket_width", width.as_str().to_owned()),
+            ("limit", usage_report_limit(width).to_string()),
         ];
         let keep_user = q.keeps(Dimension::User) && spec.user;
         let keep_model = q.keeps(Dimension::Model) && spec.model;
         for (keep, g) in [
-            (q.keeps(Dimension::Agent), "project_id"),
+            (
+                q.keeps(Dimension::Agent) || plan.local_projects.is_some(),
+                "project_id",
+            ),
             (keep_user, "user_id"),
             (keep_model, "model"),
         ] {
@@ -343,37 +345,29 @@ impl OpenaiProvider {
                 })
                 .map(|(name, _, v)| (*name, v.clone())),
         );
-        let max_pages = usize::try_from(plan.width.count(range))
+        let max_pages = usize::try_from(width.count(range))
             .unwrap_or(usize::MAX)
             .saturating_add(1);
-        let (buckets, _pages) = follow_cursor(max_pages, |cursor: Option<String>| {
-            // The first page was reserved with the plan; further pages take their own budget.
-            let admission = if cursor.is_some() {
-                Admission::Admit
-            } else {
-                Admission::Reserved
-            };
-            let mut params = params.clone();
-            params.extend(cursor.map(|c| ("page", c)));
-            let url = self.client.url(&["usage", spec.path], &params);
-            async move {
-                let page: UsagePage = self.client.get_json(url, admission, plan.sent).await?;
-                let next = match (page.has_more, page.next_page.filter(|p| !p.is_empty())) {
-                    (false, _) => None,
-                    (true, Some(next)) => Some(next),
-                    (true, None) => {
-                        return Err(ProviderError::Decode {
-                            source_name: self.name.clone(),
-                            message: "OpenAI answered has_more without a next_page cursor"
-                                .to_owned(),
-                        });
-                    }
-                };
-                Ok((page.data, next))
-            }
-        })
-        .await
-        .map_err(|stop| self.paging_error(stop))?;
+        let no_cursor = || ProviderError::Decode {
+            source_name: self.name.clone(),
+            message: "OpenAI answered has_more without a next_page cursor".to_owned(),
+        };
+        let (buckets, _pages) =
+            follow_planned_range(max_pages, no_cursor, |cursor: Option<String>, admission| {
+                let mut params = params.clone();
+                params.extend(cursor.map(|c| ("page", c)));
+                let url = self.client.url(&["usage", spec.path], &params);
+                async move {
+                    let page: UsagePage = self.client.get_json(url, admission, plan.sent).await?;
+                    Ok(CursorPage {
+                        items: page.data,
+                        has_more: page.has_more,
+                        next_page: page.next_page,
+                    })
+                }
+            })
+            .await
+            .map_err(|stop| self.paging_error(stop))?;
 
         let mut points = Vec::new();
         for bucket in buckets {
@@ -384,12 +378,18 @@ impl OpenaiProvider {
                 continue;
             };
             for r in &bucket.results {
-                let agent = q.keeps(Dimension::Agent).then(|| {
-                    r.project_id
-                        .clone()
-                        .filter(|p| !p.is_empty())
-                        .unwrap_or_else(|| UNATTRIBUTED_AGENT.to_owned())
-                });
+                let project = r
+                    .project_id
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(UNATTRIBUTED_AGENT);
+                if plan
+                    .local_projects
+                    .is_some_and(|wanted| !wanted.contains(project))
+                {
+                    continue;
+                }
+                let agent = q.keeps(Dimension::Agent).then(|| project.to_owned());
                 let agent_name = agent
                     .as_ref()
                     .and_then(|a| plan.names.get(a).cloned().flatten());
@@ -415,13 +415,7 @@ impl OpenaiProvider {
         Ok(points)
     }
 
-    fn too_many_calls(
-        &self,
-        needed: usize,
-        ranges: usize,
-        endpoints: usize,
-        width: BucketWidth,
-    ) -> ProviderError {
+    fn too_many_calls(&self, needed: usize, ranges: &[Piece], endpoints: usize) -> ProviderError {
         let capped = self.max_calls < self.max_calls_configured;
         let cap = if capped {
             format!(
@@ -434,12 +428,12 @@ impl OpenaiProvider {
         ProviderError::SourceLimit {
             source_name: self.name.clone(),
             message: format!(
-                "this query needs {needed} OpenAI usage requests ({ranges} range(s) of up to {} \
-                 `{}` buckets × {endpoints} endpoint(s)), above this source's maximum of {}{cap} \
-                 per query; use a shorter range, windows on UTC hours or days (coarser vendor \
-                 buckets), or fewer `endpoints`",
-                max_limit(width),
-                width.as_str(),
+                "this query needs {needed} OpenAI usage requests ({} range(s) of at most {} \
+                 × {endpoints} endpoint(s)), above this source's maximum of {}{cap} per query; \
+                 use a shorter range, windows on UTC hours or days (coarser vendor buckets), or \
+                 fewer `endpoints`",
+                ranges.len(),
+                plan_limits(ranges, usage_report_limit),
                 self.max_calls
             ),
             calls: CallLimit {
@@ -451,7 +445,7 @@ impl OpenaiProvider {
                     "max_upstream_calls"
                 },
                 agents: endpoints as u64,
-                windows: ranges as u64,
+                windows: ranges.len() as u64,
             },
         }
     }
@@ -460,9 +454,11 @@ impl OpenaiProvider {
 /// What every request of one query shares.
 struct Plan<'a> {
     query: &'a UsageQuery,
-    width: BucketWidth,
     /// `(parameter, applies to every endpoint, value)`.
     filters: &'a [(&'static str, bool, String)],
+    /// The projects whose rows are kept, when the agent filter is applied here (it names
+    /// [`UNATTRIBUTED_AGENT`]); no `project_ids[]` is sent then.
+    local_projects: Option<&'a BTreeSet<String>>,
     names: &'a HashMap<String, Option<String>>,
     sent: &'a AtomicU64,
 }

@@ -16,8 +16,8 @@ use secrecy::SecretString;
 use url::Url;
 use usage_core::time::{buckets, parse_tz};
 use usage_core::{
-    Bucket, Counters, Dimension, PointKey, ProviderError, Unit, UsageBatch, UsageProvider,
-    UsageQuery, Window,
+    Bucket, Counters, Dimension, PointKey, ProviderError, UNATTRIBUTED_AGENT, Unit, UsageBatch,
+    UsageProvider, UsageQuery, Window,
 };
 use usage_provider_openai::{Config, OpenaiProvider};
 use usage_sim::{
@@ -170,7 +170,16 @@ async fn every_kept_subset_equals_truth_in_every_zone() {
             assert!(!want.is_empty());
             assert_eq!(cells(&b), want, "{tz} {bucket:?} {dims:?}");
             if dims.contains(&Dimension::Agent) {
-                let p = b.points.iter().find(|p| p.key.agent.is_some()).unwrap();
+                let p = b
+                    .points
+                    .iter()
+                    .find(|p| {
+                        p.key
+                            .agent
+                            .as_deref()
+                            .is_some_and(|a| a != UNATTRIBUTED_AGENT)
+                    })
+                    .unwrap();
                 let project = s
                     .data
                     .openai
@@ -221,6 +230,105 @@ async fn widths_follow_the_window_edges() {
         .await
         .unwrap();
     assert!(b.notes.iter().any(|n| n.contains("`1m`")), "{:?}", b.notes);
+    s.sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_week_to_an_odd_now_reads_mixed_widths_within_the_default_maximum() {
+    // The default per-query maximum (60): a week read in minutes alone would take 7 ranges × 9
+    // endpoints = 63 requests; days with hours and minutes at the ends take 5 × 9.
+    let s = setup_with(|_| {}, |c| c.max_upstream_calls = 60).await;
+    let now = Utc.with_ymd_and_hms(2026, 4, 14, 4, 41, 23).unwrap();
+    let dims: BTreeSet<Dimension> = DIMS.into_iter().collect();
+    for bucket in [Bucket::None, Bucket::Day] {
+        let windows = cut(Window::new(now - TimeDelta::days(7), now), "UTC", bucket);
+        s.sim.reset_calls();
+        let b = s
+            .provider
+            .usage(&UsageQuery::new(windows.clone(), dims.clone()))
+            .await
+            .unwrap();
+        assert_eq!(b.bucket_width.as_deref(), Some("1d, 1h, 1m"), "{bucket:?}");
+        let listing = s.sim.calls("openai.projects");
+        assert_eq!(b.upstream_requests, 45 + listing, "{bucket:?}");
+        assert_eq!(s.sim.total_calls(), 45 + listing, "{bucket:?}");
+        assert_eq!(s.sim.calls("openai.usage.completions"), 5, "{bucket:?}");
+        assert_eq!(
+            cells(&b),
+            truth_cells(&s.data, &TruthFilter::default(), &windows, &dims),
+            "{bucket:?}"
+        );
+    }
+    s.sim.stop().await;
+}
+
+#[tokio::test]
+async fn usage_of_no_project_is_unattributed_and_can_be_filtered() {
+    let s = setup().await;
+    let windows = cut(
+        Window::new(utc(2026, 3, 1, 0), utc(2026, 3, 11, 0)),
+        "Europe/Berlin",
+        Bucket::Day,
+    );
+    let all: BTreeSet<Dimension> = DIMS.into_iter().collect();
+    let unattributed = TruthFilter::agent(UNATTRIBUTED_AGENT);
+    let project = s.data.openai.projects()[1].id.clone();
+    // Grouped by agent, usage of no project is its own agent.
+    let b = s
+        .provider
+        .usage(&UsageQuery::new(windows.clone(), all.clone()))
+        .await
+        .unwrap();
+    let own = truth_cells(&s.data, &unattributed, &windows, &all);
+    assert!(!own.is_empty(), "the simulator has usage of no project");
+    assert!(
+        cells(&b)
+            .keys()
+            .any(|(_, k, _)| k.agent.as_deref() == Some(UNATTRIBUTED_AGENT))
+    );
+    // Filtered by it, with or without the agent dimension, and together with a project.
+    for dims in [
+        all.clone(),
+        BTreeSet::from([Dimension::UsageType]),
+        BTreeSet::new(),
+    ] {
+        let mut q = UsageQuery::new(windows.clone(), dims.clone());
+        q.agents = Some(BTreeSet::from([UNATTRIBUTED_AGENT.to_owned()]));
+        let b = s.provider.usage(&q).await.unwrap();
+        assert_eq!(
+            cells(&b),
+            truth_cells(&s.data, &unattributed, &windows, &dims),
+            "{dims:?}"
+        );
+    }
+    let mut q = UsageQuery::new(windows.clone(), all.clone());
+    q.agents = Some(BTreeSet::from([
+        UNATTRIBUTED_AGENT.to_owned(),
+        project.clone(),
+    ]));
+    let b = s.provider.usage(&q).await.unwrap();
+    let mut want = own.clone();
+    want.extend(truth_cells(
+        &s.data,
+        &TruthFilter::agent(project.clone()),
+        &windows,
+        &all,
+    ));
+    assert_eq!(cells(&b), want);
+    s.sim.stop().await;
+
+    // A fixed `agents` list naming it.
+    let s = setup_with(
+        |_| {},
+        |c| c.agents = Some(vec![UNATTRIBUTED_AGENT.to_owned(), project.clone()]),
+    )
+    .await;
+    let b = s
+        .provider
+        .usage(&UsageQuery::new(windows.clone(), all.clone()))
+        .await
+        .unwrap();
+    assert_eq!(cells(&b), want);
     s.sim.stop().await;
 }
 
@@ -532,4 +640,15 @@ async fn keys_and_429s() {
         assert!(s.sim.total_calls() <= 9, "no retry storm");
         s.sim.stop().await;
     }
+
+    // A 429 without `Retry-After` pauses the source for 10 s: the next query is refused here,
+    // without a request.
+    let s = setup().await;
+    s.sim.faults().set_omit_retry_after(true);
+    s.sim.faults().force_next(1, 429);
+    usage_core::test_util::assert_429_pauses(&s.provider, &q, Duration::from_secs(10), || {
+        s.sim.total_calls()
+    })
+    .await;
+    s.sim.stop().await;
 }

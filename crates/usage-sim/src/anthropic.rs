@@ -5,7 +5,9 @@
 //!   otherwise; 403 `permission_error` for a regular `sk-ant-api…` key); `anthropic-version`
 //!   is required (400 without it).
 //! - Buckets: `starting_at` floored to the UTC unit of `bucket_width`; a bucket is returned when
-//!   it ends at or before `ending_at` (default: the end of the bucket holding the clock); empty
+//!   it ends at or before `ending_at` (strictly before with
+//!   [`crate::AnthropicOptions::strict_ending_at`]; default: the end of the bucket holding the
+//!   clock, as if at or before); empty
 //!   buckets are returned; at most `limit` per page (default and maximum per width: 7/31,
 //!   24/168, 60/1440; above the maximum: 400). `next_page` is `page_` + base64 of the next
 //!   bucket start and a hash of the query (`#…`); a cursor used with another query is refused.
@@ -279,7 +281,13 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
         }
     }
     let clock = st.clock.get().unwrap_or_else(|| data.now());
-    let horizon = ending_at.unwrap_or_else(|| width.ceil(clock));
+    // A bucket is returned when its end is at most `horizon`; the strict rule keeps those
+    // ending before `ending_at` (bucket ends are whole minutes, so a nanosecond earlier).
+    let horizon = match ending_at {
+        Some(e) if st.strict_ending_at => e - chrono::TimeDelta::nanoseconds(1),
+        Some(e) => e,
+        None => width.ceil(clock),
+    };
     let visible_until = clock - ANTHROPIC_FRESHNESS;
     let set = |name: &str| -> Option<BTreeSet<&str>> {
         let v = array(&q, name);

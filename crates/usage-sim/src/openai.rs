@@ -443,7 +443,7 @@ fn time(secs: i64) -> DateTime<Utc> {
 fn dim_value(e: &crate::OpenAiEvent, dim: &str) -> Value {
     let opt = |v: Option<&String>| v.map_or(Value::Null, |s| Value::String(s.clone()));
     match dim {
-        "project_id" => Value::String(e.project.clone()),
+        "project_id" => opt(e.project.as_ref()),
         "user_id" => opt(e.user.as_ref()),
         "api_key_id" => {
             let owner = e.user.as_deref().unwrap_or("svc");
@@ -456,7 +456,8 @@ fn dim_value(e: &crate::OpenAiEvent, dim: &str) -> Value {
         "size" => Value::String("1024x1024".to_owned()),
         "source" => Value::String("image.generation".to_owned()),
         "vector_store_id" => {
-            Value::String(format!("vs_{}", &e.project[5..e.project.len().min(13)]))
+            let project = e.project.as_deref().unwrap_or("proj_organization");
+            Value::String(format!("vs_{}", &project[5..project.len().min(13)]))
         }
         "context_level" => Value::String("medium".to_owned()),
         _ => Value::Null,

@@ -34,12 +34,17 @@ pub struct AnthropicOptions {
     /// `retry-after` above it (`0` disables the limit). Anthropic publishes no number for these
     /// endpoints ("polling once per minute for sustained use"); 60 is the simulator's choice.
     pub rate_limit_per_minute: u32,
+    /// Returns only buckets that end strictly before `ending_at`, instead of those ending at or
+    /// before it (the default, as the cookbook's use implies). The documentation ("buckets that
+    /// end before this") allows either reading; clients must get the same answer under both.
+    pub strict_ending_at: bool,
 }
 
 impl Default for AnthropicOptions {
     fn default() -> Self {
         Self {
             rate_limit_per_minute: 60,
+            strict_ending_at: false,
         }
     }
 }
@@ -386,6 +391,8 @@ pub(crate) struct SimState {
     pub(crate) clock: Arc<Clock>,
     pub(crate) calls: Arc<CallCounters>,
     pub(crate) limiter: Option<RateLimiter>,
+    /// Anthropic only: [`AnthropicOptions::strict_ending_at`].
+    pub(crate) strict_ending_at: bool,
 }
 
 impl SimState {
@@ -559,6 +566,18 @@ pub(crate) fn spawn(
     addr: Option<SocketAddr>,
     routes: fn(&mut web::ServiceConfig),
 ) -> io::Result<SimHandle> {
+    spawn_with(vendor, data, limiter, false, addr, routes)
+}
+
+/// [`spawn`] with Anthropic's `ending_at` rule ([`AnthropicOptions::strict_ending_at`]).
+fn spawn_with(
+    vendor: Vendor,
+    data: Arc<Dataset>,
+    limiter: Option<u32>,
+    strict_ending_at: bool,
+    addr: Option<SocketAddr>,
+    routes: fn(&mut web::ServiceConfig),
+) -> io::Result<SimHandle> {
     let addr = addr.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
@@ -572,6 +591,7 @@ pub(crate) fn spawn(
         calls: calls.clone(),
         clock: clock.clone(),
         limiter: limiter.map(RateLimiter::new),
+        strict_ending_at,
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -651,10 +671,11 @@ pub async fn start_anthropic_with(
     opts: AnthropicOptions,
     addr: Option<SocketAddr>,
 ) -> io::Result<SimHandle> {
-    spawn(
+    spawn_with(
         Vendor::Anthropic,
         data,
         Some(opts.rate_limit_per_minute),
+        opts.strict_ending_at,
         addr,
         crate::anthropic::routes,
     )

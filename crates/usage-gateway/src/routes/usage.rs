@@ -577,8 +577,9 @@ async fn run(
                 .entries
                 .iter()
                 .filter_map(|e| e.bucket_width.as_deref())
+                .flat_map(|w| w.split(", "))
                 .collect();
-            // `1d` < `1h` < `1m` as text: coarsest first.
+            // `1d` < `1h` < `1m` as text: coarsest first (an entry may list several).
             widths.sort_unstable();
             widths.dedup();
             outcome.entry.vendor_bucket_width = (!widths.is_empty()).then(|| widths.join(", "));

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use usage_core::{Counters, Dimension, PointKey, Unit, Window};
+use usage_core::{Counters, Dimension, PointKey, UNATTRIBUTED_AGENT, Unit, Window};
 
 use super::{DataSpec, TruthFilter, ms_to_time, pooled_name, random_ms};
 
@@ -191,8 +191,9 @@ pub struct OpenAiEvent {
     pub at: DateTime<Utc>,
     /// The endpoint it is metered by.
     pub endpoint: OpenAiEndpoint,
-    /// The project id.
-    pub project: String,
+    /// The project id; `None` for usage OpenAI attributes to no project (`project_id: null`
+    /// when grouped), which the provider reports as agent [`UNATTRIBUTED_AGENT`].
+    pub project: Option<String>,
     /// The user id (`None` for service-account keys, and on endpoints without users).
     pub user: Option<String>,
     /// The model (`None` on endpoints without models).
@@ -320,7 +321,7 @@ impl OpenAiData {
             .map(|_| random_id(rng, "user-", 24))
             .collect();
         let mut events = Vec::with_capacity(spec.openai_events);
-        for _ in 0..spec.openai_events {
+        for i in 0..spec.openai_events {
             let at = super::minute_floor(ms_to_time(random_ms(rng, spec)));
             let mut p = rng.random_range(0..projects.len());
             if projects[p].archived_at.is_some_and(|a| at.timestamp() >= a) {
@@ -406,7 +407,9 @@ impl OpenAiData {
             events.push(OpenAiEvent {
                 at,
                 endpoint,
-                project: projects[p].id.clone(),
+                // Every 25th event belongs to no project (decided without the generator, so
+                // that the rest of the data stays as it was).
+                project: (i % 25 != 12).then(|| projects[p].id.clone()),
                 user: user.filter(|_| endpoint.has_user()),
                 model: model.map(str::to_owned),
                 batch,
@@ -477,7 +480,8 @@ impl OpenAiData {
     /// `input_audio`, `input_image`, `output_audio`, `output_image`, `embeddings:input`,
     /// `moderations:input`, `images`, `audio_speeches`, `audio_transcriptions`,
     /// `code_interpreter_sessions`, `web_search_calls`, `file_search_calls`).
-    /// `f.agent` is a project id; `f.conversation` matches nothing.
+    /// `f.agent` is a project id, or [`UNATTRIBUTED_AGENT`] for usage of no project;
+    /// `f.conversation` matches nothing.
     pub fn truth(&self, f: &TruthFilter, w: Window) -> BTreeMap<Unit, Counters> {
         let mut out: BTreeMap<Unit, Counters> = BTreeMap::new();
         for ((_, unit), c) in self.truth_by(f, w, &BTreeSet::new()) {
@@ -499,7 +503,8 @@ impl OpenAiData {
             return out;
         }
         for e in self.between(w.start, w.end) {
-            if !TruthFilter::matches_opt(f.agent.as_ref(), Some(&e.project))
+            let agent = e.project.as_deref().unwrap_or(UNATTRIBUTED_AGENT);
+            if !TruthFilter::matches_opt(f.agent.as_ref(), Some(agent))
                 || !TruthFilter::matches_opt(f.user.as_ref(), e.user.as_deref())
                 || !TruthFilter::matches_opt(f.model.as_ref(), e.model.as_deref())
             {
@@ -510,7 +515,7 @@ impl OpenAiData {
                     continue;
                 }
                 let key = PointKey {
-                    agent: Some(e.project.clone()),
+                    agent: Some(agent.to_owned()),
                     user: e.user.clone(),
                     conversation: None,
                     usage_type: Some(usage_type.to_owned()),

@@ -18,6 +18,7 @@ async fn sim(limit: u32) -> (Arc<Dataset>, SimHandle) {
         d.clone(),
         AnthropicOptions {
             rate_limit_per_minute: limit,
+            ..usage_sim::AnthropicOptions::default()
         },
         None,
     )
