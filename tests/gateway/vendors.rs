@@ -30,7 +30,7 @@ struct Running {
 
 /// The demo configuration over all simulators, live (no store), with the OpenAI and Anthropic
 /// budgets raised: the test sends each grouping's vendor requests anew.
-async fn start() -> Running {
+async fn start_with(max_upstream_calls: u32) -> Running {
     let data = Arc::new(Dataset::generate(&DataSpec::small(data_now())));
     let sims = usage_sim::Simulators {
         digitalocean: usage_sim::start_digitalocean(
@@ -63,7 +63,9 @@ async fn start() -> Running {
         "vendors-secret-0123456789abcdef0123456789",
         "unused.sqlite",
     );
-    let raised = "timeout = \"5s\"\nrate_limit_per_minute = 10000\nmax_upstream_calls = 2000";
+    let raised = format!(
+        "timeout = \"5s\"\nrate_limit_per_minute = 10000\nmax_upstream_calls = {max_upstream_calls}"
+    );
     let text = usage_gateway::demo::DEMO_CONFIG
         .replace(
             "admin_key = \"${SIM_OPENAI_ADMIN_KEY}\"\ntimeout = \"5s\"",
@@ -71,9 +73,13 @@ async fn start() -> Running {
         )
         .replace(
             "rate_limit_per_minute = 60",
-            "rate_limit_per_minute = 10000\nmax_upstream_calls = 2000",
+            &format!("rate_limit_per_minute = 10000\nmax_upstream_calls = {max_upstream_calls}"),
         );
-    assert_eq!(text.matches("max_upstream_calls = 2000").count(), 2);
+    assert_eq!(
+        text.matches(&format!("max_upstream_calls = {max_upstream_calls}"))
+            .count(),
+        2
+    );
     let config = usage_gateway::config::Config::parse(&text, &|k| values.get(k).cloned()).unwrap();
     let token = mint_dev_token(&config.auth, "demo", Utc::now().timestamp()).unwrap();
     let providers = build_providers(&config).unwrap();
@@ -103,7 +109,7 @@ fn instant(v: &Value) -> DateTime<Utc> {
 
 #[actix_web::test]
 async fn every_grouping_bucket_and_zone_equals_the_ground_truth() {
-    let r = start().await;
+    let r = start_with(2000).await;
     let dims = [
         Dimension::Agent,
         Dimension::User,
@@ -202,4 +208,50 @@ async fn every_grouping_bucket_and_zone_equals_the_ground_truth() {
         }
     }
     assert!(rows_checked > 1000, "{rows_checked}");
+}
+
+/// A query needing more requests than `max_upstream_calls` is that source's `source_limit`
+/// error, worded by the provider in its own terms (request ranges × report endpoints), while the
+/// other sources answer.
+#[actix_web::test]
+async fn a_query_above_the_call_limit_says_what_fits_in_the_vendors_terms() {
+    let r = start_with(3).await;
+    // Kolkata days over a week: one `1m` range a day.
+    let v = crate::common::usage_json(
+        &r.base,
+        &r.token,
+        "start=2026-10-20&end=2026-10-27&tz=Asia/Kolkata&bucket=day&source=openai,anthropic,do-prod",
+    )
+    .await;
+    let entry = |name: &str| {
+        v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry("do-prod")["status"], "ok");
+    for (name, words) in [
+        ("openai", "OpenAI usage requests"),
+        ("anthropic", "Anthropic usage report requests"),
+    ] {
+        let e = entry(name);
+        assert_eq!(e["status"], "error", "{e}");
+        assert_eq!(e["error"]["type"], "urn:usage-gateway:problem:source_limit");
+        let detail = e["error"]["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("{name}: this query needs")),
+            "{detail}"
+        );
+        assert!(
+            detail.contains(words) && detail.contains("1440 `1m` buckets"),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("agent"),
+            "no agent × window advice: {detail}"
+        );
+    }
 }

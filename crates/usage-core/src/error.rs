@@ -126,9 +126,15 @@ pub enum ProviderError {
 }
 
 /// Why a query exceeds a source's per-query limit of vendor requests: `agents × windows`
-/// requests were needed, `max` are allowed.
+/// requests were needed (or, with `agents_by_windows` false, requests planned otherwise, e.g.
+/// OpenAI's request ranges × report endpoints, which the error's message words), `max` are
+/// allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallLimit {
+    /// Whether the requests are one per agent and window (DigitalOcean), so that callers may
+    /// advise fewer agents, coarser buckets or a shorter range in their own terms; otherwise the
+    /// provider's message says what fits.
+    pub agents_by_windows: bool,
     /// Vendor requests the query needs.
     pub needed: u64,
     /// Vendor requests allowed per query.

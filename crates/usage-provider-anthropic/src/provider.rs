@@ -428,6 +428,7 @@ impl AnthropicProvider {
                 },
                 agents: 1,
                 windows: needed as u64,
+                agents_by_windows: false,
             },
         }
     }

@@ -343,6 +343,7 @@ impl DigitaloceanProvider {
                     },
                     agents: agents.len() as u64,
                     windows: plans.len() as u64,
+                    agents_by_windows: true,
                 },
             });
         }

@@ -446,6 +446,7 @@ impl OpenaiProvider {
                 },
                 agents: endpoints as u64,
                 windows: ranges.len() as u64,
+                agents_by_windows: false,
             },
         }
     }

@@ -592,8 +592,12 @@ async fn run(
                 ProviderError::InvalidQuery { message, .. } => {
                     outcome.invalid = Some(message.clone());
                 }
-                ProviderError::SourceLimit { calls, .. } => {
-                    let detail = limit_detail(calls, req);
+                ProviderError::SourceLimit { calls, message, .. } => {
+                    let detail = if calls.agents_by_windows {
+                        limit_detail(calls, req)
+                    } else {
+                        message.clone()
+                    };
                     problem.detail = format!("{}: {detail}", src.info.name);
                     outcome.invalid = Some(detail);
                 }
@@ -981,6 +985,7 @@ mod tests {
             setting: "max_upstream_calls",
             agents,
             windows,
+            agents_by_windows: true,
         };
         // 14 days by hour: 336 windows; by day 14 × 20 agents = 280 is still too many, by week
         // (3 windows, the range starting mid-week) 60 fits.
