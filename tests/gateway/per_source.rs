@@ -192,4 +192,18 @@ async fn groupings_of_one_range_share_the_vendor_requests() {
             only_the_first_grouping_calls(&r, &with(filter, &groupings), || sim.calls(route)).await;
         assert!(sent > 0, "{filter}");
     }
+
+    // OpenAI and Anthropic group by what is kept, but usage types are fields of every row: a
+    // grouping that adds or drops `usage_type` sends nothing more.
+    for (filter, sim) in [
+        ("source=openai", &r.sims.openai),
+        ("source=anthropic", &r.sims.anthropic),
+    ] {
+        for groupings in [["source", "usage_type"], ["agent", "agent,usage_type"]] {
+            let sent =
+                only_the_first_grouping_calls(&r, &with(filter, &groupings), || sim.total_calls())
+                    .await;
+            assert!(sent > 0, "{filter} {groupings:?}");
+        }
+    }
 }

@@ -496,6 +496,15 @@ impl UsageProvider for AnthropicProvider {
         }
     }
 
+    /// The usage types come with every row the vendor sends (they are fields of a result, not a
+    /// grouping), so queries that differ only in `usage_type` share one vendor request and one
+    /// cache entry; the aggregation adds the types up when the query does not keep them.
+    fn fetch_dimensions(&self, dims: &BTreeSet<Dimension>) -> BTreeSet<Dimension> {
+        let mut d = dims.clone();
+        d.insert(Dimension::UsageType);
+        d
+    }
+
     /// Lists `default` (the default workspace, which the workspaces list omits) and every
     /// workspace, archived ones included (their usage still counts); or the configured list.
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {

@@ -481,6 +481,15 @@ impl UsageProvider for OpenaiProvider {
         }
     }
 
+    /// The usage types come with every row the vendor sends (they are fields of a result, not a
+    /// grouping), so queries that differ only in `usage_type` share one vendor request and one
+    /// cache entry; the aggregation adds the types up when the query does not keep them.
+    fn fetch_dimensions(&self, dims: &BTreeSet<Dimension>) -> BTreeSet<Dimension> {
+        let mut d = dims.clone();
+        d.insert(Dimension::UsageType);
+        d
+    }
+
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
         let sent = AtomicU64::new(0);
         Ok(self.agent_list(false, &sent).await?.as_ref().clone())
