@@ -1,4 +1,6 @@
-//! The Anthropic Admin API simulator: the Messages usage report and the workspaces list
+//! The Anthropic Admin API simulator: the Messages usage report, the cost report
+//! (`GET /v1/organizations/cost_report`, daily, amounts in cents as decimal strings priced from
+//! the events by `data/costs.rs`) and the workspaces list
 //! (CONTRACTS-openai-anthropic.md part B, simulator guidance in part D).
 //!
 //! - Auth: `x-api-key` must be [`crate::ANTHROPIC_ADMIN_KEY`] (401 `authentication_error`
@@ -49,6 +51,11 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/organizations/usage_report/messages")
             .route(web::get().to(usage))
+            .default_service(web::to(not_found)),
+    )
+    .service(
+        web::resource("/v1/organizations/cost_report")
+            .route(web::get().to(cost_report))
             .default_service(web::to(not_found)),
     )
     .service(
@@ -325,6 +332,144 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
             rows.entry(key).or_default().add(e);
         }
         let results: Vec<Value> = rows.iter().map(|(k, s)| row(k, s)).collect();
+        buckets.push(json!({
+            "starting_at": rfc3339(at),
+            "ending_at": rfc3339(end),
+            "results": results,
+        }));
+        at = end;
+    }
+    let has_more = at + width.delta() <= horizon;
+    Reply::ok(&json!({
+        "data": buckets,
+        "has_more": has_more,
+        "next_page": has_more.then(|| cursor(at, hash)),
+    }))
+}
+
+async fn cost_report(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse {
+    st.serve("anthropic.cost_report", || {
+        guarded(&st, &req, |st| cost_report_page(st, &req))
+    })
+    .await
+}
+
+/// The `group_by[]` values of the cost report.
+const COST_GROUP_BY: [&str; 2] = ["workspace_id", "description"];
+
+/// `GET /v1/organizations/cost_report`: daily buckets only, `limit` 1..=31 (default 7),
+/// `group_by[]` any of `workspace_id`, `description`, no filters; `amount` a decimal string in
+/// cents, `currency: "USD"`; grouped by description, rows carry `cost_type`, `model` and
+/// `token_type` (and `service_tier`, `context_window` for tokens). Buckets, cursors and
+/// freshness as in the usage report.
+fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
+    let data: &AnthropicData = &st.data.anthropic;
+    let q = query_pairs(req);
+    let width = BucketWidth::Day;
+    match query_get(&q, "bucket_width") {
+        None | Some("1d") => {}
+        Some(_) => return bad("bucket_width: Input should be '1d'"),
+    }
+    let limit = match query_get(&q, "limit").map(str::parse::<u32>) {
+        None => 7,
+        Some(Ok(n)) if (1..=31).contains(&n) => n,
+        Some(Ok(0)) => return bad("limit: Input should be greater than or equal to 1"),
+        Some(Ok(_)) => return bad("limit: Input should be less than or equal to 31"),
+        Some(Err(_)) => return bad("limit: Input should be a valid integer"),
+    };
+    let group_by: BTreeSet<&str> = array(&q, "group_by").into_iter().collect();
+    if let Some(g) = group_by.iter().find(|g| !COST_GROUP_BY.contains(g)) {
+        return bad(&format!(
+            "group_by: Input should be one of {}; got `{g}`",
+            COST_GROUP_BY.join(", ")
+        ));
+    }
+    for f in ["workspace_ids", "api_key_ids", "models"] {
+        if !array(&q, f).is_empty() {
+            return bad(&format!("{f}: Extra inputs are not permitted"));
+        }
+    }
+    let starting_at = match parse_time(&q, "starting_at") {
+        Ok(Some(t)) => t,
+        Ok(None) => return bad("starting_at: Field required"),
+        Err(r) => return r,
+    };
+    let ending_at = match parse_time(&q, "ending_at") {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if ending_at.is_some_and(|e| e <= starting_at) {
+        return bad("ending_at: must be after starting_at");
+    }
+    let hash = query_hash(&q);
+    let mut start = width.floor(starting_at);
+    if let Some(page) = query_get(&q, "page") {
+        match read_cursor(page, hash) {
+            Ok(t) => start = t,
+            Err(r) => return r,
+        }
+    }
+    let clock = st.clock.get().unwrap_or_else(|| data.now());
+    let horizon = match ending_at {
+        Some(e) if st.strict_ending_at => e - chrono::TimeDelta::nanoseconds(1),
+        Some(e) => e,
+        None => width.ceil(clock),
+    };
+    let visible_until = clock - ANTHROPIC_FRESHNESS;
+    let by_ws = group_by.contains("workspace_id");
+    let by_desc = group_by.contains("description");
+
+    let mut buckets = Vec::new();
+    let mut at = start;
+    while buckets.len() < limit as usize && at + width.delta() <= horizon {
+        let end = at + width.delta();
+        // (workspace as grouped, description item as grouped) → cents.
+        type Key = (
+            Option<Option<String>>,
+            Option<(String, &'static str, Option<String>, Option<&'static str>)>,
+        );
+        let mut rows: BTreeMap<Key, rust_decimal::Decimal> = BTreeMap::new();
+        for e in data.between(at, end) {
+            if e.at > visible_until {
+                continue;
+            }
+            for item in e.cost_items() {
+                let key: Key = (
+                    by_ws.then(|| e.workspace_id.clone()),
+                    by_desc.then(|| {
+                        (
+                            item.description,
+                            item.cost_type,
+                            item.model,
+                            item.token_type,
+                        )
+                    }),
+                );
+                *rows.entry(key).or_default() += item.amount * rust_decimal::Decimal::ONE_HUNDRED;
+            }
+        }
+        let results: Vec<Value> = rows
+            .into_iter()
+            .map(|((ws, desc), cents)| {
+                let (description, cost_type, model, token_type) = match desc {
+                    Some((d, c, m, t)) => (Some(d), Some(c), m, t),
+                    None => (None, None, None, None),
+                };
+                let tokens = cost_type == Some("tokens");
+                json!({
+                    "amount": cents.normalize().to_string(),
+                    "currency": "USD",
+                    "workspace_id": ws.flatten(),
+                    "description": description,
+                    "cost_type": cost_type,
+                    "model": model,
+                    "service_tier": tokens.then_some("standard"),
+                    "context_window": tokens.then_some("0-200k"),
+                    "token_type": token_type,
+                    "inference_geo": null,
+                })
+            })
+            .collect();
         buckets.push(json!({
             "starting_at": rfc3339(at),
             "ending_at": rfc3339(end),
