@@ -88,6 +88,51 @@ impl UsageResult {
     }
 }
 
+/// `GET /v1/organization/costs`: a page of daily buckets (the usage envelope).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CostsPage {
+    /// The buckets, oldest first.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub data: Vec<CostsBucket>,
+    /// Whether more buckets follow.
+    pub has_more: bool,
+    /// The cursor of the next page.
+    pub next_page: Option<String>,
+}
+
+/// One daily bucket of costs.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CostsBucket {
+    /// Bucket start, Unix seconds (required: a bucket without it cannot be placed).
+    pub start_time: i64,
+    /// The rows; absent or `null` reads as none.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub results: Vec<CostsResult>,
+}
+
+/// `organization.costs.result`, only the fields read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CostsResult {
+    /// The amount.
+    pub amount: Option<CostsAmount>,
+    /// `<model>, <kind>` or another line item (set when grouped by it).
+    pub line_item: Option<String>,
+    /// The project (set when grouped by it; `null` for usage of no project).
+    pub project_id: Option<String>,
+}
+
+/// `amount`: a JSON number in major units, kept as its text so that it is read exactly.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CostsAmount {
+    /// The number's text as sent (`0.06`, `1.2e-5`).
+    pub value: Option<Box<serde_json::value::RawValue>>,
+    /// Lower-case ISO 4217 (`usd`).
+    pub currency: Option<String>,
+}
+
 /// `GET /v1/organization/projects`: a list page.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
