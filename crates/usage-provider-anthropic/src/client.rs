@@ -15,7 +15,7 @@ use usage_core::budget::Budget;
 use usage_core::transport::{Admission, ProviderVendor, Transport, budget_refusal, truncate};
 
 use crate::error::parse_error;
-use crate::model::{UsageReport, WorkspaceList};
+use crate::model::{CostReport, UsageReport, WorkspaceList};
 
 /// The API version every request sends (`anthropic-version`).
 pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -106,7 +106,34 @@ impl AnthropicClient {
         admission: Admission,
         sent: &AtomicU64,
     ) -> Result<UsageReport, ProviderError> {
-        let mut url = self.endpoint(&["v1", "organizations", "usage_report", "messages"]);
+        self.report_page(&["usage_report", "messages"], params, page, admission, sent)
+            .await
+    }
+
+    /// One page of the cost report: `params` (array names with `[]`) plus `page`.
+    pub(crate) async fn cost_page(
+        &self,
+        params: &[(&str, String)],
+        page: Option<&str>,
+        admission: Admission,
+        sent: &AtomicU64,
+    ) -> Result<CostReport, ProviderError> {
+        self.report_page(&["cost_report"], params, page, admission, sent)
+            .await
+    }
+
+    /// One page of a report under `/v1/organizations/`.
+    async fn report_page<T: DeserializeOwned>(
+        &self,
+        report: &[&str],
+        params: &[(&str, String)],
+        page: Option<&str>,
+        admission: Admission,
+        sent: &AtomicU64,
+    ) -> Result<T, ProviderError> {
+        let mut segments = vec!["v1", "organizations"];
+        segments.extend_from_slice(report);
+        let mut url = self.endpoint(&segments);
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in params {

@@ -68,6 +68,48 @@ pub(crate) struct ServerToolUse {
     pub web_search_requests: u64,
 }
 
+/// `GET /v1/organizations/cost_report`: daily buckets in the usage report's envelope.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CostReport {
+    /// Buckets, oldest first, empty ones included.
+    pub data: Option<Vec<CostBucket>>,
+    /// Whether another page follows.
+    pub has_more: bool,
+    /// The cursor of the next page (`page=`).
+    pub next_page: Option<String>,
+}
+
+/// One daily bucket of the cost report.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CostBucket {
+    /// Inclusive start (RFC 3339).
+    pub starting_at: DateTime<Utc>,
+    /// The rows.
+    #[serde(default)]
+    pub results: Option<Vec<CostRow>>,
+}
+
+/// One cost row; every field but `amount` and `currency` is `null` unless grouped.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub(crate) struct CostRow {
+    /// Minor units (cents) as a decimal string, fractional cents included (`"123.78912"`).
+    pub amount: Option<String>,
+    /// `USD`.
+    pub currency: Option<String>,
+    /// `null` when not grouped, and for the default workspace.
+    pub workspace_id: Option<String>,
+    /// `Claude Sonnet 4 Usage - Input Tokens` (grouped by description).
+    pub description: Option<String>,
+    /// `tokens`, `web_search`, `code_execution`, ... (grouped by description).
+    pub cost_type: Option<String>,
+    /// The model of token costs (grouped by description).
+    pub model: Option<String>,
+    /// `uncached_input_tokens`, `output_tokens`, ... (token costs, grouped by description).
+    pub token_type: Option<String>,
+}
+
 /// `GET /v1/organizations/workspaces`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
