@@ -674,9 +674,15 @@ mod tests {
     #[test]
     fn cost_queries_need_utc_days_and_no_user_or_model_filter() {
         use crate::model::UsageQuery;
-        let days = UsageQuery::new(vec![Window::new(day(1), day(3))], Default::default());
+        let days = UsageQuery::new(
+            vec![Window::new(day(1), day(3))],
+            std::collections::BTreeSet::default(),
+        );
         assert!(check_daily_cost_query("s", "OpenAI", &days).is_ok());
-        let hours = UsageQuery::new(vec![Window::new(at(1, 0, 0), day(3))], Default::default());
+        let hours = UsageQuery::new(
+            vec![Window::new(at(1, 0, 0), day(3))],
+            std::collections::BTreeSet::default(),
+        );
         let e = check_daily_cost_query("s", "OpenAI", &hours).unwrap_err();
         assert!(
             matches!(&e, crate::ProviderError::InvalidQuery { message, .. }

@@ -354,6 +354,13 @@ async fn cost_report(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse 
     .await
 }
 
+/// A cost row's key: the workspace when grouped by it (the inner `None` is the default
+/// workspace), and `(description, cost_type, model, token_type)` when grouped by description.
+type CostKey = (
+    Option<Option<String>>,
+    Option<(String, &'static str, Option<String>, Option<&'static str>)>,
+);
+
 /// The `group_by[]` values of the cost report.
 const COST_GROUP_BY: [&str; 2] = ["workspace_id", "description"];
 
@@ -423,27 +430,20 @@ fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
     let mut at = start;
     while buckets.len() < limit as usize && at + width.delta() <= horizon {
         let end = at + width.delta();
-        // (workspace as grouped, description item as grouped) → cents.
-        type Key = (
-            Option<Option<String>>,
-            Option<(String, &'static str, Option<String>, Option<&'static str>)>,
-        );
-        let mut rows: BTreeMap<Key, rust_decimal::Decimal> = BTreeMap::new();
+        let mut rows: BTreeMap<CostKey, rust_decimal::Decimal> = BTreeMap::new();
         for e in data.between(at, end) {
             if e.at > visible_until {
                 continue;
             }
             for item in e.cost_items() {
-                let key: Key = (
+                let key: CostKey = (
                     by_ws.then(|| e.workspace_id.clone()),
-                    by_desc.then(|| {
-                        (
-                            item.description,
-                            item.cost_type,
-                            item.model,
-                            item.token_type,
-                        )
-                    }),
+                    by_desc.then_some((
+                        item.description,
+                        item.cost_type,
+                        item.model,
+                        item.token_type,
+                    )),
                 );
                 *rows.entry(key).or_default() += item.amount * rust_decimal::Decimal::ONE_HUNDRED;
             }
@@ -452,7 +452,7 @@ fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
             .into_iter()
             .map(|((ws, desc), cents)| {
                 let (description, cost_type, model, token_type) = match desc {
-                    Some((d, c, m, t)) => (Some(d), Some(c), m, t),
+                    Some((text, kind, model, token)) => (Some(text), Some(kind), model, token),
                     None => (None, None, None, None),
                 };
                 let tokens = cost_type == Some("tokens");

@@ -24,8 +24,7 @@ fn price(text: &str, per: u64) -> Decimal {
 fn openai_token_prices(model: &str) -> (&'static str, &'static str) {
     match model {
         MODEL_MINI => ("0.15", "0.60"),
-        MODEL_4O => ("2.50", "10.00"),
-        MODEL_AUDIO => ("2.50", "10.00"),
+        MODEL_4O | MODEL_AUDIO => ("2.50", "10.00"),
         MODEL_IMAGE => ("5.00", "40.00"),
         MODEL_EMBEDDING => ("0.02", "0"),
         _ => ("1.00", "4.00"),
