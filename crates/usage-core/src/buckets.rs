@@ -120,7 +120,7 @@ pub fn usage_report_limit(width: BucketWidth) -> u32 {
 /// `/v1/organization/costs`, Anthropic's `/v1/organizations/cost_report`): every window edge
 /// must be a UTC midnight (the reports have `1d` buckets only, so no other edge can be met
 /// exactly), and no user or model filter may be set (the reports cannot apply them). The
-/// error is [`ProviderError::InvalidQuery`] naming `vendor`.
+/// error is [`ProviderError::InvalidQuery`](crate::ProviderError::InvalidQuery) naming `vendor`.
 pub fn check_daily_cost_query(
     source: &str,
     vendor: &str,

@@ -15,7 +15,7 @@ use usage_core::budget::Budget;
 use usage_core::transport::{Admission, ProviderVendor, Transport, budget_refusal, truncate};
 
 use crate::error::parse_error;
-use crate::model::{CostReport, UsageReport, WorkspaceList};
+use crate::model::WorkspaceList;
 
 /// The API version every request sends (`anthropic-version`).
 pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -98,32 +98,9 @@ impl AnthropicClient {
             .map_err(|e| budget_refusal(self.source(), &e))
     }
 
-    /// One page of the Messages usage report: `params` (array names with `[]`) plus `page`.
-    pub(crate) async fn usage_page(
-        &self,
-        params: &[(&str, String)],
-        page: Option<&str>,
-        admission: Admission,
-        sent: &AtomicU64,
-    ) -> Result<UsageReport, ProviderError> {
-        self.report_page(&["usage_report", "messages"], params, page, admission, sent)
-            .await
-    }
-
-    /// One page of the cost report: `params` (array names with `[]`) plus `page`.
-    pub(crate) async fn cost_page(
-        &self,
-        params: &[(&str, String)],
-        page: Option<&str>,
-        admission: Admission,
-        sent: &AtomicU64,
-    ) -> Result<CostReport, ProviderError> {
-        self.report_page(&["cost_report"], params, page, admission, sent)
-            .await
-    }
-
-    /// One page of a report under `/v1/organizations/`.
-    async fn report_page<T: DeserializeOwned>(
+    /// One page of the report at `/v1/organizations/<report…>`: `params` (array names with
+    /// `[]`) plus `page`.
+    pub(crate) async fn report_page<T: DeserializeOwned>(
         &self,
         report: &[&str],
         params: &[(&str, String)],

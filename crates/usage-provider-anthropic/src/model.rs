@@ -8,16 +8,38 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
-/// `GET /v1/organizations/usage_report/messages` → `MessagesUsageReport`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct UsageReport {
+/// A page of a bucketed report: `GET /v1/organizations/usage_report/messages`
+/// (`MessagesUsageReport`, buckets [`UsageBucket`]) or `GET /v1/organizations/cost_report`
+/// (buckets [`CostBucket`]).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Report<B> {
     /// Buckets, oldest first, empty ones included.
-    pub data: Option<Vec<UsageBucket>>,
+    #[serde(default = "Option::default")]
+    pub data: Option<Vec<B>>,
     /// Whether another page follows.
+    #[serde(default)]
     pub has_more: bool,
     /// The cursor of the next page (`page=`).
+    #[serde(default)]
     pub next_page: Option<String>,
+}
+
+/// A bucket of a report: where it starts.
+pub(crate) trait Starting {
+    /// Inclusive start.
+    fn starting_at(&self) -> DateTime<Utc>;
+}
+
+impl Starting for UsageBucket {
+    fn starting_at(&self) -> DateTime<Utc> {
+        self.starting_at
+    }
+}
+
+impl Starting for CostBucket {
+    fn starting_at(&self) -> DateTime<Utc> {
+        self.starting_at
+    }
 }
 
 /// One time bucket.
@@ -66,18 +88,6 @@ pub(crate) struct CacheCreation {
 pub(crate) struct ServerToolUse {
     #[serde(deserialize_with = "count")]
     pub web_search_requests: u64,
-}
-
-/// `GET /v1/organizations/cost_report`: daily buckets in the usage report's envelope.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct CostReport {
-    /// Buckets, oldest first, empty ones included.
-    pub data: Option<Vec<CostBucket>>,
-    /// Whether another page follows.
-    pub has_more: bool,
-    /// The cursor of the next page (`page=`).
-    pub next_page: Option<String>,
 }
 
 /// One daily bucket of the cost report.
@@ -174,7 +184,7 @@ mod tests {
         assert_eq!(r.server_tool_use, Some(ServerToolUse::default()));
         assert!(serde_json::from_str::<UsageRow>(r#"{"output_tokens": -1}"#).is_err());
         assert!(serde_json::from_str::<UsageRow>(r#"{"output_tokens": 1.5}"#).is_err());
-        let page: UsageReport = serde_json::from_str("{}").unwrap();
+        let page: Report<UsageBucket> = serde_json::from_str("{}").unwrap();
         assert!(page.data.is_none() && !page.has_more && page.next_page.is_none());
     }
 }

@@ -23,7 +23,8 @@ use usage_core::{
 
 use crate::client::AnthropicClient;
 use crate::config::Config;
-use crate::model::{CostBucket, UsageBucket, UsageRow};
+use crate::model::{CostBucket, Report, Starting, UsageBucket, UsageRow};
+use serde::de::DeserializeOwned;
 
 /// The agent id of the default workspace (`workspace_id: null` in a grouped answer).
 pub const DEFAULT_AGENT: &str = "default";
@@ -255,15 +256,16 @@ impl AnthropicProvider {
         })
     }
 
-    /// Every bucket of one request range, following `next_page`: the first page was reserved
-    /// with the query's others; a further page takes its own place in the budget.
-    async fn range(
+    /// Every bucket of one request range of `report`, following `next_page`: the first page
+    /// was reserved with the query's others; a further page takes its own place in the budget.
+    async fn range<B: Starting + DeserializeOwned>(
         &self,
-        plan: &Plan,
+        report: ReportKind,
+        base: &[(&'static str, String)],
         (width, range): Piece,
         sent: &AtomicU64,
-    ) -> Result<Vec<UsageBucket>, ProviderError> {
-        let mut params = plan.params.clone();
+    ) -> Result<Vec<B>, ProviderError> {
+        let mut params = base.to_vec();
         let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         params.push(("bucket_width", width.as_str().to_owned()));
         params.push(("starting_at", time(range.start)));
@@ -273,20 +275,24 @@ impl AnthropicProvider {
         params.push(("ending_at", time(range.end + TimeDelta::seconds(1))));
         params.push(("limit", width.count(range).max(1).to_string()));
         let params = &params;
-        let no_cursor =
-            || self.decode("the usage report says has_more but gives no next_page".to_owned());
+        let no_cursor = || {
+            self.decode(format!(
+                "the {} says has_more but gives no next_page",
+                report.name
+            ))
+        };
         let (buckets, _) = follow_planned_range(
             MAX_PAGES_PER_RANGE,
             no_cursor,
             |page: Option<String>, admission| async move {
-                let report = self
+                let answer: Report<B> = self
                     .client
-                    .usage_page(params, page.as_deref(), admission, sent)
+                    .report_page(report.segments, params, page.as_deref(), admission, sent)
                     .await?;
                 Ok(CursorPage {
-                    items: report.data.unwrap_or_default(),
-                    has_more: report.has_more,
-                    next_page: report.next_page,
+                    items: answer.data.unwrap_or_default(),
+                    has_more: answer.has_more,
+                    next_page: answer.next_page,
                 })
             },
         )
@@ -296,7 +302,7 @@ impl AnthropicProvider {
         // to another range, or to none.
         Ok(buckets
             .into_iter()
-            .filter(|b| b.starting_at < range.end)
+            .filter(|b| b.starting_at() < range.end)
             .collect())
     }
 
@@ -324,7 +330,7 @@ impl AnthropicProvider {
             .await?;
         let sent = AtomicU64::new(0);
         let pages: Vec<Vec<UsageBucket>> = stream::iter(ranges.clone())
-            .map(|r| self.range(&plan, r, &sent))
+            .map(|r| self.range(USAGE_REPORT, &plan.params, r, &sent))
             .buffer_unordered(self.max_concurrency)
             .try_collect()
             .await?;
@@ -439,6 +445,25 @@ impl AnthropicProvider {
     }
 }
 
+/// A report read in ranges: its path under `/v1/organizations/` and its name for messages.
+#[derive(Debug, Clone, Copy)]
+struct ReportKind {
+    segments: &'static [&'static str],
+    name: &'static str,
+}
+
+/// The Messages usage report.
+const USAGE_REPORT: ReportKind = ReportKind {
+    segments: &["usage_report", "messages"],
+    name: "usage report",
+};
+
+/// The cost report.
+const COST_REPORT: ReportKind = ReportKind {
+    segments: &["cost_report"],
+    name: "cost report",
+};
+
 /// The most daily buckets one cost report request may ask for (`limit` 1..=31).
 fn cost_report_limit(_: BucketWidth) -> u32 {
     31
@@ -475,8 +500,13 @@ impl AnthropicProvider {
             .reserve(u32::try_from(ranges.len()).unwrap_or(u32::MAX))
             .await?;
         let sent = AtomicU64::new(0);
+        // By workspace, and by description (model, token type).
+        let base = [
+            ("group_by[]", "workspace_id".to_owned()),
+            ("group_by[]", "description".to_owned()),
+        ];
         let pages: Vec<Vec<CostBucket>> = stream::iter(ranges)
-            .map(|r| self.cost_range(r, &sent))
+            .map(|r| self.range(COST_REPORT, &base, r, &sent))
             .buffer_unordered(self.max_concurrency)
             .try_collect()
             .await?;
@@ -521,48 +551,6 @@ impl AnthropicProvider {
         .ok_or_else(|| {
             self.decode("the cost report's amounts add up beyond what a decimal holds".to_owned())
         })
-    }
-
-    /// Every bucket of one cost report range, following `next_page` (as [`Self::range`]).
-    async fn cost_range(
-        &self,
-        (width, range): Piece,
-        sent: &AtomicU64,
-    ) -> Result<Vec<CostBucket>, ProviderError> {
-        let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let params: Vec<(&str, String)> = vec![
-            ("group_by[]", "workspace_id".to_owned()),
-            ("group_by[]", "description".to_owned()),
-            ("bucket_width", width.as_str().to_owned()),
-            ("starting_at", time(range.start)),
-            // As for usage: a second past the range's end, `limit` bounding the answer.
-            ("ending_at", time(range.end + TimeDelta::seconds(1))),
-            ("limit", width.count(range).max(1).to_string()),
-        ];
-        let params = &params;
-        let no_cursor =
-            || self.decode("the cost report says has_more but gives no next_page".to_owned());
-        let (buckets, _) = follow_planned_range(
-            MAX_PAGES_PER_RANGE,
-            no_cursor,
-            |page: Option<String>, admission| async move {
-                let report = self
-                    .client
-                    .cost_page(params, page.as_deref(), admission, sent)
-                    .await?;
-                Ok(CursorPage {
-                    items: report.data.unwrap_or_default(),
-                    has_more: report.has_more,
-                    next_page: report.next_page,
-                })
-            },
-        )
-        .await
-        .map_err(|e| self.paging(e))?;
-        Ok(buckets
-            .into_iter()
-            .filter(|b| b.starting_at < range.end)
-            .collect())
     }
 }
 
