@@ -235,6 +235,47 @@ fn row(key: &RowKey, s: &Sums) -> Value {
     })
 }
 
+/// The buckets a report request covers, read from its times, cursor and the clock.
+struct Span {
+    /// The first bucket's start: `starting_at` floored, or where the cursor continues.
+    start: DateTime<Utc>,
+    /// A bucket is returned when its end is at most this.
+    horizon: DateTime<Utc>,
+    /// Events after this are not visible yet.
+    visible_until: DateTime<Utc>,
+    /// The query's hash, for cursors.
+    hash: u64,
+}
+
+/// Reads `starting_at`, `ending_at` and `page` of a report request at `width`.
+fn span(st: &SimState, q: &[(String, String)], width: BucketWidth) -> Result<Span, Reply> {
+    let starting_at =
+        parse_time(q, "starting_at")?.ok_or_else(|| bad("starting_at: Field required"))?;
+    let ending_at = parse_time(q, "ending_at")?;
+    if ending_at.is_some_and(|e| e <= starting_at) {
+        return Err(bad("ending_at: must be after starting_at"));
+    }
+    let hash = query_hash(q);
+    let start = match query_get(q, "page") {
+        Some(page) => read_cursor(page, hash)?,
+        None => width.floor(starting_at),
+    };
+    let clock = st.clock.get().unwrap_or_else(|| st.data.anthropic.now());
+    // A bucket is returned when its end is at most `horizon`; the strict rule keeps those
+    // ending before `ending_at` (bucket ends are whole minutes, so a nanosecond earlier).
+    let horizon = match ending_at {
+        Some(e) if st.strict_ending_at => e - chrono::TimeDelta::nanoseconds(1),
+        Some(e) => e,
+        None => width.ceil(clock),
+    };
+    Ok(Span {
+        start,
+        horizon,
+        visible_until: clock - ANTHROPIC_FRESHNESS,
+        hash,
+    })
+}
+
 fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
     let data: &AnthropicData = &st.data.anthropic;
     let q = query_pairs(req);
@@ -267,35 +308,15 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
             GROUP_BY.join(", ")
         ));
     }
-    let starting_at = match parse_time(&q, "starting_at") {
-        Ok(Some(t)) => t,
-        Ok(None) => return bad("starting_at: Field required"),
+    let Span {
+        start,
+        horizon,
+        visible_until,
+        hash,
+    } = match span(st, &q, width) {
+        Ok(s) => s,
         Err(r) => return r,
     };
-    let ending_at = match parse_time(&q, "ending_at") {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if ending_at.is_some_and(|e| e <= starting_at) {
-        return bad("ending_at: must be after starting_at");
-    }
-    let hash = query_hash(&q);
-    let mut start = width.floor(starting_at);
-    if let Some(page) = query_get(&q, "page") {
-        match read_cursor(page, hash) {
-            Ok(t) => start = t,
-            Err(r) => return r,
-        }
-    }
-    let clock = st.clock.get().unwrap_or_else(|| data.now());
-    // A bucket is returned when its end is at most `horizon`; the strict rule keeps those
-    // ending before `ending_at` (bucket ends are whole minutes, so a nanosecond earlier).
-    let horizon = match ending_at {
-        Some(e) if st.strict_ending_at => e - chrono::TimeDelta::nanoseconds(1),
-        Some(e) => e,
-        None => width.ceil(clock),
-    };
-    let visible_until = clock - ANTHROPIC_FRESHNESS;
     let set = |name: &str| -> Option<BTreeSet<&str>> {
         let v = array(&q, name);
         (!v.is_empty()).then(|| v.into_iter().collect())
@@ -396,33 +417,15 @@ fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
             return bad(&format!("{f}: Extra inputs are not permitted"));
         }
     }
-    let starting_at = match parse_time(&q, "starting_at") {
-        Ok(Some(t)) => t,
-        Ok(None) => return bad("starting_at: Field required"),
+    let Span {
+        start,
+        horizon,
+        visible_until,
+        hash,
+    } = match span(st, &q, width) {
+        Ok(s) => s,
         Err(r) => return r,
     };
-    let ending_at = match parse_time(&q, "ending_at") {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if ending_at.is_some_and(|e| e <= starting_at) {
-        return bad("ending_at: must be after starting_at");
-    }
-    let hash = query_hash(&q);
-    let mut start = width.floor(starting_at);
-    if let Some(page) = query_get(&q, "page") {
-        match read_cursor(page, hash) {
-            Ok(t) => start = t,
-            Err(r) => return r,
-        }
-    }
-    let clock = st.clock.get().unwrap_or_else(|| data.now());
-    let horizon = match ending_at {
-        Some(e) if st.strict_ending_at => e - chrono::TimeDelta::nanoseconds(1),
-        Some(e) => e,
-        None => width.ceil(clock),
-    };
-    let visible_until = clock - ANTHROPIC_FRESHNESS;
     let by_ws = group_by.contains("workspace_id");
     let by_desc = group_by.contains("description");
 
