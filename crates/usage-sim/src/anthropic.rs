@@ -235,6 +235,32 @@ fn row(key: &RowKey, s: &Sums) -> Value {
     })
 }
 
+/// A report bucket.
+fn bucket(at: DateTime<Utc>, end: DateTime<Utc>, results: Vec<Value>) -> Value {
+    json!({
+        "starting_at": rfc3339(at),
+        "ending_at": rfc3339(end),
+        "results": Value::Array(results),
+    })
+}
+
+/// A report page whose buckets end at `next`: `has_more` when another whole bucket fits
+/// before `horizon`, with the cursor continuing at `next`.
+fn report(
+    buckets: Vec<Value>,
+    next: DateTime<Utc>,
+    width: BucketWidth,
+    horizon: DateTime<Utc>,
+    hash: u64,
+) -> Reply {
+    let has_more = next + width.delta() <= horizon;
+    Reply::ok(&json!({
+        "data": Value::Array(buckets),
+        "has_more": has_more,
+        "next_page": has_more.then(|| cursor(next, hash)),
+    }))
+}
+
 /// The buckets a report request covers, read from its times, cursor and the clock.
 struct Span {
     /// The first bucket's start: `starting_at` floored, or where the cursor continues.
@@ -353,19 +379,10 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
             rows.entry(key).or_default().add(e);
         }
         let results: Vec<Value> = rows.iter().map(|(k, s)| row(k, s)).collect();
-        buckets.push(json!({
-            "starting_at": rfc3339(at),
-            "ending_at": rfc3339(end),
-            "results": results,
-        }));
+        buckets.push(bucket(at, end, results));
         at = end;
     }
-    let has_more = at + width.delta() <= horizon;
-    Reply::ok(&json!({
-        "data": buckets,
-        "has_more": has_more,
-        "next_page": has_more.then(|| cursor(at, hash)),
-    }))
+    report(buckets, at, width, horizon, hash)
 }
 
 async fn cost_report(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse {
@@ -473,19 +490,10 @@ fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
                 })
             })
             .collect();
-        buckets.push(json!({
-            "starting_at": rfc3339(at),
-            "ending_at": rfc3339(end),
-            "results": results,
-        }));
+        buckets.push(bucket(at, end, results));
         at = end;
     }
-    let has_more = at + width.delta() <= horizon;
-    Reply::ok(&json!({
-        "data": buckets,
-        "has_more": has_more,
-        "next_page": has_more.then(|| cursor(at, hash)),
-    }))
+    report(buckets, at, width, horizon, hash)
 }
 
 fn list_workspaces(st: &SimState, req: &HttpRequest) -> Reply {
