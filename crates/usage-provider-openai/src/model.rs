@@ -7,17 +7,25 @@
 
 use serde::{Deserialize, Deserializer};
 
-/// `UsageResponse`: a page of buckets.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct UsagePage {
-    /// The buckets, oldest first.
-    pub data: Vec<UsageBucket>,
+/// `UsageResponse`: a page of buckets, of a usage endpoint ([`UsageBucket`]) or of costs
+/// ([`CostsBucket`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(bound(deserialize = "B: Deserialize<'de>"))]
+pub(crate) struct BucketPage<B> {
+    /// The buckets, oldest first (absent or `null`: none).
+    #[serde(default = "Vec::new", deserialize_with = "null_as_empty")]
+    pub data: Vec<B>,
     /// Whether more buckets follow.
+    #[serde(default)]
     pub has_more: bool,
     /// The cursor of the next page.
+    #[serde(default)]
     pub next_page: Option<String>,
 }
+
+/// A page of a usage endpoint.
+#[cfg(test)]
+pub(crate) type UsagePage = BucketPage<UsageBucket>;
 
 /// `UsageTimeBucket`.
 #[derive(Debug, Clone, Deserialize)]
@@ -86,19 +94,6 @@ impl UsageResult {
             _ => None,
         }
     }
-}
-
-/// `GET /v1/organization/costs`: a page of daily buckets (the usage envelope).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct CostsPage {
-    /// The buckets, oldest first.
-    #[serde(deserialize_with = "null_as_empty")]
-    pub data: Vec<CostsBucket>,
-    /// Whether more buckets follow.
-    pub has_more: bool,
-    /// The cursor of the next page.
-    pub next_page: Option<String>,
 }
 
 /// One daily bucket of costs.

@@ -25,7 +25,8 @@ use usage_core::{
 use crate::client::OaClient;
 use crate::config::Config;
 use crate::mapping::{Endpoint, EndpointSpec, result_usage};
-use crate::model::{CostsPage, ProjectList, UsagePage};
+use crate::model::{BucketPage, CostsBucket, ProjectList, UsageBucket};
+use serde::de::DeserializeOwned;
 
 /// The widths the usage endpoints offer, coarsest first.
 const WIDTHS: [BucketWidth; 3] = BucketWidth::COARSEST_FIRST;
@@ -121,6 +122,39 @@ impl OpenaiProvider {
             discovery_ttl: config.discovery_ttl,
             listed: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Every bucket of one request range at `/v1/organization/<path>` (`params` without
+    /// `page`), following `next_page`: the first page was reserved with the query's plan, each
+    /// further one takes its own place in the budget.
+    async fn read_pages<B: DeserializeOwned + Send>(
+        &self,
+        path: &[&str],
+        params: &[(&str, String)],
+        max_pages: usize,
+        sent: &AtomicU64,
+    ) -> Result<Vec<B>, ProviderError> {
+        let no_cursor = || ProviderError::Decode {
+            source_name: self.name.clone(),
+            message: "OpenAI answered has_more without a next_page cursor".to_owned(),
+        };
+        let (buckets, _pages) =
+            follow_planned_range(max_pages, no_cursor, |cursor: Option<String>, admission| {
+                let mut params = params.to_vec();
+                params.extend(cursor.map(|c| ("page", c)));
+                let url = self.client.url(path, &params);
+                async move {
+                    let page: BucketPage<B> = self.client.get_json(url, admission, sent).await?;
+                    Ok(CursorPage {
+                        items: page.data,
+                        has_more: page.has_more,
+                        next_page: page.next_page,
+                    })
+                }
+            })
+            .await
+            .map_err(|stop| self.paging_error(stop))?;
+        Ok(buckets)
     }
 
     fn paging_error(&self, stop: PagingStop<ProviderError>) -> ProviderError {
@@ -349,26 +383,9 @@ impl OpenaiProvider {
         let max_pages = usize::try_from(width.count(range))
             .unwrap_or(usize::MAX)
             .saturating_add(1);
-        let no_cursor = || ProviderError::Decode {
-            source_name: self.name.clone(),
-            message: "OpenAI answered has_more without a next_page cursor".to_owned(),
-        };
-        let (buckets, _pages) =
-            follow_planned_range(max_pages, no_cursor, |cursor: Option<String>, admission| {
-                let mut params = params.clone();
-                params.extend(cursor.map(|c| ("page", c)));
-                let url = self.client.url(&["usage", spec.path], &params);
-                async move {
-                    let page: UsagePage = self.client.get_json(url, admission, plan.sent).await?;
-                    Ok(CursorPage {
-                        items: page.data,
-                        has_more: page.has_more,
-                        next_page: page.next_page,
-                    })
-                }
-            })
-            .await
-            .map_err(|stop| self.paging_error(stop))?;
+        let buckets: Vec<UsageBucket> = self
+            .read_pages(&["usage", spec.path], &params, max_pages, plan.sent)
+            .await?;
 
         let mut points = Vec::new();
         for bucket in buckets {
@@ -562,25 +579,9 @@ impl OpenaiProvider {
             source_name: self.name.clone(),
             message,
         };
-        let (buckets, _pages) = follow_planned_range(
-            max_pages,
-            || decode("OpenAI answered has_more without a next_page cursor".to_owned()),
-            |cursor: Option<String>, admission| {
-                let mut params = params.clone();
-                params.extend(cursor.map(|c| ("page", c)));
-                let url = self.client.url(&["costs"], &params);
-                async move {
-                    let page: CostsPage = self.client.get_json(url, admission, sent).await?;
-                    Ok(CursorPage {
-                        items: page.data,
-                        has_more: page.has_more,
-                        next_page: page.next_page,
-                    })
-                }
-            },
-        )
-        .await
-        .map_err(|stop| self.paging_error(stop))?;
+        let buckets: Vec<CostsBucket> = self
+            .read_pages(&["costs"], &params, max_pages, sent)
+            .await?;
         let mut points = Vec::new();
         for bucket in buckets {
             let Some(window) = DateTime::from_timestamp(bucket.start_time, 0)
