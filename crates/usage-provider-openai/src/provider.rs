@@ -389,10 +389,7 @@ impl OpenaiProvider {
 
         let mut points = Vec::new();
         for bucket in buckets {
-            let Some(window) = DateTime::from_timestamp(bucket.start_time, 0)
-                .and_then(|t| q.window_index_of(t))
-                .map(|i| q.windows[i])
-            else {
+            let Some(window) = window_at(q, bucket.start_time) else {
                 continue;
             };
             for r in &bucket.results {
@@ -486,6 +483,13 @@ impl OpenaiProvider {
             },
         }
     }
+}
+
+/// The query window a bucket starting at `start_time` (Unix seconds) falls in.
+fn window_at(q: &UsageQuery, start_time: i64) -> Option<usage_core::Window> {
+    DateTime::from_timestamp(start_time, 0)
+        .and_then(|t| q.window_index_of(t))
+        .map(|i| q.windows[i])
 }
 
 /// The most daily buckets one costs request may ask for (`limit` 1..=180).
@@ -584,10 +588,7 @@ impl OpenaiProvider {
             .await?;
         let mut points = Vec::new();
         for bucket in buckets {
-            let Some(window) = DateTime::from_timestamp(bucket.start_time, 0)
-                .and_then(|t| q.window_index_of(t))
-                .map(|i| q.windows[i])
-            else {
+            let Some(window) = window_at(q, bucket.start_time) else {
                 continue;
             };
             for r in bucket.results {
