@@ -116,6 +116,42 @@ pub fn usage_report_limit(width: BucketWidth) -> u32 {
     }
 }
 
+/// Checks a cost query against a vendor's daily cost report (OpenAI's
+/// `/v1/organization/costs`, Anthropic's `/v1/organizations/cost_report`): every window edge
+/// must be a UTC midnight (the reports have `1d` buckets only, so no other edge can be met
+/// exactly), and no user or model filter may be set (the reports cannot apply them). The
+/// error is [`ProviderError::InvalidQuery`](crate::ProviderError::InvalidQuery) naming `vendor`.
+pub fn check_daily_cost_query(
+    source: &str,
+    vendor: &str,
+    query: &crate::model::UsageQuery,
+) -> Result<(), crate::ProviderError> {
+    let invalid = |message: String| crate::ProviderError::InvalidQuery {
+        source_name: source.to_owned(),
+        message,
+    };
+    let unfiltered: Vec<&str> = [
+        (query.users.is_some(), "user"),
+        (query.models.is_some(), "model"),
+    ]
+    .into_iter()
+    .filter_map(|(set, d)| set.then_some(d))
+    .collect();
+    if !unfiltered.is_empty() {
+        return Err(invalid(format!(
+            "{vendor}'s costs cannot be filtered by {}: leave that filter out of a cost query",
+            unfiltered.join(" or ")
+        )));
+    }
+    if !BucketWidth::Day.fits(&query.windows) {
+        return Err(invalid(format!(
+            "{vendor}'s costs are reported per day in UTC: every window must start and end at \
+             a UTC midnight"
+        )));
+    }
+    Ok(())
+}
+
 /// One request range of a [`BucketWidth::plan`]: read at `width`, over `range` (whose edges are
 /// boundaries of `width`).
 pub type Piece = (BucketWidth, Window);
@@ -633,5 +669,51 @@ mod tests {
         })
         .await;
         assert_eq!(failed, Err(PagingStop::Page("boom")));
+    }
+
+    #[test]
+    fn cost_queries_need_utc_days_and_no_user_or_model_filter() {
+        use crate::model::UsageQuery;
+        let days = UsageQuery::new(
+            vec![Window::new(day(1), day(3))],
+            std::collections::BTreeSet::default(),
+        );
+        assert!(check_daily_cost_query("s", "OpenAI", &days).is_ok());
+        let hours = UsageQuery::new(
+            vec![Window::new(at(1, 0, 0), day(3))],
+            std::collections::BTreeSet::default(),
+        );
+        let e = check_daily_cost_query("s", "OpenAI", &hours).unwrap_err();
+        assert!(
+            matches!(&e, crate::ProviderError::InvalidQuery { message, .. }
+                if message.contains("per day in UTC")),
+            "{e}"
+        );
+        let mut users = days.clone();
+        users.users = Some(["u".to_owned()].into());
+        users.models = Some(["m".to_owned()].into());
+        let e = check_daily_cost_query("s", "Anthropic", &users).unwrap_err();
+        assert!(e.to_string().contains("by user or model"), "{e}");
+    }
+
+    #[test]
+    fn cost_batches_compact_exactly_per_currency() {
+        use crate::model::{CostBatch, CostPoint, PointKey};
+        use crate::money::{Currency, Money};
+        let w = Window::new(day(1), day(2));
+        let p = |v: &str, c: &str| CostPoint {
+            window: w,
+            key: PointKey::default(),
+            money: Money::from_major(v, Currency::parse(c).unwrap()).unwrap(),
+        };
+        let b = CostBatch {
+            points: vec![p("0.1", "usd"), p("0.2", "USD"), p("1", "EUR")],
+            ..CostBatch::default()
+        }
+        .compact()
+        .unwrap();
+        assert_eq!(b.points.len(), 2);
+        let usd = b.sum(|p| p.money.currency == Currency::USD);
+        assert_eq!(usd.iter().next().unwrap().amount.to_string(), "0.3");
     }
 }

@@ -28,8 +28,9 @@ pub mod vendor_fuzz;
 
 pub use error::{CallLimit, ProviderError};
 pub use model::{
-    Agent, Attribution, ConversationBatch, ConversationTotals, Counters, Dimension, PointKey,
-    ProviderKind, SourceInfo, UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageQuery, Window,
+    Agent, Attribution, ConversationBatch, ConversationTotals, CostBatch, CostPoint, Counters,
+    Dimension, PointKey, ProviderKind, SourceInfo, UNATTRIBUTED_AGENT, Unit, UsageBatch,
+    UsagePoint, UsageQuery, Window,
 };
 pub use provider::{DynUsageProvider, UsageProvider};
 pub use store::{

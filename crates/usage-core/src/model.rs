@@ -586,6 +586,67 @@ impl UsageBatch {
     }
 }
 
+/// One vendor-reported cost: money spent for a key inside one of the query's windows (vendor
+/// cost APIs report whole UTC days: OpenAI's `/v1/organization/costs`, Anthropic's
+/// `/v1/organizations/cost_report`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CostPoint {
+    /// The query window this cost belongs to.
+    pub window: Window,
+    /// The vendor labels: agent = project or workspace, model where the vendor says,
+    /// usage type = the vendor's line item or token type.
+    pub key: PointKey,
+    /// The amount, unrounded.
+    pub money: crate::money::Money,
+}
+
+/// A provider's answer to a cost query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CostBatch {
+    /// The points, at most one per (window, key, currency) once [`CostBatch::compact`] ran.
+    pub points: Vec<CostPoint>,
+    /// How many HTTP requests the provider sent upstream to answer.
+    pub upstream_requests: u64,
+    /// Remarks on the answer, shown to callers in the source's entry.
+    pub notes: Vec<String>,
+}
+
+impl CostBatch {
+    /// Merges points with the same window, key and currency (amounts added exactly), and
+    /// sorts them, so that equal answers are equal values. `None` when a sum would overflow.
+    pub fn compact(mut self) -> Option<Self> {
+        let mut merged: BTreeMap<
+            (Window, PointKey, crate::money::Currency),
+            rust_decimal::Decimal,
+        > = BTreeMap::new();
+        for p in self.points.drain(..) {
+            let sum = merged
+                .entry((p.window, p.key, p.money.currency))
+                .or_insert(rust_decimal::Decimal::ZERO);
+            *sum = sum.checked_add(p.money.amount)?;
+        }
+        self.points = merged
+            .into_iter()
+            .map(|((window, key, currency), amount)| CostPoint {
+                window,
+                key,
+                money: crate::money::Money { amount, currency },
+            })
+            .collect();
+        Some(self)
+    }
+
+    /// The amounts summed per currency over the points `keep` accepts.
+    pub fn sum(&self, keep: impl Fn(&CostPoint) -> bool) -> crate::money::Costs {
+        let mut c = crate::money::Costs::default();
+        for p in self.points.iter().filter(|p| keep(p)) {
+            // Overflow is out of reach for sums of compacted points; ignore it here.
+            let _ = c.add(p.money);
+        }
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::ProviderError;
-use crate::model::{Agent, ConversationBatch, Dimension, SourceInfo, UsageBatch, UsageQuery};
+use crate::model::{
+    Agent, ConversationBatch, CostBatch, Dimension, SourceInfo, UsageBatch, UsageQuery,
+};
 
 /// A configured connection to one vendor account (a "source").
 ///
@@ -45,6 +47,16 @@ pub trait UsageProvider: Send + Sync + std::fmt::Debug + 'static {
         refresh: bool,
     ) -> Result<Option<ConversationBatch>, ProviderError> {
         let _ = (since, refresh);
+        Ok(None)
+    }
+
+    /// For a vendor with a cost API: the money spent in every window of the query, per agent,
+    /// model and usage type where the vendor says (kept as [`UsageQuery::dimensions`] asks, as
+    /// usage points are). Vendor costs are whole UTC days: a query whose window edges are not
+    /// UTC midnights is [`ProviderError::InvalidQuery`], as is a user or model filter a cost
+    /// API cannot apply. The default (`None`) says the provider has no cost API.
+    async fn costs(&self, query: &UsageQuery) -> Result<Option<CostBatch>, ProviderError> {
+        let _ = query;
         Ok(None)
     }
 }

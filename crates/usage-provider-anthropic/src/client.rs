@@ -15,7 +15,7 @@ use usage_core::budget::Budget;
 use usage_core::transport::{Admission, ProviderVendor, Transport, budget_refusal, truncate};
 
 use crate::error::parse_error;
-use crate::model::{UsageReport, WorkspaceList};
+use crate::model::WorkspaceList;
 
 /// The API version every request sends (`anthropic-version`).
 pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -98,15 +98,19 @@ impl AnthropicClient {
             .map_err(|e| budget_refusal(self.source(), &e))
     }
 
-    /// One page of the Messages usage report: `params` (array names with `[]`) plus `page`.
-    pub(crate) async fn usage_page(
+    /// One page of the report at `/v1/organizations/<report…>`: `params` (array names with
+    /// `[]`) plus `page`.
+    pub(crate) async fn report_page<T: DeserializeOwned>(
         &self,
+        report: &[&str],
         params: &[(&str, String)],
         page: Option<&str>,
         admission: Admission,
         sent: &AtomicU64,
-    ) -> Result<UsageReport, ProviderError> {
-        let mut url = self.endpoint(&["v1", "organizations", "usage_report", "messages"]);
+    ) -> Result<T, ProviderError> {
+        let mut segments = vec!["v1", "organizations"];
+        segments.extend_from_slice(report);
+        let mut url = self.endpoint(&segments);
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in params {

@@ -8,16 +8,38 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
-/// `GET /v1/organizations/usage_report/messages` → `MessagesUsageReport`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct UsageReport {
+/// A page of a bucketed report: `GET /v1/organizations/usage_report/messages`
+/// (`MessagesUsageReport`, buckets [`UsageBucket`]) or `GET /v1/organizations/cost_report`
+/// (buckets [`CostBucket`]).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Report<B> {
     /// Buckets, oldest first, empty ones included.
-    pub data: Option<Vec<UsageBucket>>,
+    #[serde(default = "Option::default")]
+    pub data: Option<Vec<B>>,
     /// Whether another page follows.
+    #[serde(default)]
     pub has_more: bool,
     /// The cursor of the next page (`page=`).
+    #[serde(default)]
     pub next_page: Option<String>,
+}
+
+/// A bucket of a report: where it starts.
+pub(crate) trait Starting {
+    /// Inclusive start.
+    fn starting_at(&self) -> DateTime<Utc>;
+}
+
+impl Starting for UsageBucket {
+    fn starting_at(&self) -> DateTime<Utc> {
+        self.starting_at
+    }
+}
+
+impl Starting for CostBucket {
+    fn starting_at(&self) -> DateTime<Utc> {
+        self.starting_at
+    }
 }
 
 /// One time bucket.
@@ -66,6 +88,36 @@ pub(crate) struct CacheCreation {
 pub(crate) struct ServerToolUse {
     #[serde(deserialize_with = "count")]
     pub web_search_requests: u64,
+}
+
+/// One daily bucket of the cost report.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CostBucket {
+    /// Inclusive start (RFC 3339).
+    pub starting_at: DateTime<Utc>,
+    /// The rows.
+    #[serde(default)]
+    pub results: Option<Vec<CostRow>>,
+}
+
+/// One cost row; every field but `amount` and `currency` is `null` unless grouped.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub(crate) struct CostRow {
+    /// Minor units (cents) as a decimal string, fractional cents included (`"123.78912"`).
+    pub amount: Option<String>,
+    /// `USD`.
+    pub currency: Option<String>,
+    /// `null` when not grouped, and for the default workspace.
+    pub workspace_id: Option<String>,
+    /// `Claude Sonnet 4 Usage - Input Tokens` (grouped by description).
+    pub description: Option<String>,
+    /// `tokens`, `web_search`, `code_execution`, ... (grouped by description).
+    pub cost_type: Option<String>,
+    /// The model of token costs (grouped by description).
+    pub model: Option<String>,
+    /// `uncached_input_tokens`, `output_tokens`, ... (token costs, grouped by description).
+    pub token_type: Option<String>,
 }
 
 /// `GET /v1/organizations/workspaces`.
@@ -132,7 +184,7 @@ mod tests {
         assert_eq!(r.server_tool_use, Some(ServerToolUse::default()));
         assert!(serde_json::from_str::<UsageRow>(r#"{"output_tokens": -1}"#).is_err());
         assert!(serde_json::from_str::<UsageRow>(r#"{"output_tokens": 1.5}"#).is_err());
-        let page: UsageReport = serde_json::from_str("{}").unwrap();
+        let page: Report<UsageBucket> = serde_json::from_str("{}").unwrap();
         assert!(page.data.is_none() && !page.has_more && page.next_page.is_none());
     }
 }

@@ -12,17 +12,19 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, TimeDelta};
 use futures::{StreamExt, TryStreamExt, stream};
 use usage_core::buckets::{
-    BucketWidth, CursorPage, PagingStop, Piece, follow_cursor, follow_planned_range, plan_limits,
-    usage_report_limit,
+    BucketWidth, CursorPage, PagingStop, Piece, check_daily_cost_query, follow_cursor,
+    follow_planned_range, plan_limits, usage_report_limit,
 };
+use usage_core::money::{Currency, Money};
 use usage_core::{
-    Agent, Attribution, CallLimit, Counters, Dimension, PointKey, ProviderError, SourceInfo, Unit,
-    UsageBatch, UsagePoint, UsageProvider, UsageQuery,
+    Agent, Attribution, CallLimit, CostBatch, CostPoint, Counters, Dimension, PointKey,
+    ProviderError, SourceInfo, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery,
 };
 
 use crate::client::AnthropicClient;
 use crate::config::Config;
-use crate::model::{UsageBucket, UsageRow};
+use crate::model::{CostBucket, Report, Starting, UsageBucket, UsageRow};
+use serde::de::DeserializeOwned;
 
 /// The agent id of the default workspace (`workspace_id: null` in a grouped answer).
 pub const DEFAULT_AGENT: &str = "default";
@@ -217,15 +219,7 @@ impl AnthropicProvider {
     /// Plans a query: shared parameters, grouping; `None` when a filter (agent, user or model)
     /// leaves nothing to ask for.
     fn plan(&self, query: &UsageQuery) -> Option<Plan> {
-        let fixed: Option<BTreeSet<String>> = self
-            .fixed_agents
-            .as_ref()
-            .map(|a| a.iter().map(|a| a.id.clone()).collect());
-        let agents = match (&query.agents, fixed) {
-            (None, f) => f,
-            (Some(q), None) => Some(q.clone()),
-            (Some(q), Some(f)) => Some(q.intersection(&f).cloned().collect()),
-        };
+        let agents = self.agent_filter(query);
         // An empty set (agent, user or model) leaves nothing to ask for.
         if [agents.as_ref(), query.users.as_ref(), query.models.as_ref()]
             .into_iter()
@@ -262,15 +256,16 @@ impl AnthropicProvider {
         })
     }
 
-    /// Every bucket of one request range, following `next_page`: the first page was reserved
-    /// with the query's others; a further page takes its own place in the budget.
-    async fn range(
+    /// Every bucket of one request range of `report`, following `next_page`: the first page
+    /// was reserved with the query's others; a further page takes its own place in the budget.
+    async fn range<B: Starting + DeserializeOwned>(
         &self,
-        plan: &Plan,
+        report: ReportKind,
+        base: &[(&'static str, String)],
         (width, range): Piece,
         sent: &AtomicU64,
-    ) -> Result<Vec<UsageBucket>, ProviderError> {
-        let mut params = plan.params.clone();
+    ) -> Result<Vec<B>, ProviderError> {
+        let mut params = base.to_vec();
         let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         params.push(("bucket_width", width.as_str().to_owned()));
         params.push(("starting_at", time(range.start)));
@@ -280,20 +275,24 @@ impl AnthropicProvider {
         params.push(("ending_at", time(range.end + TimeDelta::seconds(1))));
         params.push(("limit", width.count(range).max(1).to_string()));
         let params = &params;
-        let no_cursor =
-            || self.decode("the usage report says has_more but gives no next_page".to_owned());
+        let no_cursor = || {
+            self.decode(format!(
+                "the {} says has_more but gives no next_page",
+                report.name
+            ))
+        };
         let (buckets, _) = follow_planned_range(
             MAX_PAGES_PER_RANGE,
             no_cursor,
             |page: Option<String>, admission| async move {
-                let report = self
+                let answer: Report<B> = self
                     .client
-                    .usage_page(params, page.as_deref(), admission, sent)
+                    .report_page(report.segments, params, page.as_deref(), admission, sent)
                     .await?;
                 Ok(CursorPage {
-                    items: report.data.unwrap_or_default(),
-                    has_more: report.has_more,
-                    next_page: report.next_page,
+                    items: answer.data.unwrap_or_default(),
+                    has_more: answer.has_more,
+                    next_page: answer.next_page,
                 })
             },
         )
@@ -303,7 +302,7 @@ impl AnthropicProvider {
         // to another range, or to none.
         Ok(buckets
             .into_iter()
-            .filter(|b| b.starting_at < range.end)
+            .filter(|b| b.starting_at() < range.end)
             .collect())
     }
 
@@ -314,7 +313,7 @@ impl AnthropicProvider {
         let ranges = BucketWidth::plan(&query.windows, &WIDTHS, usage_report_limit);
         let needed = ranges.len();
         if needed > self.max_calls as usize {
-            return Err(self.too_many(&ranges));
+            return Err(self.too_many(&ranges, false));
         }
         let (agents, discovery_calls) = if query.keeps(Dimension::Agent) {
             self.agent_list(query.refresh).await?
@@ -331,7 +330,7 @@ impl AnthropicProvider {
             .await?;
         let sent = AtomicU64::new(0);
         let pages: Vec<Vec<UsageBucket>> = stream::iter(ranges.clone())
-            .map(|r| self.range(&plan, r, &sent))
+            .map(|r| self.range(USAGE_REPORT, &plan.params, r, &sent))
             .buffer_unordered(self.max_concurrency)
             .try_collect()
             .await?;
@@ -398,7 +397,8 @@ impl AnthropicProvider {
         .compact())
     }
 
-    fn too_many(&self, ranges: &[Piece]) -> ProviderError {
+    /// `costs`: the ranges read the cost report (31 days a request).
+    fn too_many(&self, ranges: &[Piece], costs: bool) -> ProviderError {
         let needed = ranges.len();
         let capped = self.max_calls < self.max_calls_configured;
         let cap = if capped {
@@ -409,15 +409,26 @@ impl AnthropicProvider {
         } else {
             String::new()
         };
-        ProviderError::SourceLimit {
-            source_name: self.name.clone(),
-            message: format!(
+        let message = if costs {
+            format!(
+                "this query needs {needed} Anthropic cost report requests (one per range of at \
+                 most {}), above this source's maximum of {}{cap} per query; use a shorter \
+                 range",
+                plan_limits(ranges, cost_report_limit),
+                self.max_calls
+            )
+        } else {
+            format!(
                 "this query needs {needed} Anthropic usage report requests (one per range of at \
                  most {}), above this source's maximum of {}{cap} per query; use a shorter \
                  range, or window edges on whole UTC days (1d buckets) or hours (1h buckets)",
                 plan_limits(ranges, usage_report_limit),
                 self.max_calls
-            ),
+            )
+        };
+        ProviderError::SourceLimit {
+            source_name: self.name.clone(),
+            message,
             calls: CallLimit {
                 needed: needed as u64,
                 max: u64::from(self.max_calls),
@@ -431,6 +442,115 @@ impl AnthropicProvider {
                 agents_by_windows: false,
             },
         }
+    }
+}
+
+/// A report read in ranges: its path under `/v1/organizations/` and its name for messages.
+#[derive(Debug, Clone, Copy)]
+struct ReportKind {
+    segments: &'static [&'static str],
+    name: &'static str,
+}
+
+/// The Messages usage report.
+const USAGE_REPORT: ReportKind = ReportKind {
+    segments: &["usage_report", "messages"],
+    name: "usage report",
+};
+
+/// The cost report.
+const COST_REPORT: ReportKind = ReportKind {
+    segments: &["cost_report"],
+    name: "cost report",
+};
+
+/// The most daily buckets one cost report request may ask for (`limit` 1..=31).
+fn cost_report_limit(_: BucketWidth) -> u32 {
+    31
+}
+
+impl AnthropicProvider {
+    /// The agents a query reads: its filter, within the configured agents; `None` = all.
+    fn agent_filter(&self, query: &UsageQuery) -> Option<BTreeSet<String>> {
+        let fixed: Option<BTreeSet<String>> = self
+            .fixed_agents
+            .as_ref()
+            .map(|a| a.iter().map(|a| a.id.clone()).collect());
+        match (&query.agents, fixed) {
+            (None, f) => f,
+            (Some(q), None) => Some(q.clone()),
+            (Some(q), Some(f)) => Some(q.intersection(&f).cloned().collect()),
+        }
+    }
+
+    /// Costs from `GET /v1/organizations/cost_report`: daily ranges of at most 31 days,
+    /// grouped by workspace and description; the report takes no filters, so the agent filter
+    /// is applied here.
+    async fn cost_answer(&self, query: &UsageQuery) -> Result<CostBatch, ProviderError> {
+        check_daily_cost_query(&self.name, "Anthropic", query)?;
+        let agents = self.agent_filter(query);
+        if query.windows.is_empty() || agents.as_ref().is_some_and(BTreeSet::is_empty) {
+            return Ok(CostBatch::default());
+        }
+        let ranges = BucketWidth::plan(&query.windows, &[BucketWidth::Day], cost_report_limit);
+        if ranges.len() > self.max_calls as usize {
+            return Err(self.too_many(&ranges, true));
+        }
+        self.client
+            .reserve(u32::try_from(ranges.len()).unwrap_or(u32::MAX))
+            .await?;
+        let sent = AtomicU64::new(0);
+        // By workspace, and by description (model, token type).
+        let base = [
+            ("group_by[]", "workspace_id".to_owned()),
+            ("group_by[]", "description".to_owned()),
+        ];
+        let pages: Vec<Vec<CostBucket>> = stream::iter(ranges)
+            .map(|r| self.range(COST_REPORT, &base, r, &sent))
+            .buffer_unordered(self.max_concurrency)
+            .try_collect()
+            .await?;
+        let mut points = Vec::new();
+        for bucket in pages.into_iter().flatten() {
+            let Some(wi) = query.window_index_of(bucket.starting_at) else {
+                continue;
+            };
+            for row in bucket.results.into_iter().flatten() {
+                let agent = row.workspace_id.as_deref().unwrap_or(DEFAULT_AGENT);
+                if agents.as_ref().is_some_and(|a| !a.contains(agent)) {
+                    continue;
+                }
+                let currency = Currency::parse(row.currency.as_deref().unwrap_or_default())
+                    .map_err(|e| self.decode(format!("cost report currency: {e}")))?;
+                let amount = row
+                    .amount
+                    .as_deref()
+                    .ok_or_else(|| self.decode("a cost report row has no `amount`".to_owned()))?;
+                let money = Money::from_minor(amount, currency, 2)
+                    .map_err(|e| self.decode(format!("cost report amount: {e}")))?;
+                let usage_type = row.token_type.or(row.cost_type).or(row.description);
+                points.push(CostPoint {
+                    window: query.windows[wi],
+                    key: PointKey {
+                        agent: Some(agent.to_owned()),
+                        usage_type,
+                        model: row.model,
+                        ..PointKey::default()
+                    }
+                    .project(&query.dimensions),
+                    money,
+                });
+            }
+        }
+        CostBatch {
+            points,
+            upstream_requests: sent.load(Ordering::Relaxed),
+            notes: Vec::new(),
+        }
+        .compact()
+        .ok_or_else(|| {
+            self.decode("the cost report's amounts add up beyond what a decimal holds".to_owned())
+        })
     }
 }
 
@@ -509,6 +629,10 @@ impl UsageProvider for AnthropicProvider {
     /// workspace, archived ones included (their usage still counts); or the configured list.
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
         Ok(self.agent_list(false).await?.0.as_ref().clone())
+    }
+
+    async fn costs(&self, query: &UsageQuery) -> Result<Option<CostBatch>, ProviderError> {
+        self.cost_answer(query).await.map(Some)
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {

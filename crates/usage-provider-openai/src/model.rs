@@ -7,17 +7,25 @@
 
 use serde::{Deserialize, Deserializer};
 
-/// `UsageResponse`: a page of buckets.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct UsagePage {
-    /// The buckets, oldest first.
-    pub data: Vec<UsageBucket>,
+/// `UsageResponse`: a page of buckets, of a usage endpoint ([`UsageBucket`]) or of costs
+/// ([`CostsBucket`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(bound(deserialize = "B: Deserialize<'de>"))]
+pub(crate) struct BucketPage<B> {
+    /// The buckets, oldest first (absent or `null`: none).
+    #[serde(default = "Vec::new", deserialize_with = "null_as_empty")]
+    pub data: Vec<B>,
     /// Whether more buckets follow.
+    #[serde(default)]
     pub has_more: bool,
     /// The cursor of the next page.
+    #[serde(default)]
     pub next_page: Option<String>,
 }
+
+/// A page of a usage endpoint.
+#[cfg(test)]
+pub(crate) type UsagePage = BucketPage<UsageBucket>;
 
 /// `UsageTimeBucket`.
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +94,38 @@ impl UsageResult {
             _ => None,
         }
     }
+}
+
+/// One daily bucket of costs.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CostsBucket {
+    /// Bucket start, Unix seconds (required: a bucket without it cannot be placed).
+    pub start_time: i64,
+    /// The rows; absent or `null` reads as none.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub results: Vec<CostsResult>,
+}
+
+/// `organization.costs.result`, only the fields read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CostsResult {
+    /// The amount.
+    pub amount: Option<CostsAmount>,
+    /// `<model>, <kind>` or another line item (set when grouped by it).
+    pub line_item: Option<String>,
+    /// The project (set when grouped by it; `null` for usage of no project).
+    pub project_id: Option<String>,
+}
+
+/// `amount`: a JSON number in major units, kept as its text so that it is read exactly.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CostsAmount {
+    /// The number's text as sent (`0.06`, `1.2e-5`).
+    pub value: Option<Box<serde_json::value::RawValue>>,
+    /// Lower-case ISO 4217 (`usd`).
+    pub currency: Option<String>,
 }
 
 /// `GET /v1/organization/projects`: a list page.

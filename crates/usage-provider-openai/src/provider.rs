@@ -12,19 +12,21 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use futures::{StreamExt, TryStreamExt, stream};
 use usage_core::buckets::{
-    BucketWidth, CursorPage, PagingStop, Piece, follow_cursor, follow_planned_range, plan_limits,
-    usage_report_limit,
+    BucketWidth, CursorPage, PagingStop, Piece, check_daily_cost_query, follow_cursor,
+    follow_planned_range, plan_limits, usage_report_limit,
 };
+use usage_core::money::{Currency, Money};
 use usage_core::transport::Admission;
 use usage_core::{
-    Agent, Attribution, CallLimit, Dimension, PointKey, ProviderError, SourceInfo,
-    UNATTRIBUTED_AGENT, UsageBatch, UsagePoint, UsageProvider, UsageQuery,
+    Agent, Attribution, CallLimit, CostBatch, CostPoint, Dimension, PointKey, ProviderError,
+    SourceInfo, UNATTRIBUTED_AGENT, UsageBatch, UsagePoint, UsageProvider, UsageQuery,
 };
 
 use crate::client::OaClient;
 use crate::config::Config;
 use crate::mapping::{Endpoint, EndpointSpec, result_usage};
-use crate::model::{ProjectList, UsagePage};
+use crate::model::{BucketPage, CostsBucket, ProjectList, UsageBucket};
+use serde::de::DeserializeOwned;
 
 /// The widths the usage endpoints offer, coarsest first.
 const WIDTHS: [BucketWidth; 3] = BucketWidth::COARSEST_FIRST;
@@ -120,6 +122,39 @@ impl OpenaiProvider {
             discovery_ttl: config.discovery_ttl,
             listed: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Every bucket of one request range at `/v1/organization/<path>` (`params` without
+    /// `page`), following `next_page`: the first page was reserved with the query's plan, each
+    /// further one takes its own place in the budget.
+    async fn read_pages<B: DeserializeOwned + Send>(
+        &self,
+        path: &[&str],
+        params: &[(&str, String)],
+        max_pages: usize,
+        sent: &AtomicU64,
+    ) -> Result<Vec<B>, ProviderError> {
+        let no_cursor = || ProviderError::Decode {
+            source_name: self.name.clone(),
+            message: "OpenAI answered has_more without a next_page cursor".to_owned(),
+        };
+        let (buckets, _pages) =
+            follow_planned_range(max_pages, no_cursor, |cursor: Option<String>, admission| {
+                let mut params = params.to_vec();
+                params.extend(cursor.map(|c| ("page", c)));
+                let url = self.client.url(path, &params);
+                async move {
+                    let page: BucketPage<B> = self.client.get_json(url, admission, sent).await?;
+                    Ok(CursorPage {
+                        items: page.data,
+                        has_more: page.has_more,
+                        next_page: page.next_page,
+                    })
+                }
+            })
+            .await
+            .map_err(|stop| self.paging_error(stop))?;
+        Ok(buckets)
     }
 
     fn paging_error(&self, stop: PagingStop<ProviderError>) -> ProviderError {
@@ -244,7 +279,7 @@ impl OpenaiProvider {
         let ranges = BucketWidth::plan(&query.windows, &WIDTHS, usage_report_limit);
         let needed = ranges.len() * endpoints.len();
         if needed > self.max_calls as usize {
-            return Err(self.too_many_calls(needed, &ranges, endpoints.len()));
+            return Err(self.too_many_calls(needed, &ranges, endpoints.len(), None));
         }
         let names: HashMap<String, Option<String>> = if query.keeps(Dimension::Agent) {
             self.agent_list(query.refresh, sent)
@@ -348,33 +383,13 @@ impl OpenaiProvider {
         let max_pages = usize::try_from(width.count(range))
             .unwrap_or(usize::MAX)
             .saturating_add(1);
-        let no_cursor = || ProviderError::Decode {
-            source_name: self.name.clone(),
-            message: "OpenAI answered has_more without a next_page cursor".to_owned(),
-        };
-        let (buckets, _pages) =
-            follow_planned_range(max_pages, no_cursor, |cursor: Option<String>, admission| {
-                let mut params = params.clone();
-                params.extend(cursor.map(|c| ("page", c)));
-                let url = self.client.url(&["usage", spec.path], &params);
-                async move {
-                    let page: UsagePage = self.client.get_json(url, admission, plan.sent).await?;
-                    Ok(CursorPage {
-                        items: page.data,
-                        has_more: page.has_more,
-                        next_page: page.next_page,
-                    })
-                }
-            })
-            .await
-            .map_err(|stop| self.paging_error(stop))?;
+        let buckets: Vec<UsageBucket> = self
+            .read_pages(&["usage", spec.path], &params, max_pages, plan.sent)
+            .await?;
 
         let mut points = Vec::new();
         for bucket in buckets {
-            let Some(window) = DateTime::from_timestamp(bucket.start_time, 0)
-                .and_then(|t| q.window_index_of(t))
-                .map(|i| q.windows[i])
-            else {
+            let Some(window) = window_at(q, bucket.start_time) else {
                 continue;
             };
             for r in &bucket.results {
@@ -415,7 +430,14 @@ impl OpenaiProvider {
         Ok(points)
     }
 
-    fn too_many_calls(&self, needed: usize, ranges: &[Piece], endpoints: usize) -> ProviderError {
+    /// `costs`: the query reads the costs endpoint (180 days a request), not usage endpoints.
+    fn too_many_calls(
+        &self,
+        needed: usize,
+        ranges: &[Piece],
+        endpoints: usize,
+        costs: Option<()>,
+    ) -> ProviderError {
         let capped = self.max_calls < self.max_calls_configured;
         let cap = if capped {
             format!(
@@ -425,9 +447,16 @@ impl OpenaiProvider {
         } else {
             String::new()
         };
-        ProviderError::SourceLimit {
-            source_name: self.name.clone(),
-            message: format!(
+        let message = if costs.is_some() {
+            format!(
+                "this query needs {needed} OpenAI cost requests ({} range(s) of at most {}), \
+                 above this source's maximum of {}{cap} per query; use a shorter range",
+                ranges.len(),
+                plan_limits(ranges, cost_limit),
+                self.max_calls
+            )
+        } else {
+            format!(
                 "this query needs {needed} OpenAI usage requests ({} range(s) of at most {} \
                  × {endpoints} endpoint(s)), above this source's maximum of {}{cap} per query; \
                  use a shorter range, windows on UTC hours or days (coarser vendor buckets), or \
@@ -435,7 +464,11 @@ impl OpenaiProvider {
                 ranges.len(),
                 plan_limits(ranges, usage_report_limit),
                 self.max_calls
-            ),
+            )
+        };
+        ProviderError::SourceLimit {
+            source_name: self.name.clone(),
+            message,
             calls: CallLimit {
                 needed: needed as u64,
                 max: u64::from(self.max_calls),
@@ -449,6 +482,161 @@ impl OpenaiProvider {
                 agents_by_windows: false,
             },
         }
+    }
+}
+
+/// The query window a bucket starting at `start_time` (Unix seconds) falls in.
+fn window_at(q: &UsageQuery, start_time: i64) -> Option<usage_core::Window> {
+    DateTime::from_timestamp(start_time, 0)
+        .and_then(|t| q.window_index_of(t))
+        .map(|i| q.windows[i])
+}
+
+/// The most daily buckets one costs request may ask for (`limit` 1..=180).
+fn cost_limit(_: BucketWidth) -> u32 {
+    180
+}
+
+/// The model and usage type of a line item: `<model>, <kind>` gives both; any other line item
+/// is the usage type as a whole, with no model.
+pub(crate) fn split_line_item(item: &str) -> (Option<String>, String) {
+    match item.split_once(", ") {
+        Some((model, kind)) if !model.trim().is_empty() && !kind.trim().is_empty() => {
+            (Some(model.trim().to_owned()), kind.trim().to_owned())
+        }
+        _ => (None, item.to_owned()),
+    }
+}
+
+impl OpenaiProvider {
+    /// Costs from `GET /v1/organization/costs`: daily buckets grouped by project and line
+    /// item, the agent filter sent as `project_ids[]` (or applied here when it names
+    /// [`UNATTRIBUTED_AGENT`]).
+    async fn cost_answer(
+        &self,
+        query: &UsageQuery,
+        sent: &AtomicU64,
+    ) -> Result<CostBatch, ProviderError> {
+        check_daily_cost_query(&self.name, "OpenAI", query)?;
+        let projects = self.project_filter(query);
+        if query.windows.is_empty() || projects.as_ref().is_some_and(BTreeSet::is_empty) {
+            return Ok(CostBatch::default());
+        }
+        let ranges = BucketWidth::plan(&query.windows, &[BucketWidth::Day], cost_limit);
+        if ranges.len() > self.max_calls as usize {
+            return Err(self.too_many_calls(ranges.len(), &ranges, 1, Some(())));
+        }
+        self.client
+            .reserve(u32::try_from(ranges.len()).unwrap_or(u32::MAX))
+            .await?;
+        let local_projects = projects.clone().filter(|p| p.contains(UNATTRIBUTED_AGENT));
+        let sent_projects = projects.filter(|_| local_projects.is_none());
+        let local = local_projects.as_ref();
+        let mut base: Vec<(&str, String)> = vec![
+            ("bucket_width", "1d".to_owned()),
+            ("group_by[]", "project_id".to_owned()),
+            ("group_by[]", "line_item".to_owned()),
+        ];
+        base.extend(
+            sent_projects
+                .iter()
+                .flatten()
+                .map(|p| ("project_ids[]", p.clone())),
+        );
+        let base = &base;
+        let pages: Vec<Vec<CostPoint>> = stream::iter(ranges.clone())
+            .map(|piece| self.read_cost_range(query, base, local, piece, sent))
+            .buffer_unordered(self.max_concurrency)
+            .try_collect()
+            .await?;
+        CostBatch {
+            points: pages.into_iter().flatten().collect(),
+            upstream_requests: sent.load(Ordering::Relaxed),
+            notes: Vec::new(),
+        }
+        .compact()
+        .ok_or_else(|| ProviderError::Decode {
+            source_name: self.name.clone(),
+            message: "OpenAI's cost amounts add up beyond what a decimal holds".to_owned(),
+        })
+    }
+
+    /// Reads the costs of one request range, following `next_page`, and maps its rows.
+    async fn read_cost_range(
+        &self,
+        q: &UsageQuery,
+        base: &[(&str, String)],
+        local: Option<&BTreeSet<String>>,
+        (width, range): Piece,
+        sent: &AtomicU64,
+    ) -> Result<Vec<CostPoint>, ProviderError> {
+        let mut params: Vec<(&str, String)> = vec![
+            ("start_time", range.start.timestamp().to_string()),
+            ("end_time", range.end.timestamp().to_string()),
+            ("limit", width.count(range).clamp(1, 180).to_string()),
+        ];
+        params.extend(base.iter().cloned());
+        let max_pages = usize::try_from(width.count(range))
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let decode = |message: String| ProviderError::Decode {
+            source_name: self.name.clone(),
+            message,
+        };
+        let buckets: Vec<CostsBucket> = self
+            .read_pages(&["costs"], &params, max_pages, sent)
+            .await?;
+        let mut points = Vec::new();
+        for bucket in buckets {
+            let Some(window) = window_at(q, bucket.start_time) else {
+                continue;
+            };
+            for r in bucket.results {
+                let project = r
+                    .project_id
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(UNATTRIBUTED_AGENT);
+                if local.is_some_and(|wanted| !wanted.contains(project)) {
+                    continue;
+                }
+                let amount = r
+                    .amount
+                    .ok_or_else(|| decode("an OpenAI cost result has no `amount`".to_owned()))?;
+                let currency = amount
+                    .currency
+                    .as_deref()
+                    .map(Currency::parse)
+                    .transpose()
+                    .map_err(|e| decode(format!("OpenAI cost currency: {e}")))?
+                    .ok_or_else(|| decode("an OpenAI cost amount has no `currency`".to_owned()))?;
+                let Some(value) = amount.value else {
+                    return Err(decode("an OpenAI cost amount has no `value`".to_owned()));
+                };
+                let money = Money::from_major(value.get(), currency)
+                    .map_err(|e| decode(format!("OpenAI cost amount: {e}")))?;
+                let (model, usage_type) = match r.line_item.as_deref() {
+                    Some(item) => {
+                        let (m, t) = split_line_item(item);
+                        (m, Some(t))
+                    }
+                    None => (None, None),
+                };
+                points.push(CostPoint {
+                    window,
+                    key: PointKey {
+                        agent: Some(project.to_owned()),
+                        user: None,
+                        conversation: None,
+                        usage_type,
+                        model,
+                    }
+                    .project(&q.dimensions),
+                    money,
+                });
+            }
+        }
+        Ok(points)
     }
 }
 
@@ -498,5 +686,10 @@ impl UsageProvider for OpenaiProvider {
     async fn usage(&self, query: &UsageQuery) -> Result<UsageBatch, ProviderError> {
         let sent = AtomicU64::new(0);
         self.answer(query, &sent).await
+    }
+
+    async fn costs(&self, query: &UsageQuery) -> Result<Option<CostBatch>, ProviderError> {
+        let sent = AtomicU64::new(0);
+        self.cost_answer(query, &sent).await.map(Some)
     }
 }

@@ -1,4 +1,6 @@
-//! The Anthropic Admin API simulator: the Messages usage report and the workspaces list
+//! The Anthropic Admin API simulator: the Messages usage report, the cost report
+//! (`GET /v1/organizations/cost_report`, daily, amounts in cents as decimal strings priced from
+//! the events by `data/costs.rs`) and the workspaces list
 //! (CONTRACTS-openai-anthropic.md part B, simulator guidance in part D).
 //!
 //! - Auth: `x-api-key` must be [`crate::ANTHROPIC_ADMIN_KEY`] (401 `authentication_error`
@@ -49,6 +51,11 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/organizations/usage_report/messages")
             .route(web::get().to(usage))
+            .default_service(web::to(not_found)),
+    )
+    .service(
+        web::resource("/v1/organizations/cost_report")
+            .route(web::get().to(cost_report))
             .default_service(web::to(not_found)),
     )
     .service(
@@ -228,6 +235,73 @@ fn row(key: &RowKey, s: &Sums) -> Value {
     })
 }
 
+/// A report bucket.
+fn bucket(at: DateTime<Utc>, end: DateTime<Utc>, results: Vec<Value>) -> Value {
+    json!({
+        "starting_at": rfc3339(at),
+        "ending_at": rfc3339(end),
+        "results": Value::Array(results),
+    })
+}
+
+/// A report page whose buckets end at `next`: `has_more` when another whole bucket fits
+/// before `horizon`, with the cursor continuing at `next`.
+fn report(
+    buckets: Vec<Value>,
+    next: DateTime<Utc>,
+    width: BucketWidth,
+    horizon: DateTime<Utc>,
+    hash: u64,
+) -> Reply {
+    let has_more = next + width.delta() <= horizon;
+    Reply::ok(&json!({
+        "data": Value::Array(buckets),
+        "has_more": has_more,
+        "next_page": has_more.then(|| cursor(next, hash)),
+    }))
+}
+
+/// The buckets a report request covers, read from its times, cursor and the clock.
+struct Span {
+    /// The first bucket's start: `starting_at` floored, or where the cursor continues.
+    start: DateTime<Utc>,
+    /// A bucket is returned when its end is at most this.
+    horizon: DateTime<Utc>,
+    /// Events after this are not visible yet.
+    visible_until: DateTime<Utc>,
+    /// The query's hash, for cursors.
+    hash: u64,
+}
+
+/// Reads `starting_at`, `ending_at` and `page` of a report request at `width`.
+fn span(st: &SimState, q: &[(String, String)], width: BucketWidth) -> Result<Span, Reply> {
+    let starting_at =
+        parse_time(q, "starting_at")?.ok_or_else(|| bad("starting_at: Field required"))?;
+    let ending_at = parse_time(q, "ending_at")?;
+    if ending_at.is_some_and(|e| e <= starting_at) {
+        return Err(bad("ending_at: must be after starting_at"));
+    }
+    let hash = query_hash(q);
+    let start = match query_get(q, "page") {
+        Some(page) => read_cursor(page, hash)?,
+        None => width.floor(starting_at),
+    };
+    let clock = st.clock.get().unwrap_or_else(|| st.data.anthropic.now());
+    // A bucket is returned when its end is at most `horizon`; the strict rule keeps those
+    // ending before `ending_at` (bucket ends are whole minutes, so a nanosecond earlier).
+    let horizon = match ending_at {
+        Some(e) if st.strict_ending_at => e - chrono::TimeDelta::nanoseconds(1),
+        Some(e) => e,
+        None => width.ceil(clock),
+    };
+    Ok(Span {
+        start,
+        horizon,
+        visible_until: clock - ANTHROPIC_FRESHNESS,
+        hash,
+    })
+}
+
 fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
     let data: &AnthropicData = &st.data.anthropic;
     let q = query_pairs(req);
@@ -260,35 +334,15 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
             GROUP_BY.join(", ")
         ));
     }
-    let starting_at = match parse_time(&q, "starting_at") {
-        Ok(Some(t)) => t,
-        Ok(None) => return bad("starting_at: Field required"),
+    let Span {
+        start,
+        horizon,
+        visible_until,
+        hash,
+    } = match span(st, &q, width) {
+        Ok(s) => s,
         Err(r) => return r,
     };
-    let ending_at = match parse_time(&q, "ending_at") {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if ending_at.is_some_and(|e| e <= starting_at) {
-        return bad("ending_at: must be after starting_at");
-    }
-    let hash = query_hash(&q);
-    let mut start = width.floor(starting_at);
-    if let Some(page) = query_get(&q, "page") {
-        match read_cursor(page, hash) {
-            Ok(t) => start = t,
-            Err(r) => return r,
-        }
-    }
-    let clock = st.clock.get().unwrap_or_else(|| data.now());
-    // A bucket is returned when its end is at most `horizon`; the strict rule keeps those
-    // ending before `ending_at` (bucket ends are whole minutes, so a nanosecond earlier).
-    let horizon = match ending_at {
-        Some(e) if st.strict_ending_at => e - chrono::TimeDelta::nanoseconds(1),
-        Some(e) => e,
-        None => width.ceil(clock),
-    };
-    let visible_until = clock - ANTHROPIC_FRESHNESS;
     let set = |name: &str| -> Option<BTreeSet<&str>> {
         let v = array(&q, name);
         (!v.is_empty()).then(|| v.into_iter().collect())
@@ -325,19 +379,121 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
             rows.entry(key).or_default().add(e);
         }
         let results: Vec<Value> = rows.iter().map(|(k, s)| row(k, s)).collect();
-        buckets.push(json!({
-            "starting_at": rfc3339(at),
-            "ending_at": rfc3339(end),
-            "results": results,
-        }));
+        buckets.push(bucket(at, end, results));
         at = end;
     }
-    let has_more = at + width.delta() <= horizon;
-    Reply::ok(&json!({
-        "data": buckets,
-        "has_more": has_more,
-        "next_page": has_more.then(|| cursor(at, hash)),
-    }))
+    report(buckets, at, width, horizon, hash)
+}
+
+async fn cost_report(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse {
+    st.serve("anthropic.cost_report", || {
+        guarded(&st, &req, |st| cost_report_page(st, &req))
+    })
+    .await
+}
+
+/// A cost row's key: the workspace when grouped by it (the inner `None` is the default
+/// workspace), and `(description, cost_type, model, token_type)` when grouped by description.
+type CostKey = (
+    Option<Option<String>>,
+    Option<(String, &'static str, Option<String>, Option<&'static str>)>,
+);
+
+/// The `group_by[]` values of the cost report.
+const COST_GROUP_BY: [&str; 2] = ["workspace_id", "description"];
+
+/// `GET /v1/organizations/cost_report`: daily buckets only, `limit` 1..=31 (default 7),
+/// `group_by[]` any of `workspace_id`, `description`, no filters; `amount` a decimal string in
+/// cents, `currency: "USD"`; grouped by description, rows carry `cost_type`, `model` and
+/// `token_type` (and `service_tier`, `context_window` for tokens). Buckets, cursors and
+/// freshness as in the usage report.
+fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
+    let data: &AnthropicData = &st.data.anthropic;
+    let q = query_pairs(req);
+    let width = BucketWidth::Day;
+    match query_get(&q, "bucket_width") {
+        None | Some("1d") => {}
+        Some(_) => return bad("bucket_width: Input should be '1d'"),
+    }
+    let limit = match query_get(&q, "limit").map(str::parse::<u32>) {
+        None => 7,
+        Some(Ok(n)) if (1..=31).contains(&n) => n,
+        Some(Ok(0)) => return bad("limit: Input should be greater than or equal to 1"),
+        Some(Ok(_)) => return bad("limit: Input should be less than or equal to 31"),
+        Some(Err(_)) => return bad("limit: Input should be a valid integer"),
+    };
+    let group_by: BTreeSet<&str> = array(&q, "group_by").into_iter().collect();
+    if let Some(g) = group_by.iter().find(|g| !COST_GROUP_BY.contains(g)) {
+        return bad(&format!(
+            "group_by: Input should be one of {}; got `{g}`",
+            COST_GROUP_BY.join(", ")
+        ));
+    }
+    for f in ["workspace_ids", "api_key_ids", "models"] {
+        if !array(&q, f).is_empty() {
+            return bad(&format!("{f}: Extra inputs are not permitted"));
+        }
+    }
+    let Span {
+        start,
+        horizon,
+        visible_until,
+        hash,
+    } = match span(st, &q, width) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let by_ws = group_by.contains("workspace_id");
+    let by_desc = group_by.contains("description");
+
+    let mut buckets = Vec::new();
+    let mut at = start;
+    while buckets.len() < limit as usize && at + width.delta() <= horizon {
+        let end = at + width.delta();
+        let mut rows: BTreeMap<CostKey, rust_decimal::Decimal> = BTreeMap::new();
+        for e in data.between(at, end) {
+            if e.at > visible_until {
+                continue;
+            }
+            for item in e.cost_items() {
+                let key: CostKey = (
+                    by_ws.then(|| e.workspace_id.clone()),
+                    by_desc.then_some((
+                        item.description,
+                        item.cost_type,
+                        item.model,
+                        item.token_type,
+                    )),
+                );
+                *rows.entry(key).or_default() += item.amount * rust_decimal::Decimal::ONE_HUNDRED;
+            }
+        }
+        let results: Vec<Value> = rows
+            .into_iter()
+            .map(|((ws, desc), cents)| {
+                let (description, cost_type, model, token_type) = match desc {
+                    Some((text, kind, model, token)) => (Some(text), Some(kind), model, token),
+                    None => (None, None, None, None),
+                };
+                let tokens = cost_type == Some("tokens");
+                json!({
+                    "amount": cents.normalize().to_string(),
+                    "currency": "USD",
+                    "workspace_id": ws.flatten(),
+                    "description": description,
+                    "cost_type": cost_type,
+                    "model": model,
+                    "service_tier": tokens.then_some("standard"),
+                    "context_window": tokens.then_some("0-200k"),
+                    "token_type": token_type,
+                    "inference_geo": null,
+                })
+            })
+            .collect();
+        buckets.push(bucket(at, end, results));
+        at = end;
+    }
+    report(buckets, at, width, horizon, hash)
 }
 
 fn list_workspaces(st: &SimState, req: &HttpRequest) -> Reply {

@@ -19,7 +19,10 @@
 //!   (what the Kibana simulator shows with its clock set), [`KibanaData::warnings`],
 //!   [`CbkData::truth`], [`OpenAiData::truth`] and [`OpenAiData::truth_by`] (split by
 //!   dimensions), [`AnthropicData::truth`] (per unit; agent `default` is the default
-//!   workspace, user an API key id; [`ANTHROPIC_USAGE_TYPES`] name the usage types).
+//!   workspace, user an API key id; [`ANTHROPIC_USAGE_TYPES`] name the usage types);
+//!   costs: [`OpenAiData::cost_truth`] and [`AnthropicData::cost_truth`] (exact decimals per
+//!   currency, from the events and the simulators' price lists: [`OpenAiEvent::cost_items`],
+//!   [`AnthropicEvent::cost_items`]).
 //! - Servers: [`start_digitalocean`] (with [`DoOptions`]), [`start_kibana`],
 //!   [`start_chatbotkit`], [`start_openai`], [`start_anthropic`] (or [`start_anthropic_with`]
 //!   and [`AnthropicOptions`]: its per-minute limit), [`start_all`] (or [`start_all_with`]) →
@@ -35,7 +38,8 @@
 //! Route names for [`SimHandle::calls`]: `do.agents`, `do.usage`, `kibana.agents`,
 //! `kibana.consumption`, `cbk.bots`, `cbk.usage_list`, `cbk.bot_usage`, `openai.projects`,
 //! `openai.usage.<endpoint>` (e.g. `openai.usage.completions`, `openai.usage.vector_stores`),
-//! `anthropic.usage`, `anthropic.workspaces` (and `unknown` for paths no route matches).
+//! `openai.costs`, `anthropic.usage`, `anthropic.cost_report`, `anthropic.workspaces` (and
+//! `unknown` for paths no route matches).
 //!
 //! Servers run on the caller's Tokio runtime (multi- or current-thread `#[tokio::test]`, or an
 //! `#[actix_web::main]` program) with one actix worker thread each.
@@ -51,7 +55,6 @@ mod server;
 
 pub use anthropic::ANTHROPIC_VERSION;
 pub use chatbotkit::{DEFAULT_TAKE as CBK_DEFAULT_TAKE, MAX_TAKE as CBK_MAX_TAKE};
-pub use data::OpenAiTokens;
 pub use data::{
     ANTHROPIC_DEFAULT_WORKSPACE, ANTHROPIC_FRESHNESS, ANTHROPIC_USAGE_TYPES, AnthropicApiKey,
     AnthropicData, AnthropicEvent, AnthropicWorkspace, BASE_TYPE, CbkBot, CbkData, CbkRecord,
@@ -59,6 +62,7 @@ pub use data::{
     KibanaConversation, KibanaData, KibanaRound, KibanaWarning, OpenAiData, OpenAiEndpoint,
     OpenAiEvent, OpenAiProject, TruthFilter,
 };
+pub use data::{AnthropicCostItem, OpenAiCostItem, OpenAiTokens};
 pub use digitalocean::ZERO_TIME;
 pub use faults::{CursorEnd, Faults, RateLimit, TakeLimit};
 pub use server::{

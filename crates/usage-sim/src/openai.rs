@@ -9,6 +9,12 @@
 //! the query, so a cursor sent with another query is refused. Array parameters are accepted
 //! repeated as `name=` and as `name[]=`. Completions answer in the current schema, or in the
 //! legacy one when [`crate::OpenAiData::legacy_completions`] is set.
+//!
+//! `GET /v1/organization/costs` answers daily buckets the same way (`limit` 1..=180, default
+//! 7; `bucket_width` only `1d`), each result's `amount.value` the exact decimal text of a JSON
+//! number in dollars (`currency: "usd"`), priced from the events by the price list in
+//! `data/costs.rs`; `line_item` is `<model>, <kind>` (`gpt-4o-mini-2024-07-18, input`) or,
+//! for usage of no model, the kind alone (`Code interpreter sessions`).
 
 use std::collections::BTreeMap;
 
@@ -24,6 +30,11 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/organization/usage/{endpoint}")
             .route(web::get().to(usage))
+            .default_service(web::to(not_found)),
+    )
+    .service(
+        web::resource("/v1/organization/costs")
+            .route(web::get().to(costs))
             .default_service(web::to(not_found)),
     )
     .service(
@@ -599,6 +610,205 @@ fn vector_store_rows(st: &SimState, r: &UsageRequest, b: i64) -> Vec<Value> {
         rows.push(json!({"object": Endpoint::VectorStores.object(), "usage_bytes": total, "project_id": null}));
     }
     rows
+}
+
+async fn costs(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse {
+    st.serve("openai.costs", || {
+        guarded(&st, &req, || costs_page(&st, &req))
+    })
+    .await
+}
+
+/// The `group_by` values of the costs endpoint.
+const COST_GROUP_BY: [&str; 3] = ["project_id", "line_item", "api_key_id"];
+
+/// A costs page as sent: typed so that `amount.value` goes out as the exact decimal text of a
+/// JSON number (a `serde_json::Value` would hold an `f64`).
+#[derive(serde::Serialize)]
+struct CostsPage {
+    object: &'static str,
+    data: Vec<CostsBucket>,
+    has_more: bool,
+    next_page: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct CostsBucket {
+    object: &'static str,
+    start_time: i64,
+    end_time: i64,
+    results: Vec<CostsResult>,
+}
+
+#[derive(serde::Serialize)]
+struct CostsResult {
+    object: &'static str,
+    amount: CostsAmount,
+    line_item: Option<String>,
+    project_id: Option<String>,
+    api_key_id: Option<String>,
+    quantity: Option<u64>,
+    quantity_unit: Option<&'static str>,
+}
+
+#[derive(serde::Serialize)]
+struct CostsAmount {
+    value: Box<serde_json::value::RawValue>,
+    currency: &'static str,
+}
+
+/// `GET /v1/organization/costs`: daily buckets only (`bucket_width=1d`), `limit` 1..=180
+/// (default 7), `group_by` any of `project_id`, `line_item`, `api_key_id`, filters
+/// `project_ids` and `api_key_ids`; amounts priced from the events (`crate::data::costs`).
+fn costs_page(st: &SimState, req: &HttpRequest) -> Reply {
+    const DAY: i64 = 86_400;
+    let pairs = query_pairs(req);
+    let int = |name: &str| -> Result<Option<i64>, Reply> {
+        query_get(&pairs, name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| invalid(name, &format!("Invalid '{name}': expected an integer.")))
+            })
+            .transpose()
+    };
+    let parsed = (|| -> Result<_, Reply> {
+        let start = int("start_time")?
+            .ok_or_else(|| invalid("start_time", "Missing required parameter: 'start_time'."))?;
+        match query_get(&pairs, "bucket_width") {
+            None | Some("1d") => {}
+            Some(other) => {
+                return Err(invalid(
+                    "bucket_width",
+                    &format!(
+                        "Invalid 'bucket_width': '{other}'. Currently only '1d' is supported."
+                    ),
+                ));
+            }
+        }
+        let limit = int("limit")?.unwrap_or(7);
+        if !(1..=180).contains(&limit) {
+            return Err(invalid(
+                "limit",
+                &format!("Invalid 'limit': {limit}. Limit can range between 1 and 180."),
+            ));
+        }
+        let now = st.data.openai.now().timestamp();
+        let end = int("end_time")?.unwrap_or(now + (DAY - now.rem_euclid(DAY)) % DAY);
+        if end <= start {
+            return Err(invalid(
+                "end_time",
+                "'end_time' must be after 'start_time'.",
+            ));
+        }
+        let mut group_by: Vec<&'static str> = Vec::new();
+        for g in values(&pairs, "group_by") {
+            let Some(d) = COST_GROUP_BY.iter().find(|d| **d == g) else {
+                return Err(invalid(
+                    "group_by",
+                    &format!(
+                        "Invalid 'group_by' value '{g}'. Expected any of: {}.",
+                        COST_GROUP_BY.join(", ")
+                    ),
+                ));
+            };
+            if !group_by.contains(d) {
+                group_by.push(*d);
+            }
+        }
+        for (f, _) in FILTERS {
+            if !matches!(*f, "project_ids" | "api_key_ids") && !values(&pairs, f).is_empty() {
+                return Err(invalid(
+                    f,
+                    &format!("Unrecognized request argument supplied: {f}"),
+                ));
+            }
+        }
+        let hash = query_hash(&pairs);
+        let first = match query_get(&pairs, "page") {
+            None => start - start.rem_euclid(DAY),
+            Some(p) => read_cursor(p, hash).ok_or_else(|| {
+                invalid(
+                    "page",
+                    "Invalid 'page': the cursor does not belong to this query.",
+                )
+            })?,
+        };
+        Ok((first, end, limit, group_by, hash))
+    })();
+    let (first, end, limit, group_by, hash) = match parsed {
+        Ok(p) => p,
+        Err(reply) => return reply,
+    };
+    let projects = values(&pairs, "project_ids");
+    let keys = values(&pairs, "api_key_ids");
+    let by = |d: &str| group_by.contains(&d);
+    let mut data = Vec::new();
+    let mut b = first;
+    while b < end && i64::try_from(data.len()).unwrap_or(i64::MAX) < limit {
+        // (project, line item, api key) as grouped → (amount, quantity, unit).
+        type Key = (Option<String>, Option<String>, Option<String>);
+        let mut groups: BTreeMap<Key, (rust_decimal::Decimal, u64, Option<&'static str>)> =
+            BTreeMap::new();
+        for e in st.data.openai.between(time(b), time(b + DAY)) {
+            let key_id = dim_value(e, "api_key_id").as_str().map(str::to_owned);
+            if (!projects.is_empty()
+                && !e.project.as_deref().is_some_and(|p| projects.contains(&p)))
+                || (!keys.is_empty() && !key_id.as_deref().is_some_and(|k| keys.contains(&k)))
+            {
+                continue;
+            }
+            for item in e.cost_items() {
+                let key: Key = (
+                    e.project.clone().filter(|_| by("project_id")),
+                    by("line_item").then(|| item.line_item()),
+                    key_id.clone().filter(|_| by("api_key_id")),
+                );
+                let g = groups
+                    .entry(key)
+                    .or_insert((rust_decimal::Decimal::ZERO, 0, item.unit));
+                g.0 += item.amount;
+                g.1 += item.quantity;
+            }
+        }
+        let results = groups
+            .into_iter()
+            .filter_map(
+                |((project_id, line_item, api_key_id), (amount, quantity, unit))| {
+                    let grouped_item = line_item.is_some();
+                    Some(CostsResult {
+                        object: "organization.costs.result",
+                        amount: CostsAmount {
+                            value: serde_json::value::RawValue::from_string(
+                                amount.normalize().to_string(),
+                            )
+                            .ok()?,
+                            currency: "usd",
+                        },
+                        line_item,
+                        project_id,
+                        api_key_id,
+                        quantity: grouped_item.then_some(quantity),
+                        quantity_unit: unit.filter(|_| grouped_item),
+                    })
+                },
+            )
+            .collect();
+        data.push(CostsBucket {
+            object: "bucket",
+            start_time: b,
+            end_time: b + DAY,
+            results,
+        });
+        b += DAY;
+    }
+    let has_more = b < end;
+    let page = CostsPage {
+        object: "page",
+        data,
+        has_more,
+        next_page: has_more.then(|| cursor(b, hash)),
+    };
+    Reply::raw_json(200, serde_json::to_vec(&page).unwrap_or_default())
 }
 
 async fn projects(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse {

@@ -176,6 +176,16 @@ impl Reply {
         }
     }
 
+    /// A JSON body already serialized (e.g. with exact decimal numbers in it).
+    pub(crate) fn raw_json(status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+            content_type: "application/json; charset=utf-8",
+            headers: Vec::new(),
+        }
+    }
+
     pub(crate) fn ok(v: &Value) -> Self {
         Self::json(200, v)
     }

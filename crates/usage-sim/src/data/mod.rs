@@ -6,6 +6,7 @@
 
 pub(crate) mod anthropic;
 pub(crate) mod chatbotkit;
+pub(crate) mod costs;
 pub(crate) mod digitalocean;
 pub(crate) mod kibana;
 pub(crate) mod openai;
@@ -19,6 +20,7 @@ pub use anthropic::{
     AnthropicData, AnthropicEvent, AnthropicWorkspace,
 };
 pub use chatbotkit::{BASE_TYPE, CbkBot, CbkData, CbkRecord, EMBEDDING_TYPE};
+pub use costs::{AnthropicCostItem, OpenAiCostItem};
 pub use digitalocean::{DoAgent, DoData, DoEvent};
 pub use kibana::{
     HIGH_INPUT_TOKENS, KibanaAgent, KibanaConversation, KibanaData, KibanaRound, KibanaWarning,

@@ -29,7 +29,7 @@ pub const MODEL_4O: &str = "gpt-4o-2024-08-06";
 pub const MODEL_AUDIO: &str = "gpt-4o-audio-preview-2024-12-17";
 /// The image model (image tokens in completions, and the images endpoint).
 pub const MODEL_IMAGE: &str = "gpt-image-1";
-const MODEL_EMBEDDING: &str = "text-embedding-3-small";
+pub(crate) const MODEL_EMBEDDING: &str = "text-embedding-3-small";
 const MODEL_MODERATION: &str = "omni-moderation-latest";
 const MODEL_TTS: &str = "tts-1";
 const MODEL_WHISPER: &str = "whisper-1";

@@ -8,6 +8,7 @@
 mod anthropic;
 mod chatbotkit;
 mod common;
+mod costs;
 mod data;
 mod digitalocean;
 mod faults;
