@@ -54,13 +54,14 @@ fn config(values: &BTreeMap<String, String>) -> Config {
             "token = \"${SIM_DIGITALOCEAN_TOKEN}\"",
             "token = \"${SIM_DIGITALOCEAN_TOKEN}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
         )
+        // OpenAI's lines first: Anthropic's `= 60` is a prefix of OpenAI's `= 600`.
         .replace(
-            "admin_key = \"${SIM_OPENAI_ADMIN_KEY}\"",
-            "admin_key = \"${SIM_OPENAI_ADMIN_KEY}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
+            "rate_limit_per_minute = 600\nmax_upstream_calls = 200\n",
+            "rate_limit_per_minute = 100000\nmax_upstream_calls = 5000\n",
         )
         .replace(
-            "rate_limit_per_minute = 60",
-            "rate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
+            "rate_limit_per_minute = 60\n",
+            "rate_limit_per_minute = 100000\nmax_upstream_calls = 5000\n",
         )
         .replace("sync_interval = \"1m\"", "sync_interval = \"1m\"\nsync = false")
         // Hourly queries over three days answered live take hundreds of vendor requests: on a

@@ -63,18 +63,15 @@ async fn start_with(max_upstream_calls: u32) -> Running {
         "vendors-secret-0123456789abcdef0123456789",
         "unused.sqlite",
     );
-    let raised = format!(
-        "timeout = \"5s\"\nrate_limit_per_minute = 10000\nmax_upstream_calls = {max_upstream_calls}"
-    );
+    let raised =
+        format!("rate_limit_per_minute = 10000\nmax_upstream_calls = {max_upstream_calls}\n");
+    // OpenAI's lines first: Anthropic's `= 60` is a prefix of OpenAI's `= 600`.
     let text = usage_gateway::demo::DEMO_CONFIG
         .replace(
-            "admin_key = \"${SIM_OPENAI_ADMIN_KEY}\"\ntimeout = \"5s\"",
-            &format!("admin_key = \"${{SIM_OPENAI_ADMIN_KEY}}\"\n{raised}"),
+            "rate_limit_per_minute = 600\nmax_upstream_calls = 200\n",
+            &raised,
         )
-        .replace(
-            "rate_limit_per_minute = 60",
-            &format!("rate_limit_per_minute = 10000\nmax_upstream_calls = {max_upstream_calls}"),
-        );
+        .replace("rate_limit_per_minute = 60\n", &raised);
     assert_eq!(
         text.matches(&format!("max_upstream_calls = {max_upstream_calls}"))
             .count(),
