@@ -17,6 +17,7 @@ mod isolation;
 mod jwks;
 mod jwt;
 mod jwt_matrix;
+mod money;
 mod openapi_drift;
 mod ops;
 mod per_source;

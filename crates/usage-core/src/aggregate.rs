@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{Counters, Dimension, SourceInfo, Unit, UsagePoint, Window};
+use crate::money::Costs;
 
 /// One response row: a bucket, the grouped dimension values, a unit and its counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,45 @@ pub struct Row {
     pub unit: Unit,
     /// The counters.
     pub counters: Counters,
+    /// What the row's usage cost, and how much of it no cost covers.
+    pub cost: PointCost,
+}
+
+/// The money of a point, a row or a total: amounts per currency, and the quantity (of the
+/// unit's counters) that no price or vendor cost covers, so that unpriced usage is reported
+/// instead of being priced at 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PointCost {
+    /// Amounts per currency.
+    pub cost: Costs,
+    /// The quantity without a cost.
+    pub unpriced: u64,
+    /// A sum exceeded what a decimal holds (beyond 7.9 × 10²⁸): `cost` is incomplete and is
+    /// not shown.
+    pub overflowed: bool,
+}
+
+impl PointCost {
+    /// Adds another cost: amounts per currency, unpriced quantities. An amount whose sum would
+    /// overflow a decimal is not added; `overflowed` is then set, never a wrong sum shown.
+    pub fn add(&mut self, other: &PointCost) {
+        if other.overflowed || self.cost.merge(&other.cost).is_none() {
+            self.overflowed = true;
+        }
+        self.unpriced = self.unpriced.saturating_add(other.unpriced);
+    }
+}
+
+/// How a source's points are costed in an aggregation.
+#[derive(Debug, Clone, Copy)]
+pub enum Costing<'a> {
+    /// Nothing prices them: all their quantity is unpriced.
+    None,
+    /// Their cost comes from other points (a vendor's cost report): none of it is unpriced
+    /// here and none is added.
+    Elsewhere,
+    /// One cost per point, in the order of the points.
+    Each(&'a [PointCost]),
 }
 
 /// Rows and per-unit totals of a query.
@@ -27,6 +67,8 @@ pub struct Aggregation {
     pub rows: Vec<Row>,
     /// One entry per unit that appears, sorted by unit.
     pub totals: Vec<(Unit, Counters)>,
+    /// The cost of each unit's totals.
+    pub total_costs: BTreeMap<Unit, PointCost>,
 }
 
 /// One source's contribution to an aggregation.
@@ -36,24 +78,45 @@ pub struct SourcePoints<'a> {
     pub info: &'a SourceInfo,
     /// Its points.
     pub points: &'a [UsagePoint],
+    /// How they are costed.
+    pub costing: Costing<'a>,
 }
 
 type RowKey = (Option<Window>, Vec<Option<String>>, Unit);
 type RowKeyRef<'a> = (Option<Window>, &'a [Option<String>], Unit);
 
-/// Groups points by `group_by` (and by bucket when `bucketed`), summing counters per unit.
-/// Rows whose counters are all zero are left out; totals never mix units.
+/// Groups points by `group_by` (and by bucket when `bucketed`), summing counters and costs per
+/// unit. Points with neither usage nor cost are left out; totals never mix units, costs never
+/// mix currencies.
 pub fn aggregate<'a>(
     inputs: impl IntoIterator<Item = SourcePoints<'a>>,
     group_by: &[Dimension],
     bucketed: bool,
 ) -> Aggregation {
-    let mut rows: BTreeMap<RowKey, (Option<String>, Counters)> = BTreeMap::new();
+    let mut rows: BTreeMap<RowKey, (Option<String>, Counters, PointCost)> = BTreeMap::new();
     let mut totals: BTreeMap<Unit, Counters> = BTreeMap::new();
+    let mut total_costs: BTreeMap<Unit, PointCost> = BTreeMap::new();
     let wants_name = group_by.contains(&Dimension::Agent);
-    for SourcePoints { info, points } in inputs {
-        for p in points {
-            if p.counters.is_zero() {
+    for SourcePoints {
+        info,
+        points,
+        costing,
+    } in inputs
+    {
+        for (i, p) in points.iter().enumerate() {
+            let unpriced;
+            let cost = match costing {
+                Costing::Each(costs) => costs.get(i),
+                Costing::None => {
+                    unpriced = PointCost {
+                        unpriced: p.counters.total(),
+                        ..PointCost::default()
+                    };
+                    Some(&unpriced)
+                }
+                Costing::Elsewhere => None,
+            };
+            if p.counters.is_zero() && cost.is_none_or(|c| c.cost.is_empty()) {
                 continue;
             }
             let dims = group_by
@@ -65,28 +128,32 @@ pub fn aggregate<'a>(
                 })
                 .collect();
             let bucket = bucketed.then_some(p.window);
-            let entry = rows
-                .entry((bucket, dims, p.unit))
-                .or_insert((None, Counters::default()));
+            let entry = rows.entry((bucket, dims, p.unit)).or_default();
             if wants_name && entry.0.is_none() {
                 entry.0.clone_from(&p.agent_name);
             }
             entry.1.add(&p.counters);
             totals.entry(p.unit).or_default().add(&p.counters);
+            if let Some(c) = cost {
+                entry.2.add(c);
+                total_costs.entry(p.unit).or_default().add(c);
+            }
         }
     }
     Aggregation {
         rows: rows
             .into_iter()
-            .map(|((bucket, dims, unit), (agent_name, counters))| Row {
+            .map(|((bucket, dims, unit), (agent_name, counters, cost))| Row {
                 bucket,
                 dims,
                 agent_name,
                 unit,
                 counters,
+                cost,
             })
             .collect(),
         totals: totals.into_iter().collect(),
+        total_costs,
     }
 }
 
@@ -121,6 +188,7 @@ pub fn fill_zero(agg: &mut Aggregation, buckets: &[Window], max_rows: usize) -> 
                     agent_name: agent_name.clone(),
                     unit,
                     counters: Counters::default(),
+                    cost: PointCost::default(),
                 });
             }
         }
@@ -195,10 +263,12 @@ mod tests {
                 SourcePoints {
                     info: &b,
                     points: &pb,
+                    costing: Costing::None,
                 },
                 SourcePoints {
                     info: &a,
                     points: &pa,
+                    costing: Costing::None,
                 },
             ],
             &[Dimension::Source, Dimension::Agent],
@@ -217,12 +287,105 @@ mod tests {
             [SourcePoints {
                 info: &b,
                 points: &pb,
+                costing: Costing::None,
             }],
             &[Dimension::User],
             false,
         );
         assert_eq!(by_user.rows[0].dims, vec![None]);
         assert_eq!(by_user.rows[0].agent_name, None);
+    }
+
+    #[test]
+    fn costs_add_up_per_currency_and_unpriced_usage_is_counted() {
+        use crate::money::{Currency, Money};
+        let w = Window::new(t0(), t0() + Duration::days(1));
+        let c = |i| Counters {
+            input: i,
+            output: 0,
+            other: 0,
+        };
+        let usd = Currency::parse("USD").unwrap();
+        let eur = Currency::parse("EUR").unwrap();
+        let cost = |m: &[(Currency, &str)], unpriced| {
+            let mut out = PointCost {
+                unpriced,
+                ..PointCost::default()
+            };
+            for (currency, amount) in m {
+                out.cost
+                    .add(Money::from_major(amount, *currency).unwrap())
+                    .unwrap();
+            }
+            out
+        };
+        let priced = info("p");
+        let plain = info("n");
+        let vendor = info("v");
+        let p_points = vec![
+            point(w, "x", None, Unit::Tokens, c(10)),
+            point(w, "x", None, Unit::Tokens, c(5)),
+        ];
+        let p_costs = vec![
+            cost(&[(usd, "0.00005")], 0),
+            cost(&[(usd, "0.00005"), (eur, "1")], 3),
+        ];
+        let n_points = vec![point(w, "x", None, Unit::Tokens, c(7))];
+        // A vendor's usage (its cost elsewhere) and its cost report: a point with no usage.
+        let v_usage = vec![point(w, "x", None, Unit::Tokens, c(4))];
+        let v_cost_points = vec![point(w, "x", None, Unit::Tokens, c(0))];
+        let v_costs = vec![cost(&[(usd, "2")], 0)];
+        let agg = aggregate(
+            [
+                SourcePoints {
+                    info: &priced,
+                    points: &p_points,
+                    costing: Costing::Each(&p_costs),
+                },
+                SourcePoints {
+                    info: &plain,
+                    points: &n_points,
+                    costing: Costing::None,
+                },
+                SourcePoints {
+                    info: &vendor,
+                    points: &v_usage,
+                    costing: Costing::Elsewhere,
+                },
+                SourcePoints {
+                    info: &vendor,
+                    points: &v_cost_points,
+                    costing: Costing::Each(&v_costs),
+                },
+            ],
+            &[Dimension::Agent],
+            false,
+        );
+        assert_eq!(agg.rows.len(), 1);
+        let row = &agg.rows[0];
+        assert_eq!(row.counters, c(26));
+        let shown: Vec<String> = row
+            .cost
+            .cost
+            .iter()
+            .map(|m| format!("{} {}", m.display_amount(), m.currency))
+            .collect();
+        // 0.00005 + 0.00005 + 2 exactly, rounded once: 2.0001 (each rounded first: 2.0002).
+        assert_eq!(shown, ["1.0000 EUR", "2.0001 USD"]);
+        // 3 priced nowhere in the priced source, 7 of the source without prices.
+        assert_eq!(row.cost.unpriced, 10);
+        assert_eq!(agg.total_costs[&Unit::Tokens], row.cost);
+        // A point with neither usage nor cost makes no row.
+        let empty = aggregate(
+            [SourcePoints {
+                info: &vendor,
+                points: &v_cost_points,
+                costing: Costing::None,
+            }],
+            &[Dimension::Agent],
+            false,
+        );
+        assert!(empty.rows.is_empty());
     }
 
     #[test]
@@ -245,6 +408,7 @@ mod tests {
                 [SourcePoints {
                     info: &src,
                     points: &points,
+                    costing: Costing::None,
                 }],
                 &[Dimension::Agent],
                 true,
@@ -417,8 +581,8 @@ mod tests {
                 bucketed.push(point(w.unwrap(), &format!("a{a}"), Some(&user), unit, c));
                 whole.push(point(range, &format!("a{a}"), Some(&user), unit, c));
             }
-            let x = aggregate([SourcePoints { info: &src, points: &bucketed }], &g1, true);
-            let y = aggregate([SourcePoints { info: &src, points: &whole }], &g2, false);
+            let x = aggregate([SourcePoints { info: &src, points: &bucketed, costing: Costing::None }], &g1, true);
+            let y = aggregate([SourcePoints { info: &src, points: &whole, costing: Costing::None }], &g2, false);
             prop_assert_eq!(&x.totals, &y.totals);
             // Bucket sums equal the un-bucketed total, per unit.
             let mut sums: BTreeMap<Unit, Counters> = BTreeMap::new();

@@ -1,5 +1,4 @@
-//! The price table (issue 23, groundwork; not yet read from the configuration nor applied to
-//! answers): `[[prices]]` entries that price usage the vendors report without money.
+//! The price table: `[[prices]]` entries that price usage the vendors report without money.
 //!
 //! An entry matches usage by any of `provider`, `source`, `agent`, `model`, `usage_type` and
 //! `counter` (`input`, `output`, `other`); an entry without a matcher matches everything of its
@@ -19,7 +18,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use crate::model::{Counters, Unit};
+use std::collections::BTreeSet;
+
+use crate::aggregate::PointCost;
+use crate::model::{Counters, Dimension, Unit, UsagePoint, Window};
 use crate::money::{Currency, Money};
 
 /// One `[[prices]]` entry as written.
@@ -229,6 +231,90 @@ impl PriceTable {
     /// Reports whether the table has no entry.
     pub fn is_empty(&self) -> bool {
         self.prices.is_empty()
+    }
+
+    /// Reports whether some entry can price usage of `source`, a source of `provider` (no
+    /// `provider`/`source` matcher, or matching ones).
+    pub fn covers(&self, provider: &str, source: &str) -> bool {
+        self.for_source(provider, source).next().is_some()
+    }
+
+    fn for_source<'a>(
+        &'a self,
+        provider: &'a str,
+        source: &'a str,
+    ) -> impl Iterator<Item = &'a Price> + 'a {
+        self.prices.iter().filter(move |e| {
+            e.provider.as_deref().is_none_or(|p| p == provider)
+                && e.source.as_deref().is_none_or(|s| s == source)
+        })
+    }
+
+    /// The dimensions the entries that can price `source` match on (`agent`, `model`,
+    /// `usage_type`): its usage must be fetched with them, whatever the query groups by, for
+    /// each point to meet its price.
+    pub fn dimensions(&self, provider: &str, source: &str) -> BTreeSet<Dimension> {
+        let mut out = BTreeSet::new();
+        for e in self.for_source(provider, source) {
+            for (set, d) in [
+                (e.agent.is_some(), Dimension::Agent),
+                (e.model.is_some(), Dimension::Model),
+                (e.usage_type.is_some(), Dimension::UsageType),
+            ] {
+                if set {
+                    out.insert(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// The instants strictly inside `range` where an entry that can price `source` starts or
+    /// stops being valid, sorted: windows are cut there, so that each part is priced by the
+    /// prices valid in it (a price change at midnight prices each side by its own price).
+    pub fn changes(&self, provider: &str, source: &str, range: Window) -> Vec<DateTime<Utc>> {
+        let mut out: Vec<DateTime<Utc>> = self
+            .for_source(provider, source)
+            .flat_map(|e| [e.from, e.to])
+            .flatten()
+            .filter(|t| range.start < *t && *t < range.end)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Prices a point of `source` (a source of `provider`) whose window starts at `at`: the
+    /// window lies within one validity period of every entry (see [`PriceTable::changes`]).
+    pub fn cost(
+        &self,
+        provider: &str,
+        source: &str,
+        p: &UsagePoint,
+        at: DateTime<Utc>,
+    ) -> PointCost {
+        let pricing = self.price(
+            &Priced {
+                provider,
+                source,
+                agent: p.key.agent.as_deref(),
+                model: p.key.model.as_deref(),
+                usage_type: p.key.usage_type.as_deref(),
+                unit: p.unit,
+                at,
+            },
+            &p.counters,
+        );
+        let mut out = PointCost {
+            unpriced: pricing.unpriced,
+            ..PointCost::default()
+        };
+        for m in pricing.cost {
+            if out.cost.add(m).is_none() {
+                out.overflowed = true;
+            }
+        }
+        out
     }
 
     /// Prices a point's counters: each counter by the most specific entry matching it.
@@ -531,5 +617,52 @@ mod tests {
             ]}"#,
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn a_source_needs_the_dimensions_and_cuts_of_its_own_prices() {
+        let table = PriceTable::new(&entries(
+            r#"{"prices": [
+                {"provider": "openai", "model": "gpt-4o-mini", "per_million_tokens": "1", "currency": "USD", "valid_to": "2026-11-02T00:00:00+01:00"},
+                {"provider": "openai", "model": "gpt-4o-mini", "per_million_tokens": "2", "currency": "USD", "valid_from": "2026-11-02T00:00:00+01:00"},
+                {"source": "cbk", "agent": "bot", "usage_type": "chat", "per_credit": "0.1", "currency": "EUR", "valid_from": "2026-10-01T00:00:00Z"}
+            ]}"#,
+        ))
+        .unwrap();
+        assert!(table.covers("openai", "openai"));
+        assert!(!table.covers("kibana", "kb"));
+        assert!(table.covers("chatbotkit", "cbk"));
+        assert_eq!(
+            table.dimensions("openai", "openai"),
+            BTreeSet::from([Dimension::Model])
+        );
+        assert_eq!(
+            table.dimensions("chatbotkit", "cbk"),
+            BTreeSet::from([Dimension::Agent, Dimension::UsageType])
+        );
+        // The change at Berlin midnight (23:00Z) is inside the first range, at the edge of the
+        // second (not a cut), and other sources' changes never cut this one's windows.
+        let range = Window::new(at(1, 0), at(3, 0));
+        assert_eq!(table.changes("openai", "openai", range), [at(1, 23)]);
+        assert!(
+            table
+                .changes("openai", "openai", Window::new(at(1, 23), at(3, 0)))
+                .is_empty()
+        );
+        assert!(table.changes("kibana", "kb", range).is_empty());
+        // `cost` prices a usage point by its labels at the given instant.
+        let p = UsagePoint {
+            window: Window::new(at(1, 23), at(2, 0)),
+            key: crate::model::PointKey {
+                model: Some("gpt-4o-mini".into()),
+                ..crate::model::PointKey::default()
+            },
+            agent_name: None,
+            unit: Unit::Tokens,
+            counters: tokens(500_000, 0, 0),
+        };
+        let c = table.cost("openai", "openai", &p, p.window.start);
+        let shown: Vec<String> = c.cost.iter().map(|m| m.display_amount()).collect();
+        assert_eq!((shown, c.unpriced), (vec!["1.0000".to_owned()], 0));
     }
 }

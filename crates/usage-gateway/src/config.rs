@@ -60,6 +60,10 @@ pub struct Config {
     /// The usage store (absent: no store, every query is answered live).
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// The price table: prices of usage that vendors report without money
+    /// ([`usage_core::prices`]).
+    #[serde(default)]
+    pub prices: Vec<usage_core::prices::PriceEntry>,
 }
 
 impl fmt::Debug for Config {
@@ -83,6 +87,7 @@ impl fmt::Debug for Config {
             .field("cache", &self.cache)
             .field("access", &self.access)
             .field("store", &self.store)
+            .field("prices", &self.prices.len())
             .field(
                 "sources",
                 &self.sources.iter().map(Keys).collect::<Vec<_>>(),
@@ -968,6 +973,9 @@ impl Config {
                 }
                 Err(e) => errors_extend(&mut push, e),
             }
+        }
+        if let Err(problems) = usage_core::prices::PriceTable::new(&self.prices) {
+            errors.extend(problems);
         }
         if errors.is_empty() {
             Ok(())

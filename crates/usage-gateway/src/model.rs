@@ -24,6 +24,30 @@ pub enum SourceStatus {
     Skipped,
 }
 
+/// Where a source's `cost` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The vendor's cost API (OpenAI's costs, Anthropic's cost report).
+    Vendor,
+    /// The configured price table (`[[prices]]`) applied to the usage.
+    PriceTable,
+    /// No cost: the vendor has no cost API usable for this query and no price applies.
+    None,
+}
+
+/// An amount of money: a decimal string with four places (rounded half away from zero from the
+/// exact sum) and its ISO 4217 currency. Amounts of different currencies are never added.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MoneyAmount {
+    /// The amount in major units (dollars), e.g. `12.3400`.
+    #[schema(example = "12.3400", pattern = r"^-?[0-9]+\.[0-9]{4}$")]
+    pub amount: String,
+    /// ISO 4217 code.
+    #[schema(example = "USD")]
+    pub currency: String,
+}
+
 /// One source's entry in `sources[]`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SourceEntry {
@@ -86,6 +110,11 @@ pub struct SourceEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub store_synced_at: Option<String>,
+    /// Where this source's `cost` in rows and totals came from: `vendor`, `price_table`
+    /// (`[[prices]]` applied to its usage; usage no price matches counts in `unpriced`) or
+    /// `none`. Present in `GET /v1/usage` answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_source: Option<CostSource>,
     /// The problem, when the status is not `ok`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(no_recursion)]
@@ -107,6 +136,16 @@ pub struct UnitTotals {
     pub other_tokens: u64,
     /// `input_tokens + output_tokens + other_tokens`.
     pub total_tokens: u64,
+    /// What this unit's usage cost, one amount per currency (exact sums, each rounded once).
+    /// Present when some touched source has a cost (`sources[].cost_source` not `none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<MoneyAmount>>)]
+    pub cost: Option<Vec<usage_core::money::Money>>,
+    /// Of `total_tokens`, the quantity no cost covers (no price matches, or its source has no
+    /// cost): `cost` leaves it out rather than pricing it at 0. Present when not 0 and some
+    /// touched source has a cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpriced: Option<u64>,
 }
 
 /// The query as the gateway understood it (defaults filled in).
@@ -181,6 +220,13 @@ pub struct UsageRowSchema {
     pub other_tokens: u64,
     /// Sum of the three.
     pub total_tokens: u64,
+    /// What the row's usage cost, one amount per currency. Present when some touched source has
+    /// a cost (`sources[].cost_source` not `none`); empty when none of the row's usage is
+    /// costed.
+    pub cost: Option<Vec<MoneyAmount>>,
+    /// Of `total_tokens`, the quantity no cost covers. Present when not 0 and some touched
+    /// source has a cost.
+    pub unpriced: Option<u64>,
 }
 
 /// The body of `GET /v1/usage`.

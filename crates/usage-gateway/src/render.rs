@@ -7,7 +7,8 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use usage_core::Dimension;
-use usage_core::aggregate::{Aggregation, Row};
+use usage_core::aggregate::{Aggregation, PointCost, Row};
+use usage_core::money::Money;
 
 use crate::model::{QueryEcho, SourceEntry, UnitTotals};
 
@@ -26,6 +27,8 @@ pub struct Layout<'a> {
     pub bucketed: bool,
     /// `Some(tz)`: bucket edges with the offset of `tz` (`bucket_edges=local`); `None`: UTC.
     pub local: Option<Tz>,
+    /// Whether rows and totals carry `cost` and `unpriced`: some touched source has a cost.
+    pub money: bool,
 }
 
 impl Layout<'_> {
@@ -78,8 +81,19 @@ impl Serialize for RowOut<'_> {
         m.serialize_entry("output_tokens", &c.output)?;
         m.serialize_entry("other_tokens", &c.other)?;
         m.serialize_entry("total_tokens", &c.total())?;
+        if self.layout.money {
+            m.serialize_entry("cost", &shown_cost(&self.row.cost))?;
+            if self.row.cost.unpriced > 0 {
+                m.serialize_entry("unpriced", &self.row.cost.unpriced)?;
+            }
+        }
         m.end()
     }
+}
+
+/// A cost as answers show it: one amount per currency; `None` when a sum overflowed.
+fn shown_cost(c: &PointCost) -> Option<Vec<Money>> {
+    (!c.overflowed).then(|| c.cost.iter().collect())
 }
 
 #[derive(Serialize)]
@@ -91,16 +105,21 @@ struct Body<'a> {
     sources: &'a [SourceEntry],
 }
 
-/// Returns the per-unit totals of an aggregation.
-pub fn totals(agg: &Aggregation) -> Vec<UnitTotals> {
+/// Returns the per-unit totals of an aggregation, with their cost when `money`.
+pub fn totals(agg: &Aggregation, money: bool) -> Vec<UnitTotals> {
     agg.totals
         .iter()
-        .map(|(unit, c)| UnitTotals {
-            unit: unit.as_str().to_owned(),
-            input_tokens: c.input,
-            output_tokens: c.output,
-            other_tokens: c.other,
-            total_tokens: c.total(),
+        .map(|(unit, c)| {
+            let cost = agg.total_costs.get(unit).filter(|_| money);
+            UnitTotals {
+                unit: unit.as_str().to_owned(),
+                input_tokens: c.input,
+                output_tokens: c.output,
+                other_tokens: c.other,
+                total_tokens: c.total(),
+                cost: cost.and_then(shown_cost),
+                unpriced: cost.map(|c| c.unpriced).filter(|n| *n > 0),
+            }
         })
         .collect()
 }
@@ -116,7 +135,7 @@ pub fn json(
     let body = Body {
         query,
         complete,
-        totals: totals(agg),
+        totals: totals(agg, layout.money),
         rows: agg.rows.iter().map(|row| RowOut { row, layout }).collect(),
         sources,
     };
@@ -162,7 +181,7 @@ pub fn etag(
         format,
         query,
         complete,
-        totals: totals(agg),
+        totals: totals(agg, layout.money),
         rows: agg.rows.iter().map(|row| RowOut { row, layout }).collect(),
         sources: sources
             .iter()
@@ -201,8 +220,26 @@ impl std::io::Write for HashWriter {
 /// cells are guarded against formula injection ([`csv_text`]).
 pub fn csv(agg: &Aggregation, layout: &Layout<'_>) -> Result<Vec<u8>, csv::Error> {
     let Layout {
-        group_by, bucketed, ..
+        group_by,
+        bucketed,
+        money,
+        ..
     } = *layout;
+    // One cost column per currency in the answer (`cost_usd`), amounts never added across.
+    let currencies: Vec<usage_core::money::Currency> = if money {
+        let set: std::collections::BTreeSet<_> = agg
+            .rows
+            .iter()
+            .flat_map(|r| r.cost.cost.iter().map(|m| m.currency))
+            .collect();
+        set.into_iter().collect()
+    } else {
+        Vec::new()
+    };
+    let cost_columns: Vec<String> = currencies
+        .iter()
+        .map(|c| format!("cost_{}", c.as_str().to_ascii_lowercase()))
+        .collect();
     let mut w = csv::Writer::from_writer(Vec::with_capacity(64 + agg.rows.len() * 96));
     let mut header: Vec<&str> = Vec::new();
     if bucketed {
@@ -221,6 +258,10 @@ pub fn csv(agg: &Aggregation, layout: &Layout<'_>) -> Result<Vec<u8>, csv::Error
         "other_tokens",
         "total_tokens",
     ]);
+    header.extend(cost_columns.iter().map(String::as_str));
+    if money {
+        header.push("unpriced");
+    }
     w.write_record(&header)?;
     for row in &agg.rows {
         let mut rec: Vec<String> = Vec::with_capacity(header.len());
@@ -244,6 +285,19 @@ pub fn csv(agg: &Aggregation, layout: &Layout<'_>) -> Result<Vec<u8>, csv::Error
         rec.push(row.unit.as_str().to_owned());
         for n in [c.input, c.output, c.other, c.total()] {
             rec.push(n.to_string());
+        }
+        for currency in &currencies {
+            rec.push(
+                row.cost
+                    .cost
+                    .iter()
+                    .find(|m| m.currency == *currency && !row.cost.overflowed)
+                    .map(|m| m.display_amount())
+                    .unwrap_or_default(),
+            );
+        }
+        if money {
+            rec.push(row.cost.unpriced.to_string());
         }
         w.write_record(&rec)?;
     }

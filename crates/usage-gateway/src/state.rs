@@ -83,6 +83,8 @@ pub struct AppState {
     pub store: Option<Arc<crate::stored::StoreHandle>>,
     /// `[store]`, opened by [`AppState::open_store`].
     pub store_config: Option<crate::config::StoreConfig>,
+    /// The price table (`[[prices]]`), checked.
+    pub prices: Arc<usage_core::prices::PriceTable>,
 }
 
 impl AppState {
@@ -114,6 +116,35 @@ impl AppState {
             }
         }
         crate::config::check_access(&config.access, &sources.keys().cloned().collect())?;
+        let mut unknown = Vec::new();
+        for (i, p) in config.prices.iter().enumerate() {
+            if let Some(name) = &p.provider
+                && registry.get(name).is_none()
+            {
+                unknown.push((
+                    format!("prices[{i}].provider"),
+                    format!(
+                        "unknown provider `{name}`; expected one of {}",
+                        registry.names()
+                    ),
+                ));
+            }
+            if let Some(name) = &p.source
+                && !sources.contains_key(name)
+            {
+                unknown.push((
+                    format!("prices[{i}].source"),
+                    format!("`{name}` is not a configured source"),
+                ));
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(ConfigError { errors: unknown });
+        }
+        let prices = Arc::new(
+            usage_core::prices::PriceTable::new(&config.prices)
+                .map_err(|errors| ConfigError { errors })?,
+        );
         crate::obs::register_series(sources.keys(), config.auth.jwks_url.is_some());
         // Three quarters of the byte budget hold upstream answers, one quarter rendered bodies.
         let budget = config.cache.max_bytes;
@@ -148,6 +179,7 @@ impl AppState {
             .time_to_live(Duration::from_secs(600))
             .build();
         Ok(Self {
+            prices,
             store: None,
             store_config: config.store,
             openapi: crate::openapi::document_json_for(&registry).into(),

@@ -242,6 +242,7 @@ pub async fn list_agents(
             age_seconds: None,
             warnings: None,
             notes: Vec::new(),
+            cost_source: None,
             store_coverage: None,
             store_synced_at: None,
             attribution_resolution_seconds: None,

@@ -12,14 +12,14 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use chrono::Utc;
-use usage_core::aggregate::{self, SourcePoints};
-use usage_core::{Bucket, CallLimit, Dimension, ProviderError};
+use usage_core::aggregate::{self, Costing, PointCost, SourcePoints};
+use usage_core::{Bucket, CallLimit, Dimension, ProviderError, UsagePoint, Window};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::auth::{AgentScope, Caller};
 use crate::error::{ApiError, ParamError, Problem};
 use crate::fetch::{Shape, Source, WindowEntry};
-use crate::model::{QueryEcho, SourceEntry, SourceStatus};
+use crate::model::{CostSource, QueryEcho, SourceEntry, SourceStatus};
 use crate::query::{self, Fill, Format, UsageRequest};
 use crate::render;
 use crate::state::{AppState, Rendered};
@@ -30,8 +30,11 @@ struct Plan {
     /// What to ask the source, or the filter dimension (`user`, `model`) it cannot apply.
     shape: Result<Arc<Shape>, Dimension>,
     /// The dimensions the query keeps of this source (the shape's, before the provider widened
-    /// them): what answers from the store are added up to.
+    /// them): what answers from the store are added up to. With prices, also those the prices
+    /// match on, so that each point meets its price before the aggregation groups it.
     keep: BTreeSet<Dimension>,
+    /// Whether the price table can price this source's usage.
+    priced: bool,
 }
 
 /// Picks the caller's sources after filters and access; 400 for unknown names, 403 for names
@@ -129,12 +132,13 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
             .into_iter()
             .find(|(d, f)| f.is_some() && !source.info.filters.contains(d))
             .map(|(d, _)| d);
-        let keep: BTreeSet<Dimension> = req
-            .group_by
-            .iter()
-            .copied()
-            .filter(|d| source.info.dimensions.contains(d))
-            .collect();
+        let provider = source.info.provider.as_str();
+        let priced = state.prices.covers(provider, name);
+        let mut keep: BTreeSet<Dimension> = req.group_by.iter().copied().collect();
+        if priced {
+            keep.extend(state.prices.dimensions(provider, name));
+        }
+        keep.retain(|d| source.info.dimensions.contains(d));
         let shape = match unapplicable {
             Some(d) => Err(d),
             None => Ok(Arc::new(Shape {
@@ -149,6 +153,7 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
             source: source.clone(),
             shape,
             keep,
+            priced,
         });
     }
     Ok(out)
@@ -159,6 +164,9 @@ struct Outcome {
     source: Arc<Source>,
     entry: SourceEntry,
     points: Vec<Arc<WindowEntry>>,
+    /// With prices: the points, each in its query window, and what each cost (then `points`
+    /// is not aggregated).
+    priced: Option<(Vec<UsagePoint>, Vec<PointCost>)>,
     /// Why the source refused the query as asked (an invalid query, or one above a limit of
     /// the source): a 400 when every touched source refused, the source's error otherwise.
     invalid: Option<String>,
@@ -390,16 +398,22 @@ async fn usage(
         .all(|o| o.entry.status == SourceStatus::Ok && !o.partial);
 
     let bucketed = req.bucket != usage_core::Bucket::None;
-    let mut agg = aggregate::aggregate(
-        outcomes.iter().flat_map(|o| {
-            o.points.iter().map(|e| SourcePoints {
+    let mut inputs = Vec::new();
+    for o in &outcomes {
+        match &o.priced {
+            Some((points, costs)) => inputs.push(SourcePoints {
+                info: &o.source.info,
+                points,
+                costing: Costing::Each(costs),
+            }),
+            None => inputs.extend(o.points.iter().map(|e| SourcePoints {
                 info: &o.source.info,
                 points: &e.points,
-            })
-        }),
-        &req.group_by,
-        bucketed,
-    );
+                costing: Costing::None,
+            })),
+        }
+    }
+    let mut agg = aggregate::aggregate(inputs, &req.group_by, bucketed);
     if bucketed && req.fill == Fill::Zero {
         aggregate::fill_zero(&mut agg, &req.windows, MAX_FILLED_ROWS).map_err(|needed| {
             ApiError::BadRequest(vec![ParamError::new(
@@ -426,6 +440,9 @@ async fn usage(
         group_by: &req.group_by,
         bucketed,
         local: req.local_edges.then_some(req.tz),
+        money: entries
+            .iter()
+            .any(|e| e.cost_source.is_some_and(|c| c != CostSource::None)),
     };
     let (content_type, body, disposition) = match format {
         Format::Json => (
@@ -500,8 +517,14 @@ async fn run(
             attribution_resolution_seconds: None,
             error: None,
             vendor_bucket_width: None,
+            cost_source: Some(if plan.priced {
+                CostSource::PriceTable
+            } else {
+                CostSource::None
+            }),
         },
         points: Vec::new(),
+        priced: None,
         invalid: None,
         partial: false,
     };
@@ -522,10 +545,19 @@ async fn run(
             return outcome;
         }
     };
+    // Prices change at instants inside the range: the windows are cut there, each part priced
+    // by its prices, and the parts added back into their query window.
+    let provider = src.info.provider.as_str();
+    let changes = if plan.priced {
+        state.prices.changes(provider, &src.info.name, req.range)
+    } else {
+        Vec::new()
+    };
+    let windows = cut(&req.windows, &changes);
     let ask = crate::stored::Ask {
         cache: &state.cache,
         source: &src,
-        windows: &req.windows,
+        windows: &windows,
         shape,
         keep: &plan.keep,
         refresh,
@@ -584,6 +616,20 @@ async fn run(
             widths.dedup();
             outcome.entry.vendor_bucket_width = (!widths.is_empty()).then(|| widths.join(", "));
             outcome.partial = answer.entries.iter().any(|e| e.partial);
+            if plan.priced {
+                let (points, costs) = price(
+                    state,
+                    &src.info.name,
+                    provider,
+                    &req.windows,
+                    &answer.entries,
+                );
+                if let Some(note) = unpriced_note(&points, &costs) {
+                    outcome.entry.notes.push(note);
+                    outcome.entry.notes.sort();
+                }
+                outcome.priced = Some((points, costs));
+            }
             outcome.points = answer.entries;
         }
         Err(e) => {
@@ -614,6 +660,67 @@ async fn run(
         }
     }
     outcome
+}
+
+/// Cuts `windows` at `instants` (sorted), so that no part spans one.
+fn cut(windows: &[Window], instants: &[chrono::DateTime<Utc>]) -> Vec<Window> {
+    let mut out = Vec::with_capacity(windows.len() + instants.len());
+    for w in windows {
+        let mut start = w.start;
+        for t in instants.iter().filter(|t| w.start < **t && **t < w.end) {
+            out.push(Window::new(start, *t));
+            start = *t;
+        }
+        out.push(Window::new(start, w.end));
+    }
+    out
+}
+
+/// Prices a source's points, each at its window's start (a window lies within one validity
+/// period of every price, see [`cut`]), and puts each back into the query window that holds
+/// its part.
+fn price(
+    state: &AppState,
+    source: &str,
+    provider: &str,
+    windows: &[Window],
+    entries: &[Arc<WindowEntry>],
+) -> (Vec<UsagePoint>, Vec<PointCost>) {
+    let n = entries.iter().map(|e| e.points.len()).sum();
+    let (mut points, mut costs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for p in entries.iter().flat_map(|e| e.points.iter()) {
+        costs.push(state.prices.cost(provider, source, p, p.window.start));
+        let mut p = p.clone();
+        // The query window that starts last at or before the part's start holds it.
+        let i = windows.partition_point(|w| w.start <= p.window.start);
+        if let Some(w) = i.checked_sub(1).and_then(|i| windows.get(i)) {
+            p.window = *w;
+        }
+        points.push(p);
+    }
+    (points, costs)
+}
+
+/// Says how much of a source's usage no price covers, per unit, if any.
+fn unpriced_note(points: &[UsagePoint], costs: &[PointCost]) -> Option<String> {
+    let mut by_unit: BTreeMap<usage_core::Unit, u64> = BTreeMap::new();
+    for (p, c) in points.iter().zip(costs) {
+        if c.unpriced > 0 {
+            let n = by_unit.entry(p.unit).or_default();
+            *n = n.saturating_add(c.unpriced);
+        }
+    }
+    if by_unit.is_empty() {
+        return None;
+    }
+    let amounts: Vec<String> = by_unit
+        .iter()
+        .map(|(unit, n)| format!("{n} {}", unit.as_str()))
+        .collect();
+    Some(format!(
+        "no price in [[prices]] matches {} of this usage: counted in `unpriced`, not in `cost`",
+        amounts.join(" and ")
+    ))
 }
 
 /// Says why a query exceeds a source's per-query limit of vendor calls and what would fit,
