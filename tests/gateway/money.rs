@@ -237,3 +237,176 @@ currency = "dollars"
     let keys: Vec<&str> = e.errors.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["prices[0].provider", "prices[0].source"]);
 }
+
+/// Rows of one bucket and labels: (source, bucket, agent, model).
+type CostKey = (String, usage_core::Window, Option<String>, Option<String>);
+
+/// The amount of a JSON `{"amount", "currency"}` in USD.
+fn usd(v: &Value) -> usage_core::money::Money {
+    assert_eq!(v["currency"], "USD", "{v}");
+    usage_core::money::Money::from_major(
+        v["amount"].as_str().unwrap(),
+        usage_core::money::Currency::USD,
+    )
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn openai_and_anthropic_costs_come_from_their_cost_reports() {
+    use std::collections::BTreeMap;
+
+    use usage_core::Window;
+    use usage_core::money::{Currency, Money};
+    use usage_sim::TruthFilter;
+
+    let r = crate::vendors::start_with(2000).await;
+    let day =
+        |d: u32| chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 10, d, 0, 0, 0).unwrap();
+    let truth = |source: &str, f: &TruthFilter, w: Window| {
+        let costs = match source {
+            "openai" => r.data.openai.cost_truth(f, w),
+            _ => r.data.anthropic.cost_truth(f, w),
+        };
+        costs
+            .iter()
+            .find(|m| m.currency == Currency::USD)
+            .unwrap_or(Money {
+                amount: rust_decimal::Decimal::ZERO,
+                currency: Currency::USD,
+            })
+    };
+    // Half a cent of a hundredth: each shown amount is rounded to four places.
+    let half = Money::from_major("0.00005", Currency::USD).unwrap().amount;
+    let mut compared = 0;
+    for group_by in ["source", "source,agent", "source,agent,model"] {
+        for bucket in ["none", "day"] {
+            let q = format!(
+                "start=2026-10-24&end=2026-10-27&tz=UTC&bucket={bucket}&group_by={group_by}\
+                 &source=openai,anthropic"
+            );
+            let v = crate::common::usage_json(&r.base, &r.token, &q).await;
+            assert_eq!(v["complete"], true, "{q}: {:#}", v["sources"]);
+            for s in v["sources"].as_array().unwrap() {
+                assert_eq!(s["cost_source"], "vendor", "{q}: {s}");
+            }
+            // Rows of one bucket and labels (one per unit) add up to the vendor's cost.
+            let mut sums: BTreeMap<CostKey, Vec<Money>> = BTreeMap::new();
+            for row in v["rows"].as_array().unwrap() {
+                let window = if bucket == "none" {
+                    Window::new(day(24), day(27))
+                } else {
+                    let at = |k: &str| {
+                        chrono::DateTime::parse_from_rfc3339(row[k].as_str().unwrap())
+                            .unwrap()
+                            .with_timezone(&chrono::Utc)
+                    };
+                    Window::new(at("bucket_start"), at("bucket_end"))
+                };
+                let label = |k: &str| row[k].as_str().map(str::to_owned);
+                let key = (
+                    label("source").unwrap(),
+                    window,
+                    label("agent"),
+                    label("model"),
+                );
+                let entry = sums.entry(key).or_default();
+                entry.extend(row["cost"].as_array().unwrap().iter().map(usd));
+            }
+            assert!(!sums.is_empty(), "{q}");
+            for ((source, window, agent, model), amounts) in &sums {
+                // A null model (usage of no model) cannot be asked of the truth alone.
+                if group_by.ends_with("model") && model.is_none() {
+                    continue;
+                }
+                let f = TruthFilter {
+                    agent: agent.clone(),
+                    model: model.clone(),
+                    ..TruthFilter::default()
+                };
+                let want = truth(source, &f, *window);
+                let got: rust_decimal::Decimal = amounts.iter().map(|m| m.amount).sum();
+                let n = rust_decimal::Decimal::from(amounts.len().max(1));
+                assert!(
+                    (got - want.amount).abs() <= half * n,
+                    "{q}: {source} {window:?} {agent:?} {model:?}: {got} vs {}",
+                    want.amount
+                );
+                if amounts.len() == 1 {
+                    assert_eq!(amounts[0].display_amount(), want.display_amount(), "{q}");
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 30, "{compared}");
+
+    // Finer groupings get each day's cost of an agent, model and unit allocated by quantity:
+    // the totals are the same whatever the grouping, and a note says so.
+    let span = "start=2026-10-24&end=2026-10-27&tz=UTC&source=openai,anthropic&bucket=day";
+    let plain = crate::common::usage_json(&r.base, &r.token, &format!("{span}&group_by=")).await;
+    for group_by in ["source,user", "usage_type", "agent,model,user,usage_type"] {
+        let v =
+            crate::common::usage_json(&r.base, &r.token, &format!("{span}&group_by={group_by}"))
+                .await;
+        assert_eq!(v["totals"], plain["totals"], "{group_by}");
+        for s in v["sources"].as_array().unwrap() {
+            assert_eq!(s["cost_source"], "vendor", "{group_by}: {s}");
+            assert!(
+                s["notes"].to_string().contains("allocated in proportion"),
+                "{s}"
+            );
+        }
+    }
+    // A model filter is applied to the vendor's costs here: exactly that model's cost.
+    let v = crate::common::usage_json(
+        &r.base,
+        &r.token,
+        "start=2026-10-24&end=2026-10-27&tz=UTC&source=anthropic&group_by=&model=claude-opus-4-6",
+    )
+    .await;
+    let got: rust_decimal::Decimal = v["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["cost"].as_array().unwrap().iter().map(|m| usd(m).amount))
+        .sum();
+    let f = TruthFilter {
+        model: Some("claude-opus-4-6".into()),
+        ..TruthFilter::default()
+    };
+    let want = truth("anthropic", &f, Window::new(day(24), day(27))).amount;
+    assert!(
+        (got - want).abs() <= half * rust_decimal::Decimal::from(2),
+        "{got} vs {want}"
+    );
+    assert!(want > rust_decimal::Decimal::ONE, "{want}");
+
+    // Queries the cost reports cannot answer say why; the demo has no OpenAI or Anthropic
+    // prices, so their cost is none.
+    for (q, why) in [
+        ("tz=Europe/Berlin&group_by=source", "per UTC day"),
+        ("tz=UTC&group_by=source&bucket=hour", "per UTC day"),
+        ("tz=UTC&group_by=source&user=nobody", "user filter"),
+    ] {
+        let v = crate::common::usage_json(
+            &r.base,
+            &r.token,
+            &format!("start=2026-10-24&end=2026-10-27&{q}&source=openai,anthropic"),
+        )
+        .await;
+        for s in v["sources"].as_array().unwrap() {
+            assert_eq!(s["cost_source"], "none", "{q}: {s}");
+            let notes = s["notes"].to_string();
+            assert!(notes.contains(why), "{q}: {notes}");
+        }
+        // No touched source has a cost: no money fields at all.
+        assert!(
+            v["totals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t.get("cost").is_none()),
+            "{q}"
+        );
+    }
+}

@@ -22,15 +22,15 @@ fn data_now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
 }
 
-struct Running {
-    base: String,
-    token: String,
-    data: Arc<Dataset>,
+pub(crate) struct Running {
+    pub base: String,
+    pub token: String,
+    pub data: Arc<Dataset>,
 }
 
 /// The demo configuration over all simulators, live (no store), with the OpenAI and Anthropic
 /// budgets raised: the test sends each grouping's vendor requests anew.
-async fn start_with(max_upstream_calls: u32) -> Running {
+pub(crate) async fn start_with(max_upstream_calls: u32) -> Running {
     let data = Arc::new(Dataset::generate(&DataSpec::small(data_now())));
     let sims = usage_sim::Simulators {
         digitalocean: usage_sim::start_digitalocean(

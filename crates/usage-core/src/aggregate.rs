@@ -53,9 +53,6 @@ impl PointCost {
 pub enum Costing<'a> {
     /// Nothing prices them: all their quantity is unpriced.
     None,
-    /// Their cost comes from other points (a vendor's cost report): none of it is unpriced
-    /// here and none is added.
-    Elsewhere,
     /// One cost per point, in the order of the points.
     Each(&'a [PointCost]),
 }
@@ -114,7 +111,6 @@ pub fn aggregate<'a>(
                     };
                     Some(&unpriced)
                 }
-                Costing::Elsewhere => None,
             };
             if p.counters.is_zero() && cost.is_none_or(|c| c.cost.is_empty()) {
                 continue;
@@ -331,8 +327,10 @@ mod tests {
             cost(&[(usd, "0.00005"), (eur, "1")], 3),
         ];
         let n_points = vec![point(w, "x", None, Unit::Tokens, c(7))];
-        // A vendor's usage (its cost elsewhere) and its cost report: a point with no usage.
+        // A vendor's usage with its share of the vendor's cost, and a cost no usage took (a
+        // point with no usage).
         let v_usage = vec![point(w, "x", None, Unit::Tokens, c(4))];
+        let v_usage_costs = vec![cost(&[], 0)];
         let v_cost_points = vec![point(w, "x", None, Unit::Tokens, c(0))];
         let v_costs = vec![cost(&[(usd, "2")], 0)];
         let agg = aggregate(
@@ -350,7 +348,7 @@ mod tests {
                 SourcePoints {
                     info: &vendor,
                     points: &v_usage,
-                    costing: Costing::Elsewhere,
+                    costing: Costing::Each(&v_usage_costs),
                 },
                 SourcePoints {
                     info: &vendor,

@@ -704,6 +704,7 @@ mod tests {
         let p = |v: &str, c: &str| CostPoint {
             window: w,
             key: PointKey::default(),
+            unit: crate::model::Unit::Tokens,
             money: Money::from_major(v, Currency::parse(c).unwrap()).unwrap(),
         };
         let b = CostBatch {

@@ -596,6 +596,9 @@ pub struct CostPoint {
     /// The vendor labels: agent = project or workspace, model where the vendor says,
     /// usage type = the vendor's line item or token type.
     pub key: PointKey,
+    /// The unit of the usage this cost is for (`tokens` for token line items, `images`,
+    /// `requests` for tool calls, ...), so that it joins the rows of that unit.
+    pub unit: Unit,
     /// The amount, unrounded.
     pub money: crate::money::Money,
 }
@@ -603,7 +606,8 @@ pub struct CostPoint {
 /// A provider's answer to a cost query.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CostBatch {
-    /// The points, at most one per (window, key, currency) once [`CostBatch::compact`] ran.
+    /// The points, at most one per (window, key, unit, currency) once [`CostBatch::compact`]
+    /// ran.
     pub points: Vec<CostPoint>,
     /// How many HTTP requests the provider sent upstream to answer.
     pub upstream_requests: u64,
@@ -612,24 +616,25 @@ pub struct CostBatch {
 }
 
 impl CostBatch {
-    /// Merges points with the same window, key and currency (amounts added exactly), and
+    /// Merges points with the same window, key, unit and currency (amounts added exactly), and
     /// sorts them, so that equal answers are equal values. `None` when a sum would overflow.
     pub fn compact(mut self) -> Option<Self> {
         let mut merged: BTreeMap<
-            (Window, PointKey, crate::money::Currency),
+            (Window, PointKey, Unit, crate::money::Currency),
             rust_decimal::Decimal,
         > = BTreeMap::new();
         for p in self.points.drain(..) {
             let sum = merged
-                .entry((p.window, p.key, p.money.currency))
+                .entry((p.window, p.key, p.unit, p.money.currency))
                 .or_insert(rust_decimal::Decimal::ZERO);
             *sum = sum.checked_add(p.money.amount)?;
         }
         self.points = merged
             .into_iter()
-            .map(|((window, key, currency), amount)| CostPoint {
+            .map(|((window, key, unit, currency), amount)| CostPoint {
                 window,
                 key,
+                unit,
                 money: crate::money::Money { amount, currency },
             })
             .collect();

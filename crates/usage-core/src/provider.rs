@@ -50,6 +50,13 @@ pub trait UsageProvider: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// For a vendor with a cost API: the dimensions its costs can be split by (e.g. agent and
+    /// model), which [`UsageProvider::costs`] keeps as asked. The default (`None`) says the
+    /// provider has no cost API.
+    fn cost_dimensions(&self) -> Option<BTreeSet<Dimension>> {
+        None
+    }
+
     /// For a vendor with a cost API: the money spent in every window of the query, per agent,
     /// model and usage type where the vendor says (kept as [`UsageQuery::dimensions`] asks, as
     /// usage points are). Vendor costs are whole UTC days: a query whose window edges are not

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use moka::Expiry;
 use moka::future::Cache;
 use usage_core::{
-    Attribution, Dimension, DynUsageProvider, ProviderError, SourceInfo, UsagePoint, UsageQuery,
-    Window,
+    Attribution, CostBatch, CostPoint, Dimension, DynUsageProvider, ProviderError, SourceInfo,
+    UsagePoint, UsageQuery, Window,
 };
 
 use crate::config::CacheConfig;
@@ -242,10 +242,72 @@ impl Expiry<WindowKey, Arc<WindowEntry>> for TtlPolicy {
     }
 }
 
+/// Cache key of a vendor cost answer: the source, the dimensions and agents asked for, and the
+/// query's windows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CostKey {
+    source: Arc<str>,
+    dims: BTreeSet<Dimension>,
+    agents: Option<BTreeSet<String>>,
+    windows: Vec<Window>,
+}
+
+/// A vendor's cost answer for a set of windows.
+#[derive(Debug)]
+pub struct CostEntry {
+    /// The costs.
+    pub batch: CostBatch,
+    /// Whether every window had settled a day before it was fetched: the entry then lives
+    /// `closed_ttl`, else `open_ttl`.
+    pub closed: bool,
+}
+
+impl CostEntry {
+    fn weight(&self) -> u32 {
+        let strings: usize = self
+            .batch
+            .points
+            .iter()
+            .map(|p| {
+                [&p.key.agent, &p.key.model, &p.key.usage_type]
+                    .into_iter()
+                    .map(|s| s.as_ref().map_or(0, |s| s.capacity() + ALLOC_OVERHEAD))
+                    .sum::<usize>()
+            })
+            .sum();
+        let bytes = ENTRY_OVERHEAD
+            + self.batch.points.capacity() * std::mem::size_of::<CostPoint>()
+            + strings;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+/// Fresh cost entries live by their windows' state, as window entries do.
+#[derive(Debug, Clone, Copy)]
+struct CostTtl(TtlPolicy);
+
+impl Expiry<CostKey, Arc<CostEntry>> for CostTtl {
+    fn expire_after_create(
+        &self,
+        _key: &CostKey,
+        value: &Arc<CostEntry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(if value.closed {
+            self.0.closed
+        } else {
+            self.0.open
+        })
+    }
+}
+
 /// The window cache and the in-flight call coalescer.
 #[derive(Debug, Clone)]
 pub struct UsageCache {
     windows: Cache<WindowKey, Arc<WindowEntry>>,
+    /// Vendor cost answers (OpenAI, Anthropic), by query: concurrent identical misses make one
+    /// call.
+    costs: Cache<CostKey, Arc<CostEntry>>,
     inflight: Cache<BatchKey, Arc<BatchAnswer>>,
     settle: chrono::Duration,
     ttl: TtlPolicy,
@@ -263,9 +325,15 @@ impl UsageCache {
             ttl,
             windows: Cache::builder()
                 .name("usage-windows")
-                .max_capacity(max_bytes)
+                .max_capacity(max_bytes / 8 * 7)
                 .weigher(|_k: &WindowKey, v: &Arc<WindowEntry>| v.weight())
                 .expire_after(ttl)
+                .build(),
+            costs: Cache::builder()
+                .name("vendor-costs")
+                .max_capacity(max_bytes / 8)
+                .weigher(|_k: &CostKey, v: &Arc<CostEntry>| v.weight())
+                .expire_after(CostTtl(ttl))
                 .build(),
             // Only joins concurrent identical calls: a finished call is removed by the request
             // that saw it finish (`forget_finished`), its windows live in `windows`; the TTL only
@@ -305,6 +373,67 @@ impl UsageCache {
                 })
             })
             .await;
+    }
+
+    /// Answers a vendor's costs for `windows` (kept by `dims`, for `agents`), from the cache or
+    /// with one provider call (joined with an identical call in flight); `refresh` asks anew.
+    /// Returns the entry and whether it came from the cache. `Ok(None)`: the provider has no
+    /// cost API.
+    pub async fn costs(
+        &self,
+        source: &Arc<Source>,
+        windows: &[Window],
+        dims: BTreeSet<Dimension>,
+        agents: Option<BTreeSet<String>>,
+        refresh: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Arc<CostEntry>, bool), ProviderError> {
+        let key = CostKey {
+            source: source.name.clone(),
+            dims,
+            agents,
+            windows: windows.to_vec(),
+        };
+        if refresh {
+            self.costs.invalidate(&key).await;
+        }
+        let fetched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let src = source.clone();
+        let this = self.clone();
+        let k = key.clone();
+        let flag = fetched.clone();
+        let init = async move {
+            // Its own task, so that the cache is filled even when every waiter gave up.
+            let task = tokio::spawn(async move {
+                let mut q = UsageQuery::new(k.windows.clone(), k.dims.clone());
+                q.agents.clone_from(&k.agents);
+                q.refresh = refresh;
+                let result = src.provider.costs(&q).await;
+                src.record(result.as_ref().map(|_| ()));
+                let batch = result?.unwrap_or_default();
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                // Vendors post costs later than usage (a day's can grow for hours after it
+                // ends): only windows settled a day ago are cached as closed.
+                let day_ago = Utc::now() - chrono::Duration::days(1);
+                Ok::<_, ProviderError>(Arc::new(CostEntry {
+                    batch,
+                    closed: k.windows.iter().all(|w| this.is_closed(w, day_ago)),
+                }))
+            });
+            task.await.map_err(|e| ProviderError::Transport {
+                source_name: "gateway".into(),
+                message: format!("provider task failed: {e}"),
+            })?
+        };
+        let started = std::time::Instant::now();
+        match tokio::time::timeout_at(deadline, self.costs.try_get_with(key, init)).await {
+            Ok(Ok(entry)) => Ok((entry, !fetched.load(std::sync::atomic::Ordering::Relaxed))),
+            Ok(Err(e)) => Err((*e).clone()),
+            Err(_) => Err(ProviderError::Timeout {
+                source_name: source.info.name.clone(),
+                elapsed: started.elapsed(),
+            }),
+        }
     }
 
     /// Answers `windows` for a source from the cache, calling the provider once for the missing

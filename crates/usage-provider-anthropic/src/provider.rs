@@ -528,6 +528,12 @@ impl AnthropicProvider {
                     .ok_or_else(|| self.decode("a cost report row has no `amount`".to_owned()))?;
                 let money = Money::from_minor(amount, currency, 2)
                     .map_err(|e| self.decode(format!("cost report amount: {e}")))?;
+                // Token costs join the token rows, web search the `requests` row as the usage
+                // report counts it; other cost types count with tokens.
+                let unit = match (row.token_type.as_deref(), row.cost_type.as_deref()) {
+                    (None, Some("web_search")) => Unit::Requests,
+                    _ => Unit::Tokens,
+                };
                 let usage_type = row.token_type.or(row.cost_type).or(row.description);
                 points.push(CostPoint {
                     window: query.windows[wi],
@@ -538,6 +544,7 @@ impl AnthropicProvider {
                         ..PointKey::default()
                     }
                     .project(&query.dimensions),
+                    unit,
                     money,
                 });
             }
@@ -629,6 +636,11 @@ impl UsageProvider for AnthropicProvider {
     /// workspace, archived ones included (their usage still counts); or the configured list.
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {
         Ok(self.agent_list(false).await?.0.as_ref().clone())
+    }
+
+    /// Costs split by workspace (agent) and model.
+    fn cost_dimensions(&self) -> Option<BTreeSet<Dimension>> {
+        Some(BTreeSet::from([Dimension::Agent, Dimension::Model]))
     }
 
     async fn costs(&self, query: &UsageQuery) -> Result<Option<CostBatch>, ProviderError> {

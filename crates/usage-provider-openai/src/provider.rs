@@ -19,7 +19,7 @@ use usage_core::money::{Currency, Money};
 use usage_core::transport::Admission;
 use usage_core::{
     Agent, Attribution, CallLimit, CostBatch, CostPoint, Dimension, PointKey, ProviderError,
-    SourceInfo, UNATTRIBUTED_AGENT, UsageBatch, UsagePoint, UsageProvider, UsageQuery,
+    SourceInfo, UNATTRIBUTED_AGENT, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery,
 };
 
 use crate::client::OaClient;
@@ -499,6 +499,29 @@ fn cost_limit(_: BucketWidth) -> u32 {
 
 /// The model and usage type of a line item: `<model>, <kind>` gives both; any other line item
 /// is the usage type as a whole, with no model.
+/// The unit of the usage a cost line item's kind is for: token kinds (`input`, `cached input`,
+/// `audio output`, ...) are tokens; `images`, `characters`, `audio seconds`, `... sessions` and
+/// `... tool calls` their own units, as the usage reports count them. A kind not known here
+/// counts with tokens.
+pub(crate) fn line_item_unit(kind: &str) -> Unit {
+    let kind = kind.to_ascii_lowercase();
+    if kind.ends_with("input") || kind.ends_with("output") {
+        Unit::Tokens
+    } else if kind == "images" {
+        Unit::Images
+    } else if kind == "characters" {
+        Unit::Characters
+    } else if kind.ends_with("seconds") {
+        Unit::Seconds
+    } else if kind.ends_with("sessions") {
+        Unit::Sessions
+    } else if kind.ends_with("calls") {
+        Unit::Requests
+    } else {
+        Unit::Tokens
+    }
+}
+
 pub(crate) fn split_line_item(item: &str) -> (Option<String>, String) {
     match item.split_once(", ") {
         Some((model, kind)) if !model.trim().is_empty() && !kind.trim().is_empty() => {
@@ -622,6 +645,7 @@ impl OpenaiProvider {
                     }
                     None => (None, None),
                 };
+                let unit = usage_type.as_deref().map_or(Unit::Tokens, line_item_unit);
                 points.push(CostPoint {
                     window,
                     key: PointKey {
@@ -632,6 +656,7 @@ impl OpenaiProvider {
                         model,
                     }
                     .project(&q.dimensions),
+                    unit,
                     money,
                 });
             }
@@ -676,6 +701,11 @@ impl UsageProvider for OpenaiProvider {
         let mut d = dims.clone();
         d.insert(Dimension::UsageType);
         d
+    }
+
+    /// Costs split by project (agent) and the model named in the line item.
+    fn cost_dimensions(&self) -> Option<BTreeSet<Dimension>> {
+        Some(BTreeSet::from([Dimension::Agent, Dimension::Model]))
     }
 
     async fn agents(&self) -> Result<Vec<Agent>, ProviderError> {

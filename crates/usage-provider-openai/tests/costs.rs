@@ -101,11 +101,16 @@ async fn sums_per_window_and_agent_equal_the_truth_exactly() {
         );
         assert!(b.points.iter().all(|p| p.money.currency == Currency::USD));
     }
-    // A week in one window; collapsed dimensions.
+    // A week in one window; collapsed dimensions: one point per unit of the line items.
     let week = Window::new(day(-10), day(-3));
     let b = costs(&p, &query(vec![week], &[])).await;
-    assert_eq!(b.points.len(), 1);
-    assert_eq!(b.points[0].key, PointKey::default());
+    let units: std::collections::BTreeSet<_> = b.points.iter().map(|p| p.unit).collect();
+    assert_eq!(b.points.len(), units.len());
+    assert!(
+        units.contains(&usage_core::Unit::Tokens) && units.len() > 1,
+        "{units:?}"
+    );
+    assert!(b.points.iter().all(|p| p.key == PointKey::default()));
     assert_eq!(
         sum(&b, week, None),
         data.openai.cost_truth(&TruthFilter::default(), week)
@@ -242,10 +247,13 @@ async fn amounts_are_read_from_the_numbers_text() {
         Some("Code interpreter sessions")
     )));
     assert!(keys.contains(&(Some("proj_a"), None, None)));
-    // Collapsed: one point, 0.30000015 exactly.
+    // Collapsed: one point per unit (the sessions' line item apart), 0.30000015 in all exactly.
     let b = costs(&p, &query(vec![w], &[])).await;
-    assert_eq!(b.points.len(), 1);
-    assert_eq!(b.points[0].money.amount.to_string(), "0.30000015");
+    assert_eq!(b.points.len(), 2);
+    assert_eq!(
+        b.sum(|_| true).iter().next().unwrap().amount.to_string(),
+        "0.30000015"
+    );
 }
 
 #[tokio::test]

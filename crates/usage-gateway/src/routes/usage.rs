@@ -33,8 +33,60 @@ struct Plan {
     /// them): what answers from the store are added up to. With prices, also those the prices
     /// match on, so that each point meets its price before the aggregation groups it.
     keep: BTreeSet<Dimension>,
-    /// Whether the price table can price this source's usage.
-    priced: bool,
+    /// Where this source's cost comes from for this query.
+    costing: CostPlan,
+}
+
+/// Where a source's cost comes from for one query.
+enum CostPlan {
+    /// The vendor's cost API (split by agent and model), each day's cost allocated to the
+    /// usage of its agent, model and unit; the note says how, when the query groups finer.
+    Vendor(Option<String>),
+    /// The price table; the note says why the vendor's costs are not used, when it has some.
+    Prices(Option<String>),
+    /// No cost; the note says why the vendor's costs are not used, when it has some.
+    None(Option<String>),
+}
+
+/// Decides whether a source's cost API can answer the query: it reports whole UTC days split
+/// by `cost_dims`, and a share of a day's cost cannot be told for one user without every
+/// user's usage. `Ok` holds the note on rows grouped finer than `cost_dims` (their cost is
+/// allocated); `Err` says why the cost API cannot answer.
+fn vendor_costs(
+    vendor: &str,
+    cost_dims: &BTreeSet<Dimension>,
+    keep: &BTreeSet<Dimension>,
+    req: &UsageRequest,
+) -> Result<Option<String>, String> {
+    if !usage_core::buckets::BucketWidth::Day.fits(&req.windows) {
+        return Err(format!(
+            "{vendor}'s costs are reported per UTC day, and this query's windows do not start \
+             and end at UTC midnights (use tz=UTC, whole days, and bucket none, day, week or \
+             month)"
+        ));
+    }
+    if !req.users.is_empty() {
+        return Err(format!(
+            "{vendor}'s costs have no users, and a user's share of them cannot be told under a \
+             user filter"
+        ));
+    }
+    let finer: Vec<&str> = keep
+        .iter()
+        .filter(|d| !cost_dims.contains(d))
+        .map(|d| d.as_str())
+        .collect();
+    let by: Vec<&str> = cost_dims.iter().map(|d| d.as_str()).collect();
+    Ok((!finer.is_empty()).then(|| {
+        format!(
+            "{vendor}'s costs are split by UTC day, {} and unit only: cost by {} is each \
+             day's cost of its {} and unit, allocated in proportion to each row's quantity \
+             (total_tokens)",
+            by.join(", "),
+            finer.join(" and "),
+            by.join(" and "),
+        )
+    }))
 }
 
 /// Picks the caller's sources after filters and access; 400 for unknown names, 403 for names
@@ -133,12 +185,36 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
             .find(|(d, f)| f.is_some() && !source.info.filters.contains(d))
             .map(|(d, _)| d);
         let provider = source.info.provider.as_str();
-        let priced = state.prices.covers(provider, name);
         let mut keep: BTreeSet<Dimension> = req.group_by.iter().copied().collect();
-        if priced {
-            keep.extend(state.prices.dimensions(provider, name));
-        }
         keep.retain(|d| source.info.dimensions.contains(d));
+        // The vendor's costs where its cost API can answer; else the price table, if it
+        // covers the source.
+        let cost_dims = source.provider.cost_dimensions();
+        let vendor = cost_dims
+            .as_ref()
+            .map(|dims| vendor_costs(provider, dims, &keep, req));
+        let costing = match vendor {
+            Some(Ok(note)) => {
+                // Allocation needs the usage of each agent and model.
+                keep.extend(cost_dims.into_iter().flatten());
+                keep.retain(|d| source.info.dimensions.contains(d));
+                CostPlan::Vendor(note)
+            }
+            other => {
+                let why = other.and_then(Result::err);
+                if state.prices.covers(provider, name) {
+                    keep.extend(state.prices.dimensions(provider, name));
+                    keep.retain(|d| source.info.dimensions.contains(d));
+                    CostPlan::Prices(why.map(|w| {
+                        format!("cost from [[prices]], not the vendor's cost report: {w}")
+                    }))
+                } else {
+                    CostPlan::None(why.map(|w| {
+                        format!("no cost: {w}; a [[prices]] entry for this source would price it")
+                    }))
+                }
+            }
+        };
         let shape = match unapplicable {
             Some(d) => Err(d),
             None => Ok(Arc::new(Shape {
@@ -153,10 +229,20 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
             source: source.clone(),
             shape,
             keep,
-            priced,
+            costing,
         });
     }
     Ok(out)
+}
+
+/// How a source's points are costed in its outcome.
+enum Costed {
+    /// Not at all.
+    None,
+    /// By the price table or the vendor's costs: the points, each in its query window (and
+    /// points without usage that carry costs no usage took), and what each cost (the outcome's
+    /// `points` are then not aggregated).
+    Each(Vec<UsagePoint>, Vec<PointCost>),
 }
 
 /// The outcome of one source.
@@ -164,9 +250,8 @@ struct Outcome {
     source: Arc<Source>,
     entry: SourceEntry,
     points: Vec<Arc<WindowEntry>>,
-    /// With prices: the points, each in its query window, and what each cost (then `points`
-    /// is not aggregated).
-    priced: Option<(Vec<UsagePoint>, Vec<PointCost>)>,
+    /// How the points are costed.
+    costed: Costed,
     /// Why the source refused the query as asked (an invalid query, or one above a limit of
     /// the source): a 400 when every touched source refused, the source's error otherwise.
     invalid: Option<String>,
@@ -400,17 +485,21 @@ async fn usage(
     let bucketed = req.bucket != usage_core::Bucket::None;
     let mut inputs = Vec::new();
     for o in &outcomes {
-        match &o.priced {
-            Some((points, costs)) => inputs.push(SourcePoints {
-                info: &o.source.info,
+        let info = &o.source.info;
+        let entries = |costing| {
+            o.points.iter().map(move |e| SourcePoints {
+                info,
+                points: &e.points,
+                costing,
+            })
+        };
+        match &o.costed {
+            Costed::None => inputs.extend(entries(Costing::None)),
+            Costed::Each(points, costs) => inputs.push(SourcePoints {
+                info,
                 points,
                 costing: Costing::Each(costs),
             }),
-            None => inputs.extend(o.points.iter().map(|e| SourcePoints {
-                info: &o.source.info,
-                points: &e.points,
-                costing: Costing::None,
-            })),
         }
     }
     let mut agg = aggregate::aggregate(inputs, &req.group_by, bucketed);
@@ -517,14 +606,14 @@ async fn run(
             attribution_resolution_seconds: None,
             error: None,
             vendor_bucket_width: None,
-            cost_source: Some(if plan.priced {
-                CostSource::PriceTable
-            } else {
-                CostSource::None
+            cost_source: Some(match plan.costing {
+                CostPlan::Vendor(_) => CostSource::Vendor,
+                CostPlan::Prices(_) => CostSource::PriceTable,
+                CostPlan::None(_) => CostSource::None,
             }),
         },
         points: Vec::new(),
-        priced: None,
+        costed: Costed::None,
         invalid: None,
         partial: false,
     };
@@ -548,11 +637,13 @@ async fn run(
     // Prices change at instants inside the range: the windows are cut there, each part priced
     // by its prices, and the parts added back into their query window.
     let provider = src.info.provider.as_str();
-    let changes = if plan.priced {
+    let priced = matches!(plan.costing, CostPlan::Prices(_));
+    let changes = if priced {
         state.prices.changes(provider, &src.info.name, req.range)
     } else {
         Vec::new()
     };
+    let agents = shape.agents.clone();
     let windows = cut(&req.windows, &changes);
     let ask = crate::stored::Ask {
         cache: &state.cache,
@@ -616,20 +707,62 @@ async fn run(
             widths.dedup();
             outcome.entry.vendor_bucket_width = (!widths.is_empty()).then(|| widths.join(", "));
             outcome.partial = answer.entries.iter().any(|e| e.partial);
-            if plan.priced {
-                let (points, costs) = price(
-                    state,
-                    &src.info.name,
-                    provider,
-                    &req.windows,
-                    &answer.entries,
-                );
-                if let Some(note) = unpriced_note(&points, &costs) {
-                    outcome.entry.notes.push(note);
-                    outcome.entry.notes.sort();
+            match &plan.costing {
+                CostPlan::Prices(note) => {
+                    let (points, costs) = price(
+                        state,
+                        &src.info.name,
+                        provider,
+                        &req.windows,
+                        &answer.entries,
+                    );
+                    outcome.entry.notes.extend(note.clone());
+                    outcome.entry.notes.extend(unpriced_note(&points, &costs));
+                    outcome.costed = Costed::Each(points, costs);
                 }
-                outcome.priced = Some((points, costs));
+                CostPlan::None(note) => outcome.entry.notes.extend(note.clone()),
+                CostPlan::Vendor(note) => {
+                    let dims = src.provider.cost_dimensions().unwrap_or_default();
+                    let costs = state
+                        .cache
+                        .costs(&src, &req.windows, dims, agents, refresh, deadline)
+                        .await;
+                    match costs {
+                        Ok((entry, cached)) => {
+                            if !cached {
+                                outcome.entry.upstream_requests += entry.batch.upstream_requests;
+                                outcome.entry.cached = false;
+                            }
+                            outcome
+                                .entry
+                                .notes
+                                .extend(entry.batch.notes.iter().cloned());
+                            if req.range.end > Utc::now() - chrono::Duration::days(1) {
+                                outcome.entry.notes.push(
+                                    "the vendor posts costs after usage: the cost of the last \
+                                     24 hours may still grow"
+                                        .to_owned(),
+                                );
+                            }
+                            outcome.entry.notes.extend(note.clone());
+                            let models = (!req.models.is_empty()).then_some(req.models.as_slice());
+                            let (points, costs) = allocate(&answer.entries, &entry.batch, models);
+                            outcome.costed = Costed::Each(points, costs);
+                        }
+                        Err(e) => {
+                            tracing::warn!(source = %src.info.name, kind = e.kind(), error = %e, "vendor costs failed");
+                            let detail = Problem::from_provider(&e).detail;
+                            outcome.entry.cost_source = Some(CostSource::None);
+                            outcome.entry.notes.push(format!(
+                                "no cost: the vendor's costs could not be read ({detail})"
+                            ));
+                            outcome.partial = true;
+                        }
+                    }
+                }
             }
+            outcome.entry.notes.sort();
+            outcome.entry.notes.dedup();
             outcome.points = answer.entries;
         }
         Err(e) => {
@@ -697,6 +830,96 @@ fn price(
             p.window = *w;
         }
         points.push(p);
+    }
+    (points, costs)
+}
+
+/// Allocates a vendor's costs to the usage points: each cost (a UTC day's, of an agent, a model
+/// and a unit) goes to the points of that day, agent, model and unit in proportion to their
+/// quantity (counters' total), the last one taking what the others leave, so that the parts add
+/// up to the cost exactly; a cost no such usage took rides on a point without usage, and usage
+/// no cost reached counts as unpriced. Costs of models outside `models` (a model filter the
+/// cost API cannot apply) are left out.
+fn allocate(
+    entries: &[Arc<WindowEntry>],
+    batch: &usage_core::CostBatch,
+    models: Option<&[String]>,
+) -> (Vec<UsagePoint>, Vec<PointCost>) {
+    type Group<'a> = (Window, Option<&'a str>, Option<&'a str>, usage_core::Unit);
+    let usage: Vec<&UsagePoint> = entries.iter().flat_map(|e| e.points.iter()).collect();
+    let mut costs = vec![PointCost::default(); usage.len()];
+    let mut groups: std::collections::HashMap<Group<'_>, (Vec<usize>, u64)> =
+        std::collections::HashMap::new();
+    for (i, p) in usage.iter().enumerate() {
+        let g = groups
+            .entry((
+                p.window,
+                p.key.agent.as_deref(),
+                p.key.model.as_deref(),
+                p.unit,
+            ))
+            .or_default();
+        g.0.push(i);
+        g.1 = g.1.saturating_add(p.counters.total());
+    }
+    let mut unallocated = Vec::new();
+    for c in &batch.points {
+        if models.is_some_and(|m| !c.key.model.as_ref().is_some_and(|x| m.contains(x))) {
+            continue;
+        }
+        let group = (
+            c.window,
+            c.key.agent.as_deref(),
+            c.key.model.as_deref(),
+            c.unit,
+        );
+        let Some((members, quantity)) = groups.get(&group).filter(|(_, q)| *q > 0) else {
+            unallocated.push(c);
+            continue;
+        };
+        let whole = rust_decimal::Decimal::from(*quantity);
+        let mut left = c.money.amount;
+        for (n, &i) in members.iter().enumerate() {
+            let part = if n + 1 == members.len() {
+                Some(left)
+            } else {
+                c.money
+                    .amount
+                    .checked_mul(rust_decimal::Decimal::from(usage[i].counters.total()))
+                    .and_then(|a| a.checked_div(whole))
+            };
+            let added = part.and_then(|part| {
+                left -= part;
+                costs[i].cost.add(usage_core::money::Money {
+                    amount: part,
+                    currency: c.money.currency,
+                })
+            });
+            if added.is_none() {
+                costs[i].overflowed = true;
+            }
+        }
+    }
+    // Usage the vendor reported no cost for is unpriced (free usage included: no cost covers it).
+    for (c, p) in costs.iter_mut().zip(&usage) {
+        if c.cost.is_empty() && !c.overflowed {
+            c.unpriced = p.counters.total();
+        }
+    }
+    let mut points: Vec<UsagePoint> = usage.into_iter().cloned().collect();
+    for c in unallocated {
+        points.push(UsagePoint {
+            window: c.window,
+            key: c.key.clone(),
+            agent_name: None,
+            unit: c.unit,
+            counters: usage_core::Counters::default(),
+        });
+        let mut cost = PointCost::default();
+        if cost.cost.add(c.money).is_none() {
+            cost.overflowed = true;
+        }
+        costs.push(cost);
     }
     (points, costs)
 }
