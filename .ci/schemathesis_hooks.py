@@ -17,7 +17,8 @@ these rules and is then rightly answered 400. For positive cases only, `map_case
 these rules and nothing else, so the `positive_data_acceptance` check stays meaningful for every
 other aspect. Negative cases are never touched: they must still be refused.
 
-These rules hold for `GET /v1/usage.csv` too, which takes the same parameters.
+These rules hold for `GET /v1/usage.csv` and `GET /v1/usage/focus` too, which take the same
+parameters.
 
 Configuration comes from the environment (set by `.ci/schemathesis.sh`):
 `ST_SOURCES` (comma list of configured source names), `ST_MAX_RANGE_DAYS`.
@@ -32,7 +33,7 @@ import zlib
 
 import schemathesis
 
-USAGE_PATHS = ("/v1/usage", "/v1/usage.csv")
+USAGE_PATHS = ("/v1/usage", "/v1/usage.csv", "/v1/usage/focus")
 SOURCES = [s for s in os.environ.get("ST_SOURCES", "").split(",") if s]
 MAX_RANGE = dt.timedelta(days=int(os.environ.get("ST_MAX_RANGE_DAYS", "366")))
 # The longest span each bucket size keeps within max_buckets and within 250 DigitalOcean calls

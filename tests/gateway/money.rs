@@ -137,6 +137,187 @@ async fn a_price_change_inside_the_range_prices_each_side_by_its_own_price() {
     );
 }
 
+/// The FOCUS columns every cost-and-usage dataset must have (FOCUS 1.2, and the validator's
+/// `CostAndUsage-D-0xx-M` rules), with those this export adds.
+const FOCUS_MANDATORY: [&str; 21] = [
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
+];
+
+/// Parses a FOCUS body and checks every line against the specification's column types: ASCII
+/// strings, decimals with a point, `YYYY-MM-DDTHH:MM:SSZ` instants, ISO currencies, the
+/// allowed enums, a JSON object in `Tags`; returns the lines as column → value.
+pub(crate) fn focus_lines(body: &[u8]) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_reader(body);
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+    for c in FOCUS_MANDATORY.iter().chain(&[
+        "ChargeFrequency",
+        "ConsumedQuantity",
+        "ConsumedUnit",
+        "ResourceId",
+        "ResourceName",
+        "ServiceSubcategory",
+        "Tags",
+    ]) {
+        assert!(header.iter().any(|h| h == c), "no column {c} in {header:?}");
+    }
+    let decimal = |v: &str| v.contains('.') && v.parse::<f64>().is_ok() && !v.contains(['e', 'E']);
+    let instant = |v: &str| {
+        v.len() == 20 && v.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(v).is_ok()
+    };
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let line: std::collections::BTreeMap<String, String> = header
+            .iter()
+            .cloned()
+            .zip(rec.iter().map(str::to_owned))
+            .collect();
+        for (k, v) in &line {
+            assert!(v.is_ascii(), "{k} = {v:?} is not ASCII");
+        }
+        for k in [
+            "BilledCost",
+            "EffectiveCost",
+            "ListCost",
+            "ContractedCost",
+            "ConsumedQuantity",
+            "PricingQuantity",
+        ] {
+            assert!(decimal(&line[k]), "{k} = {:?} is not a decimal", line[k]);
+        }
+        for k in [
+            "BillingPeriodStart",
+            "BillingPeriodEnd",
+            "ChargePeriodStart",
+            "ChargePeriodEnd",
+        ] {
+            assert!(instant(&line[k]), "{k} = {:?}", line[k]);
+        }
+        assert!(line["ChargePeriodStart"] < line["ChargePeriodEnd"]);
+        assert!(line["BillingPeriodStart"] <= line["ChargePeriodStart"]);
+        let currency = &line["BillingCurrency"];
+        assert!(
+            currency.len() == 3 && currency.chars().all(|c| c.is_ascii_uppercase()),
+            "{currency}"
+        );
+        assert_eq!(line["ChargeCategory"], "Usage");
+        assert_eq!(line["ChargeClass"], "");
+        assert_eq!(line["ChargeFrequency"], "Usage-Based");
+        assert_eq!(line["ServiceCategory"], "AI and Machine Learning");
+        assert_eq!(line["ServiceSubcategory"], "Generative AI");
+        for k in [
+            "BillingAccountId",
+            "ChargeDescription",
+            "InvoiceIssuerName",
+            "ProviderName",
+            "PublisherName",
+            "ServiceName",
+            "ConsumedUnit",
+            "PricingUnit",
+        ] {
+            assert!(!line[k].is_empty(), "{k} is empty");
+        }
+        assert_eq!(line["BilledCost"], line["EffectiveCost"]);
+        assert!(
+            serde_json::from_str::<Value>(&line["Tags"])
+                .unwrap()
+                .is_object()
+        );
+        out.push(line);
+    }
+    out
+}
+
+#[actix_web::test]
+async fn the_focus_export_has_the_same_costs_as_json_and_csv() {
+    let h = harness_from(&priced_config());
+    let app = app(&h).await;
+    let t = token("admin");
+    let q = "start=2026-10-01&end=2026-10-03&tz=Europe/Berlin&group_by=agent&bucket=day";
+    let (status, headers, body) = get(&app, &format!("/v1/usage/focus?{q}"), Some(&t), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "text/csv; charset=utf-8"
+    );
+    assert_eq!(
+        headers.get("content-disposition").unwrap(),
+        "attachment; filename=\"usage-20260930T220000Z-20261002T220000Z-focus.csv\""
+    );
+    // beta has no price: its 200 tokens are no charge, and are said in a header.
+    assert_eq!(headers.get("x-usage-unpriced").unwrap(), "200 tokens");
+    let lines = focus_lines(&body);
+    // Two days × (a1 in USD and EUR, a2 in USD); beta's rows have no cost.
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    let a1 = &lines[0];
+    assert_eq!(a1["BillingAccountId"], "alpha");
+    assert_eq!(a1["ProviderName"], "DigitalOcean");
+    assert_eq!(a1["ServiceName"], "DigitalOcean Gen AI Platform");
+    assert_eq!(a1["ResourceId"], "alpha/a1");
+    assert_eq!(a1["ResourceName"], "Support");
+    assert_eq!(a1["ChargePeriodStart"], "2026-09-30T22:00:00Z");
+    assert_eq!(a1["BillingPeriodStart"], "2026-09-01T00:00:00Z");
+    assert_eq!(a1["BillingPeriodEnd"], "2026-10-01T00:00:00Z");
+    assert_eq!(a1["ConsumedUnit"], "Tokens");
+    assert_eq!(
+        serde_json::from_str::<Value>(&a1["Tags"]).unwrap(),
+        json!({"source": "alpha", "agent": "a1", "agent_name": "Support"})
+    );
+    // The sums per currency are the JSON totals; each line's amount rounds to its CSV cell.
+    let (_, _, body) = get(&app, &format!("/v1/usage?{q}"), Some(&t), &[]).await;
+    let v = json_of(&body);
+    let mut sums: std::collections::BTreeMap<String, rust_decimal::Decimal> =
+        std::collections::BTreeMap::new();
+    for l in &lines {
+        *sums.entry(l["BillingCurrency"].clone()).or_default() +=
+            l["BilledCost"].parse::<rust_decimal::Decimal>().unwrap();
+    }
+    let shown: Vec<(String, String)> = sums
+        .iter()
+        .map(|(c, a)| (c.clone(), format!("{:.4}", a.round_dp(4))))
+        .collect();
+    assert_eq!(shown, cost_of(&v["totals"][0]));
+    // (a2's first day: 22 hours × 2 tokens × 2000 per million, exactly.)
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["ResourceId"] == "alpha/a2" && l["BilledCost"] == "0.088"),
+        "{lines:#?}"
+    );
+    // `format=focus` on /v1/usage answers the same; another format on /v1/usage/focus is a 400.
+    let (_, _, again) = get(&app, &format!("/v1/usage?{q}&format=focus"), Some(&t), &[]).await;
+    assert_eq!(focus_lines(&again), lines);
+    let (status, _, body) = get(
+        &app,
+        &format!("/v1/usage/focus?{q}&format=csv"),
+        Some(&t),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(json_of(&body)["errors"][0]["parameter"], "format");
+}
+
 #[actix_web::test]
 async fn usage_no_price_matches_is_reported_not_priced_at_zero() {
     let text = config_text("5s")

@@ -31,6 +31,10 @@ mod fake {
     pub const DESCRIPTOR: ProviderDescriptor = ProviderDescriptor {
         kind: KIND,
         description: "A test provider: fixed tokens per day",
+        billing: usage_core::plugin::Billing {
+            provider_name: "Test Vendor",
+            service_name: "Test Service",
+        },
         // It sends no requests: none of the common settings but the ones every source has.
         defaults: SettingDefaults {
             rate_limit_per_minute: None,

@@ -140,6 +140,15 @@ pub fn base_url_problems(url: &reqwest::Url, example: &str) -> Vec<String> {
 /// keys, such as `name` and `timeout`, already taken out).
 pub type BuildFn = fn(BuildContext, toml::Table) -> Result<DynUsageProvider, Vec<ConfigProblem>>;
 
+/// How billing data (the FOCUS export) names a provider's vendor and service; ASCII.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Billing {
+    /// The vendor that makes the service available and bills it (`OpenAI`).
+    pub provider_name: &'static str,
+    /// The service billed (`OpenAI API`).
+    pub service_name: &'static str,
+}
+
 /// A provider crate's entry in the gateway's registry.
 #[derive(Clone, Copy)]
 pub struct ProviderDescriptor {
@@ -148,6 +157,8 @@ pub struct ProviderDescriptor {
     pub kind: ProviderKind,
     /// One line on what it reads (shown in `GET /v1/sources` and the OpenAPI document).
     pub description: &'static str,
+    /// How billing data names the vendor and its service (FOCUS `ProviderName`, `ServiceName`).
+    pub billing: Billing,
     /// The common settings it uses, with its defaults.
     pub defaults: SettingDefaults,
     /// Builds a source of this provider.

@@ -28,6 +28,11 @@ pub fn configure(
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/v1/usage/focus")
+                    .route(web::get().to(usage::get_usage_focus))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/v1/sources")
                     .route(web::get().to(meta::list_sources))
                     .default_service(web::to(method_not_allowed)),

@@ -84,8 +84,9 @@ impl Modify for RequestLimits {
     }
 }
 
-/// Gives `GET /v1/usage.csv` the parameters of `GET /v1/usage` except `format`, and its error
-/// responses (every status but 200 and 304), so that the two operations cannot drift apart.
+/// Gives `GET /v1/usage.csv` and `GET /v1/usage/focus` the parameters of `GET /v1/usage` except
+/// `format`, and its error responses (every status but 200 and 304), so that the operations
+/// cannot drift apart.
 struct UsageCsvShared;
 
 impl Modify for UsageCsvShared {
@@ -94,18 +95,23 @@ impl Modify for UsageCsvShared {
         let Some(json) = paths.get("/v1/usage").and_then(|i| i.get.clone()) else {
             return;
         };
-        let Some(csv) = paths.get_mut("/v1/usage.csv").and_then(|i| i.get.as_mut()) else {
-            return;
-        };
-        csv.parameters = json.parameters.map(|params| {
-            params
-                .into_iter()
-                .filter(|p| !(p.name == "format" && p.parameter_in == ParameterIn::Query))
-                .collect()
-        });
-        for (status, response) in json.responses.responses {
-            if status != "200" && status != "304" {
-                csv.responses.responses.entry(status).or_insert(response);
+        for path in ["/v1/usage.csv", "/v1/usage/focus"] {
+            let Some(op) = paths.get_mut(path).and_then(|i| i.get.as_mut()) else {
+                continue;
+            };
+            op.parameters = json.parameters.clone().map(|params| {
+                params
+                    .into_iter()
+                    .filter(|p| !(p.name == "format" && p.parameter_in == ParameterIn::Query))
+                    .collect()
+            });
+            for (status, response) in &json.responses.responses {
+                if status != "200" && status != "304" {
+                    op.responses
+                        .responses
+                        .entry(status.clone())
+                        .or_insert_with(|| response.clone());
+                }
             }
         }
     }
@@ -192,6 +198,7 @@ pub mod examples {
     paths(
         crate::routes::usage::get_usage,
         crate::routes::usage::get_usage_csv,
+        crate::routes::usage::get_usage_focus,
         crate::routes::meta::list_sources,
         crate::routes::meta::list_agents,
         crate::routes::meta::healthz,

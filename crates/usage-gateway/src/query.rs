@@ -18,6 +18,8 @@ pub enum Format {
     Json,
     /// `text/csv`.
     Csv,
+    /// A FOCUS 1.2 cost-and-usage CSV (`text/csv`).
+    Focus,
 }
 
 /// What a bucketed answer shows for buckets without usage (`fill`).
@@ -36,6 +38,7 @@ impl Format {
         match self {
             Self::Json => "json",
             Self::Csv => "csv",
+            Self::Focus => "focus",
         }
     }
 }
@@ -304,10 +307,11 @@ pub fn parse(
         None => None,
         Some("json") => Some(Format::Json),
         Some("csv") => Some(Format::Csv),
+        Some("focus") => Some(Format::Focus),
         Some(other) => {
             errors.push(ParamError::new(
                 "format",
-                format!("`{other}` is not json or csv"),
+                format!("`{other}` is not json, csv or focus"),
             ));
             None
         }

@@ -303,3 +303,263 @@ pub fn csv(agg: &Aggregation, layout: &Layout<'_>) -> Result<Vec<u8>, csv::Error
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
+
+/// What a FOCUS export needs beyond the rows: the range (the charge period of unbucketed rows)
+/// and each source's billing names.
+#[derive(Debug, Clone, Copy)]
+pub struct FocusContext<'a> {
+    /// The query's range.
+    pub range: usage_core::Window,
+    /// Each source's billing names, by source name.
+    pub billing: &'a std::collections::BTreeMap<String, usage_core::plugin::Billing>,
+}
+
+/// The FOCUS 1.2 columns written, in order. Costs (`BilledCost`, `EffectiveCost`, `ListCost`,
+/// `ContractedCost`) are the same amount: the gateway knows no discounts or commitments.
+pub const FOCUS_COLUMNS: [&str; 32] = [
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "CommitmentDiscountStatus",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceId",
+    "InvoiceIssuerName",
+    "ListCost",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceCategory",
+    "ServiceName",
+    "ServiceSubcategory",
+    "Tags",
+    "x_UnpricedQuantity",
+];
+
+/// A decimal as FOCUS numbers are written: exact, always with a decimal point (a column of
+/// whole numbers would read as integers, not decimals).
+fn focus_decimal(d: rust_decimal::Decimal) -> String {
+    let s = d.normalize().to_string();
+    if s.contains('.') { s } else { format!("{s}.0") }
+}
+
+/// Text as FOCUS string columns take it: ASCII only (other characters become `?`; the exact
+/// value is in `Tags`), guarded against formula injection as CSV cells are.
+fn focus_text(v: &str) -> String {
+    let ascii: String = v
+        .chars()
+        .map(|c| if c.is_ascii() { c } else { '?' })
+        .collect();
+    csv_text(&ascii).into_owned()
+}
+
+/// JSON with every character outside ASCII escaped (`\u00e9`), so that `Tags` stays ASCII and
+/// exact.
+fn ascii_json(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in v.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                // Writing into a String cannot fail.
+                let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// A unit as FOCUS names units: `Tokens`, `Credits`, `Images`, ...
+fn focus_unit(unit: usage_core::Unit) -> String {
+    let s = unit.as_str();
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// The calendar month (UTC) holding `t`: FOCUS's billing period.
+fn billing_month(t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    use chrono::{Datelike, TimeZone};
+    let start = Utc
+        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+        .single()
+        .unwrap_or(t);
+    let (y, m) = if t.month() == 12 {
+        (t.year() + 1, 1)
+    } else {
+        (t.year(), t.month() + 1)
+    };
+    let end = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().unwrap_or(t);
+    (start, end)
+}
+
+/// Serializes the rows as a FOCUS 1.2 cost-and-usage CSV: one line per row and currency of its
+/// cost (rows without cost are left out: FOCUS lines are charges). The layout's `group_by`
+/// must hold `source` (the billing account). Charge periods are the buckets (the range when
+/// unbucketed), billing periods their UTC months; `ResourceId` is `<source>/<agent>` (and
+/// `ResourceType` `Agent`) when `agent` is grouped; `Tags` holds the grouped dimensions exactly; `x_UnpricedQuantity` the
+/// row's quantity no cost covers (`ConsumedQuantity` counts it, `PricingQuantity` not).
+pub fn focus(
+    agg: &Aggregation,
+    layout: &Layout<'_>,
+    ctx: &FocusContext<'_>,
+) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::with_capacity(512 + agg.rows.len() * 512));
+    w.write_record(FOCUS_COLUMNS)?;
+    let dim = |row: &Row, d: Dimension| {
+        layout
+            .group_by
+            .iter()
+            .position(|g| *g == d)
+            .and_then(|i| row.dims.get(i).cloned().flatten())
+    };
+    for row in &agg.rows {
+        if row.cost.overflowed || row.cost.cost.is_empty() {
+            continue;
+        }
+        let Some(source) = dim(row, Dimension::Source) else {
+            continue;
+        };
+        let billing = ctx
+            .billing
+            .get(&source)
+            .copied()
+            .unwrap_or(usage_core::plugin::Billing {
+                provider_name: "Unknown",
+                service_name: "Unknown",
+            });
+        let period = row.bucket.unwrap_or(ctx.range);
+        let (month_start, month_end) = billing_month(period.start);
+        let agent = dim(row, Dimension::Agent);
+        let model = dim(row, Dimension::Model);
+        let mut tags = serde_json::Map::new();
+        for (d, v) in layout.group_by.iter().zip(&row.dims) {
+            if let Some(v) = v {
+                tags.insert(d.as_str().to_owned(), serde_json::Value::from(v.as_str()));
+            }
+        }
+        if let Some(name) = &row.agent_name {
+            tags.insert("agent_name".into(), serde_json::Value::from(name.as_str()));
+        }
+        let tags = ascii_json(&serde_json::Value::Object(tags));
+        let mut what = vec![format!("{} {}", billing.provider_name, row.unit.as_str())];
+        what.extend(
+            row.agent_name
+                .clone()
+                .or_else(|| agent.clone())
+                .map(|a| format!("agent {a}")),
+        );
+        what.extend(model.as_ref().map(|m| format!("model {m}")));
+        let description = what.join(", ");
+        let total = row.counters.total();
+        let priced = total.saturating_sub(row.cost.unpriced);
+        let unit = focus_unit(row.unit);
+        for money in row.cost.cost.iter() {
+            let amount = focus_decimal(money.amount);
+            let rec: [String; 32] = [
+                amount.clone(),
+                focus_text(&source),
+                focus_text(&source),
+                money.currency.as_str().to_owned(),
+                ts(month_end),
+                ts(month_start),
+                "Usage".into(),
+                String::new(),
+                focus_text(&description),
+                "Usage-Based".into(),
+                ts(period.end),
+                ts(period.start),
+                String::new(),
+                format!("{total}.0"),
+                unit.clone(),
+                amount.clone(),
+                amount.clone(),
+                String::new(),
+                focus_text(billing.provider_name),
+                amount.clone(),
+                format!("{priced}.0"),
+                unit.clone(),
+                focus_text(billing.provider_name),
+                focus_text(billing.provider_name),
+                agent
+                    .as_ref()
+                    .map(|a| focus_text(&format!("{source}/{a}")))
+                    .unwrap_or_default(),
+                row.agent_name
+                    .as_ref()
+                    .or(agent.as_ref())
+                    .map(|n| focus_text(n))
+                    .unwrap_or_default(),
+                agent
+                    .as_ref()
+                    .map(|_| "Agent".to_owned())
+                    .unwrap_or_default(),
+                "AI and Machine Learning".into(),
+                focus_text(billing.service_name),
+                "Generative AI".into(),
+                tags.clone(),
+                row.cost.unpriced.to_string(),
+            ];
+            w.write_record(&rec)?;
+        }
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn focus_text_and_tags_stay_ascii_and_tags_exact() {
+        assert_eq!(focus_text("Support – FR"), "Support ? FR");
+        assert_eq!(focus_text("=cmd"), "'=cmd");
+        let v = serde_json::json!({"agent_name": "Équipe 🤖"});
+        let tags = ascii_json(&v);
+        assert!(tags.is_ascii(), "{tags}");
+        assert_eq!(tags, r#"{"agent_name":"\u00c9quipe \ud83e\udd16"}"#);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&tags).unwrap(), v);
+    }
+
+    #[test]
+    fn focus_numbers_always_have_a_decimal_point() {
+        let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+        assert_eq!(focus_decimal(d("3")), "3.0");
+        assert_eq!(focus_decimal(d("3.1000")), "3.1");
+        assert_eq!(focus_decimal(d("0.00000015")), "0.00000015");
+        assert_eq!(focus_decimal(d("-2.50")), "-2.5");
+        assert_eq!(
+            billing_month(
+                DateTime::parse_from_rfc3339("2026-12-31T23:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            ),
+            (
+                DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+                DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            )
+        );
+    }
+}

@@ -24,6 +24,9 @@ pub struct Rendered {
     pub content_type: &'static str,
     /// `Content-Disposition` (CSV answers: an attachment named after the range).
     pub content_disposition: Option<HeaderValue>,
+    /// `x-usage-unpriced` (FOCUS answers): the quantities per unit that no cost covers, which
+    /// FOCUS lines (charges) cannot show.
+    pub unpriced: Option<HeaderValue>,
     /// The body.
     pub body: Bytes,
     /// The `ETag` header (a strong entity tag of the answer's data, not of its fetch

@@ -60,6 +60,10 @@ pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
     usage_core::plugin::ProviderDescriptor {
         kind: KIND,
         description: "Anthropic Admin API: Messages token usage per workspace, API key, model and token kind (GET /v1/organizations/usage_report/messages), workspaces discovered or listed",
+        billing: usage_core::plugin::Billing {
+            provider_name: "Anthropic",
+            service_name: "Claude API",
+        },
         defaults: config::SETTINGS,
         build: |ctx, table| usage_core::plugin::build_with(ctx, table, AnthropicProvider::new),
     };

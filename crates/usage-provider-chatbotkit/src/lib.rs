@@ -104,6 +104,10 @@ pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
     usage_core::plugin::ProviderDescriptor {
         kind: KIND,
         description: "ChatBotKit: usage records or per-bot totals, in credits or tokens",
+        billing: usage_core::plugin::Billing {
+            provider_name: "ChatBotKit",
+            service_name: "ChatBotKit",
+        },
         defaults: config::SETTINGS,
         build: |ctx, table| usage_core::plugin::build_with(ctx, table, ChatbotkitProvider::new),
     };

@@ -35,6 +35,10 @@ pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
     usage_core::plugin::ProviderDescriptor {
         kind: KIND,
         description: "DigitalOcean Gen-AI agents: token usage per agent (GET /v2/gen-ai/agents/{uuid}/usage), agents discovered or listed",
+        billing: usage_core::plugin::Billing {
+            provider_name: "DigitalOcean",
+            service_name: "DigitalOcean Gen AI Platform",
+        },
         defaults: config::SETTINGS,
         build: |ctx, table| usage_core::plugin::build_with(ctx, table, DigitaloceanProvider::new),
     };

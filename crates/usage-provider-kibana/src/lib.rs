@@ -28,6 +28,10 @@ pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
     usage_core::plugin::ProviderDescriptor {
         kind: KIND,
         description: "Kibana Agent Builder: per-conversation token totals of a space's agents (consumption API), placed at the conversation's last update",
+        billing: usage_core::plugin::Billing {
+            provider_name: "Elastic",
+            service_name: "Kibana Agent Builder",
+        },
         defaults: config::SETTINGS,
         build: |ctx, table| usage_core::plugin::build_with(ctx, table, KibanaProvider::new),
     };

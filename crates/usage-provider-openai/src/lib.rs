@@ -43,6 +43,10 @@ pub const DESCRIPTOR: usage_core::plugin::ProviderDescriptor =
     usage_core::plugin::ProviderDescriptor {
         kind: KIND,
         description: "OpenAI organization usage (GET /v1/organization/usage/*, admin key): tokens and other units per project, user, model and usage type",
+        billing: usage_core::plugin::Billing {
+            provider_name: "OpenAI",
+            service_name: "OpenAI API",
+        },
         defaults: config::SETTINGS,
         build: |ctx, table| usage_core::plugin::build_with(ctx, table, OpenaiProvider::new),
     };

@@ -398,6 +398,51 @@ pub async fn get_usage_csv(
     usage(http, caller, state, Some(Format::Csv)).await
 }
 
+/// `GET /v1/usage/focus`: `GET /v1/usage` as a FOCUS 1.2 cost-and-usage CSV. Its parameters
+/// (all but `format`) and its error responses are `getUsage`'s, copied by `crate::openapi`.
+#[utoipa::path(
+    get,
+    path = "/v1/usage/focus",
+    tag = "usage",
+    operation_id = "getUsageFocus",
+    summary = "Cost and usage as a FOCUS 1.2 CSV",
+    description = "The answer of `GET /v1/usage` as a FinOps FOCUS 1.2 cost-and-usage dataset (CSV \
+with a header row; also `GET /v1/usage?format=focus`): one line per row and currency of its \
+`cost` — rows without cost are charges of nothing and are left out, their quantities are in \
+`x-usage-unpriced`. Rows are grouped by `source` (the billing account) besides `group_by`. \
+Columns: BilledCost, EffectiveCost, ListCost and ContractedCost (the same exact amount: no \
+discounts are known), BillingCurrency, BillingAccountId/BillingAccountName (the source), \
+BillingPeriodStart/End (the UTC month of the charge), ChargePeriodStart/End (the bucket, or the \
+range without buckets; UTC), ChargeCategory `Usage`, ChargeFrequency `Usage-Based`, \
+ChargeDescription, ConsumedQuantity/ConsumedUnit (the row's `total_tokens` in its unit: \
+`Tokens`, `Credits`, ...), PricingQuantity/PricingUnit (the part a cost covers), ProviderName, \
+PublisherName and InvoiceIssuerName (the vendor), ServiceName, ServiceCategory `AI and Machine \
+Learning`, ServiceSubcategory `Generative AI`, ResourceId (`<source>/<agent>`), ResourceName and \
+ResourceType (`Agent`) when `agent` is grouped, Tags (a JSON object of the grouped dimensions, exact), \
+x_UnpricedQuantity; empty ChargeClass, CommitmentDiscountStatus and InvoiceId. Text columns are \
+ASCII (other characters become `?`; Tags keeps them, escaped).",
+    responses(
+        (status = 200, description = "FOCUS 1.2 lines", headers(
+            ("ETag" = String, description = "Strong entity tag of the answer's data"),
+            ("Cache-Control" = String, description = "private, max-age=N"),
+            ("x-usage-complete" = String, description = "`true` when every touched source is `ok`, else `false`"),
+            ("x-usage-unpriced" = String, description = "Quantities no cost covers, per unit (`200 tokens, 5 images`); absent when everything is costed"),
+            ("Content-Disposition" = String, description = "`attachment; filename=\"usage-<start>-<end>-focus.csv\"`"),
+        ), content(
+            (String = "text/csv", example = "BilledCost,BillingAccountId,BillingAccountName,BillingCurrency,BillingPeriodEnd,BillingPeriodStart,ChargeCategory,ChargeClass,ChargeDescription,ChargeFrequency,ChargePeriodEnd,ChargePeriodStart,CommitmentDiscountStatus,ConsumedQuantity,ConsumedUnit,ContractedCost,EffectiveCost,InvoiceId,InvoiceIssuerName,ListCost,PricingQuantity,PricingUnit,ProviderName,PublisherName,ResourceId,ResourceName,ResourceType,ServiceCategory,ServiceName,ServiceSubcategory,Tags,x_UnpricedQuantity\n1.23456,openai,openai,USD,2026-12-01T00:00:00Z,2026-11-01T00:00:00Z,Usage,,\"OpenAI tokens, agent proj_a\",Usage-Based,2026-11-02T00:00:00Z,2026-11-01T00:00:00Z,,420000.0,Tokens,1.23456,1.23456,,OpenAI,1.23456,420000.0,Tokens,OpenAI,OpenAI,openai/proj_a,proj_a,Agent,AI and Machine Learning,OpenAI API,Generative AI,\"{\"\"agent\"\":\"\"proj_a\"\",\"\"source\"\":\"\"openai\"\"}\",0\n"),
+        )),
+        (status = 304, description = "Not modified (If-None-Match matched)"),
+    ),
+    security(("bearer_jwt" = []))
+)]
+pub async fn get_usage_focus(
+    http: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    usage(http, caller, state, Some(Format::Focus)).await
+}
+
 /// Answers a usage request, in `forced` format when the route fixes one (a `format` parameter
 /// naming another is a 400), else as `format` or `Accept` ask.
 async fn usage(
@@ -502,7 +547,16 @@ async fn usage(
             }),
         }
     }
-    let mut agg = aggregate::aggregate(inputs, &req.group_by, bucketed);
+    // FOCUS lines belong to a billing account (the source): its rows are grouped by source too.
+    let group_by: Vec<Dimension> =
+        if format == Format::Focus && !req.group_by.contains(&Dimension::Source) {
+            std::iter::once(Dimension::Source)
+                .chain(req.group_by.iter().copied())
+                .collect()
+        } else {
+            req.group_by.clone()
+        };
+    let mut agg = aggregate::aggregate(inputs, &group_by, bucketed);
     if bucketed && req.fill == Fill::Zero {
         aggregate::fill_zero(&mut agg, &req.windows, MAX_FILLED_ROWS).map_err(|needed| {
             ApiError::BadRequest(vec![ParamError::new(
@@ -526,7 +580,7 @@ async fn usage(
         bucket_edges: if req.local_edges { "local" } else { "utc" }.to_owned(),
     };
     let layout = render::Layout {
-        group_by: &req.group_by,
+        group_by: &group_by,
         bucketed,
         local: req.local_edges.then_some(req.tz),
         money: entries
@@ -542,9 +596,37 @@ async fn usage(
         Format::Csv => (
             "text/csv; charset=utf-8",
             render::csv(&agg, &layout).map_err(|e| ApiError::Internal(format!("csv: {e}")))?,
-            Some(csv_disposition(&req)),
+            Some(csv_disposition(&req, "")),
         ),
+        Format::Focus => {
+            let billing: BTreeMap<String, usage_core::plugin::Billing> = outcomes
+                .iter()
+                .filter_map(|o| {
+                    let d = state.registry.get(o.source.info.provider.as_str())?;
+                    Some((o.source.info.name.clone(), d.billing))
+                })
+                .collect();
+            let ctx = render::FocusContext {
+                range: req.range,
+                billing: &billing,
+            };
+            (
+                "text/csv; charset=utf-8",
+                render::focus(&agg, &layout, &ctx)
+                    .map_err(|e| ApiError::Internal(format!("focus: {e}")))?,
+                Some(csv_disposition(&req, "-focus")),
+            )
+        }
     };
+    let unpriced: Vec<String> = agg
+        .total_costs
+        .iter()
+        .filter(|(_, c)| c.unpriced > 0)
+        .map(|(unit, c)| format!("{} {}", c.unpriced, unit.as_str()))
+        .collect();
+    let unpriced = (format == Format::Focus && !unpriced.is_empty())
+        .then(|| HeaderValue::from_str(&unpriced.join(", ")).ok())
+        .flatten();
     let etag = render::etag(format.as_str(), &echo, complete, &agg, &layout, &entries);
     let open = req.windows.iter().any(|w| !state.cache.is_closed(w, now));
     let max_age = if open {
@@ -557,6 +639,7 @@ async fn usage(
     let rendered = Arc::new(Rendered {
         content_type,
         content_disposition: disposition,
+        unpriced,
         etag_header: HeaderValue::from_str(&etag)
             .map_err(|e| ApiError::Internal(format!("etag header: {e}")))?,
         cache_control: HeaderValue::from_str(&format!("private, max-age={max_age}"))
@@ -1017,10 +1100,10 @@ pub const MAX_FILLED_ROWS: usize = 100_000;
 /// `Content-Disposition` of a CSV answer: an attachment named after the range, e.g.
 /// `usage-20261101T000000Z-20261108T000000Z.csv` (basic ISO 8601 in UTC: no `:` for file
 /// systems that refuse it).
-fn csv_disposition(req: &UsageRequest) -> HeaderValue {
+fn csv_disposition(req: &UsageRequest, suffix: &str) -> HeaderValue {
     let basic = |t: chrono::DateTime<Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
     let value = format!(
-        "attachment; filename=\"usage-{}-{}.csv\"",
+        "attachment; filename=\"usage-{}-{}{suffix}.csv\"",
         basic(req.range.start),
         basic(req.range.end)
     );
@@ -1032,7 +1115,7 @@ fn csv_disposition(req: &UsageRequest) -> HeaderValue {
 fn forced_format_conflict(path: &str) -> ApiError {
     ApiError::BadRequest(vec![ParamError::new(
         "format",
-        format!("`{path}` answers CSV only; ask `/v1/usage` for JSON"),
+        format!("`{path}` answers one format only; ask `/v1/usage` for JSON"),
     )])
 }
 
@@ -1245,6 +1328,9 @@ fn respond(http: &HttpRequest, r: &Rendered) -> HttpResponse {
     if let Some(d) = &r.content_disposition {
         b.insert_header((header::CONTENT_DISPOSITION, d.clone()));
     }
+    if let Some(u) = &r.unpriced {
+        b.insert_header(("x-usage-unpriced", u.clone()));
+    }
     b.body(r.body.clone())
 }
 
@@ -1272,6 +1358,7 @@ mod tests {
         let rendered = Arc::new(Rendered {
             content_type: "application/json",
             content_disposition: None,
+            unpriced: None,
             body: Bytes::from_static(b"{}"),
             etag_header: HeaderValue::from_static("\"e\""),
             cache_control: HeaderValue::from_static("private, max-age=60"),
