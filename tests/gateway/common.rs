@@ -317,18 +317,11 @@ pub async fn sims_without_do_limit(spec: &usage_sim::DataSpec) -> usage_sim::Sim
     )
     .await
     .unwrap();
-    let unlimited = usage_sim::start_anthropic_with(
-        sims.data.clone(),
-        usage_sim::AnthropicOptions {
-            rate_limit_per_minute: 0,
-            ..usage_sim::AnthropicOptions::default()
-        },
-        None,
-    )
+    sims.restart_anthropic(usage_sim::AnthropicOptions {
+        rate_limit_per_minute: 0,
+        ..usage_sim::AnthropicOptions::default()
+    })
     .await
     .unwrap();
-    std::mem::replace(&mut sims.anthropic, unlimited)
-        .stop()
-        .await;
     sims
 }

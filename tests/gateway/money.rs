@@ -591,3 +591,190 @@ async fn openai_and_anthropic_costs_come_from_their_cost_reports() {
         );
     }
 }
+
+/// The priced configuration with budgets over alpha (USD), agent a1 (EUR), user alice and
+/// everything.
+fn budget_config() -> String {
+    priced_config()
+        + r#"
+[[budgets]]
+name = "alpha-usd"
+source = "alpha"
+amount = "10"
+currency = "USD"
+
+[[budgets]]
+name = "a1-eur"
+agent = "alpha/a1"
+amount = "5"
+currency = "EUR"
+
+[[budgets]]
+name = "alice"
+user = "alice"
+amount = "1"
+currency = "USD"
+
+[[budgets]]
+name = "everything"
+amount = "100"
+currency = "USD"
+"#
+}
+
+#[actix_web::test]
+async fn budgets_count_the_month_so_far_and_forecast_it() {
+    use usage_gateway::budgets::evaluate;
+
+    let h = harness_from(&budget_config());
+    let state = h.state.clone();
+    // 2 October 12:00 UTC: the month so far is 1 and 2 October (to the end of today), 48
+    // hours of alpha's data, priced 2000 per million before 22:00Z on the 1st, 3000 after.
+    let now = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 10, 2, 12, 0, 0).unwrap();
+    let by_name = |n: &str| state.budgets.iter().find(|b| b.name == n).unwrap();
+    let b = evaluate(&state, by_name("alpha-usd"), now).await;
+    assert_eq!(b.error.as_ref().map(|e| e.detail.clone()), None);
+    assert_eq!(
+        (b.period_start.as_str(), b.period_end.as_str()),
+        ("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z")
+    );
+    // a1 input (22 × 10 × 2000 + 26 × 10 × 3000) / 10⁶ = 1.22, a2 (22 × 2 × 2000 + 26 × 2 ×
+    // 3000) / 10⁶ = 0.244; a1's output is priced in EUR: not counted, said in a note.
+    assert_eq!(b.spent.display_amount(), "1.4640");
+    assert!((b.spent_ratio - 0.1464).abs() < 1e-9, "{}", b.spent_ratio);
+    // 36 hours of a 744-hour month: 1.464 × 744 / 36.
+    assert_eq!(b.forecast.unwrap().display_amount(), "30.2560");
+    assert!((b.forecast_ratio.unwrap() - 3.0256).abs() < 1e-9);
+    assert!(b.complete);
+    assert_eq!(
+        b.notes,
+        ["cost in other currencies is not counted: 2.4000 EUR"]
+    );
+
+    let b = evaluate(&state, by_name("a1-eur"), now).await;
+    assert_eq!(b.spent.display_amount(), "2.4000");
+    assert!((b.spent_ratio - 0.48).abs() < 1e-9);
+
+    // alice (a1, even hours): 11 hours before the change, 13 after, 10 input tokens each.
+    let b = evaluate(&state, by_name("alice"), now).await;
+    assert_eq!(b.spent.display_amount(), "0.6100");
+    // beta has no users: skipped, so the spend is complete only for sources that have users.
+    assert_eq!(b.sources.len(), 2);
+
+    // Everything: beta's usage has no price, so the spend is a lower bound.
+    let b = evaluate(&state, by_name("everything"), now).await;
+    assert_eq!(b.spent.display_amount(), "1.4640");
+    assert!(!b.complete);
+    assert_eq!(b.unpriced.get("tokens"), Some(&200));
+}
+
+#[actix_web::test]
+async fn get_budgets_shows_what_the_caller_may_see_and_sets_the_gauges() {
+    let h = harness_from(&budget_config());
+    let app = app(&h).await;
+    let names = |body: &[u8]| -> Vec<String> {
+        json_of(body)["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, _, body) = get(&app, "/v1/budgets", Some(&token("admin")), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(names(&body), ["alpha-usd", "a1-eur", "alice", "everything"]);
+    let v = json_of(&body);
+    let first = &v["budgets"][0];
+    assert_eq!(
+        first["amount"],
+        json!({"amount": "10.0000", "currency": "USD"})
+    );
+    assert_eq!(first["spent"]["currency"], "USD");
+    assert_eq!(first["sources"][0]["source"], "alpha");
+    // team cx sees alpha only: not the budgets over every source (alice's counts every source).
+    let (_, _, body) = get(&app, "/v1/budgets", Some(&team_token("cx")), &[]).await;
+    assert_eq!(names(&body), ["alpha-usd", "a1-eur"]);
+    let (_, _, body) = get(&app, "/v1/budgets", Some(&team_token("cx-narrow")), &[]).await;
+    assert_eq!(names(&body), ["a1-eur"]);
+    let (_, _, body) = get(&app, "/v1/budgets", Some(&team_token("ops")), &[]).await;
+    assert!(names(&body).is_empty());
+    let (status, _, _) = get(&app, "/v1/budgets", None, &[]).await;
+    assert_eq!(status, 401);
+    // The gauges, for alerting.
+    let (_, _, body) = get(&app, "/metrics", None, &[]).await;
+    let text = String::from_utf8(body).unwrap();
+    for name in ["alpha-usd", "a1-eur", "alice", "everything"] {
+        assert!(
+            text.contains(&format!(
+                "usage_gateway_budget_spent_ratio{{budget=\"{name}\"}}"
+            )),
+            "{name}"
+        );
+    }
+    assert!(text.contains("usage_gateway_budget_complete{budget=\"everything\"}"));
+}
+
+#[test]
+fn bad_budgets_are_refused_naming_each_entry() {
+    let text = config_text("5s")
+        + r#"
+[[budgets]]
+name = "a"
+amount = "0"
+currency = "USD"
+
+[[budgets]]
+name = "a"
+agent = "a1"
+amount = "5"
+currency = "EURO"
+tz = "Mars/Base"
+"#;
+    let Err(e) = Config::parse(&text, &|_| Some(SECRET.to_owned())) else {
+        panic!("accepted");
+    };
+    let keys: Vec<&str> = e.errors.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "budgets[0].amount",
+            "budgets[1].name",
+            "budgets[1].currency",
+            "budgets[1].tz",
+            "budgets[1].agent"
+        ],
+        "{:?}",
+        e.errors
+    );
+    let text = config_text("5s")
+        + "[[budgets]]\nname = \"g\"\nagent = \"gamma/x\"\namount = \"5\"\ncurrency = \"USD\"\n";
+    let config = Config::parse(&text, &|_| Some(SECRET.to_owned())).unwrap();
+    let sources: Vec<usage_core::DynUsageProvider> =
+        vec![std::sync::Arc::new(alpha()), std::sync::Arc::new(beta())];
+    let Err(e) = usage_gateway::state::AppState::new(config, sources) else {
+        panic!("accepted");
+    };
+    assert_eq!(e.errors[0].0, "budgets[0].agent");
+}
+
+#[actix_web::test]
+async fn a_scrape_of_metrics_brings_the_budget_gauges_up_to_date() {
+    let text = priced_config()
+        + "[[budgets]]\nname = \"scraped-only\"\nsource = \"alpha\"\namount = \"1\"\ncurrency = \"USD\"\n";
+    let h = harness_from(&text);
+    let app = app(&h).await;
+    let gauge = "usage_gateway_budget_spent_ratio{budget=\"scraped-only\"}";
+    // The first scrape starts the evaluation in the background and shows what was there.
+    let (_, _, body) = get(&app, "/metrics", None, &[]).await;
+    assert!(!String::from_utf8(body).unwrap().contains(gauge));
+    let mut seen = false;
+    for _ in 0..100 {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (_, _, body) = get(&app, "/metrics", None, &[]).await;
+        if String::from_utf8(body).unwrap().contains(gauge) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "no {gauge} after the scrapes");
+}

@@ -36,9 +36,9 @@ async fn sims(latency: Duration) -> usage_sim::Simulators {
     sims
 }
 
-/// The demo configuration with DigitalOcean's budget raised and a short lease; OpenAI at its
-/// default budget (the demo's 600 a minute fills the shared store with OpenAI hours as fast as
-/// DigitalOcean's, and these tests watch DigitalOcean's backfill).
+/// The demo configuration with DigitalOcean's budget raised and a short lease; OpenAI and
+/// Anthropic at their default budgets (the demo's 600 a minute fills the shared store with
+/// their hours as fast as DigitalOcean's, and these tests watch DigitalOcean's backfill).
 fn config_text() -> String {
     DEMO_CONFIG
         .replace(

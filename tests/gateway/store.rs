@@ -54,13 +54,9 @@ fn config(values: &BTreeMap<String, String>) -> Config {
             "token = \"${SIM_DIGITALOCEAN_TOKEN}\"",
             "token = \"${SIM_DIGITALOCEAN_TOKEN}\"\nrate_limit_per_minute = 100000\nmax_upstream_calls = 5000",
         )
-        // OpenAI's lines first: Anthropic's `= 60` is a prefix of OpenAI's `= 600`.
+        // OpenAI's and Anthropic's lines (the same in the demo).
         .replace(
             "rate_limit_per_minute = 600\nmax_upstream_calls = 200\n",
-            "rate_limit_per_minute = 100000\nmax_upstream_calls = 5000\n",
-        )
-        .replace(
-            "rate_limit_per_minute = 60\n",
             "rate_limit_per_minute = 100000\nmax_upstream_calls = 5000\n",
         )
         .replace("sync_interval = \"1m\"", "sync_interval = \"1m\"\nsync = false")

@@ -65,13 +65,11 @@ pub(crate) async fn start_with(max_upstream_calls: u32) -> Running {
     );
     let raised =
         format!("rate_limit_per_minute = 10000\nmax_upstream_calls = {max_upstream_calls}\n");
-    // OpenAI's lines first: Anthropic's `= 60` is a prefix of OpenAI's `= 600`.
-    let text = usage_gateway::demo::DEMO_CONFIG
-        .replace(
-            "rate_limit_per_minute = 600\nmax_upstream_calls = 200\n",
-            &raised,
-        )
-        .replace("rate_limit_per_minute = 60\n", &raised);
+    // OpenAI's and Anthropic's lines (the same in the demo).
+    let text = usage_gateway::demo::DEMO_CONFIG.replace(
+        "rate_limit_per_minute = 600\nmax_upstream_calls = 200\n",
+        &raised,
+    );
     assert_eq!(
         text.matches(&format!("max_upstream_calls = {max_upstream_calls}"))
             .count(),

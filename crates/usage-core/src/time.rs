@@ -198,6 +198,13 @@ fn on_local_hour(t: DateTime<Utc>, tz: Tz) -> bool {
     local.minute() == 0 && local.second() == 0 && local.nanosecond() == 0
 }
 
+/// The whole local bucket (hour, day, week, month in `tz`) holding `t`, unclipped: the month
+/// of a budget, the day a query's end falls in.
+pub fn bucket_of(t: DateTime<Utc>, tz: Tz, bucket: Bucket) -> Window {
+    let start = floor(t, tz, bucket);
+    Window::new(start, next_edge(start, tz, bucket))
+}
+
 /// Returns the start of the local bucket holding `t`.
 fn floor(t: DateTime<Utc>, tz: Tz, bucket: Bucket) -> DateTime<Utc> {
     let local = t.with_timezone(&tz);

@@ -33,6 +33,11 @@ pub fn configure(
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/v1/budgets")
+                    .route(web::get().to(crate::routes::budgets::list_budgets))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/v1/sources")
                     .route(web::get().to(meta::list_sources))
                     .default_service(web::to(method_not_allowed)),
@@ -106,6 +111,7 @@ pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String, example = "# HELP usage_gateway_http_requests_total HTTP requests answered, by route, method and status\n# TYPE usage_gateway_http_requests_total counter\nusage_gateway_http_requests_total{route=\"/v1/usage\",method=\"GET\",status=\"200\"} 1042\n# HELP usage_gateway_circuit_state Circuit breaker state per source: 1 for the current state (closed, half_open, open), 0 for the others\n# TYPE usage_gateway_circuit_state gauge\nusage_gateway_circuit_state{source=\"do-prod\",state=\"closed\"} 1\nusage_gateway_circuit_state{source=\"do-prod\",state=\"half_open\"} 0\nusage_gateway_circuit_state{source=\"do-prod\",state=\"open\"} 0\n# HELP usage_gateway_build_info Always 1; the version label is the gateway's version\n# TYPE usage_gateway_build_info gauge\nusage_gateway_build_info{version=\"0.1.0\"} 1\n"))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    crate::budgets::refresh_if_due(&state);
     HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,

@@ -64,6 +64,30 @@ pub struct Config {
     /// ([`usage_core::prices`]).
     #[serde(default)]
     pub prices: Vec<usage_core::prices::PriceEntry>,
+    /// Monthly budgets (`GET /v1/budgets`, `usage_gateway_budget_*` gauges).
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
+}
+
+/// One `[[budgets]]` entry as written: a monthly amount for a source, an agent, a user, or
+/// everything (no scope key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// The budget's name (letters, digits, `-`, `_`, `.`): its `budget` label in metrics.
+    pub name: String,
+    /// Only this source's cost.
+    pub source: Option<String>,
+    /// Only this agent's cost, as `<source>/<agent_id>`.
+    pub agent: Option<String>,
+    /// Only this user's cost.
+    pub user: Option<String>,
+    /// The amount per calendar month (decimal string).
+    pub amount: String,
+    /// ISO 4217 code of `amount`; cost in other currencies is not counted (a note says so).
+    pub currency: String,
+    /// The zone of the month's edges (IANA name; default UTC).
+    pub tz: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -88,6 +112,7 @@ impl fmt::Debug for Config {
             .field("access", &self.access)
             .field("store", &self.store)
             .field("prices", &self.prices.len())
+            .field("budgets", &self.budgets)
             .field(
                 "sources",
                 &self.sources.iter().map(Keys).collect::<Vec<_>>(),
@@ -975,6 +1000,9 @@ impl Config {
             }
         }
         if let Err(problems) = usage_core::prices::PriceTable::new(&self.prices) {
+            errors.extend(problems);
+        }
+        if let Err(problems) = crate::budgets::Budget::check_all(&self.budgets) {
             errors.extend(problems);
         }
         if errors.is_empty() {

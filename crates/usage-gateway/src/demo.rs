@@ -83,9 +83,18 @@ pub fn demo_config(values: &BTreeMap<String, String>) -> Result<Config, String> 
 pub fn run(listen: SocketAddr, sim_latency: Duration) -> Result<(), String> {
     actix_web::rt::System::new().block_on(async move {
         let spec = usage_sim::DataSpec::small(Utc::now());
-        let sims = usage_sim::start_all(&spec)
+        let mut sims = usage_sim::start_all(&spec)
             .await
             .map_err(|e| format!("cannot start the simulators: {e}"))?;
+        // Anthropic's simulator at 600 requests a minute (its default 60 models the real
+        // Admin API's polling guidance): the demo's usage, cost report and budget queries
+        // would spend 60 in a few clicks.
+        sims.restart_anthropic(usage_sim::AnthropicOptions {
+            rate_limit_per_minute: 600,
+            ..usage_sim::AnthropicOptions::default()
+        })
+        .await
+        .map_err(|e| format!("cannot start the simulators: {e}"))?;
         for s in sims.handles() {
             s.faults().set_latency(sim_latency, Duration::ZERO);
         }

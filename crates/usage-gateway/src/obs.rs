@@ -77,6 +77,12 @@ pub mod names {
     pub const SYNC_ERRORS: &str = "usage_gateway_sync_errors_total";
     /// Gauge: 1 when this replica holds the source's sync lease, else 0.
     pub const SYNC_LEADER: &str = "usage_gateway_sync_leader";
+    /// Gauge: a budget's spend this month over its amount, by budget.
+    pub const BUDGET_SPENT_RATIO: &str = "usage_gateway_budget_spent_ratio";
+    /// Gauge: a budget's forecast for the month over its amount, by budget.
+    pub const BUDGET_FORECAST_RATIO: &str = "usage_gateway_budget_forecast_ratio";
+    /// Gauge: 1 when a budget's spend counted everything (no source failed, nothing unpriced).
+    pub const BUDGET_COMPLETE: &str = "usage_gateway_budget_complete";
 }
 
 /// Collects the process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
@@ -175,6 +181,18 @@ fn describe() {
     describe_gauge!(
         names::SYNC_LEADER,
         "1 when this replica holds the source's sync lease (it syncs the source), else 0"
+    );
+    describe_gauge!(
+        names::BUDGET_SPENT_RATIO,
+        "A budget's spend this month over its monthly amount, by budget (1 = the budget is spent)"
+    );
+    describe_gauge!(
+        names::BUDGET_FORECAST_RATIO,
+        "A budget's forecast for the month (this month's average rate so far; the spent ratio in the month's first hour) over its amount, by budget"
+    );
+    describe_gauge!(
+        names::BUDGET_COMPLETE,
+        "1 when a budget's spend counted all its usage (every source answered, nothing unpriced), else 0 (the ratios are lower bounds)"
     );
     describe_gauge!(
         names::BUILD_INFO,

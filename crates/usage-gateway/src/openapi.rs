@@ -199,6 +199,7 @@ pub mod examples {
         crate::routes::usage::get_usage,
         crate::routes::usage::get_usage_csv,
         crate::routes::usage::get_usage_focus,
+        crate::routes::budgets::list_budgets,
         crate::routes::meta::list_sources,
         crate::routes::meta::list_agents,
         crate::routes::meta::healthz,
@@ -210,12 +211,14 @@ pub mod examples {
         UsageResponseSchema, UsageRowSchema, QueryEcho, UnitTotals, SourceEntry, SourceStatus,
         Problem, ParamError, AgentsResponse, AgentEntry, SourcesResponse, SourceHealth, ProviderEntry, HealthResponse,
         InstantParam, TimeZoneParam, BucketParam, FormatParam, GroupByParam, ProviderListParam,
-        FilterValueParam, FillParam, BucketEdgesParam,
+        FilterValueParam, FillParam, BucketEdgesParam, crate::model::MoneyAmount,
+        crate::model::CostSource, crate::budgets::BudgetsResponse, crate::budgets::BudgetStatus,
     )),
     modifiers(&BearerJwt, &UsageCsvShared, &RequestLimits),
     tags(
         (name = "usage", description = "Normalized token usage"),
         (name = "sources", description = "Sources and agents"),
+        (name = "budgets", description = "Monthly budgets and their spend"),
         (name = "operations", description = "Liveness and readiness"),
     )
 )]

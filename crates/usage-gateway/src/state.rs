@@ -88,6 +88,10 @@ pub struct AppState {
     pub store_config: Option<crate::config::StoreConfig>,
     /// The price table (`[[prices]]`), checked.
     pub prices: Arc<usage_core::prices::PriceTable>,
+    /// The budgets (`[[budgets]]`), checked.
+    pub budgets: Arc<Vec<crate::budgets::Budget>>,
+    /// When the budget gauges were last brought up to date.
+    pub budget_refresh: Arc<crate::budgets::Refresh>,
 }
 
 impl AppState {
@@ -141,6 +145,24 @@ impl AppState {
                 ));
             }
         }
+        let budgets = crate::budgets::Budget::check_all(&config.budgets)
+            .map_err(|errors| ConfigError { errors })?;
+        for (i, b) in budgets.iter().enumerate() {
+            let named = [
+                ("source", b.source.as_deref()),
+                ("agent", b.agent.as_ref().map(|(s, _)| s.as_str())),
+            ];
+            for (field, source) in named {
+                if let Some(name) = source
+                    && !sources.contains_key(name)
+                {
+                    unknown.push((
+                        format!("budgets[{i}].{field}"),
+                        format!("`{name}` is not a configured source"),
+                    ));
+                }
+            }
+        }
         if !unknown.is_empty() {
             return Err(ConfigError { errors: unknown });
         }
@@ -183,6 +205,8 @@ impl AppState {
             .build();
         Ok(Self {
             prices,
+            budgets: Arc::new(budgets),
+            budget_refresh: Arc::default(),
             store: None,
             store_config: config.store,
             openapi: crate::openapi::document_json_for(&registry).into(),

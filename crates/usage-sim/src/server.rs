@@ -717,6 +717,14 @@ pub struct Simulators {
 }
 
 impl Simulators {
+    /// Replaces the Anthropic simulator by one with `options` over the same data (e.g. without
+    /// or with another per-minute limit), stopping the old one.
+    pub async fn restart_anthropic(&mut self, options: AnthropicOptions) -> io::Result<()> {
+        let new = start_anthropic_with(self.data.clone(), options, None).await?;
+        std::mem::replace(&mut self.anthropic, new).stop().await;
+        Ok(())
+    }
+
     /// Every simulator.
     pub fn handles(&self) -> [&SimHandle; 5] {
         [

@@ -1,5 +1,6 @@
 //! HTTP routes.
 
+pub mod budgets;
 pub mod meta;
 pub mod ui;
 pub mod usage;

@@ -16,7 +16,7 @@ use usage_core::aggregate::{self, Costing, PointCost, SourcePoints};
 use usage_core::{Bucket, CallLimit, Dimension, ProviderError, UsagePoint, Window};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::auth::{AgentScope, Caller};
+use crate::auth::{Access, AgentScope, Caller};
 use crate::error::{ApiError, ParamError, Problem};
 use crate::fetch::{Shape, Source, WindowEntry};
 use crate::model::{CostSource, QueryEcho, SourceEntry, SourceStatus};
@@ -94,18 +94,15 @@ fn vendor_costs(
 ///
 /// A caller who may not see every source gets 403 for an unknown name too, so that 400-vs-403
 /// cannot be used to learn which sources exist beyond its access.
-fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Plan>, ApiError> {
+fn plan(req: &UsageRequest, access: &Access, state: &AppState) -> Result<Vec<Plan>, ApiError> {
     let mut bad = Vec::new();
     let mut forbidden = Vec::new();
-    let sees_all = state
-        .sources
-        .keys()
-        .all(|s| caller.access.sources.contains_key(s));
+    let sees_all = state.sources.keys().all(|s| access.sources.contains_key(s));
     let known = |s: &str| state.sources.contains_key(s) || !sees_all;
     for s in &req.sources {
         if !known(s) {
             bad.push(ParamError::new("source", format!("unknown source `{s}`")));
-        } else if !caller.access.sources.contains_key(s) {
+        } else if !access.sources.contains_key(s) {
             forbidden.push(format!("source `{s}`"));
         }
     }
@@ -115,7 +112,7 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
     for a in &req.agents {
         match a.split_once('/') {
             Some((src, id)) if known(src) => {
-                if !caller.access.allows_agent(src, id) {
+                if !access.allows_agent(src, id) {
                     forbidden.push(format!("agent `{a}`"));
                 }
                 qualified.entry(src).or_default().insert(id.to_owned());
@@ -128,12 +125,7 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
                 ));
             }
             _ => {
-                if !caller
-                    .access
-                    .sources
-                    .keys()
-                    .any(|src| caller.access.allows_agent(src, a))
-                {
+                if !access.sources.keys().any(|src| access.allows_agent(src, a)) {
                     forbidden.push(format!("agent `{a}`"));
                 }
                 bare.insert(a.clone());
@@ -150,7 +142,7 @@ fn plan(req: &UsageRequest, caller: &Caller, state: &AppState) -> Result<Vec<Pla
         )));
     }
     let mut out = Vec::new();
-    for (name, scope) in &caller.access.sources {
+    for (name, scope) in &access.sources {
         let Some(source) = state.sources.get(name) else {
             continue;
         };
@@ -443,43 +435,45 @@ pub async fn get_usage_focus(
     usage(http, caller, state, Some(Format::Focus)).await
 }
 
-/// Answers a usage request, in `forced` format when the route fixes one (a `format` parameter
-/// naming another is a 400), else as `format` or `Accept` ask.
-async fn usage(
-    http: HttpRequest,
-    caller: Caller,
-    state: web::Data<AppState>,
-    forced: Option<Format>,
-) -> Result<HttpResponse, ApiError> {
-    let now = Utc::now();
-    let raw = http.query_string();
-    let req = if let Some(req) = state.parsed.get(raw).await {
-        req
-    } else {
-        let req = Arc::new(query::parse(raw, &state.server, &state.registry, now)?);
-        if req.timeless {
-            state.parsed.insert(raw.to_owned(), Arc::clone(&req)).await;
-        }
-        req
-    };
-    let format = match forced {
-        Some(f) if req.format.is_none_or(|asked| asked == f) => f,
-        Some(_) => return Err(forced_format_conflict(http.path())),
-        None => req.format.unwrap_or_else(|| negotiate(&http)),
-    };
-    let plans = plan(&req, &caller, &state)?;
-    let refresh = no_cache(&http);
-    let key = response_key(&req, &caller, format);
-    if !refresh && let Some(r) = state.responses.get(&key).await {
-        remember(&http, &state, &caller, &req, &r);
-        return Ok(respond(&http, &r));
-    }
+/// A query answered: each touched source's entry, whether every one answered in full, the
+/// aggregation, and the billing names of the sources (for FOCUS).
+pub(crate) struct Answer {
+    /// One entry per touched source.
+    pub entries: Vec<SourceEntry>,
+    /// Every touched source answered in full.
+    pub complete: bool,
+    /// Rows and totals, grouped by the `group_by` asked.
+    pub agg: aggregate::Aggregation,
+    /// Each touched source's billing names, by source name.
+    pub billing: BTreeMap<String, usage_core::plugin::Billing>,
+}
 
+/// Answers `req` over the sources `access` may see, grouped by `group_by`: the fan-out, the
+/// per-source outcomes and the aggregation. 400 when every touched source refuses the query,
+/// 502/504 when every one failed or timed out.
+pub(crate) async fn answer(
+    req: &UsageRequest,
+    access: &Access,
+    refresh: bool,
+    group_by: &[Dimension],
+    state: &AppState,
+) -> Result<Answer, ApiError> {
+    let plans = plan(req, access, state)?;
+    answer_planned(plans, req, refresh, group_by, state).await
+}
+
+async fn answer_planned(
+    plans: Vec<Plan>,
+    req: &UsageRequest,
+    refresh: bool,
+    group_by: &[Dimension],
+    state: &AppState,
+) -> Result<Answer, ApiError> {
     let deadline = tokio::time::Instant::now() + state.server.request_timeout;
     let outcomes = futures::future::join_all(
         plans
             .into_iter()
-            .map(|p| run(p, &req, refresh, deadline, &state)),
+            .map(|p| run(p, req, refresh, deadline, state)),
     )
     .await;
 
@@ -547,6 +541,54 @@ async fn usage(
             }),
         }
     }
+    let agg = aggregate::aggregate(inputs, group_by, bucketed);
+    let billing = outcomes
+        .iter()
+        .filter_map(|o| {
+            let d = state.registry.get(o.source.info.provider.as_str())?;
+            Some((o.source.info.name.clone(), d.billing))
+        })
+        .collect();
+    Ok(Answer {
+        entries,
+        complete,
+        agg,
+        billing,
+    })
+}
+
+/// Answers a usage request, in `forced` format when the route fixes one (a `format` parameter
+/// naming another is a 400), else as `format` or `Accept` ask.
+async fn usage(
+    http: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    forced: Option<Format>,
+) -> Result<HttpResponse, ApiError> {
+    let now = Utc::now();
+    let raw = http.query_string();
+    let req = if let Some(req) = state.parsed.get(raw).await {
+        req
+    } else {
+        let req = Arc::new(query::parse(raw, &state.server, &state.registry, now)?);
+        if req.timeless {
+            state.parsed.insert(raw.to_owned(), Arc::clone(&req)).await;
+        }
+        req
+    };
+    let format = match forced {
+        Some(f) if req.format.is_none_or(|asked| asked == f) => f,
+        Some(_) => return Err(forced_format_conflict(http.path())),
+        None => req.format.unwrap_or_else(|| negotiate(&http)),
+    };
+    let plans = plan(&req, &caller.access, &state)?;
+    let refresh = no_cache(&http);
+    let key = response_key(&req, &caller, format);
+    if !refresh && let Some(r) = state.responses.get(&key).await {
+        remember(&http, &state, &caller, &req, &r);
+        return Ok(respond(&http, &r));
+    }
+
     // FOCUS lines belong to a billing account (the source): its rows are grouped by source too.
     let group_by: Vec<Dimension> =
         if format == Format::Focus && !req.group_by.contains(&Dimension::Source) {
@@ -556,7 +598,13 @@ async fn usage(
         } else {
             req.group_by.clone()
         };
-    let mut agg = aggregate::aggregate(inputs, &group_by, bucketed);
+    let Answer {
+        entries,
+        complete,
+        mut agg,
+        billing,
+    } = answer_planned(plans, &req, refresh, &group_by, &state).await?;
+    let bucketed = req.bucket != usage_core::Bucket::None;
     if bucketed && req.fill == Fill::Zero {
         aggregate::fill_zero(&mut agg, &req.windows, MAX_FILLED_ROWS).map_err(|needed| {
             ApiError::BadRequest(vec![ParamError::new(
@@ -599,13 +647,6 @@ async fn usage(
             Some(csv_disposition(&req, "")),
         ),
         Format::Focus => {
-            let billing: BTreeMap<String, usage_core::plugin::Billing> = outcomes
-                .iter()
-                .filter_map(|o| {
-                    let d = state.registry.get(o.source.info.provider.as_str())?;
-                    Some((o.source.info.name.clone(), d.billing))
-                })
-                .collect();
             let ctx = render::FocusContext {
                 range: req.range,
                 billing: &billing,
