@@ -104,6 +104,11 @@ async fn a_price_change_inside_the_range_prices_each_side_by_its_own_price() {
         })
         .collect();
     assert_eq!(sources, [("alpha", "price_table"), ("beta", "none")]);
+    // A source skipped by a filter it cannot apply has no cost.
+    let (_, _, body) = get(&app, &format!("/v1/usage?{q}&user=alice"), Some(&t), &[]).await;
+    let v = json_of(&body);
+    assert_eq!(v["sources"][1]["status"], "skipped");
+    assert_eq!(v["sources"][1]["cost_source"], "none");
 
     // Day buckets in Berlin: each day priced by its own price (the change is a bucket edge).
     let (_, _, body) = get(
@@ -214,7 +219,15 @@ pub(crate) fn focus_lines(body: &[u8]) -> Vec<std::collections::BTreeMap<String,
             assert!(instant(&line[k]), "{k} = {:?}", line[k]);
         }
         assert!(line["ChargePeriodStart"] < line["ChargePeriodEnd"]);
-        assert!(line["BillingPeriodStart"] <= line["ChargePeriodStart"]);
+        // A charge lies within its billing period (the UTC month).
+        assert!(
+            line["BillingPeriodStart"] <= line["ChargePeriodStart"],
+            "{line:?}"
+        );
+        assert!(
+            line["ChargePeriodEnd"] <= line["BillingPeriodEnd"],
+            "{line:?}"
+        );
         let currency = &line["BillingCurrency"];
         assert!(
             currency.len() == 3 && currency.chars().all(|c| c.is_ascii_uppercase()),
@@ -275,9 +288,12 @@ async fn the_focus_export_has_the_same_costs_as_json_and_csv() {
     assert_eq!(a1["ServiceName"], "DigitalOcean Gen AI Platform");
     assert_eq!(a1["ResourceId"], "alpha/a1");
     assert_eq!(a1["ResourceName"], "Support");
-    assert_eq!(a1["ChargePeriodStart"], "2026-09-30T22:00:00Z");
-    assert_eq!(a1["BillingPeriodStart"], "2026-09-01T00:00:00Z");
-    assert_eq!(a1["BillingPeriodEnd"], "2026-10-01T00:00:00Z");
+    // Berlin's 1 October starts on 30 September in UTC: its two hours of September are a part of
+    // their own (no usage, no line), so the line is charged within October.
+    assert_eq!(a1["ChargePeriodStart"], "2026-10-01T00:00:00Z");
+    assert_eq!(a1["ChargePeriodEnd"], "2026-10-01T22:00:00Z");
+    assert_eq!(a1["BillingPeriodStart"], "2026-10-01T00:00:00Z");
+    assert_eq!(a1["BillingPeriodEnd"], "2026-11-01T00:00:00Z");
     assert_eq!(a1["ConsumedUnit"], "Tokens");
     assert_eq!(
         serde_json::from_str::<Value>(&a1["Tags"]).unwrap(),
@@ -303,6 +319,23 @@ async fn the_focus_export_has_the_same_costs_as_json_and_csv() {
             .iter()
             .any(|l| l["ResourceId"] == "alpha/a2" && l["BilledCost"] == "0.088"),
         "{lines:#?}"
+    );
+    // A range across a month's end (Berlin's 30 September to 3 October, unbucketed): each line
+    // is charged within one UTC month, so the September part (no usage) has no line.
+    let (_, _, body) = get(
+        &app,
+        "/v1/usage/focus?start=2026-09-30&end=2026-10-03&tz=Europe/Berlin&group_by=agent",
+        Some(&t),
+        &[],
+    )
+    .await;
+    let across = focus_lines(&body);
+    assert_eq!(across.len(), 3, "{across:#?}");
+    assert!(
+        across
+            .iter()
+            .all(|l| l["ChargePeriodStart"] == "2026-10-01T00:00:00Z"
+                && l["ChargePeriodEnd"] == "2026-10-02T22:00:00Z")
     );
     // `format=focus` on /v1/usage answers the same; another format on /v1/usage/focus is a 400.
     let (_, _, again) = get(&app, &format!("/v1/usage?{q}&format=focus"), Some(&t), &[]).await;
@@ -538,6 +571,44 @@ async fn openai_and_anthropic_costs_come_from_their_cost_reports() {
             );
         }
     }
+    // Each UTC day's cost is shared out over that day's usage: a user's cost over three days
+    // is the sum of their three daily costs (not the range's cost by their share of the range).
+    let per_user = |bucket: &'static str| {
+        let (base, token) = (r.base.clone(), r.token.clone());
+        async move {
+            let v = crate::common::usage_json(
+                &base,
+                &token,
+                &format!(
+                    "start=2026-10-24&end=2026-10-27&tz=UTC&source=anthropic&group_by=user&bucket={bucket}"
+                ),
+            )
+            .await;
+            let mut sums: BTreeMap<String, (rust_decimal::Decimal, u32)> = BTreeMap::new();
+            for row in v["rows"].as_array().unwrap() {
+                let user = row["user"].as_str().unwrap_or("(none)").to_owned();
+                for m in row["cost"].as_array().unwrap() {
+                    let e = sums.entry(user.clone()).or_default();
+                    e.0 += usd(m).amount;
+                    e.1 += 1;
+                }
+            }
+            sums
+        }
+    };
+    let (whole, daily) = (per_user("none").await, per_user("day").await);
+    assert_eq!(
+        whole.keys().collect::<Vec<_>>(),
+        daily.keys().collect::<Vec<_>>()
+    );
+    for (user, (amount, _)) in &whole {
+        let (sum, n) = daily[user];
+        assert!(
+            (sum - amount).abs() <= half * rust_decimal::Decimal::from(n + 1),
+            "{user}: {amount} over the range, {sum} by day"
+        );
+    }
+
     // A model filter is applied to the vendor's costs here: exactly that model's cost.
     let v = crate::common::usage_json(
         &r.base,

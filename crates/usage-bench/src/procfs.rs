@@ -231,11 +231,14 @@ mod tests {
         let pid = std::process::id();
         let m = memory(pid).unwrap();
         assert!(m.rss > 0 && m.hwm >= m.rss);
-        // Burn a little CPU so that at least one tick is recorded.
-        let started = std::time::Instant::now();
+        // Burn 60 ms of this thread's CPU (not of the wall clock, which a loaded machine
+        // stretches), so that at least one tick is recorded.
+        let burnt = thread_cpu().unwrap();
         let mut x = 0u64;
-        while started.elapsed() < Duration::from_millis(60) {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        while thread_cpu().unwrap().saturating_sub(burnt) < Duration::from_millis(60) {
+            for _ in 0..10_000 {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            }
         }
         assert_ne!(x, 1);
         assert!(cpu_time(pid, clock_ticks_per_second()).unwrap() > Duration::ZERO);

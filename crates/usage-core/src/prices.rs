@@ -269,12 +269,26 @@ impl PriceTable {
         out
     }
 
-    /// The instants strictly inside `range` where an entry that can price `source` starts or
-    /// stops being valid, sorted: windows are cut there, so that each part is priced by the
-    /// prices valid in it (a price change at midnight prices each side by its own price).
-    pub fn changes(&self, provider: &str, source: &str, range: Window) -> Vec<DateTime<Utc>> {
+    /// The instants strictly inside `range` where an entry that can price `source` (within the
+    /// query's `agents` and `models` filters, when set) starts or stops being valid, sorted:
+    /// windows are cut there, so that each part is priced by the prices valid in it (a price
+    /// change at midnight prices each side by its own price).
+    pub fn changes(
+        &self,
+        provider: &str,
+        source: &str,
+        range: Window,
+        agents: Option<&BTreeSet<String>>,
+        models: Option<&BTreeSet<String>>,
+    ) -> Vec<DateTime<Utc>> {
+        let within = |want: &Option<String>, filter: Option<&BTreeSet<String>>| match (want, filter)
+        {
+            (Some(w), Some(f)) => f.contains(w),
+            _ => true,
+        };
         let mut out: Vec<DateTime<Utc>> = self
             .for_source(provider, source)
+            .filter(|e| within(&e.agent, agents) && within(&e.model, models))
             .flat_map(|e| [e.from, e.to])
             .flatten()
             .filter(|t| range.start < *t && *t < range.end)
@@ -643,13 +657,29 @@ mod tests {
         // The change at Berlin midnight (23:00Z) is inside the first range, at the edge of the
         // second (not a cut), and other sources' changes never cut this one's windows.
         let range = Window::new(at(1, 0), at(3, 0));
-        assert_eq!(table.changes("openai", "openai", range), [at(1, 23)]);
+        assert_eq!(
+            table.changes("openai", "openai", range, None, None),
+            [at(1, 23)]
+        );
         assert!(
             table
-                .changes("openai", "openai", Window::new(at(1, 23), at(3, 0)))
+                .changes(
+                    "openai",
+                    "openai",
+                    Window::new(at(1, 23), at(3, 0)),
+                    None,
+                    None
+                )
                 .is_empty()
         );
-        assert!(table.changes("kibana", "kb", range).is_empty());
+        assert!(table.changes("kibana", "kb", range, None, None).is_empty());
+        // A query filtered to other models is not cut at this model's price change.
+        let o3 = BTreeSet::from(["o3".to_owned()]);
+        assert!(
+            table
+                .changes("openai", "openai", range, None, Some(&o3))
+                .is_empty()
+        );
         // `cost` prices a usage point by its labels at the given instant.
         let p = UsagePoint {
             window: Window::new(at(1, 23), at(2, 0)),

@@ -284,12 +284,15 @@ pub async fn evaluate(state: &AppState, budget: &Budget, now: DateTime<Utc>) -> 
             return status;
         }
     };
-    let mut spent = Decimal::ZERO;
+    let mut spent = Some(Decimal::ZERO);
     let mut other = Vec::new();
     for (unit, cost) in &answer.agg.total_costs {
+        if cost.overflowed {
+            spent = None;
+        }
         for m in cost.cost.iter() {
             if m.currency == currency {
-                spent += m.amount;
+                spent = spent.and_then(|s| s.checked_add(m.amount));
             } else {
                 other.push(format!("{} {}", m.display_amount(), m.currency));
             }
@@ -306,6 +309,15 @@ pub async fn evaluate(state: &AppState, budget: &Budget, now: DateTime<Utc>) -> 
             other.join(", ")
         ));
     }
+    let Some(spent) = spent else {
+        status.error = Some(
+            crate::error::ApiError::Internal(
+                "the month's cost adds up beyond what a decimal holds".into(),
+            )
+            .problem(),
+        );
+        return status;
+    };
     status.spent = Money {
         amount: spent,
         currency,
@@ -313,8 +325,12 @@ pub async fn evaluate(state: &AppState, budget: &Budget, now: DateTime<Utc>) -> 
     status.spent_ratio = ratio(spent, budget.amount.amount);
     let elapsed = (now - month.start).num_seconds();
     let length = (month.end - month.start).num_seconds();
-    if elapsed >= 3600 && length > 0 {
-        let forecast = spent * Decimal::from(length) / Decimal::from(elapsed);
+    let forecast = spent
+        .checked_mul(Decimal::from(length))
+        .and_then(|x| x.checked_div(Decimal::from(elapsed)));
+    if elapsed >= 3600
+        && let Some(forecast) = forecast
+    {
         status.forecast = Some(Money {
             amount: forecast,
             currency,
@@ -332,9 +348,14 @@ fn ratio(a: Decimal, b: Decimal) -> f64 {
     r.to_string().parse().unwrap_or(0.0)
 }
 
-/// Sets a budget's gauges.
+/// Sets a budget's gauges. A budget that could not be worked out keeps its ratios (an outage
+/// must not read as a budget back under its amount) and shows `complete` 0.
 pub fn publish(status: &BudgetStatus) {
     let name = status.name.clone();
+    if status.error.is_some() {
+        metrics::gauge!(crate::obs::names::BUDGET_COMPLETE, "budget" => name).set(0.0);
+        return;
+    }
     metrics::gauge!(crate::obs::names::BUDGET_SPENT_RATIO, "budget" => name.clone())
         .set(status.spent_ratio);
     match status.forecast_ratio {

@@ -403,22 +403,23 @@ impl UsageCache {
         let k = key.clone();
         let flag = fetched.clone();
         let init = async move {
-            // Its own task, so that the cache is filled even when every waiter gave up.
+            // Its own task, which fills the cache itself: the answer is kept even when every
+            // waiter gave up at its deadline (the coalescer drops its future then).
             let task = tokio::spawn(async move {
                 let mut q = UsageQuery::new(k.windows.clone(), k.dims.clone());
                 q.agents.clone_from(&k.agents);
                 q.refresh = refresh;
-                let result = src.provider.costs(&q).await;
-                src.record(result.as_ref().map(|_| ()));
-                let batch = result?.unwrap_or_default();
+                let batch = src.resilient.costs(&q, deadline).await?.unwrap_or_default();
                 flag.store(true, std::sync::atomic::Ordering::Relaxed);
                 // Vendors post costs later than usage (a day's can grow for hours after it
                 // ends): only windows settled a day ago are cached as closed.
                 let day_ago = Utc::now() - chrono::Duration::days(1);
-                Ok::<_, ProviderError>(Arc::new(CostEntry {
+                let entry = Arc::new(CostEntry {
                     batch,
                     closed: k.windows.iter().all(|w| this.is_closed(w, day_ago)),
-                }))
+                });
+                this.costs.insert(k, entry.clone()).await;
+                Ok::<_, ProviderError>(entry)
             });
             task.await.map_err(|e| ProviderError::Transport {
                 source_name: "gateway".into(),

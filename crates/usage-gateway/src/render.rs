@@ -176,6 +176,10 @@ pub fn etag(
         totals: Vec<UnitTotals>,
         rows: Vec<RowOut<'a>>,
         sources: Vec<SourceData<'a>>,
+        /// FOCUS bodies show exact amounts, rows four places: the tag must see what the body
+        /// shows.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        exact: Vec<String>,
     }
     let data = Data {
         format,
@@ -195,6 +199,14 @@ pub fn etag(
                 problem: s.error.as_ref().map(|p| p.kind.as_str()),
             })
             .collect(),
+        exact: if format == "focus" {
+            agg.rows
+                .iter()
+                .flat_map(|r| r.cost.cost.iter().map(|m| focus_decimal(m.amount)))
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     let mut h = HashWriter(xxhash_rust::xxh3::Xxh3::new());
     // Writing into a hasher cannot fail; serializing these types cannot either.

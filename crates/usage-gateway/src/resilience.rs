@@ -187,6 +187,25 @@ impl Resilient {
         .await
     }
 
+    /// Asks the provider for its vendor's costs under the same breaker, retries and deadline as
+    /// [`usage`]; `None` when it has no cost API.
+    ///
+    /// [`usage`]: Self::usage
+    pub async fn costs(
+        &self,
+        q: &UsageQuery,
+        deadline: Instant,
+    ) -> Result<Option<usage_core::CostBatch>, ProviderError> {
+        self.call(
+            deadline,
+            Call::Costs {
+                windows: q.windows.len(),
+            },
+            || self.provider.costs(q),
+        )
+        .await
+    }
+
     /// Lists the provider's agents under the same breaker, retries and deadline as [`usage`].
     ///
     /// [`usage`]: Self::usage
@@ -278,6 +297,7 @@ impl Resilient {
             .increment(sent);
         let (call, windows) = match what {
             Call::Usage { windows } => ("usage", windows),
+            Call::Costs { windows } => ("costs", windows),
             Call::Agents => ("agents", 0),
         };
         tracing::info!(
@@ -340,6 +360,8 @@ impl Drop for Attempt<'_> {
 enum Call {
     /// `usage` over this many windows.
     Usage { windows: usize },
+    /// `costs` over this many windows.
+    Costs { windows: usize },
     /// `agents`.
     Agents,
 }

@@ -459,7 +459,8 @@ pub(crate) async fn answer(
     state: &AppState,
 ) -> Result<Answer, ApiError> {
     let plans = plan(req, access, state)?;
-    answer_planned(plans, req, refresh, group_by, state).await
+    let bucketed = req.bucket != usage_core::Bucket::None;
+    answer_planned(plans, req, refresh, group_by, bucketed, state).await
 }
 
 async fn answer_planned(
@@ -467,6 +468,7 @@ async fn answer_planned(
     req: &UsageRequest,
     refresh: bool,
     group_by: &[Dimension],
+    bucketed: bool,
     state: &AppState,
 ) -> Result<Answer, ApiError> {
     let deadline = tokio::time::Instant::now() + state.server.request_timeout;
@@ -521,7 +523,6 @@ async fn answer_planned(
         .iter()
         .all(|o| o.entry.status == SourceStatus::Ok && !o.partial);
 
-    let bucketed = req.bucket != usage_core::Bucket::None;
     let mut inputs = Vec::new();
     for o in &outcomes {
         let info = &o.source.info;
@@ -598,13 +599,24 @@ async fn usage(
         } else {
             req.group_by.clone()
         };
+    // FOCUS lines lie within one billing period (a UTC month): their windows are cut at the
+    // months' starts, and each part is a line's charge period.
+    let focus_req;
+    let (asked, bucketed): (&UsageRequest, bool) = if format == Format::Focus {
+        focus_req = UsageRequest {
+            windows: cut(&req.windows, &utc_month_starts(req.range)),
+            ..(*req).clone()
+        };
+        (&focus_req, true)
+    } else {
+        (&req, req.bucket != usage_core::Bucket::None)
+    };
     let Answer {
         entries,
         complete,
         mut agg,
         billing,
-    } = answer_planned(plans, &req, refresh, &group_by, &state).await?;
-    let bucketed = req.bucket != usage_core::Bucket::None;
+    } = answer_planned(plans, asked, refresh, &group_by, bucketed, &state).await?;
     if bucketed && req.fill == Fill::Zero {
         aggregate::fill_zero(&mut agg, &req.windows, MAX_FILLED_ROWS).map_err(|needed| {
             ApiError::BadRequest(vec![ParamError::new(
@@ -745,6 +757,7 @@ async fn run(
         Ok(shape) => shape,
         Err(filter) => {
             outcome.entry.status = SourceStatus::Skipped;
+            outcome.entry.cost_source = Some(CostSource::None);
             outcome.entry.error = Some(Problem::new(
                 "filter_not_supported",
                 "Source cannot apply a filter",
@@ -761,11 +774,18 @@ async fn run(
     // Prices change at instants inside the range: the windows are cut there, each part priced
     // by its prices, and the parts added back into their query window.
     let provider = src.info.provider.as_str();
-    let priced = matches!(plan.costing, CostPlan::Prices(_));
-    let changes = if priced {
-        state.prices.changes(provider, &src.info.name, req.range)
-    } else {
-        Vec::new()
+    // So are they at UTC midnights for a vendor's cost report: each day's cost is shared out
+    // over that day's usage.
+    let changes = match plan.costing {
+        CostPlan::Prices(_) => state.prices.changes(
+            provider,
+            &src.info.name,
+            req.range,
+            shape.agents.as_ref(),
+            shape.models.as_ref(),
+        ),
+        CostPlan::Vendor(_) => utc_midnights(req.range),
+        CostPlan::None(_) => Vec::new(),
     };
     let agents = shape.agents.clone();
     let windows = cut(&req.windows, &changes);
@@ -778,7 +798,25 @@ async fn run(
         refresh,
         deadline,
     };
-    let result = crate::stored::answer(state.store.as_deref(), ask).await;
+    // The vendor's costs are asked beside the usage, not after it.
+    let vendor_costs = async {
+        if matches!(plan.costing, CostPlan::Vendor(_)) {
+            let dims = src.provider.cost_dimensions().unwrap_or_default();
+            Some(
+                state
+                    .cache
+                    .costs(&src, &windows, dims, agents, refresh, deadline)
+                    .await,
+            )
+        } else {
+            None
+        }
+    };
+    let (result, mut vendor_costs) = futures::future::join(
+        crate::stored::answer(state.store.as_deref(), ask),
+        vendor_costs,
+    )
+    .await;
     outcome.entry.duration_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     match result {
         Ok((answer, store_use)) => {
@@ -846,12 +884,13 @@ async fn run(
                 }
                 CostPlan::None(note) => outcome.entry.notes.extend(note.clone()),
                 CostPlan::Vendor(note) => {
-                    let dims = src.provider.cost_dimensions().unwrap_or_default();
-                    let costs = state
-                        .cache
-                        .costs(&src, &req.windows, dims, agents, refresh, deadline)
-                        .await;
-                    match costs {
+                    // Asked beside the usage for every vendor plan.
+                    match vendor_costs.take().unwrap_or_else(|| {
+                        Err(ProviderError::Transport {
+                            source_name: src.info.name.clone(),
+                            message: "the vendor's costs were not asked".into(),
+                        })
+                    }) {
                         Ok((entry, cached)) => {
                             if !cached {
                                 outcome.entry.upstream_requests += entry.batch.upstream_requests;
@@ -870,7 +909,9 @@ async fn run(
                             }
                             outcome.entry.notes.extend(note.clone());
                             let models = (!req.models.is_empty()).then_some(req.models.as_slice());
-                            let (points, costs) = allocate(&answer.entries, &entry.batch, models);
+                            let (mut points, costs) =
+                                allocate(&answer.entries, &entry.batch, models);
+                            fold(&mut points, &req.windows);
                             outcome.costed = Costed::Each(points, costs);
                         }
                         Err(e) => {
@@ -907,6 +948,7 @@ async fn run(
                 _ => {}
             }
             tracing::warn!(source = %src.info.name, kind = e.kind(), error = %e, "source failed");
+            outcome.entry.cost_source = Some(CostSource::None);
             outcome.entry.status = if matches!(e, ProviderError::Timeout { .. }) {
                 src.record(Err(&e));
                 SourceStatus::Timeout
@@ -947,19 +989,49 @@ fn price(
     let (mut points, mut costs) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for p in entries.iter().flat_map(|e| e.points.iter()) {
         costs.push(state.prices.cost(provider, source, p, p.window.start));
-        let mut p = p.clone();
-        // The query window that starts last at or before the part's start holds it.
+        points.push(p.clone());
+    }
+    fold(&mut points, windows);
+    (points, costs)
+}
+
+/// Puts each point of a cut window back into the query window that holds its part: the one
+/// that starts last at or before the part's start.
+fn fold(points: &mut [UsagePoint], windows: &[Window]) {
+    for p in points {
         let i = windows.partition_point(|w| w.start <= p.window.start);
         if let Some(w) = i.checked_sub(1).and_then(|i| windows.get(i)) {
             p.window = *w;
         }
-        points.push(p);
     }
-    (points, costs)
 }
 
-/// Allocates a vendor's costs to the usage points: each cost (a UTC day's, of an agent, a model
-/// and a unit) goes to the points of that day, agent, model and unit in proportion to their
+/// The starts of UTC months strictly inside `range`.
+fn utc_month_starts(range: Window) -> Vec<chrono::DateTime<Utc>> {
+    let mut t = usage_core::time::bucket_of(range.start, chrono_tz::UTC, Bucket::Month).end;
+    let mut out = Vec::new();
+    while t < range.end {
+        out.push(t);
+        t = usage_core::time::bucket_of(t, chrono_tz::UTC, Bucket::Month).end;
+    }
+    out
+}
+
+/// The UTC midnights strictly inside `range`.
+fn utc_midnights(range: Window) -> Vec<chrono::DateTime<Utc>> {
+    let day = chrono::Duration::days(1);
+    let mut t = usage_core::time::bucket_of(range.start, chrono_tz::UTC, Bucket::Day).end;
+    let mut out = Vec::new();
+    while t < range.end {
+        out.push(t);
+        t += day;
+    }
+    out
+}
+
+/// Allocates a vendor's costs to the usage points, both in the same windows (UTC days): each
+/// cost (a day's, of an agent, a model and a unit) goes to the points of that day, agent, model
+/// and unit in proportion to their
 /// quantity (counters' total), the last one taking what the others leave, so that the parts add
 /// up to the cost exactly; a cost no such usage took rides on a point without usage, and usage
 /// no cost reached counts as unpriced. Costs of models outside `models` (a model filter the
