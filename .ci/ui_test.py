@@ -171,6 +171,12 @@ def main():
                 shown == {c: totals[c] for c in COUNTERS},
                 f"page {shown}, API {totals}",
             )
+            if "cost" in totals:
+                # The demo prices every source (price table or vendor): the footer shows the
+                # API's exact per-currency totals, never a sum made in the browser.
+                want = "; ".join(f"{m['amount']} {m['currency']}" for m in totals["cost"])
+                cost = d.find_element(By.CSS_SELECTOR, "#table tfoot td[data-cost]").text
+                check(f"{unit}: the table's cost total is /v1/usage's", cost.startswith(want), f"page {cost!r}, API {want!r}")
             rows = len(d.find_elements(By.CSS_SELECTOR, "#table tbody tr"))
             expected = sum(1 for r in answer["rows"] if r["unit"] == unit)
             check(f"{unit}: the table has the answer's rows", rows == expected, f"{rows} != {expected}")

@@ -609,6 +609,32 @@ async fn openai_and_anthropic_costs_come_from_their_cost_reports() {
         );
     }
 
+    // Up to now: the current day's cost so far is its usage's cost so far, so a query ending
+    // now keeps the vendor's costs (the simulators' data ends on 1 November).
+    for source in ["openai", "anthropic"] {
+        let v = crate::common::usage_json(
+            &r.base,
+            &r.token,
+            &format!("start=2026-10-30&end=now&tz=UTC&source={source}&group_by="),
+        )
+        .await;
+        assert_eq!(v["sources"][0]["cost_source"], "vendor", "{}", v["sources"]);
+        let got: rust_decimal::Decimal = v["totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["cost"].as_array().unwrap().iter().map(|m| usd(m).amount))
+            .sum();
+        let want = truth(
+            source,
+            &TruthFilter::default(),
+            Window::new(day(30), day(31) + chrono::Duration::days(2)),
+        )
+        .amount;
+        let n = rust_decimal::Decimal::from(v["totals"].as_array().unwrap().len());
+        assert!((got - want).abs() <= half * n, "{source}: {got} vs {want}");
+    }
+
     // A model filter is applied to the vendor's costs here: exactly that model's cost.
     let v = crate::common::usage_json(
         &r.base,

@@ -178,7 +178,7 @@
     const group = q.group_by[0] || "source";
     const rows = a.rows.filter((r) => r.unit === unit);
     const colours = renderChart(rows, group, q);
-    renderTable(rows, group, q, colours);
+    renderTable(rows, group, q, colours, a.totals.find((t) => t.unit === unit));
     renderSources(a);
     $("summary").textContent =
       `${q.start} to ${q.end} (UTC); buckets: ${q.bucket}, in ${q.tz}; grouped by ${DIMENSIONS[group] || group}; ` +
@@ -324,19 +324,25 @@
 
   /** Fills the table with the chart's rows (the columns of `GET /v1/usage.csv`), a totals footer
    * and the CSV link. */
-  function renderTable(rows, group, q, colours) {
+  function renderTable(rows, group, q, colours, total) {
+    // With money, a cost column: the API's amounts per currency (decimal strings, shown as
+    // given), and the total's exact sums from `totals` in the footer (never summed here).
+    const money = rows.some((r) => Array.isArray(r.cost));
+    const costText = (c) => (Array.isArray(c) ? c.map((m) => `${m.amount} ${m.currency}`).join("; ") : "");
     const columns = [
       ...(q.bucket !== "none" ? ["bucket_start", "bucket_end"] : []),
       group,
       ...(group === "agent" ? ["agent_name"] : []),
       "unit",
       ...COUNTERS,
+      ...(money ? ["cost"] : []),
     ];
     const numeric = (c) => COUNTERS.includes(c);
     const table = $("table");
     table.tHead.replaceChildren(el("tr", {}, ...columns.map((c) => el("th", { scope: "col", class: numeric(c) ? "num" : "" }, c))));
     table.tBodies[0].replaceChildren(...rows.map((r) => el("tr", {}, ...columns.map((c) => {
       if (numeric(c)) return el("td", { class: "num" }, num.format(r[c]));
+      if (c === "cost") return el("td", { class: "num" }, costText(r.cost) || (r.unpriced ? "unpriced" : ""));
       const text = r[c] === null || r[c] === undefined ? "" : String(r[c]);
       if (c !== group) return el("td", {}, text);
       const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
@@ -345,15 +351,17 @@
     }))));
     const sums = Object.fromEntries(COUNTERS.map((c) => [c, rows.reduce((s, r) => s + r[c], 0)]));
     table.tFoot.replaceChildren(el("tr", {},
-      el("th", { scope: "row", colSpan: columns.length - COUNTERS.length }, `Total (${rows.length} rows)`),
-      ...COUNTERS.map((c) => el("td", { class: "num", "data-counter": c, "data-value": String(sums[c]) }, num.format(sums[c])))));
+      el("th", { scope: "row", colSpan: columns.length - COUNTERS.length - (money ? 1 : 0) }, `Total (${rows.length} rows)`),
+      ...COUNTERS.map((c) => el("td", { class: "num", "data-counter": c, "data-value": String(sums[c]) }, num.format(sums[c]))),
+      ...(money ? [el("td", { class: "num", "data-cost": "" }, costText(total && total.cost) +
+        (total && total.unpriced ? ` (${num.format(total.unpriced)} unpriced)` : ""))] : [])));
     // CSV of exactly these rows, text cells guarded against spreadsheet formulas as the API's are.
     const cell = (v) => {
       let s = v === null || v === undefined ? "" : String(v);
       if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
       return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
     };
-    const lines = [columns.join(","), ...rows.map((r) => columns.map((c) => cell(r[c])).join(","))];
+    const lines = [columns.join(","), ...rows.map((r) => columns.map((c) => cell(c === "cost" ? costText(r.cost) : r[c])).join(","))];
     if (csvUrl) URL.revokeObjectURL(csvUrl);
     csvUrl = URL.createObjectURL(new Blob([`${lines.join("\r\n")}\r\n`], { type: "text/csv" }));
     const link = $("csv");
@@ -373,6 +381,7 @@
       if (typeof s.store_coverage === "number") details.push(`store coverage ${Math.round(s.store_coverage * 100)}%`);
       if (s.status === "stale" && typeof s.age_seconds === "number") details.push(`data ${Math.round(s.age_seconds / 60)} min old`);
       if (s.cached) details.push("from cache");
+      if (s.cost_source && s.cost_source !== "none") details.push(`cost from ${s.cost_source === "vendor" ? "the vendor" : "the price table"}`);
       const lines = [el("span", { class: "detail" }, details.join(" · "))];
       if (s.error) lines.push(el("span", { class: "detail" }, `${s.error.title}: ${s.error.detail}`));
       for (const n of s.notes || []) lines.push(el("span", { class: "detail" }, n));

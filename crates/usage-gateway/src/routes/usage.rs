@@ -57,12 +57,13 @@ fn vendor_costs(
     cost_dims: &BTreeSet<Dimension>,
     keep: &BTreeSet<Dimension>,
     req: &UsageRequest,
+    now: chrono::DateTime<Utc>,
 ) -> Result<Option<String>, String> {
-    if !usage_core::buckets::BucketWidth::Day.fits(&req.windows) {
+    if !usage_core::buckets::BucketWidth::Day.fits(&cost_windows(&req.windows, now)) {
         return Err(format!(
             "{vendor}'s costs are reported per UTC day, and this query's windows do not start \
-             and end at UTC midnights (use tz=UTC, whole days, and bucket none, day, week or \
-             month)"
+             and end at UTC midnights (use tz=UTC, whole days or up to now, and bucket none, \
+             day, week or month)"
         ));
     }
     if !req.users.is_empty() {
@@ -95,6 +96,7 @@ fn vendor_costs(
 /// A caller who may not see every source gets 403 for an unknown name too, so that 400-vs-403
 /// cannot be used to learn which sources exist beyond its access.
 fn plan(req: &UsageRequest, access: &Access, state: &AppState) -> Result<Vec<Plan>, ApiError> {
+    let now = Utc::now();
     let mut bad = Vec::new();
     let mut forbidden = Vec::new();
     let sees_all = state.sources.keys().all(|s| access.sources.contains_key(s));
@@ -184,7 +186,7 @@ fn plan(req: &UsageRequest, access: &Access, state: &AppState) -> Result<Vec<Pla
         let cost_dims = source.provider.cost_dimensions();
         let vendor = cost_dims
             .as_ref()
-            .map(|dims| vendor_costs(provider, dims, &keep, req));
+            .map(|dims| vendor_costs(provider, dims, &keep, req, now));
         let costing = match vendor {
             Some(Ok(note)) => {
                 // Allocation needs the usage of each agent and model.
@@ -805,7 +807,15 @@ async fn run(
             Some(
                 state
                     .cache
-                    .costs(&src, &windows, dims, agents, refresh, deadline)
+                    // The plan checked that the last window may end with the current day.
+                    .costs(
+                        &src,
+                        &cost_windows(&windows, chrono::DateTime::<Utc>::MIN_UTC),
+                        dims,
+                        agents,
+                        refresh,
+                        deadline,
+                    )
                     .await,
             )
         } else {
@@ -1017,6 +1027,24 @@ fn utc_month_starts(range: Window) -> Vec<chrono::DateTime<Utc>> {
     out
 }
 
+/// The windows to ask a daily cost report for, for usage `windows`: the same, but a last window
+/// that ends inside a UTC day at most a minute before `now` (a query up to now), or after it,
+/// ends at that day's end instead. Nothing after now has been used, so the day's cost so far is
+/// the cost of its usage up to now (the cost report's bucket of the current day holds what was
+/// posted so far).
+fn cost_windows(windows: &[Window], now: chrono::DateTime<Utc>) -> Vec<Window> {
+    let mut out = windows.to_vec();
+    if let Some(last) = out.last_mut()
+        && last.end + chrono::Duration::minutes(1) >= now
+    {
+        let day = usage_core::time::bucket_of(last.end, chrono_tz::UTC, Bucket::Day);
+        if day.start != last.end {
+            last.end = day.end;
+        }
+    }
+    out
+}
+
 /// The UTC midnights strictly inside `range`.
 fn utc_midnights(range: Window) -> Vec<chrono::DateTime<Utc>> {
     let day = chrono::Duration::days(1);
@@ -1041,7 +1069,14 @@ fn allocate(
     batch: &usage_core::CostBatch,
     models: Option<&[String]>,
 ) -> (Vec<UsagePoint>, Vec<PointCost>) {
-    type Group<'a> = (Window, Option<&'a str>, Option<&'a str>, usage_core::Unit);
+    // By window start: a cost report's last window may end with its day where the usage's ends
+    // now (see `cost_windows`).
+    type Group<'a> = (
+        chrono::DateTime<Utc>,
+        Option<&'a str>,
+        Option<&'a str>,
+        usage_core::Unit,
+    );
     let usage: Vec<&UsagePoint> = entries.iter().flat_map(|e| e.points.iter()).collect();
     let mut costs = vec![PointCost::default(); usage.len()];
     let mut groups: std::collections::HashMap<Group<'_>, (Vec<usize>, u64)> =
@@ -1049,7 +1084,7 @@ fn allocate(
     for (i, p) in usage.iter().enumerate() {
         let g = groups
             .entry((
-                p.window,
+                p.window.start,
                 p.key.agent.as_deref(),
                 p.key.model.as_deref(),
                 p.unit,
@@ -1064,7 +1099,7 @@ fn allocate(
             continue;
         }
         let group = (
-            c.window,
+            c.window.start,
             c.key.agent.as_deref(),
             c.key.model.as_deref(),
             c.unit,
