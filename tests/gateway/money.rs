@@ -452,6 +452,16 @@ currency = "dollars"
     assert_eq!(keys, ["prices[0].provider", "prices[0].source"]);
 }
 
+/// The USD cost of an answer's totals, added over units.
+fn total_usd(v: &Value) -> rust_decimal::Decimal {
+    v["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["cost"].as_array().unwrap().iter().map(|m| usd(m).amount))
+        .sum()
+}
+
 /// Rows of one bucket and labels: (source, bucket, agent, model).
 type CostKey = (String, usage_core::Window, Option<String>, Option<String>);
 
@@ -619,12 +629,7 @@ async fn openai_and_anthropic_costs_come_from_their_cost_reports() {
         )
         .await;
         assert_eq!(v["sources"][0]["cost_source"], "vendor", "{}", v["sources"]);
-        let got: rust_decimal::Decimal = v["totals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|t| t["cost"].as_array().unwrap().iter().map(|m| usd(m).amount))
-            .sum();
+        let got = total_usd(&v);
         let want = truth(
             source,
             &TruthFilter::default(),
@@ -642,12 +647,7 @@ async fn openai_and_anthropic_costs_come_from_their_cost_reports() {
         "start=2026-10-24&end=2026-10-27&tz=UTC&source=anthropic&group_by=&model=claude-opus-4-6",
     )
     .await;
-    let got: rust_decimal::Decimal = v["totals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| t["cost"].as_array().unwrap().iter().map(|m| usd(m).amount))
-        .sum();
+    let got = total_usd(&v);
     let f = TruthFilter {
         model: Some("claude-opus-4-6".into()),
         ..TruthFilter::default()

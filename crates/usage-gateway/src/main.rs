@@ -347,9 +347,18 @@ fn serve(config: Config, providers: Vec<usage_gateway::fetch::SourceSpec>) -> Ex
         }
         let store = state.store.clone();
         let names = state.source_names.clone();
+        let budgets_on_main = !state.budgets.is_empty() && state.server.metrics_listen.is_none();
         let run = async {
             let bound = server::bind(state)?;
             tracing::info!(addr = %bound.addr, metrics = ?bound.metrics_addr, "usage-gateway listening");
+            if budgets_on_main {
+                // /metrics has no authentication: budget names and ratios (which may name
+                // agents and users) are then served to anyone who reaches the main listener.
+                tracing::warn!(
+                    "budgets are configured and /metrics is served on the main listener without \
+                     authentication: set server.metrics_listen to a private address"
+                );
+            }
             bound.run().await
         };
         let result = run.await;
