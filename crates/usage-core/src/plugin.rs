@@ -251,3 +251,100 @@ mod tests {
         }
     }
 }
+
+/// A source's agent list: fixed by configuration, or discovered from the vendor and kept for a
+/// TTL. Its lock also makes concurrent discoveries wait for one listing.
+pub struct AgentList {
+    fixed: Option<std::sync::Arc<Vec<crate::model::Agent>>>,
+    ttl: Duration,
+    discovered:
+        tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Vec<crate::model::Agent>>)>>,
+}
+
+impl fmt::Debug for AgentList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentList")
+            .field("fixed", &self.fixed.as_ref().map(|a| a.len()))
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one discovery found: the agents, whether to keep them for the TTL (a listing that
+/// stopped short is not kept, so the next query lists again), and the provider's own report of
+/// it (pages read, a note).
+#[derive(Debug)]
+pub struct Discovery<T> {
+    /// The agents found.
+    pub agents: Vec<crate::model::Agent>,
+    /// Whether the list is kept for the TTL.
+    pub keep: bool,
+    /// The provider's report.
+    pub report: T,
+}
+
+impl AgentList {
+    /// A list fixed by configuration (`Some`, de-duplicated by id in its order), or discovered
+    /// and kept for `ttl`.
+    pub fn new(fixed: Option<Vec<crate::model::Agent>>, ttl: Duration) -> Self {
+        let fixed = fixed.map(|agents| {
+            let mut seen = std::collections::HashSet::new();
+            std::sync::Arc::new(
+                agents
+                    .into_iter()
+                    .filter(|a| seen.insert(a.id.clone()))
+                    .collect(),
+            )
+        });
+        Self {
+            fixed,
+            ttl,
+            discovered: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The configured list, if fixed.
+    pub fn fixed(&self) -> Option<&std::sync::Arc<Vec<crate::model::Agent>>> {
+        self.fixed.as_ref()
+    }
+
+    /// How long a discovered list is kept.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The agents: the fixed list, the discovered one while younger than the TTL (unless
+    /// `refresh`), or a new discovery by `discover`, whose report comes back with it (`None`
+    /// when no discovery was made).
+    pub async fn get<T, E, F, Fut>(
+        &self,
+        refresh: bool,
+        discover: F,
+    ) -> Result<(std::sync::Arc<Vec<crate::model::Agent>>, Option<T>), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Discovery<T>, E>>,
+    {
+        if let Some(fixed) = &self.fixed {
+            return Ok((std::sync::Arc::clone(fixed), None));
+        }
+        let mut cached = self.discovered.lock().await;
+        if let Some((at, agents)) = cached.as_ref()
+            && !refresh
+            && at.elapsed() < self.ttl
+        {
+            return Ok((std::sync::Arc::clone(agents), None));
+        }
+        let found = discover().await?;
+        let agents = std::sync::Arc::new(found.agents);
+        if found.keep {
+            *cached = Some((std::time::Instant::now(), std::sync::Arc::clone(&agents)));
+        }
+        Ok((agents, Some(found.report)))
+    }
+
+    /// Forgets the discovered list (e.g. when the vendor no longer knows an agent in it).
+    pub async fn forget(&self) {
+        *self.discovered.lock().await = None;
+    }
+}

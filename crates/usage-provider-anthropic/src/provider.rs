@@ -6,7 +6,6 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, TimeDelta};
@@ -16,6 +15,7 @@ use usage_core::buckets::{
     follow_planned_range, plan_limits, usage_report_limit,
 };
 use usage_core::money::{Currency, Money};
+use usage_core::plugin::{AgentList, Discovery};
 use usage_core::{
     Agent, Attribution, CallLimit, CostBatch, CostPoint, Counters, Dimension, PointKey,
     ProviderError, SourceInfo, Unit, UsageBatch, UsagePoint, UsageProvider, UsageQuery,
@@ -64,13 +64,12 @@ const MAX_WORKSPACE_PAGES: usize = 100;
 pub struct AnthropicProvider {
     name: String,
     client: AnthropicClient,
-    fixed_agents: Option<Arc<Vec<Agent>>>,
+    /// The workspaces: fixed, or discovered and kept for `discovery_ttl`.
+    agents: AgentList,
     max_calls_configured: u32,
     /// The configured maximum, capped by the per-minute budget.
     max_calls: u32,
     max_concurrency: usize,
-    discovery_ttl: Duration,
-    discovery: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Agent>>)>>,
 }
 
 impl fmt::Debug for AnthropicProvider {
@@ -78,10 +77,9 @@ impl fmt::Debug for AnthropicProvider {
         f.debug_struct("AnthropicProvider")
             .field("name", &self.name)
             .field("client", &self.client)
-            .field("fixed_agents", &self.fixed_agents.as_ref().map(|a| a.len()))
+            .field("agents", &self.agents)
             .field("max_calls", &self.max_calls)
             .field("max_concurrency", &self.max_concurrency)
-            .field("discovery_ttl", &self.discovery_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -120,24 +118,20 @@ impl AnthropicProvider {
         })?;
         let per_minute = NonZeroU32::new(config.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
         let fixed_agents = config.agents.map(|ids| {
-            let mut seen = BTreeSet::new();
-            Arc::new(
-                ids.iter()
-                    .map(|id| id.trim())
-                    .filter(|id| seen.insert(id.to_owned()))
-                    .map(|id| {
-                        if id == DEFAULT_AGENT {
-                            default_agent()
-                        } else {
-                            Agent {
-                                id: id.to_owned(),
-                                name: None,
-                                model: None,
-                            }
+            ids.iter()
+                .map(|id| id.trim())
+                .map(|id| {
+                    if id == DEFAULT_AGENT {
+                        default_agent()
+                    } else {
+                        Agent {
+                            id: id.to_owned(),
+                            name: None,
+                            model: None,
                         }
-                    })
-                    .collect(),
-            )
+                    }
+                })
+                .collect()
         });
         Ok(Self {
             client: AnthropicClient::new(
@@ -150,12 +144,10 @@ impl AnthropicProvider {
                 config.max_body_bytes,
             ),
             name,
-            fixed_agents,
+            agents: AgentList::new(fixed_agents, config.discovery_ttl),
             max_calls_configured: config.max_upstream_calls,
             max_calls: config.max_upstream_calls.min(per_minute.get()),
             max_concurrency: config.max_concurrency,
-            discovery_ttl: config.discovery_ttl,
-            discovery: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -176,44 +168,43 @@ impl AnthropicProvider {
     /// The agents (fixed, or `default` and every workspace listed, cached for `discovery_ttl`;
     /// `refresh` lists again) and the requests listing took.
     async fn agent_list(&self, refresh: bool) -> Result<(Arc<Vec<Agent>>, u64), ProviderError> {
-        if let Some(fixed) = &self.fixed_agents {
-            return Ok((Arc::clone(fixed), 0));
-        }
-        let mut cached = self.discovery.lock().await;
-        if let Some((at, agents)) = cached.as_ref()
-            && !refresh
-            && at.elapsed() < self.discovery_ttl
-        {
-            return Ok((Arc::clone(agents), 0));
-        }
-        let (workspaces, pages) = follow_cursor(MAX_WORKSPACE_PAGES, |after: Option<String>| {
-            let client = &self.client;
-            async move {
-                let page = client.workspaces_page(after.as_deref()).await?;
-                let next = page
-                    .has_more
-                    .then_some(page.last_id)
-                    .flatten()
-                    .filter(|id| !id.is_empty());
-                Ok((page.data.unwrap_or_default(), next))
-            }
-        })
-        .await
-        .map_err(|e| self.paging(e))?;
-        let mut seen = BTreeSet::from([DEFAULT_AGENT.to_owned()]);
-        let mut agents = vec![default_agent()];
-        for w in workspaces {
-            if let Some(id) = w.id.filter(|id| seen.insert(id.clone())) {
-                agents.push(Agent {
-                    id,
-                    name: w.name.filter(|n| !n.trim().is_empty()),
-                    model: None,
-                });
-            }
-        }
-        let agents = Arc::new(agents);
-        *cached = Some((Instant::now(), Arc::clone(&agents)));
-        Ok((agents, pages as u64))
+        let (agents, pages) = self
+            .agents
+            .get(refresh, || async {
+                let (workspaces, pages) =
+                    follow_cursor(MAX_WORKSPACE_PAGES, |after: Option<String>| {
+                        let client = &self.client;
+                        async move {
+                            let page = client.workspaces_page(after.as_deref()).await?;
+                            let next = page
+                                .has_more
+                                .then_some(page.last_id)
+                                .flatten()
+                                .filter(|id| !id.is_empty());
+                            Ok((page.data.unwrap_or_default(), next))
+                        }
+                    })
+                    .await
+                    .map_err(|e| self.paging(e))?;
+                let mut seen = BTreeSet::from([DEFAULT_AGENT.to_owned()]);
+                let mut agents = vec![default_agent()];
+                for w in workspaces {
+                    if let Some(id) = w.id.filter(|id| seen.insert(id.clone())) {
+                        agents.push(Agent {
+                            id,
+                            name: w.name.filter(|n| !n.trim().is_empty()),
+                            model: None,
+                        });
+                    }
+                }
+                Ok::<_, ProviderError>(Discovery {
+                    agents,
+                    keep: true,
+                    report: pages as u64,
+                })
+            })
+            .await?;
+        Ok((agents, pages.unwrap_or(0)))
     }
 
     /// Plans a query: shared parameters, grouping; `None` when a filter (agent, user or model)
@@ -473,8 +464,8 @@ impl AnthropicProvider {
     /// The agents a query reads: its filter, within the configured agents; `None` = all.
     fn agent_filter(&self, query: &UsageQuery) -> Option<BTreeSet<String>> {
         let fixed: Option<BTreeSet<String>> = self
-            .fixed_agents
-            .as_ref()
+            .agents
+            .fixed()
             .map(|a| a.iter().map(|a| a.id.clone()).collect());
         match (&query.agents, fixed) {
             (None, f) => f,

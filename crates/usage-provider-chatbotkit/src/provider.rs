@@ -6,13 +6,13 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use usage_core::budget::Budget;
 use usage_core::model::{MillisWindows, ceil_ms};
+use usage_core::plugin::{AgentList, Discovery};
 use usage_core::transport::Transport;
 use usage_core::{
     Agent, Attribution, Counters, Dimension, PointKey, ProviderError, SourceInfo,
@@ -43,7 +43,8 @@ pub struct ChatbotkitProvider {
     client: Client,
     /// The fixed bot list, when configured: the source covers only these bots.
     scope: Option<BTreeSet<String>>,
-    discovery: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Agent>>)>>,
+    /// The bots: the fixed list, or listed and kept for `discovery_ttl`.
+    agents: AgentList,
     scans: ScanCache,
 }
 
@@ -85,16 +86,25 @@ impl ChatbotkitProvider {
             config.token.clone(),
             config.page_size,
         );
-        let scope = config
+        let scope: Option<BTreeSet<String>> = config
             .agents
             .as_ref()
             .map(|a| a.iter().map(|s| s.trim().to_owned()).collect());
+        let fixed = scope.as_ref().map(|ids| {
+            ids.iter()
+                .map(|id| Agent {
+                    id: id.clone(),
+                    name: None,
+                    model: None,
+                })
+                .collect()
+        });
         Ok(Self {
             name,
+            agents: AgentList::new(fixed, config.discovery_ttl),
             config,
             client,
             scope,
-            discovery: tokio::sync::Mutex::new(None),
             scans: ScanCache::default(),
         })
     }
@@ -110,55 +120,41 @@ impl ChatbotkitProvider {
     /// Lists the bots: the fixed list, or `GET /v1/bot/list` (cached for `discovery_ttl`; a
     /// `refresh` lists again).
     async fn discover(&self, refresh: bool, calls: &AtomicU64) -> Result<Arc<Vec<Agent>>, Error> {
-        if let Some(fixed) = &self.scope {
-            return Ok(Arc::new(
-                fixed
-                    .iter()
-                    .map(|id| Agent {
-                        id: id.clone(),
-                        name: None,
-                        model: None,
-                    })
-                    .collect(),
-            ));
-        }
-        let mut cached = self.discovery.lock().await;
-        if let Some((at, list)) = cached.as_ref()
-            && !refresh
-            && at.elapsed() < self.config.discovery_ttl
-        {
-            return Ok(Arc::clone(list));
-        }
-        let mut out: Vec<Agent> = Vec::new();
-        let mut ids: HashSet<String> = HashSet::new();
-        let mut pager = Pager::default();
-        let mut cursor: Option<String> = None;
-        loop {
-            pager.admit(&self.client, "bot/list")?;
-            let page = self.client.list_bots(cursor.as_deref(), calls).await?;
-            let items = page.items.unwrap_or_default();
-            let raw_len = items.len();
-            for bot in items {
-                let Some(id) = bot.id.filter(|i| !i.is_empty()) else {
-                    continue;
-                };
-                if ids.insert(id.clone()) {
-                    out.push(Agent {
-                        id,
-                        name: bot.name.filter(|n| !n.is_empty()).or(bot.alias),
-                        model: None,
-                    });
+        let discover = || async {
+            let mut out: Vec<Agent> = Vec::new();
+            let mut ids: HashSet<String> = HashSet::new();
+            let mut pager = Pager::default();
+            let mut cursor: Option<String> = None;
+            loop {
+                pager.admit(&self.client, "bot/list")?;
+                let page = self.client.list_bots(cursor.as_deref(), calls).await?;
+                let items = page.items.unwrap_or_default();
+                let raw_len = items.len();
+                for bot in items {
+                    let Some(id) = bot.id.filter(|i| !i.is_empty()) else {
+                        continue;
+                    };
+                    if ids.insert(id.clone()) {
+                        out.push(Agent {
+                            id,
+                            name: bot.name.filter(|n| !n.is_empty()).or(bot.alias),
+                            model: None,
+                        });
+                    }
+                }
+                match pager.next(raw_len, page.cursor) {
+                    Some(n) => cursor = Some(n),
+                    None => break,
                 }
             }
-            match pager.next(raw_len, page.cursor) {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
-        }
-        out.sort();
-        let list = Arc::new(out);
-        *cached = Some((Instant::now(), Arc::clone(&list)));
-        Ok(list)
+            out.sort();
+            Ok::<_, Error>(Discovery {
+                agents: out,
+                keep: true,
+                report: (),
+            })
+        };
+        Ok(self.agents.get(refresh, discover).await?.0)
     }
 
     /// Decides how to answer a query.

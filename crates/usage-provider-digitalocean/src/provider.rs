@@ -6,11 +6,11 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use futures::{StreamExt, stream};
+use usage_core::plugin::{AgentList, Discovery};
 use usage_core::{
     Agent, Attribution, Counters, Dimension, PointKey, ProviderError, SourceInfo, Unit, UsageBatch,
     UsagePoint, UsageProvider, UsageQuery, Window,
@@ -46,16 +46,15 @@ const MAX_DISCOVERY_PAGES: usize = 1000;
 pub struct DigitaloceanProvider {
     name: String,
     client: DoClient,
-    fixed_agents: Option<Arc<Vec<Agent>>>,
+    /// The agents: fixed, or discovered and kept for `discovery_ttl` (a listing that stopped
+    /// short is not kept).
+    agents: AgentList,
     only_deployed: bool,
     /// The configured `max_upstream_calls`.
     max_calls_configured: u32,
     /// The per-query maximum in force: the configured one, capped by the per-minute budget.
     max_calls: u32,
     max_concurrency: usize,
-    discovery_ttl: Duration,
-    /// The last discovery; the lock also makes concurrent refreshes wait for one listing.
-    discovery: tokio::sync::Mutex<Option<Discovered>>,
 }
 
 /// An agent listing.
@@ -91,21 +90,15 @@ fn broken_page(n: usize, at: &str, e: &DoError) -> String {
     )
 }
 
-struct Discovered {
-    at: Instant,
-    agents: Arc<Vec<Agent>>,
-}
-
 impl fmt::Debug for DigitaloceanProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DigitaloceanProvider")
             .field("name", &self.name)
             .field("client", &self.client)
-            .field("fixed_agents", &self.fixed_agents.as_ref().map(|a| a.len()))
+            .field("agents", &self.agents)
             .field("only_deployed", &self.only_deployed)
             .field("max_calls", &self.max_calls)
             .field("max_concurrency", &self.max_concurrency)
-            .field("discovery_ttl", &self.discovery_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -124,18 +117,13 @@ impl DigitaloceanProvider {
         })?;
         let per_minute = NonZeroU32::new(config.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
         let fixed_agents = config.agents.map(|ids| {
-            let mut seen = HashSet::new();
-            Arc::new(
-                ids.into_iter()
-                    .map(|id| id.trim().to_owned())
-                    .filter(|id| seen.insert(id.clone()))
-                    .map(|id| Agent {
-                        id,
-                        name: None,
-                        model: None,
-                    })
-                    .collect(),
-            )
+            ids.into_iter()
+                .map(|id| Agent {
+                    id: id.trim().to_owned(),
+                    name: None,
+                    model: None,
+                })
+                .collect()
         });
         Ok(Self {
             client: DoClient::new(
@@ -148,13 +136,11 @@ impl DigitaloceanProvider {
                 config.max_body_bytes,
             ),
             name,
-            fixed_agents,
+            agents: AgentList::new(fixed_agents, config.discovery_ttl),
             only_deployed: config.only_deployed,
             max_calls_configured: config.max_upstream_calls,
             max_calls: config.max_upstream_calls.min(per_minute.get()),
             max_concurrency: config.max_concurrency,
-            discovery_ttl: config.discovery_ttl,
-            discovery: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -167,36 +153,22 @@ impl DigitaloceanProvider {
     /// when it did (see [`Listing::broken`]). A listing stopped short is not cached, so the next
     /// query lists again.
     async fn agent_list(&self, refresh: bool) -> Result<Listing<Arc<Vec<Agent>>>, DoError> {
-        if let Some(fixed) = &self.fixed_agents {
-            return Ok(Listing {
-                agents: Arc::clone(fixed),
-                calls: 0,
-                broken: None,
-            });
-        }
-        let mut cached = self.discovery.lock().await;
-        if let Some(d) = cached.as_ref()
-            && !refresh
-            && d.at.elapsed() < self.discovery_ttl
-        {
-            return Ok(Listing {
-                agents: Arc::clone(&d.agents),
-                calls: 0,
-                broken: None,
-            });
-        }
-        let listing = self.discover().await?;
-        let agents = Arc::new(listing.agents);
-        if listing.broken.is_none() {
-            *cached = Some(Discovered {
-                at: Instant::now(),
-                agents: Arc::clone(&agents),
-            });
-        }
+        let (agents, listing) = self
+            .agents
+            .get(refresh, || async {
+                let listing = self.discover().await?;
+                Ok::<_, DoError>(Discovery {
+                    keep: listing.broken.is_none(),
+                    agents: listing.agents,
+                    report: (listing.calls, listing.broken),
+                })
+            })
+            .await?;
+        let (calls, broken) = listing.unwrap_or((0, None));
         Ok(Listing {
             agents,
-            calls: listing.calls,
-            broken: listing.broken,
+            calls,
+            broken,
         })
     }
 
@@ -290,9 +262,7 @@ impl DigitaloceanProvider {
     }
 
     async fn forget_discovery(&self) {
-        if self.fixed_agents.is_none() {
-            *self.discovery.lock().await = None;
-        }
+        self.agents.forget().await;
     }
 
     async fn answer(&self, query: &UsageQuery) -> Result<UsageBatch, DoError> {

@@ -6,7 +6,6 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -16,6 +15,7 @@ use usage_core::buckets::{
     follow_planned_range, plan_limits, usage_report_limit,
 };
 use usage_core::money::{Currency, Money};
+use usage_core::plugin::{AgentList, Discovery};
 use usage_core::transport::Admission;
 use usage_core::{
     Agent, Attribution, CallLimit, CostBatch, CostPoint, Dimension, PointKey, ProviderError,
@@ -45,15 +45,13 @@ pub struct OpenaiProvider {
     name: String,
     client: OaClient,
     endpoints: Vec<&'static EndpointSpec>,
-    fixed_agents: Option<Arc<Vec<Agent>>>,
+    /// The projects: fixed, or listed and kept for `discovery_ttl`.
+    agents: AgentList,
     /// The configured `max_upstream_calls`.
     max_calls_configured: u32,
     /// The per-query maximum in force: the configured one, capped by the per-minute budget.
     max_calls: u32,
     max_concurrency: usize,
-    discovery_ttl: Duration,
-    /// The last listing; the lock also makes concurrent refreshes wait for one listing.
-    listed: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Agent>>)>>,
 }
 
 impl fmt::Debug for OpenaiProvider {
@@ -65,10 +63,9 @@ impl fmt::Debug for OpenaiProvider {
                 "endpoints",
                 &self.endpoints.iter().map(|e| e.path).collect::<Vec<_>>(),
             )
-            .field("fixed_agents", &self.fixed_agents.as_ref().map(|a| a.len()))
+            .field("agents", &self.agents)
             .field("max_calls", &self.max_calls)
             .field("max_concurrency", &self.max_concurrency)
-            .field("discovery_ttl", &self.discovery_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -98,29 +95,22 @@ impl OpenaiProvider {
             .collect();
         let per_minute = NonZeroU32::new(config.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
         let fixed_agents = config.agents.as_ref().map(|ids| {
-            let mut seen = HashSet::new();
-            Arc::new(
-                ids.iter()
-                    .map(|id| id.trim().to_owned())
-                    .filter(|id| seen.insert(id.clone()))
-                    .map(|id| Agent {
-                        id,
-                        name: None,
-                        model: None,
-                    })
-                    .collect(),
-            )
+            ids.iter()
+                .map(|id| Agent {
+                    id: id.trim().to_owned(),
+                    name: None,
+                    model: None,
+                })
+                .collect()
         });
         Ok(Self {
             client: OaClient::new(&name, http, &config, per_minute),
             name,
             endpoints,
-            fixed_agents,
+            agents: AgentList::new(fixed_agents, config.discovery_ttl),
             max_calls_configured: config.max_upstream_calls,
             max_calls: config.max_upstream_calls.min(per_minute.get()),
             max_concurrency: config.max_concurrency,
-            discovery_ttl: config.discovery_ttl,
-            listed: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -173,38 +163,29 @@ impl OpenaiProvider {
         refresh: bool,
         sent: &AtomicU64,
     ) -> Result<Arc<Vec<Agent>>, ProviderError> {
-        if let Some(fixed) = &self.fixed_agents {
-            return Ok(Arc::clone(fixed));
-        }
-        let mut listed = self.listed.lock().await;
-        if let Some((at, agents)) = listed.as_ref()
-            && !refresh
-            && at.elapsed() < self.discovery_ttl
-        {
-            return Ok(Arc::clone(agents));
-        }
-        let (projects, _pages) = follow_cursor(MAX_LIST_PAGES, |after: Option<String>| {
-            let mut q = vec![
-                ("limit", "100".to_owned()),
-                ("include_archived", "true".to_owned()),
-            ];
-            q.extend(after.map(|a| ("after", a)));
-            let url = self.client.url(&["projects"], &q);
-            async move {
-                let page: ProjectList = self.client.get_json(url, Admission::Admit, sent).await?;
-                let last = page
-                    .last_id
-                    .clone()
-                    .or_else(|| page.data.last()?.id.clone());
-                let next = if page.has_more { last } else { None };
-                Ok((page.data, next))
-            }
-        })
-        .await
-        .map_err(|stop| self.paging_error(stop))?;
-        let mut seen = HashSet::new();
-        let agents: Arc<Vec<Agent>> = Arc::new(
-            projects
+        let discover = || async {
+            let (projects, _pages) = follow_cursor(MAX_LIST_PAGES, |after: Option<String>| {
+                let mut q = vec![
+                    ("limit", "100".to_owned()),
+                    ("include_archived", "true".to_owned()),
+                ];
+                q.extend(after.map(|a| ("after", a)));
+                let url = self.client.url(&["projects"], &q);
+                async move {
+                    let page: ProjectList =
+                        self.client.get_json(url, Admission::Admit, sent).await?;
+                    let last = page
+                        .last_id
+                        .clone()
+                        .or_else(|| page.data.last()?.id.clone());
+                    let next = if page.has_more { last } else { None };
+                    Ok((page.data, next))
+                }
+            })
+            .await
+            .map_err(|stop| self.paging_error(stop))?;
+            let mut seen = HashSet::new();
+            let agents = projects
                 .into_iter()
                 .filter_map(|p| {
                     let id = p.id?.trim().to_owned();
@@ -214,18 +195,22 @@ impl OpenaiProvider {
                         model: None,
                     })
                 })
-                .collect(),
-        );
-        *listed = Some((Instant::now(), Arc::clone(&agents)));
-        Ok(agents)
+                .collect();
+            Ok::<_, ProviderError>(Discovery {
+                agents,
+                keep: true,
+                report: (),
+            })
+        };
+        Ok(self.agents.get(refresh, discover).await?.0)
     }
 
     /// The projects usage is read for: the query's agent filter, within the fixed list when
     /// there is one; `None` = every project.
     fn project_filter(&self, query: &UsageQuery) -> Option<BTreeSet<String>> {
         let fixed = self
-            .fixed_agents
-            .as_ref()
+            .agents
+            .fixed()
             .map(|f| f.iter().map(|a| a.id.clone()).collect::<BTreeSet<_>>());
         match (fixed, &query.agents) {
             (None, None) => None,
