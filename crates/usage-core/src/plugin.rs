@@ -303,6 +303,20 @@ impl AgentList {
         }
     }
 
+    /// [`AgentList::new`] from configured agent ids (trimmed), without names.
+    pub fn from_ids<S: AsRef<str>>(ids: Option<&[S]>, ttl: Duration) -> Self {
+        let fixed = ids.map(|ids| {
+            ids.iter()
+                .map(|id| crate::model::Agent {
+                    id: id.as_ref().trim().to_owned(),
+                    name: None,
+                    model: None,
+                })
+                .collect()
+        });
+        Self::new(fixed, ttl)
+    }
+
     /// The configured list, if fixed.
     pub fn fixed(&self) -> Option<&std::sync::Arc<Vec<crate::model::Agent>>> {
         self.fixed.as_ref()

@@ -90,18 +90,10 @@ impl ChatbotkitProvider {
             .agents
             .as_ref()
             .map(|a| a.iter().map(|s| s.trim().to_owned()).collect());
-        let fixed = scope.as_ref().map(|ids| {
-            ids.iter()
-                .map(|id| Agent {
-                    id: id.clone(),
-                    name: None,
-                    model: None,
-                })
-                .collect()
-        });
+        let fixed: Option<Vec<&String>> = scope.as_ref().map(|ids| ids.iter().collect());
         Ok(Self {
             name,
-            agents: AgentList::new(fixed, config.discovery_ttl),
+            agents: AgentList::from_ids(fixed.as_deref(), config.discovery_ttl),
             config,
             client,
             scope,

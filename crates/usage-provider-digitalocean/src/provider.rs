@@ -116,15 +116,6 @@ impl DigitaloceanProvider {
             message,
         })?;
         let per_minute = NonZeroU32::new(config.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
-        let fixed_agents = config.agents.map(|ids| {
-            ids.into_iter()
-                .map(|id| Agent {
-                    id: id.trim().to_owned(),
-                    name: None,
-                    model: None,
-                })
-                .collect()
-        });
         Ok(Self {
             client: DoClient::new(
                 &name,
@@ -136,7 +127,7 @@ impl DigitaloceanProvider {
                 config.max_body_bytes,
             ),
             name,
-            agents: AgentList::new(fixed_agents, config.discovery_ttl),
+            agents: AgentList::from_ids(config.agents.as_deref(), config.discovery_ttl),
             only_deployed: config.only_deployed,
             max_calls_configured: config.max_upstream_calls,
             max_calls: config.max_upstream_calls.min(per_minute.get()),

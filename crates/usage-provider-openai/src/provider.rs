@@ -94,20 +94,11 @@ impl OpenaiProvider {
             .map(crate::Endpoint::spec)
             .collect();
         let per_minute = NonZeroU32::new(config.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
-        let fixed_agents = config.agents.as_ref().map(|ids| {
-            ids.iter()
-                .map(|id| Agent {
-                    id: id.trim().to_owned(),
-                    name: None,
-                    model: None,
-                })
-                .collect()
-        });
         Ok(Self {
             client: OaClient::new(&name, http, &config, per_minute),
             name,
             endpoints,
-            agents: AgentList::new(fixed_agents, config.discovery_ttl),
+            agents: AgentList::from_ids(config.agents.as_deref(), config.discovery_ttl),
             max_calls_configured: config.max_upstream_calls,
             max_calls: config.max_upstream_calls.min(per_minute.get()),
             max_concurrency: config.max_concurrency,
