@@ -154,6 +154,12 @@ pub const EXAMPLES: &[(&str, bool)] = &[
         "/v1/usage?start=today&end=now&bucket=hour&fill=zero&tz=Europe/Berlin&bucket_edges=local",
         true,
     ),
+    // Money (every answer carries it): today's cost so far per source and model (OpenAI's and
+    // Anthropic's cost reports, the demo's prices for the others), the last 7 days as a FOCUS
+    // 1.2 file, and the demo's monthly budgets.
+    ("/v1/usage?start=today&end=now&group_by=source,model", true),
+    ("/v1/usage/focus?bucket=day&group_by=agent", true),
+    ("/v1/budgets", true),
     ("/v1/agents", true),
     ("/v1/sources", true),
     ("/v1/usage", false),
