@@ -220,9 +220,13 @@ pub struct UsageRowSchema {
     pub other_tokens: u64,
     /// Sum of the three.
     pub total_tokens: u64,
-    /// What the row's usage cost, one amount per currency. Present when some touched source has
-    /// a cost (`sources[].cost_source` not `none`); empty when none of the row's usage is
-    /// costed.
+    /// What the row's usage cost, one amount per currency (never added across currencies).
+    /// Present when some touched source has a cost (`sources[].cost_source` not `none`); empty
+    /// when none of the row's usage is costed. With `cost_source: vendor` (OpenAI, Anthropic),
+    /// cost by agent and model is the vendor's own; by user, usage type or conversation it is
+    /// each UTC day's cost of the agent, model and unit allocated in proportion to the rows'
+    /// `total_tokens`. With `price_table`, each counter is priced by the configured prices
+    /// valid when the usage happened.
     pub cost: Option<Vec<MoneyAmount>>,
     /// Of `total_tokens`, the quantity no cost covers. Present when not 0 and some touched
     /// source has a cost.
