@@ -91,8 +91,7 @@ pub fn aggregate<'a>(
     bucketed: bool,
 ) -> Aggregation {
     let mut rows: BTreeMap<RowKey, (Option<String>, Counters, PointCost)> = BTreeMap::new();
-    let mut totals: BTreeMap<Unit, Counters> = BTreeMap::new();
-    let mut total_costs: BTreeMap<Unit, PointCost> = BTreeMap::new();
+    let mut totals: BTreeMap<Unit, (Counters, PointCost)> = BTreeMap::new();
     let wants_name = group_by.contains(&Dimension::Agent);
     for SourcePoints {
         info,
@@ -101,16 +100,9 @@ pub fn aggregate<'a>(
     } in inputs
     {
         for (i, p) in points.iter().enumerate() {
-            let unpriced;
             let cost = match costing {
                 Costing::Each(costs) => costs.get(i),
-                Costing::None => {
-                    unpriced = PointCost {
-                        unpriced: p.counters.total(),
-                        ..PointCost::default()
-                    };
-                    Some(&unpriced)
-                }
+                Costing::None => None,
             };
             if p.counters.is_zero() && cost.is_none_or(|c| c.cost.is_empty()) {
                 continue;
@@ -129,13 +121,28 @@ pub fn aggregate<'a>(
                 entry.0.clone_from(&p.agent_name);
             }
             entry.1.add(&p.counters);
-            totals.entry(p.unit).or_default().add(&p.counters);
-            if let Some(c) = cost {
-                entry.2.add(c);
-                total_costs.entry(p.unit).or_default().add(c);
+            let total = totals.entry(p.unit).or_default();
+            total.0.add(&p.counters);
+            match (costing, cost) {
+                (Costing::Each(_), Some(c)) => {
+                    entry.2.add(c);
+                    total.1.add(c);
+                }
+                // Nothing prices these points: all their quantity is unpriced (an integer
+                // sum per row; no amounts to merge).
+                (Costing::None, _) => {
+                    let n = p.counters.total();
+                    entry.2.unpriced = entry.2.unpriced.saturating_add(n);
+                    total.1.unpriced = total.1.unpriced.saturating_add(n);
+                }
+                (Costing::Each(_), None) => {}
             }
         }
     }
+    let (totals, total_costs): (Vec<(Unit, Counters)>, BTreeMap<Unit, PointCost>) = totals
+        .into_iter()
+        .map(|(unit, (counters, cost))| ((unit, counters), (unit, cost)))
+        .unzip();
     Aggregation {
         rows: rows
             .into_iter()
@@ -148,7 +155,7 @@ pub fn aggregate<'a>(
                 cost,
             })
             .collect(),
-        totals: totals.into_iter().collect(),
+        totals,
         total_costs,
     }
 }
