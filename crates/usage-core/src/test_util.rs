@@ -361,3 +361,76 @@ mod tests {
         assert_eq!(totals[&Unit::Tokens].total(), 48 * 15);
     }
 }
+
+/// Helpers for tests of a provider's daily cost API ([`UsageProvider::costs`]).
+pub mod costs {
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    use crate::error::ProviderError;
+    use crate::model::{CostBatch, Dimension, UsageQuery, Window};
+    use crate::money::Costs;
+    use crate::provider::UsageProvider;
+
+    /// `days` UTC-day windows, the first starting `from` days after `start` (a midnight).
+    pub fn daily(start: DateTime<Utc>, from: i64, days: i64) -> Vec<Window> {
+        (from..from + days)
+            .map(|i| Window::new(start + TimeDelta::days(i), start + TimeDelta::days(i + 1)))
+            .collect()
+    }
+
+    /// A query of `windows` keeping `dims`.
+    pub fn query(windows: Vec<Window>, dims: &[Dimension]) -> UsageQuery {
+        UsageQuery::new(windows, dims.iter().copied().collect())
+    }
+
+    /// The provider's costs for `q`, which it must answer.
+    pub async fn costs(p: &dyn UsageProvider, q: &UsageQuery) -> CostBatch {
+        p.costs(q)
+            .await
+            .unwrap()
+            .expect("the provider has a cost API")
+    }
+
+    /// The amounts of the points in `w` (of `agent`, when given), per currency.
+    pub fn sum(b: &CostBatch, w: Window, agent: Option<&str>) -> Costs {
+        b.sum(|p| p.window == w && agent.is_none_or(|a| p.key.agent.as_deref() == Some(a)))
+    }
+
+    /// Checks the refusals every daily cost report owes, each an
+    /// [`ProviderError::InvalidQuery`] before any request: windows inside a UTC day, a day
+    /// of a zone an hour off UTC, and the `user` (`user`) and `model` (`model`) filters it
+    /// cannot apply. `midnight` is any UTC midnight.
+    pub async fn assert_refuses_what_a_daily_report_cannot_answer(
+        p: &dyn UsageProvider,
+        midnight: DateTime<Utc>,
+        user: &str,
+        model: &str,
+    ) {
+        let day = Window::new(midnight, midnight + TimeDelta::days(1));
+        let hour = TimeDelta::hours(1);
+        for windows in [
+            vec![Window::new(day.start, day.start + hour * 5)],
+            vec![Window::new(day.start - hour, day.end - hour)],
+        ] {
+            let e = p.costs(&query(windows, &[])).await.unwrap_err();
+            assert!(
+                matches!(&e, ProviderError::InvalidQuery { message, .. } if message.contains("per day in UTC")),
+                "{e}"
+            );
+        }
+        let mut users = query(vec![day], &[]);
+        users.users = Some([user.to_owned()].into());
+        let e = p.costs(&users).await.unwrap_err();
+        assert!(
+            matches!(&e, ProviderError::InvalidQuery { message, .. } if message.contains("user")),
+            "{e}"
+        );
+        let mut models = query(vec![day], &[]);
+        models.models = Some([model.to_owned()].into());
+        let e = p.costs(&models).await.unwrap_err();
+        assert!(
+            matches!(&e, ProviderError::InvalidQuery { message, .. } if message.contains("model")),
+            "{e}"
+        );
+    }
+}

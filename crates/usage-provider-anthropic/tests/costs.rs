@@ -12,7 +12,10 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use secrecy::SecretString;
 use url::Url;
 use usage_core::money::{Costs, Currency, Money};
-use usage_core::{CostBatch, Dimension, ProviderError, UsageProvider, UsageQuery, Window};
+use usage_core::test_util::costs::{
+    assert_refuses_what_a_daily_report_cannot_answer, costs, daily, query, sum,
+};
+use usage_core::{CostBatch, Dimension, ProviderError, UsageProvider, Window};
 use usage_provider_anthropic::{AnthropicProvider, Config, DEFAULT_AGENT};
 use usage_sim::{ANTHROPIC_ADMIN_KEY, DataSpec, Dataset, TruthFilter, start_anthropic};
 use wiremock::matchers::{method, path};
@@ -39,28 +42,6 @@ fn provider(base: &str, edit: impl FnOnce(&mut Config)) -> AnthropicProvider {
     AnthropicProvider::new("an-costs", c, http).unwrap()
 }
 
-fn query(windows: Vec<Window>, dims: &[Dimension]) -> UsageQuery {
-    UsageQuery::new(windows, dims.iter().copied().collect())
-}
-
-fn daily(from: i64, days: i64) -> Vec<Window> {
-    (from..from + days)
-        .map(|i| Window::new(day(i), day(i + 1)))
-        .collect()
-}
-
-async fn costs(p: &AnthropicProvider, q: &UsageQuery) -> CostBatch {
-    p.costs(q).await.unwrap().unwrap()
-}
-
-fn sum(b: &CostBatch, w: Window) -> Costs {
-    b.sum(|p| p.window == w)
-}
-
-fn sum_agent(b: &CostBatch, w: Window, agent: &str) -> Costs {
-    b.sum(|p| p.window == w && p.key.agent.as_deref() == Some(agent))
-}
-
 #[tokio::test]
 async fn sums_per_window_and_agent_equal_the_truth_exactly() {
     let data = Arc::new(Dataset::generate(&DataSpec::small(now())));
@@ -73,7 +54,7 @@ async fn sums_per_window_and_agent_equal_the_truth_exactly() {
         .map(|w| w.id.clone())
         .chain([DEFAULT_AGENT.to_owned()])
         .collect();
-    for (windows, requests) in [(daily(-3, 1), 1), (daily(-45, 40), 2)] {
+    for (windows, requests) in [(daily(now(), -3, 1), 1), (daily(now(), -45, 40), 2)] {
         sim.reset_calls();
         let q = query(
             windows.clone(),
@@ -85,13 +66,13 @@ async fn sums_per_window_and_agent_equal_the_truth_exactly() {
         let mut nonzero = 0;
         for w in &windows {
             assert_eq!(
-                sum(&b, *w),
+                sum(&b, *w, None),
                 data.anthropic.cost_truth(&TruthFilter::default(), *w)
             );
             for a in &agents {
                 let truth = data.anthropic.cost_truth(&TruthFilter::agent(a), *w);
                 nonzero += usize::from(!truth.is_empty());
-                assert_eq!(sum_agent(&b, *w, a), truth, "{a} {w:?}");
+                assert_eq!(sum(&b, *w, Some(a)), truth, "{a} {w:?}");
             }
         }
         assert!(nonzero > 0);
@@ -128,7 +109,7 @@ async fn agent_filters_are_applied_here() {
     let data = Arc::new(Dataset::generate(&DataSpec::small(now())));
     let sim = start_anthropic(Arc::clone(&data), None).await.unwrap();
     let p = provider(&sim.base_url, |_| {});
-    let windows = daily(-20, 14);
+    let windows = daily(now(), -20, 14);
     let a = data.anthropic.workspaces()[0].id.clone();
     for wanted in [vec![a.clone()], vec![DEFAULT_AGENT.to_owned(), a.clone()]] {
         let mut q = query(windows.clone(), &[]);
@@ -139,7 +120,7 @@ async fn agent_filters_are_applied_here() {
             for id in &wanted {
                 truth.merge(&data.anthropic.cost_truth(&TruthFilter::agent(id), *w));
             }
-            assert_eq!(sum(&b, *w), truth, "{wanted:?} {w:?}");
+            assert_eq!(sum(&b, *w, None), truth, "{wanted:?} {w:?}");
         }
     }
     let mut none = query(windows, &[]);
@@ -214,7 +195,7 @@ async fn cents_become_dollars_exactly() {
     total
         .add(Money::from_major("1.2388912", Currency::USD).unwrap())
         .unwrap();
-    assert_eq!(sum(&b, w), total);
+    assert_eq!(sum(&b, w, None), total);
     let sent = server.received_requests().await.unwrap();
     let q = sent[0].url.query().unwrap();
     assert!(
@@ -227,25 +208,12 @@ async fn cents_become_dollars_exactly() {
 async fn non_day_windows_and_user_or_model_filters_are_refused() {
     let server = mock("{}", 200).await;
     let p = provider(&server.uri(), |_| {});
-    let hours = query(vec![Window::new(aug(1), aug(1) + TimeDelta::hours(5))], &[]);
-    let e = p.costs(&hours).await.unwrap_err();
+    assert_refuses_what_a_daily_report_cannot_answer(&p, aug(1), "apikey_1", "claude-opus-4-6")
+        .await;
     assert!(
-        matches!(&e, ProviderError::InvalidQuery { message, .. } if message.contains("per day in UTC")),
-        "{e}"
+        server.received_requests().await.unwrap().is_empty(),
+        "nothing sent"
     );
-    let mut users = query(vec![Window::new(aug(1), aug(2))], &[]);
-    users.users = Some(["apikey_1".to_owned()].into());
-    assert!(matches!(
-        p.costs(&users).await,
-        Err(ProviderError::InvalidQuery { .. })
-    ));
-    let mut models = query(vec![Window::new(aug(1), aug(2))], &[]);
-    models.models = Some(["claude-opus-4-6".to_owned()].into());
-    assert!(matches!(
-        p.costs(&models).await,
-        Err(ProviderError::InvalidQuery { .. })
-    ));
-    assert!(server.received_requests().await.unwrap().is_empty());
 }
 
 #[tokio::test]

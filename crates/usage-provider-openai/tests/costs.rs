@@ -12,9 +12,11 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use secrecy::SecretString;
 use url::Url;
 use usage_core::money::{Costs, Currency, Money};
+use usage_core::test_util::costs::{
+    assert_refuses_what_a_daily_report_cannot_answer, costs, daily, query, sum,
+};
 use usage_core::{
-    CostBatch, Dimension, PointKey, ProviderError, UNATTRIBUTED_AGENT, UsageProvider, UsageQuery,
-    Window,
+    CostBatch, Dimension, PointKey, ProviderError, UNATTRIBUTED_AGENT, UsageProvider, Window,
 };
 use usage_provider_openai::{Config, OpenaiProvider};
 use usage_sim::{DataSpec, Dataset, OPENAI_ADMIN_KEY, TruthFilter, start_openai};
@@ -42,24 +44,6 @@ fn provider(base: &str, edit: impl FnOnce(&mut Config)) -> OpenaiProvider {
     OpenaiProvider::new("oa-costs", c, http).unwrap()
 }
 
-fn query(windows: Vec<Window>, dims: &[Dimension]) -> UsageQuery {
-    UsageQuery::new(windows, dims.iter().copied().collect())
-}
-
-fn daily(from: i64, days: i64) -> Vec<Window> {
-    (from..from + days)
-        .map(|i| Window::new(day(i), day(i + 1)))
-        .collect()
-}
-
-async fn costs(p: &OpenaiProvider, q: &UsageQuery) -> CostBatch {
-    p.costs(q).await.unwrap().unwrap()
-}
-
-fn sum(b: &CostBatch, w: Window, agent: Option<&str>) -> Costs {
-    b.sum(|p| p.window == w && agent.is_none_or(|a| p.key.agent.as_deref() == Some(a)))
-}
-
 #[tokio::test]
 async fn sums_per_window_and_agent_equal_the_truth_exactly() {
     let data = Arc::new(Dataset::generate(&DataSpec::small(now())));
@@ -72,7 +56,11 @@ async fn sums_per_window_and_agent_equal_the_truth_exactly() {
         .map(|p| p.id.clone())
         .chain([UNATTRIBUTED_AGENT.to_owned()])
         .collect();
-    for (windows, requests) in [(daily(-3, 1), 1), (daily(-45, 40), 1), (daily(-89, 89), 1)] {
+    for (windows, requests) in [
+        (daily(now(), -3, 1), 1),
+        (daily(now(), -45, 40), 1),
+        (daily(now(), -89, 89), 1),
+    ] {
         let q = query(
             windows.clone(),
             &[Dimension::Agent, Dimension::UsageType, Dimension::Model],
@@ -132,7 +120,7 @@ async fn agent_filters_are_sent_or_applied_here() {
     let data = Arc::new(Dataset::generate(&DataSpec::small(now())));
     let sim = start_openai(Arc::clone(&data), None).await.unwrap();
     let p = provider(&sim.base_url, |_| {});
-    let windows = daily(-20, 14);
+    let windows = daily(now(), -20, 14);
     let a = data.openai.projects()[1].id.clone();
     for wanted in [
         vec![a.clone()],
@@ -260,31 +248,7 @@ async fn amounts_are_read_from_the_numbers_text() {
 async fn non_day_windows_and_user_or_model_filters_are_refused() {
     let server = mock("{}", 200).await;
     let p = provider(&server.uri(), |_| {});
-    let berlin = query(
-        vec![Window::new(
-            nov(1) - TimeDelta::hours(1),
-            nov(2) - TimeDelta::hours(1),
-        )],
-        &[],
-    );
-    let e = p.costs(&berlin).await.unwrap_err();
-    assert!(
-        matches!(&e, ProviderError::InvalidQuery { message, .. } if message.contains("per day in UTC")),
-        "{e}"
-    );
-    let mut users = query(vec![Window::new(nov(1), nov(2))], &[]);
-    users.users = Some(["user-1".to_owned()].into());
-    let e = p.costs(&users).await.unwrap_err();
-    assert!(
-        matches!(&e, ProviderError::InvalidQuery { message, .. } if message.contains("user")),
-        "{e}"
-    );
-    let mut models = query(vec![Window::new(nov(1), nov(2))], &[]);
-    models.models = Some(["gpt-4o".to_owned()].into());
-    assert!(matches!(
-        p.costs(&models).await,
-        Err(ProviderError::InvalidQuery { .. })
-    ));
+    assert_refuses_what_a_daily_report_cannot_answer(&p, nov(1), "user-1", "gpt-4o").await;
     assert!(
         server.received_requests().await.unwrap().is_empty(),
         "nothing sent"
