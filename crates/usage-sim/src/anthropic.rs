@@ -302,6 +302,56 @@ fn span(st: &SimState, q: &[(String, String)], width: BucketWidth) -> Result<Spa
     })
 }
 
+impl Span {
+    /// A report page: up to `limit` whole buckets of `width` from the span's start, each with
+    /// the rows `results(start, end)` gives, ending at the horizon.
+    fn page(
+        &self,
+        width: BucketWidth,
+        limit: u32,
+        mut results: impl FnMut(DateTime<Utc>, DateTime<Utc>) -> Vec<Value>,
+    ) -> Reply {
+        let mut buckets = Vec::new();
+        let mut at = self.start;
+        while buckets.len() < limit as usize && at + width.delta() <= self.horizon {
+            let end = at + width.delta();
+            buckets.push(bucket(at, end, results(at, end)));
+            at = end;
+        }
+        report(buckets, at, width, self.horizon, self.hash)
+    }
+}
+
+/// Reads `limit` for buckets of `width`: 7, 24 or 60 by default, at most 31, 168 or 1440.
+fn limit(q: &[(String, String)], width: BucketWidth) -> Result<u32, Reply> {
+    let (default_limit, max_limit) = match width {
+        BucketWidth::Day => (7, 31),
+        BucketWidth::Hour => (24, 168),
+        BucketWidth::Minute => (60, 1440),
+    };
+    match query_get(q, "limit").map(str::parse::<u32>) {
+        None => Ok(default_limit),
+        Some(Ok(n)) if (1..=max_limit).contains(&n) => Ok(n),
+        Some(Ok(0)) => Err(bad("limit: Input should be greater than or equal to 1")),
+        Some(Ok(_)) => Err(bad(&format!(
+            "limit: Input should be less than or equal to {max_limit}"
+        ))),
+        Some(Err(_)) => Err(bad("limit: Input should be a valid integer")),
+    }
+}
+
+/// Reads `group_by[]`, each one of `allowed`.
+fn group_by<'q>(q: &'q [(String, String)], allowed: &[&str]) -> Result<BTreeSet<&'q str>, Reply> {
+    let group_by: BTreeSet<&str> = array(q, "group_by").into_iter().collect();
+    match group_by.iter().find(|g| !allowed.contains(g)) {
+        Some(g) => Err(bad(&format!(
+            "group_by: Input should be one of {}; got `{g}`",
+            allowed.join(", ")
+        ))),
+        None => Ok(group_by),
+    }
+}
+
 fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
     let data: &AnthropicData = &st.data.anthropic;
     let q = query_pairs(req);
@@ -311,35 +361,15 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
         "1m" => BucketWidth::Minute,
         _ => return bad("bucket_width: Input should be '1d', '1h' or '1m'"),
     };
-    let (default_limit, max_limit) = match width {
-        BucketWidth::Day => (7, 31),
-        BucketWidth::Hour => (24, 168),
-        BucketWidth::Minute => (60, 1440),
+    let limit = match limit(&q, width) {
+        Ok(n) => n,
+        Err(r) => return r,
     };
-    let limit = match query_get(&q, "limit").map(str::parse::<u32>) {
-        None => default_limit,
-        Some(Ok(n)) if (1..=max_limit).contains(&n) => n,
-        Some(Ok(0)) => return bad("limit: Input should be greater than or equal to 1"),
-        Some(Ok(_)) => {
-            return bad(&format!(
-                "limit: Input should be less than or equal to {max_limit}"
-            ));
-        }
-        Some(Err(_)) => return bad("limit: Input should be a valid integer"),
+    let group_by = match group_by(&q, &GROUP_BY) {
+        Ok(g) => g,
+        Err(r) => return r,
     };
-    let group_by: BTreeSet<&str> = array(&q, "group_by").into_iter().collect();
-    if let Some(g) = group_by.iter().find(|g| !GROUP_BY.contains(g)) {
-        return bad(&format!(
-            "group_by: Input should be one of {}; got `{g}`",
-            GROUP_BY.join(", ")
-        ));
-    }
-    let Span {
-        start,
-        horizon,
-        visible_until,
-        hash,
-    } = match span(st, &q, width) {
+    let span = match span(st, &q, width) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -352,13 +382,10 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
     let by_key = group_by.contains("api_key_id");
     let by_model = group_by.contains("model");
 
-    let mut buckets = Vec::new();
-    let mut at = start;
-    while buckets.len() < limit as usize && at + width.delta() <= horizon {
-        let end = at + width.delta();
+    span.page(width, limit, |at, end| {
         let mut rows: BTreeMap<RowKey, Sums> = BTreeMap::new();
         for e in data.between(at, end) {
-            if e.at > visible_until
+            if e.at > span.visible_until
                 || workspaces
                     .as_ref()
                     .is_some_and(|w| !e.workspace_id.as_deref().is_some_and(|id| w.contains(id)))
@@ -378,11 +405,8 @@ fn usage_report(st: &SimState, req: &HttpRequest) -> Reply {
             );
             rows.entry(key).or_default().add(e);
         }
-        let results: Vec<Value> = rows.iter().map(|(k, s)| row(k, s)).collect();
-        buckets.push(bucket(at, end, results));
-        at = end;
-    }
-    report(buckets, at, width, horizon, hash)
+        rows.iter().map(|(k, s)| row(k, s)).collect()
+    })
 }
 
 async fn cost_report(req: HttpRequest, st: web::Data<SimState>) -> HttpResponse {
@@ -415,44 +439,30 @@ fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
         None | Some("1d") => {}
         Some(_) => return bad("bucket_width: Input should be '1d'"),
     }
-    let limit = match query_get(&q, "limit").map(str::parse::<u32>) {
-        None => 7,
-        Some(Ok(n)) if (1..=31).contains(&n) => n,
-        Some(Ok(0)) => return bad("limit: Input should be greater than or equal to 1"),
-        Some(Ok(_)) => return bad("limit: Input should be less than or equal to 31"),
-        Some(Err(_)) => return bad("limit: Input should be a valid integer"),
+    let limit = match limit(&q, width) {
+        Ok(n) => n,
+        Err(r) => return r,
     };
-    let group_by: BTreeSet<&str> = array(&q, "group_by").into_iter().collect();
-    if let Some(g) = group_by.iter().find(|g| !COST_GROUP_BY.contains(g)) {
-        return bad(&format!(
-            "group_by: Input should be one of {}; got `{g}`",
-            COST_GROUP_BY.join(", ")
-        ));
-    }
+    let group_by = match group_by(&q, &COST_GROUP_BY) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
     for f in ["workspace_ids", "api_key_ids", "models"] {
         if !array(&q, f).is_empty() {
             return bad(&format!("{f}: Extra inputs are not permitted"));
         }
     }
-    let Span {
-        start,
-        horizon,
-        visible_until,
-        hash,
-    } = match span(st, &q, width) {
+    let span = match span(st, &q, width) {
         Ok(s) => s,
         Err(r) => return r,
     };
     let by_ws = group_by.contains("workspace_id");
     let by_desc = group_by.contains("description");
 
-    let mut buckets = Vec::new();
-    let mut at = start;
-    while buckets.len() < limit as usize && at + width.delta() <= horizon {
-        let end = at + width.delta();
+    span.page(width, limit, |at, end| {
         let mut rows: BTreeMap<CostKey, rust_decimal::Decimal> = BTreeMap::new();
         for e in data.between(at, end) {
-            if e.at > visible_until {
+            if e.at > span.visible_until {
                 continue;
             }
             for item in e.cost_items() {
@@ -468,8 +478,7 @@ fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
                 *rows.entry(key).or_default() += item.amount * rust_decimal::Decimal::ONE_HUNDRED;
             }
         }
-        let results: Vec<Value> = rows
-            .into_iter()
+        rows.into_iter()
             .map(|((ws, desc), cents)| {
                 let (description, cost_type, model, token_type) = match desc {
                     Some((text, kind, model, token)) => (Some(text), Some(kind), model, token),
@@ -489,11 +498,8 @@ fn cost_report_page(st: &SimState, req: &HttpRequest) -> Reply {
                     "inference_geo": null,
                 })
             })
-            .collect();
-        buckets.push(bucket(at, end, results));
-        at = end;
-    }
-    report(buckets, at, width, horizon, hash)
+            .collect()
+    })
 }
 
 fn list_workspaces(st: &SimState, req: &HttpRequest) -> Reply {
