@@ -314,22 +314,48 @@ struct UsageRequest {
     hash: u64,
 }
 
+/// Reads an integer query parameter.
+fn int(pairs: &[(String, String)], name: &str) -> Result<Option<i64>, Reply> {
+    query_get(pairs, name)
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| invalid(name, &format!("Invalid '{name}': expected an integer.")))
+        })
+        .transpose()
+}
+
+/// Reads the required `start_time`.
+fn start_time(pairs: &[(String, String)]) -> Result<i64, Reply> {
+    int(pairs, "start_time")?
+        .ok_or_else(|| invalid("start_time", "Missing required parameter: 'start_time'."))
+}
+
+/// Reads `end_time` (by default the end of the `width`-second bucket holding now), which must
+/// be after `start`.
+fn end_time(
+    st: &SimState,
+    pairs: &[(String, String)],
+    start: i64,
+    width: i64,
+) -> Result<i64, Reply> {
+    let now = st.data.openai.now().timestamp();
+    let end = int(pairs, "end_time")?.unwrap_or(now + (width - now.rem_euclid(width)) % width);
+    if end <= start {
+        return Err(invalid(
+            "end_time",
+            "'end_time' must be after 'start_time'.",
+        ));
+    }
+    Ok(end)
+}
+
 fn parse_request(
     st: &SimState,
     pairs: &[(String, String)],
     endpoint: Endpoint,
 ) -> Result<UsageRequest, Reply> {
-    let int = |name: &str| -> Result<Option<i64>, Reply> {
-        match query_get(pairs, name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| invalid(name, &format!("Invalid '{name}': expected an integer."))),
-        }
-    };
-    let start = int("start_time")?
-        .ok_or_else(|| invalid("start_time", "Missing required parameter: 'start_time'."))?;
+    let int = |name: &str| int(pairs, name);
+    let start = start_time(pairs)?;
     let (width, default_limit, max_limit) = match query_get(pairs, "bucket_width").unwrap_or("1d") {
         "1m" => (60, 60, 1440),
         "1h" => (3600, 24, 168),
@@ -348,14 +374,7 @@ fn parse_request(
             &format!("Invalid 'limit': {limit}. It must be between 1 and {max_limit}."),
         ));
     }
-    let now = st.data.openai.now().timestamp();
-    let end = int("end_time")?.unwrap_or(now + (width - now.rem_euclid(width)) % width);
-    if end <= start {
-        return Err(invalid(
-            "end_time",
-            "'end_time' must be after 'start_time'.",
-        ));
-    }
+    let end = end_time(st, pairs, start, width)?;
     let dims = endpoint.dimensions();
     let mut group_by = Vec::new();
     for g in values(pairs, "group_by") {
@@ -663,17 +682,9 @@ struct CostsAmount {
 fn costs_page(st: &SimState, req: &HttpRequest) -> Reply {
     const DAY: i64 = 86_400;
     let pairs = query_pairs(req);
-    let int = |name: &str| -> Result<Option<i64>, Reply> {
-        query_get(&pairs, name)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map_err(|_| invalid(name, &format!("Invalid '{name}': expected an integer.")))
-            })
-            .transpose()
-    };
+    let int = |name: &str| int(&pairs, name);
     let parsed = (|| -> Result<_, Reply> {
-        let start = int("start_time")?
-            .ok_or_else(|| invalid("start_time", "Missing required parameter: 'start_time'."))?;
+        let start = start_time(&pairs)?;
         match query_get(&pairs, "bucket_width") {
             None | Some("1d") => {}
             Some(other) => {
@@ -692,14 +703,7 @@ fn costs_page(st: &SimState, req: &HttpRequest) -> Reply {
                 &format!("Invalid 'limit': {limit}. Limit can range between 1 and 180."),
             ));
         }
-        let now = st.data.openai.now().timestamp();
-        let end = int("end_time")?.unwrap_or(now + (DAY - now.rem_euclid(DAY)) % DAY);
-        if end <= start {
-            return Err(invalid(
-                "end_time",
-                "'end_time' must be after 'start_time'.",
-            ));
-        }
+        let end = end_time(st, &pairs, start, DAY)?;
         let mut group_by: Vec<&'static str> = Vec::new();
         for g in values(&pairs, "group_by") {
             let Some(d) = COST_GROUP_BY.iter().find(|d| **d == g) else {
