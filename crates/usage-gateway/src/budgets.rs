@@ -344,8 +344,8 @@ pub async fn evaluate(state: &AppState, budget: &Budget, now: DateTime<Utc>) -> 
 
 /// `a / b` as a float for ratios (rounded to 6 places).
 fn ratio(a: Decimal, b: Decimal) -> f64 {
-    let r = a.checked_div(b).unwrap_or_default().round_dp(6);
-    r.to_string().parse().unwrap_or(0.0)
+    rust_decimal::prelude::ToPrimitive::to_f64(&a.checked_div(b).unwrap_or_default().round_dp(6))
+        .unwrap_or(0.0)
 }
 
 /// Sets a budget's gauges. A budget that could not be worked out keeps its ratios (an outage
@@ -358,23 +358,14 @@ pub fn publish(status: &BudgetStatus) {
     }
     metrics::gauge!(crate::obs::names::BUDGET_SPENT_RATIO, "budget" => name.clone())
         .set(status.spent_ratio);
-    match status.forecast_ratio {
-        Some(r) => {
-            metrics::gauge!(crate::obs::names::BUDGET_FORECAST_RATIO, "budget" => name.clone())
-                .set(r);
-        }
-        None => {
-            metrics::gauge!(crate::obs::names::BUDGET_FORECAST_RATIO, "budget" => name.clone())
-                .set(status.spent_ratio);
-        }
-    }
-    metrics::gauge!(crate::obs::names::BUDGET_COMPLETE, "budget" => name).set(
-        if status.complete && status.error.is_none() {
-            1.0
-        } else {
-            0.0
-        },
-    );
+    // In the month's first hour there is no forecast yet: the spent ratio stands in.
+    metrics::gauge!(crate::obs::names::BUDGET_FORECAST_RATIO, "budget" => name.clone())
+        .set(status.forecast_ratio.unwrap_or(status.spent_ratio));
+    metrics::gauge!(crate::obs::names::BUDGET_COMPLETE, "budget" => name).set(if status.complete {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// When the budgets were last worked out for the gauges.

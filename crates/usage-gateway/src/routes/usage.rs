@@ -39,9 +39,10 @@ struct Plan {
 
 /// Where a source's cost comes from for one query.
 enum CostPlan {
-    /// The vendor's cost API (split by agent and model), each day's cost allocated to the
-    /// usage of its agent, model and unit; the note says how, when the query groups finer.
-    Vendor(Option<String>),
+    /// The vendor's cost API, split by these dimensions (agent and model), each day's cost
+    /// allocated to the usage of its agent, model and unit; the note says how, when the query
+    /// groups finer.
+    Vendor(BTreeSet<Dimension>, Option<String>),
     /// The price table; the note says why the vendor's costs are not used, when it has some.
     Prices(Option<String>),
     /// No cost; the note says why the vendor's costs are not used, when it has some.
@@ -187,14 +188,14 @@ fn plan(req: &UsageRequest, access: &Access, state: &AppState) -> Result<Vec<Pla
         let vendor = cost_dims
             .as_ref()
             .map(|dims| vendor_costs(provider, dims, &keep, req, now));
-        let costing = match vendor {
-            Some(Ok(note)) => {
+        let costing = match (vendor, cost_dims) {
+            (Some(Ok(note)), Some(dims)) => {
                 // Allocation needs the usage of each agent and model.
-                keep.extend(cost_dims.into_iter().flatten());
+                keep.extend(dims.iter().copied());
                 keep.retain(|d| source.info.dimensions.contains(d));
-                CostPlan::Vendor(note)
+                CostPlan::Vendor(dims, note)
             }
-            other => {
+            (other, _) => {
                 let why = other.and_then(Result::err);
                 if state.prices.covers(provider, name) {
                     keep.extend(state.prices.dimensions(provider, name));
@@ -437,8 +438,8 @@ pub async fn get_usage_focus(
     usage(http, caller, state, Some(Format::Focus)).await
 }
 
-/// A query answered: each touched source's entry, whether every one answered in full, the
-/// aggregation, and the billing names of the sources (for FOCUS).
+/// A query answered: each touched source's entry, whether every one answered in full, and the
+/// aggregation.
 pub(crate) struct Answer {
     /// One entry per touched source.
     pub entries: Vec<SourceEntry>,
@@ -446,8 +447,6 @@ pub(crate) struct Answer {
     pub complete: bool,
     /// Rows and totals, grouped by the `group_by` asked.
     pub agg: aggregate::Aggregation,
-    /// Each touched source's billing names, by source name.
-    pub billing: BTreeMap<String, usage_core::plugin::Billing>,
 }
 
 /// Answers `req` over the sources `access` may see, grouped by `group_by`: the fan-out, the
@@ -545,18 +544,10 @@ async fn answer_planned(
         }
     }
     let agg = aggregate::aggregate(inputs, group_by, bucketed);
-    let billing = outcomes
-        .iter()
-        .filter_map(|o| {
-            let d = state.registry.get(o.source.info.provider.as_str())?;
-            Some((o.source.info.name.clone(), d.billing))
-        })
-        .collect();
     Ok(Answer {
         entries,
         complete,
         agg,
-        billing,
     })
 }
 
@@ -606,7 +597,7 @@ async fn usage(
     let focus_req;
     let (asked, bucketed): (&UsageRequest, bool) = if format == Format::Focus {
         focus_req = UsageRequest {
-            windows: cut(&req.windows, &utc_month_starts(req.range)),
+            windows: cut(&req.windows, &utc_edges(req.range, Bucket::Month)),
             ..(*req).clone()
         };
         (&focus_req, true)
@@ -617,7 +608,6 @@ async fn usage(
         entries,
         complete,
         mut agg,
-        billing,
     } = answer_planned(plans, asked, refresh, &group_by, bucketed, &state).await?;
     if bucketed && req.fill == Fill::Zero {
         aggregate::fill_zero(&mut agg, &req.windows, MAX_FILLED_ROWS).map_err(|needed| {
@@ -661,6 +651,13 @@ async fn usage(
             Some(csv_disposition(&req, "")),
         ),
         Format::Focus => {
+            let billing: BTreeMap<String, usage_core::plugin::Billing> = entries
+                .iter()
+                .filter_map(|e| {
+                    let d = state.registry.get(e.provider.as_str())?;
+                    Some((e.source.clone(), d.billing))
+                })
+                .collect();
             let ctx = render::FocusContext {
                 range: req.range,
                 billing: &billing,
@@ -745,7 +742,7 @@ async fn run(
             error: None,
             vendor_bucket_width: None,
             cost_source: Some(match plan.costing {
-                CostPlan::Vendor(_) => CostSource::Vendor,
+                CostPlan::Vendor(..) => CostSource::Vendor,
                 CostPlan::Prices(_) => CostSource::PriceTable,
                 CostPlan::None(_) => CostSource::None,
             }),
@@ -786,7 +783,7 @@ async fn run(
             shape.agents.as_ref(),
             shape.models.as_ref(),
         ),
-        CostPlan::Vendor(_) => utc_midnights(req.range),
+        CostPlan::Vendor(..) => utc_edges(req.range, Bucket::Day),
         CostPlan::None(_) => Vec::new(),
     };
     let agents = shape.agents.clone();
@@ -802,8 +799,7 @@ async fn run(
     };
     // The vendor's costs are asked beside the usage, not after it.
     let vendor_costs = async {
-        if matches!(plan.costing, CostPlan::Vendor(_)) {
-            let dims = src.provider.cost_dimensions().unwrap_or_default();
+        if let CostPlan::Vendor(dims, _) = &plan.costing {
             Some(
                 state
                     .cache
@@ -811,7 +807,7 @@ async fn run(
                     .costs(
                         &src,
                         &cost_windows(&windows, chrono::DateTime::<Utc>::MIN_UTC),
-                        dims,
+                        dims.clone(),
                         agents,
                         refresh,
                         deadline,
@@ -893,48 +889,42 @@ async fn run(
                     outcome.costed = Costed::Each(points, costs);
                 }
                 CostPlan::None(note) => outcome.entry.notes.extend(note.clone()),
-                CostPlan::Vendor(note) => {
-                    // Asked beside the usage for every vendor plan.
-                    match vendor_costs.take().unwrap_or_else(|| {
-                        Err(ProviderError::Transport {
-                            source_name: src.info.name.clone(),
-                            message: "the vendor's costs were not asked".into(),
-                        })
-                    }) {
-                        Ok((entry, cached)) => {
-                            if !cached {
-                                outcome.entry.upstream_requests += entry.batch.upstream_requests;
-                                outcome.entry.cached = false;
-                            }
-                            outcome
-                                .entry
-                                .notes
-                                .extend(entry.batch.notes.iter().cloned());
-                            if req.range.end > Utc::now() - chrono::Duration::days(1) {
-                                outcome.entry.notes.push(
-                                    "the vendor posts costs after usage: the cost of the last \
+                // Asked beside the usage for every vendor plan.
+                CostPlan::Vendor(_, note) if let Some(costs) = vendor_costs.take() => match costs {
+                    Ok((entry, cached)) => {
+                        if !cached {
+                            outcome.entry.upstream_requests += entry.batch.upstream_requests;
+                            outcome.entry.cached = false;
+                        }
+                        outcome
+                            .entry
+                            .notes
+                            .extend(entry.batch.notes.iter().cloned());
+                        if req.range.end > Utc::now() - chrono::Duration::days(1) {
+                            outcome.entry.notes.push(
+                                "the vendor posts costs after usage: the cost of the last \
                                      24 hours may still grow"
-                                        .to_owned(),
-                                );
-                            }
-                            outcome.entry.notes.extend(note.clone());
-                            let models = (!req.models.is_empty()).then_some(req.models.as_slice());
-                            let (mut points, costs) =
-                                allocate(&answer.entries, &entry.batch, models);
-                            fold(&mut points, &req.windows);
-                            outcome.costed = Costed::Each(points, costs);
+                                    .to_owned(),
+                            );
                         }
-                        Err(e) => {
-                            tracing::warn!(source = %src.info.name, kind = e.kind(), error = %e, "vendor costs failed");
-                            let detail = Problem::from_provider(&e).detail;
-                            outcome.entry.cost_source = Some(CostSource::None);
-                            outcome.entry.notes.push(format!(
-                                "no cost: the vendor's costs could not be read ({detail})"
-                            ));
-                            outcome.partial = true;
-                        }
+                        outcome.entry.notes.extend(note.clone());
+                        let models = (!req.models.is_empty()).then_some(req.models.as_slice());
+                        let (mut points, costs) = allocate(&answer.entries, &entry.batch, models);
+                        fold(&mut points, &req.windows);
+                        outcome.costed = Costed::Each(points, costs);
                     }
-                }
+                    Err(e) => {
+                        tracing::warn!(source = %src.info.name, kind = e.kind(), error = %e, "vendor costs failed");
+                        let detail = Problem::from_provider(&e).detail;
+                        outcome.entry.cost_source = Some(CostSource::None);
+                        outcome.entry.notes.push(format!(
+                            "no cost: the vendor's costs could not be read ({detail})"
+                        ));
+                        outcome.partial = true;
+                    }
+                },
+                // Never: the costs are asked for every vendor plan.
+                CostPlan::Vendor(..) => {}
             }
             outcome.entry.notes.sort();
             outcome.entry.notes.dedup();
@@ -1016,15 +1006,15 @@ fn fold(points: &mut [UsagePoint], windows: &[Window]) {
     }
 }
 
-/// The starts of UTC months strictly inside `range`.
-fn utc_month_starts(range: Window) -> Vec<chrono::DateTime<Utc>> {
-    let mut t = usage_core::time::bucket_of(range.start, chrono_tz::UTC, Bucket::Month).end;
-    let mut out = Vec::new();
-    while t < range.end {
-        out.push(t);
-        t = usage_core::time::bucket_of(t, chrono_tz::UTC, Bucket::Month).end;
-    }
-    out
+/// The edges of UTC `bucket`s (days, months) strictly inside `range`: the starts of every
+/// bucket of [`usage_core::time::buckets`] but the first.
+fn utc_edges(range: Window, bucket: Bucket) -> Vec<chrono::DateTime<Utc>> {
+    usage_core::time::buckets(range, chrono_tz::UTC, bucket, usize::MAX)
+        .unwrap_or_default()
+        .iter()
+        .skip(1)
+        .map(|w| w.start)
+        .collect()
 }
 
 /// The windows to ask a daily cost report for, for usage `windows`: the same, but a last window
@@ -1041,18 +1031,6 @@ fn cost_windows(windows: &[Window], now: chrono::DateTime<Utc>) -> Vec<Window> {
         if day.start != last.end {
             last.end = day.end;
         }
-    }
-    out
-}
-
-/// The UTC midnights strictly inside `range`.
-fn utc_midnights(range: Window) -> Vec<chrono::DateTime<Utc>> {
-    let day = chrono::Duration::days(1);
-    let mut t = usage_core::time::bucket_of(range.start, chrono_tz::UTC, Bucket::Day).end;
-    let mut out = Vec::new();
-    while t < range.end {
-        out.push(t);
-        t += day;
     }
     out
 }
