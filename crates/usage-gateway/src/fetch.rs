@@ -301,6 +301,14 @@ impl Expiry<CostKey, Arc<CostEntry>> for CostTtl {
     }
 }
 
+/// The error of a provider call whose task did not finish (it panicked or was cancelled).
+fn task_failed(e: &tokio::task::JoinError) -> ProviderError {
+    ProviderError::Transport {
+        source_name: "gateway".into(),
+        message: format!("provider task failed: {e}"),
+    }
+}
+
 /// The window cache and the in-flight call coalescer.
 #[derive(Debug, Clone)]
 pub struct UsageCache {
@@ -421,10 +429,7 @@ impl UsageCache {
                 this.costs.insert(k, entry.clone()).await;
                 Ok::<_, ProviderError>(entry)
             });
-            task.await.map_err(|e| ProviderError::Transport {
-                source_name: "gateway".into(),
-                message: format!("provider task failed: {e}"),
-            })?
+            task.await.map_err(|e| task_failed(&e))?
         };
         let started = std::time::Instant::now();
         match tokio::time::timeout_at(deadline, self.costs.try_get_with(key, init)).await {
@@ -554,10 +559,7 @@ impl UsageCache {
                 },
                 tracing::Span::current(),
             ));
-            task.await.map_err(|e| ProviderError::Transport {
-                source_name: "gateway".into(),
-                message: format!("provider task failed: {e}"),
-            })?
+            task.await.map_err(|e| task_failed(&e))?
         };
         let started = std::time::Instant::now();
         let joined = tokio::time::timeout_at(
