@@ -407,22 +407,6 @@ fn focus_unit(unit: usage_core::Unit) -> String {
         .unwrap_or_default()
 }
 
-/// The calendar month (UTC) holding `t`: FOCUS's billing period.
-fn billing_month(t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    use chrono::{Datelike, TimeZone};
-    let start = Utc
-        .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
-        .single()
-        .unwrap_or(t);
-    let (y, m) = if t.month() == 12 {
-        (t.year() + 1, 1)
-    } else {
-        (t.year(), t.month() + 1)
-    };
-    let end = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().unwrap_or(t);
-    (start, end)
-}
-
 /// Serializes the rows as a FOCUS 1.2 cost-and-usage CSV: one line per row and currency of its
 /// cost (rows without cost are left out: FOCUS lines are charges). The layout's `group_by`
 /// must hold `source` (the billing account). Charge periods are the buckets (the range when
@@ -459,7 +443,10 @@ pub fn focus(
                 service_name: "Unknown",
             });
         let period = row.bucket.unwrap_or(ctx.range);
-        let (month_start, month_end) = billing_month(period.start);
+        // The billing period: the UTC month of the charge (charges are cut at month starts).
+        let month =
+            usage_core::time::bucket_of(period.start, chrono_tz::UTC, usage_core::Bucket::Month);
+        let (month_start, month_end) = (month.start, month.end);
         let agent = dim(row, Dimension::Agent);
         let model = dim(row, Dimension::Model);
         let mut tags = serde_json::Map::new();
@@ -558,12 +545,16 @@ mod tests {
         assert_eq!(focus_decimal(d("3.1000")), "3.1");
         assert_eq!(focus_decimal(d("0.00000015")), "0.00000015");
         assert_eq!(focus_decimal(d("-2.50")), "-2.5");
+        // The billing month of a charge on New Year's Eve.
+        let month = usage_core::time::bucket_of(
+            DateTime::parse_from_rfc3339("2026-12-31T23:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            chrono_tz::UTC,
+            usage_core::Bucket::Month,
+        );
         assert_eq!(
-            billing_month(
-                DateTime::parse_from_rfc3339("2026-12-31T23:00:00Z")
-                    .unwrap()
-                    .with_timezone(&Utc)
-            ),
+            (month.start, month.end),
             (
                 DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
                     .unwrap()
