@@ -695,4 +695,25 @@ mod tests {
         let shown: Vec<String> = c.cost.iter().map(|m| m.display_amount()).collect();
         assert_eq!((shown, c.unpriced), (vec!["1.0000".to_owned()], 0));
     }
+
+    #[test]
+    fn credits_are_priced_per_credit_and_never_by_token_prices() {
+        let table = PriceTable::new(&entries(
+            r#"{"prices": [
+                {"provider": "chatbotkit", "per_credit": "0.000004", "currency": "USD"},
+                {"provider": "chatbotkit", "per_million_tokens": "2", "currency": "USD"}
+            ]}"#,
+        ))
+        .unwrap();
+        let mut credits = point(None, None, at(1, 0));
+        credits.provider = "chatbotkit";
+        credits.unit = Unit::Credits;
+        // 2 500 000 credits × 0.000004 = 10 (other counter: ChatBotKit gives no split).
+        let p = table.price(&credits, &tokens(0, 0, 2_500_000));
+        assert_eq!((shown(&p), p.unpriced), (vec!["10.0000 USD".to_owned()], 0));
+        // Images of the same provider: no entry of that unit, so unpriced, not priced at 0.
+        credits.unit = Unit::Images;
+        let p = table.price(&credits, &tokens(0, 0, 3));
+        assert_eq!((p.cost.len(), p.unpriced), (0, 3));
+    }
 }
